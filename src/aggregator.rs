@@ -1,0 +1,138 @@
+//! The aggregator: latest observations -> quorum verdicts -> a new answer snapshot, published
+//! with one atomic swap. Wakes on every report and on a tick (so that stale reports stop voting).
+//!
+//! This is the thin shell around the pure `quorum` and `snapshot` modules; it owns the previous
+//! verdicts and logs transitions (not individual probes).
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Settings,
+    exchange::ObservationBoard,
+    metrics::Metrics,
+    model::EndpointId,
+    quorum::{self, Verdict},
+    snapshot::{self, Answer, Snapshot},
+};
+
+pub struct Aggregator {
+    settings: Arc<Settings>,
+    board: Arc<ObservationBoard>,
+    published: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Aggregator {
+    pub fn new(
+        settings: Arc<Settings>,
+        board: Arc<ObservationBoard>,
+        published: Arc<ArcSwap<Snapshot>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            settings,
+            board,
+            published,
+            metrics,
+        }
+    }
+
+    /// The snapshot to serve before any verdict: every managed record undecided.
+    pub fn initial(settings: &Settings) -> Snapshot {
+        snapshot::build(settings, BTreeMap::new(), 0, false)
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let started = Instant::now();
+        let cluster = &self.settings.cluster;
+        let tick =
+            (cluster.stale_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let required = cluster.quorum.required(self.settings.regions.len());
+        let mut verdicts: BTreeMap<EndpointId, Verdict> = BTreeMap::new();
+        let mut previous = self.published.load_full();
+        let mut grace_reported = false;
+        for generation in 1u64.. {
+            tokio::select! {
+                () = self.board.changed() => {}
+                () = tokio::time::sleep(tick) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let now = Instant::now();
+            let latest = self.board.latest();
+            let next = quorum::decide_all(
+                &verdicts,
+                self.settings.endpoints.iter().map(|e| &e.id),
+                &self.settings.regions,
+                &latest,
+                required,
+                cluster.stale_after,
+                now,
+            );
+            for (id, verdict) in &next {
+                let before = verdicts.get(id).map(|v| v.health).unwrap_or_default();
+                if verdict.health != before {
+                    tracing::info!(endpoint = %id, from = %before, to = %verdict.health,
+                        "endpoint {id} becomes {}: {}", verdict.health, verdict.explain());
+                    self.metrics.verdict_changed(id, verdict.health);
+                }
+                let was_reached = verdicts.get(id).is_none_or(|v| v.quorum_reached);
+                if was_reached
+                    && !verdict.quorum_reached
+                    && verdict.health != crate::model::Health::Unknown
+                {
+                    tracing::warn!(endpoint = %id, "endpoint {id}: {}", verdict.explain());
+                }
+                self.metrics
+                    .verdict(id, verdict.health, verdict.up, verdict.down);
+            }
+            let grace_over = now.duration_since(started) >= cluster.startup_grace;
+            let snap = snapshot::build(&self.settings, next.clone(), generation, grace_over);
+            if grace_over && !grace_reported {
+                grace_reported = true;
+                if previous
+                    .records
+                    .values()
+                    .any(|r| r.answer == Answer::NotReady)
+                {
+                    tracing::warn!(
+                        "startup grace ({:?}) is over with undecided endpoints; they now count as not Up",
+                        cluster.startup_grace
+                    );
+                }
+            }
+            for (key, answer) in &snap.records {
+                if previous.records.get(key).map(|a| (&a.answer, &a.reason))
+                    != Some((&answer.answer, &answer.reason))
+                {
+                    let answers = match answer.answer {
+                        Answer::NotReady => "SERVFAIL".to_string(),
+                        _ => format!("{:?}", answer.answer.addresses()),
+                    };
+                    tracing::info!(record = %key.0, rtype = key.1.as_str(),
+                        "record {} {} answers {answers}: {}", key.0, key.1.as_str(), answer.reason.describe());
+                }
+            }
+            if snap.ready && !previous.ready {
+                tracing::info!("ready: every managed record has a decided answer");
+            }
+            self.metrics
+                .record_answers(snap.records.iter().map(|((name, kind), a)| {
+                    (
+                        name.as_str(),
+                        kind.as_str(),
+                        a.reason.code(),
+                        a.answer.addresses().len(),
+                    )
+                }));
+            self.metrics.published(generation, snap.ready);
+            let snap = Arc::new(snap);
+            self.published.store(snap.clone());
+            previous = snap;
+            verdicts = next;
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Composition root: load and cross-check configuration and zones, bind listeners, spawn the
+//! probers, the aggregator, the DNS server and the admin listener, and drain on SIGINT/SIGTERM.
+
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use anyhow::{Context, anyhow};
+use arc_swap::ArcSwap;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    admin::{self, AdminState},
+    aggregator::Aggregator,
+    config::Settings,
+    dns::{self, ZoneFile},
+    exchange::ObservationBoard,
+    metrics::Metrics,
+    probe,
+};
+
+/// Where the process actually listens (ports resolved), printed as one JSON line on stdout.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listening {
+    pub dns: Vec<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+/// Every problem with a configuration file and the zones it names, each on its own line.
+pub fn check(config: &Path) -> Result<(Settings, Vec<ZoneFile>), Vec<String>> {
+    let settings = Settings::load(config).map_err(|e| vec![e.to_string()])?;
+    let zones = dns::zones::load_dir(&settings.dns.zones_dir)
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    check_zones(&settings, &zones, &config.display().to_string())?;
+    Ok((settings, zones))
+}
+
+/// Cross-checks managed records against the zone files.
+pub fn check_zones(settings: &Settings, zones: &[ZoneFile], file: &str) -> Result<(), Vec<String>> {
+    let problems = dns::check_records(settings, zones);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.iter().map(|p| format!("{file}: {p}")).collect())
+    }
+}
+
+/// Runs DNS with in-process probers (one per configured region) until SIGINT/SIGTERM.
+/// `extra` adds routes to the admin listener (the demo's controls).
+pub async fn run(
+    settings: Settings,
+    zones: Vec<ZoneFile>,
+    extra: Option<axum::Router>,
+    on_listening: impl FnOnce(&Listening),
+) -> anyhow::Result<()> {
+    let settings = Arc::new(settings);
+    let metrics = Arc::new(Metrics::new());
+    let board = Arc::new(ObservationBoard::new());
+    let published = Arc::new(ArcSwap::from_pointee(Aggregator::initial(&settings)));
+
+    let catalog = dns::catalog(zones, &published).map_err(|e| anyhow!("{e}"))?;
+    let bound = dns::server::bind(&settings.dns.listen).await?;
+    let admin_listener = tokio::net::TcpListener::bind(settings.admin.listen)
+        .await
+        .with_context(|| format!("cannot bind the admin listener {}", settings.admin.listen))?;
+    let listening = Listening {
+        dns: bound.addresses(),
+        admin: admin_listener.local_addr()?,
+    };
+
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    for region in &settings.regions {
+        probe::prober::spawn(
+            region,
+            &settings.endpoints,
+            &board,
+            &metrics,
+            &shutdown,
+            &mut tasks,
+        )?;
+    }
+    let aggregator = Aggregator::new(
+        settings.clone(),
+        board.clone(),
+        published.clone(),
+        metrics.clone(),
+    );
+    tasks.spawn(aggregator.run(shutdown.clone()));
+
+    let mut router = admin::router(AdminState {
+        settings: settings.clone(),
+        snapshot: published.clone(),
+        metrics: metrics.clone(),
+    });
+    if let Some(extra) = extra {
+        router = router.merge(extra);
+    }
+    let admin_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(admin_listener, router)
+            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await });
+        if let Err(error) = serve.await {
+            tracing::error!(%error, "admin listener failed");
+        }
+    });
+
+    let frontend = dns::server::Frontend::new(catalog, published.clone(), metrics.clone());
+    let mut server = dns::server::serve(frontend, bound);
+
+    tracing::info!(dns = ?listening.dns, admin = %listening.admin, probers = settings.regions.len(),
+        endpoints = settings.endpoints.len(), records = settings.records.len(), "vantage is serving");
+    on_listening(&listening);
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining DNS and admin listeners");
+    shutdown.cancel();
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        if let Err(error) = server.shutdown_gracefully().await {
+            tracing::warn!(%error, "DNS server stopped with an error");
+        }
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("some tasks did not stop within 5s; exiting anyway");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops vantage");
+                if let Err(error) = ctrl_c.await {
+                    tracing::error!(%error, "cannot listen for SIGINT either; stopping");
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    if let Err(error) = ctrl_c.await {
+        tracing::error!(%error, "cannot listen for SIGINT; stopping");
+    }
+}

@@ -1,0 +1,272 @@
+//! Fleet configuration: one TOML file read into validated, typed settings.
+//!
+//! `load` reports every problem at once, each with its path (`record[2].endpoints[0].address`).
+//! Relative paths in the file (`zones_dir`, `ca_file`) are relative to the file's directory.
+
+mod raw;
+mod validate;
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use crate::model::{EndpointId, Region};
+
+pub use validate::parse_duration;
+
+/// Named defaults, documented in README.md.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const STALE_AFTER: Duration = Duration::from_secs(5);
+    pub const STARTUP_GRACE: Duration = Duration::from_secs(60);
+    pub const INTERVAL: Duration = Duration::from_secs(1);
+    pub const TIMEOUT: Duration = Duration::from_millis(800);
+    pub const RISE: u32 = 2;
+    pub const FALL: u32 = 3;
+    pub const TTL: u32 = 30;
+    pub const HTTP_PATH: &str = "/";
+    pub const EXPECT_STATUS: [u16; 1] = [200];
+    pub const DNS_LISTEN: &str = "0.0.0.0:53";
+    pub const ZONES_DIR: &str = "zones";
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:8053";
+}
+
+/// The validated configuration of a whole fleet.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub cluster: Cluster,
+    /// One prober per region, in configuration order.
+    pub regions: Vec<Region>,
+    /// Every distinct endpoint, in first-seen order.
+    pub endpoints: Vec<Arc<EndpointSpec>>,
+    pub records: Vec<RecordSpec>,
+    pub dns: DnsSettings,
+    pub admin: AdminSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub quorum: QuorumRule,
+    /// An observation older than this does not vote.
+    pub stale_after: Duration,
+    /// After this long, records whose endpoints are still undecided are answered anyway.
+    pub startup_grace: Duration,
+}
+
+/// How many probers must agree for a verdict to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuorumRule {
+    /// More than half of the configured probers.
+    Majority,
+    /// At least this many probers.
+    AtLeast(usize),
+}
+
+impl QuorumRule {
+    pub fn required(self, probers: usize) -> usize {
+        match self {
+            QuorumRule::Majority => probers / 2 + 1,
+            QuorumRule::AtLeast(k) => k,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Https,
+    Http,
+    Tcp,
+}
+
+/// How one endpoint is probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckSpec {
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub path: String,
+    pub interval: Duration,
+    /// Whole check: connect, TLS, request and body.
+    pub timeout: Duration,
+    /// TCP connect plus TLS handshake.
+    pub connect_timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub expect_status: Vec<u16>,
+    pub expect_body: Option<String>,
+    /// Host header and TLS SNI; when unset, the name of the record the endpoint belongs to.
+    pub host: Option<String>,
+    pub tls_verify: bool,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// An address that can appear in answers, with the check that decides its health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSpec {
+    pub id: EndpointId,
+    pub address: IpAddr,
+    /// Where the endpoint lives.
+    pub site: Option<Region>,
+    pub check: Arc<CheckSpec>,
+    /// The address the check dials (defaults to `address`; differs behind NAT).
+    pub dial: IpAddr,
+    /// Host header and SNI used by the check.
+    pub host: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordKind {
+    A,
+    Aaaa,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::A => "A",
+            RecordKind::Aaaa => "AAAA",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Active-passive: the first Up endpoint in configuration order.
+    Failover,
+    /// Active-active: every Up endpoint.
+    All,
+    /// One Up endpoint per answer, chosen with probability proportional to its weight.
+    Weighted,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Failover => "failover",
+            Policy::All => "all",
+            Policy::Weighted => "weighted",
+        }
+    }
+}
+
+/// What a record answers when no endpoint is Up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WhenAllDown {
+    /// Fail open: answer every endpoint.
+    All,
+    /// An empty answer (NODATA).
+    None,
+    /// These static values.
+    Fallback(Vec<IpAddr>),
+}
+
+/// A managed DNS record: name + type, answered from verdicts under a policy.
+#[derive(Debug, Clone)]
+pub struct RecordSpec {
+    /// Lower-case, fully qualified (`www.example.com.`).
+    pub name: String,
+    pub kind: RecordKind,
+    pub ttl: u32,
+    pub policy: Policy,
+    pub when_all_down: WhenAllDown,
+    pub endpoints: Vec<RecordEndpoint>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordEndpoint {
+    pub id: EndpointId,
+    pub address: IpAddr,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct DnsSettings {
+    pub listen: Vec<SocketAddr>,
+    pub zones_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+}
+
+/// One thing wrong with the configuration, at a path inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+    #[error("{file}: {} problem(s):\n{}", problems.len(), list(problems))]
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Settings {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Settings::from_toml(&text, &file, base)
+    }
+
+    /// Parses and validates configuration text; `file` names it in errors, `base` anchors
+    /// relative paths.
+    pub fn from_toml(text: &str, file: &str, base: &Path) -> Result<Settings, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            file: file.to_string(),
+            message: e.to_string(),
+        })?;
+        validate::validate(raw, base).map_err(|problems| ConfigError::Invalid {
+            file: file.to_string(),
+            problems,
+        })
+    }
+
+    pub fn endpoint(&self, id: &EndpointId) -> Option<&Arc<EndpointSpec>> {
+        self.endpoints.iter().find(|e| &e.id == id)
+    }
+
+    /// Checks by name, for display.
+    pub fn checks(&self) -> BTreeMap<&str, &CheckSpec> {
+        self.endpoints
+            .iter()
+            .map(|e| (e.check.name.as_str(), e.check.as_ref()))
+            .collect()
+    }
+}

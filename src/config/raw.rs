@@ -1,0 +1,103 @@
+//! The fleet configuration file as written (TOML, serde). Unknown fields are errors.
+//!
+//! Values that need checking (addresses, durations, policies) stay strings here so that
+//! validation can report every problem at once with its path.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub cluster: RawCluster,
+    #[serde(default)]
+    pub prober: Vec<RawProber>,
+    #[serde(default)]
+    pub check: BTreeMap<String, RawCheck>,
+    #[serde(default)]
+    pub dns: RawDns,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub record: Vec<RawRecord>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub quorum: Option<RawQuorum>,
+    pub stale_after: Option<String>,
+    pub startup_grace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawQuorum {
+    Count(i64),
+    Word(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProber {
+    pub region: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    pub protocol: Option<String>,
+    pub port: Option<i64>,
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
+    pub expect_status: Option<Vec<i64>>,
+    pub expect_body: Option<String>,
+    pub host: Option<String>,
+    pub tls_verify: Option<bool>,
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    pub listen: Option<Vec<String>>,
+    pub zones_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecord {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: Option<String>,
+    pub ttl: Option<i64>,
+    pub policy: Option<String>,
+    pub when_all_down: Option<String>,
+    pub fallback: Option<Vec<String>>,
+    pub check: Option<String>,
+    #[serde(default)]
+    pub endpoints: Vec<RawEndpoint>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    pub name: Option<String>,
+    pub address: String,
+    pub site: Option<String>,
+    pub weight: Option<i64>,
+    pub check: Option<String>,
+    pub check_address: Option<String>,
+}

@@ -1,0 +1,193 @@
+//! A zone of ours: managed records answered from the published snapshot, in front of the
+//! static records of the zone file. The query path loads the snapshot without taking a lock.
+
+use std::{net::IpAddr, sync::Arc};
+
+use arc_swap::ArcSwap;
+use hickory_proto::rr::{
+    LowerName, Name, RData, Record, RecordType, TSigResponseContext,
+    rdata::{A, AAAA},
+};
+use hickory_server::{
+    server::{Request, RequestInfo},
+    store::in_memory::InMemoryZoneHandler,
+    zone_handler::{
+        AuthLookup, AxfrPolicy, LookupControlFlow, LookupError, LookupOptions, LookupRecords,
+        ZoneHandler, ZoneTransfer, ZoneType,
+    },
+};
+use rand::Rng;
+
+use crate::{
+    config::RecordKind,
+    snapshot::{Answer, Snapshot, pick_weighted},
+};
+
+pub struct ManagedZone {
+    origin: LowerName,
+    file: InMemoryZoneHandler,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+}
+
+impl ManagedZone {
+    pub fn new(file: InMemoryZoneHandler, snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
+        Self {
+            origin: file.origin().clone(),
+            file,
+            snapshot,
+        }
+    }
+
+    /// The answer for a managed name, or None when `name` is not managed (static data applies).
+    async fn managed(
+        &self,
+        name: &LowerName,
+        owner: &Name,
+        rtype: RecordType,
+        request_info: Option<&RequestInfo<'_>>,
+        options: LookupOptions,
+    ) -> Option<LookupControlFlow<AuthLookup>> {
+        let snapshot = self.snapshot.load();
+        let key = name.to_string();
+        if !snapshot.names.contains(&key) {
+            return None;
+        }
+        let kinds: &[RecordKind] = match rtype {
+            RecordType::A => &[RecordKind::A],
+            RecordType::AAAA => &[RecordKind::Aaaa],
+            // RFC 8482: a minimal answer to ANY; the managed addresses are the interesting part.
+            RecordType::ANY => &[RecordKind::A, RecordKind::Aaaa],
+            _ => &[],
+        };
+        let mut records = Vec::new();
+        let mut found = false;
+        for kind in kinds {
+            let Some(answer) = snapshot.records.get(&(key.clone(), *kind)) else {
+                continue;
+            };
+            found = true;
+            let ips = match &answer.answer {
+                // The front end answers SERVFAIL before we get here; never guess.
+                Answer::NotReady => {
+                    return Some(LookupControlFlow::Break(Err(LookupError::from(
+                        hickory_proto::op::ResponseCode::ServFail,
+                    ))));
+                }
+                Answer::Fixed(ips) => ips.clone(),
+                Answer::Weighted(choices) => pick_weighted(choices, rand::rng().random())
+                    .into_iter()
+                    .collect(),
+            };
+            records.extend(
+                ips.into_iter()
+                    .map(|ip| address_record(owner, answer.ttl, ip)),
+            );
+        }
+        if found && !records.is_empty() {
+            return Some(LookupControlFlow::Continue(Ok(AuthLookup::answers(
+                LookupRecords::Section(records),
+                None,
+            ))));
+        }
+        if found || rtype == RecordType::ANY {
+            // The name exists; no address to give (NODATA, with the SOA added by the catalog).
+            return Some(LookupControlFlow::Continue(Err(LookupError::NameExists)));
+        }
+        // Another type at a managed name: static data of that type, else NODATA (never NXDOMAIN).
+        Some(
+            match self.file.lookup(name, rtype, request_info, options).await {
+                LookupControlFlow::Continue(Err(e)) if e.is_nx_domain() => {
+                    LookupControlFlow::Continue(Err(LookupError::NameExists))
+                }
+                other => other,
+            },
+        )
+    }
+}
+
+fn address_record(owner: &Name, ttl: u32, ip: IpAddr) -> Record {
+    let rdata = match ip {
+        IpAddr::V4(v4) => RData::A(A(v4)),
+        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+    };
+    Record::from_rdata(owner.clone(), ttl, rdata)
+}
+
+#[async_trait::async_trait]
+impl ZoneHandler for ManagedZone {
+    fn zone_type(&self) -> ZoneType {
+        ZoneType::Primary
+    }
+
+    fn axfr_policy(&self) -> AxfrPolicy {
+        self.file.axfr_policy()
+    }
+
+    fn origin(&self) -> &LowerName {
+        &self.origin
+    }
+
+    async fn lookup(
+        &self,
+        name: &LowerName,
+        rtype: RecordType,
+        request_info: Option<&RequestInfo<'_>>,
+        options: LookupOptions,
+    ) -> LookupControlFlow<AuthLookup> {
+        let owner = Name::from(name);
+        if let Some(answer) = self
+            .managed(name, &owner, rtype, request_info, options)
+            .await
+        {
+            return answer;
+        }
+        self.file.lookup(name, rtype, request_info, options).await
+    }
+
+    async fn search(
+        &self,
+        request: &Request,
+        options: LookupOptions,
+    ) -> (LookupControlFlow<AuthLookup>, Option<TSigResponseContext>) {
+        let info = match request.request_info() {
+            Ok(info) => info,
+            Err(e) => return (LookupControlFlow::Break(Err(e)), None),
+        };
+        let query = info.query;
+        // Keep the query's spelling of the name (0x20 case randomisation) in managed answers.
+        let owner = query.original().name().clone();
+        match self
+            .managed(
+                query.name(),
+                &owner,
+                query.query_type(),
+                Some(&info),
+                options,
+            )
+            .await
+        {
+            Some(answer) => (answer, None),
+            None => self.file.search(request, options).await,
+        }
+    }
+
+    async fn nsec_records(
+        &self,
+        name: &LowerName,
+        options: LookupOptions,
+    ) -> LookupControlFlow<AuthLookup> {
+        self.file.nsec_records(name, options).await
+    }
+
+    async fn zone_transfer(
+        &self,
+        request: &Request,
+        options: LookupOptions,
+        now: u64,
+    ) -> Option<(
+        Result<ZoneTransfer, LookupError>,
+        Option<TSigResponseContext>,
+    )> {
+        self.file.zone_transfer(request, options, now).await
+    }
+}

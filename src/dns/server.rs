@@ -1,0 +1,174 @@
+//! The DNS front end: UDP and TCP listeners, the not-ready gate, and response metrics,
+//! around hickory's `Catalog` of our zones.
+
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::ResponseCode;
+use hickory_server::{
+    Server,
+    net::runtime::Time,
+    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
+    zone_handler::{Catalog, MessageResponseBuilder},
+};
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::{
+    config::RecordKind,
+    metrics::Metrics,
+    snapshot::{Answer, Snapshot},
+};
+
+/// Idle TCP connections are closed after this long.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const TCP_RESPONSE_BUFFER: usize = 64;
+
+pub struct Frontend {
+    catalog: Catalog,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Frontend {
+    pub fn new(catalog: Catalog, snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            catalog,
+            snapshot,
+            metrics,
+        }
+    }
+
+    /// True when the query asks for a managed record whose answer is not decided yet.
+    fn undecided(&self, request: &Request) -> bool {
+        let Ok(info) = request.request_info() else {
+            return false;
+        };
+        let snapshot = self.snapshot.load();
+        if snapshot.names.is_empty() {
+            return false;
+        }
+        let name = info.query.name().to_string();
+        if !snapshot.names.contains(&name) {
+            return false;
+        }
+        let kinds: &[RecordKind] = match info.query.query_type() {
+            hickory_proto::rr::RecordType::A => &[RecordKind::A],
+            hickory_proto::rr::RecordType::AAAA => &[RecordKind::Aaaa],
+            hickory_proto::rr::RecordType::ANY => &[RecordKind::A, RecordKind::Aaaa],
+            _ => &[],
+        };
+        kinds.iter().any(|k| {
+            snapshot
+                .records
+                .get(&(name.clone(), *k))
+                .is_some_and(|r| r.answer == Answer::NotReady)
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Frontend {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let protocol = request.protocol().to_string();
+        let info = if self.undecided(request) {
+            let edns = request.edns.as_ref().map(|req| {
+                let mut edns = hickory_proto::op::Edns::new();
+                edns.set_max_payload(req.max_payload().max(512));
+                edns
+            });
+            let response = MessageResponseBuilder::new(&request.queries, edns.as_ref())
+                .error_msg(&request.metadata, ResponseCode::ServFail);
+            match response_handle.send_response(response).await {
+                Ok(info) => info,
+                Err(error) => {
+                    tracing::debug!(%error, "cannot send SERVFAIL");
+                    return self
+                        .catalog
+                        .handle_request::<R, T>(request, response_handle)
+                        .await;
+                }
+            }
+        } else {
+            self.catalog
+                .handle_request::<R, T>(request, response_handle)
+                .await
+        };
+        self.metrics
+            .dns_response(&protocol, rcode_name(info.response_code));
+        info
+    }
+}
+
+/// The conventional mnemonic of a response code (RFC 6895 registry), for metric labels.
+pub fn rcode_name(code: ResponseCode) -> &'static str {
+    match code {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        ResponseCode::NotAuth => "NOTAUTH",
+        ResponseCode::BADVERS => "BADVERS",
+        _ => "OTHER",
+    }
+}
+
+/// Bound DNS sockets: for each listen address a UDP socket and a TCP listener on the same port.
+pub struct Bound {
+    pub sockets: Vec<(UdpSocket, TcpListener)>,
+}
+
+impl Bound {
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.sockets
+            .iter()
+            .filter_map(|(udp, _)| udp.local_addr().ok())
+            .collect()
+    }
+}
+
+/// Binds every listen address; port 0 picks a free port shared by UDP and TCP.
+pub async fn bind(listen: &[SocketAddr]) -> io::Result<Bound> {
+    let mut sockets = Vec::new();
+    for addr in listen {
+        let mut attempts = 0;
+        loop {
+            let udp = UdpSocket::bind(addr)
+                .await
+                .map_err(|e| annotate(e, "UDP", addr))?;
+            let port = udp.local_addr()?.port();
+            match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+                Ok(tcp) => {
+                    sockets.push((udp, tcp));
+                    break;
+                }
+                // With port 0 the UDP port may be taken on TCP; try another.
+                Err(e) if addr.port() == 0 && attempts < 20 => {
+                    attempts += 1;
+                    tracing::debug!(error = %e, port, "TCP port taken, retrying");
+                }
+                Err(e) => return Err(annotate(e, "TCP", addr)),
+            }
+        }
+    }
+    Ok(Bound { sockets })
+}
+
+fn annotate(e: io::Error, proto: &str, addr: &SocketAddr) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot bind DNS {proto} {addr}: {e}"))
+}
+
+/// Starts serving; the returned server is stopped with `shutdown_gracefully`.
+pub fn serve(frontend: Frontend, bound: Bound) -> Server<Frontend> {
+    let mut server = Server::new(frontend);
+    for (udp, tcp) in bound.sockets {
+        server.register_socket(udp);
+        server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+    }
+    server
+}

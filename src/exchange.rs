@@ -1,0 +1,53 @@
+//! Observations from probers to aggregators: the latest report per (region, endpoint).
+//!
+//! In this version probers run inside the aggregating process and write to a shared board;
+//! the aggregator wakes on every report. Reports are kept by sequence number, so a late,
+//! older report never replaces a newer one.
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, PoisonError},
+};
+
+use tokio::sync::Notify;
+
+use crate::model::{EndpointId, Observation, Region};
+
+#[derive(Default)]
+pub struct ObservationBoard {
+    latest: Mutex<HashMap<(Region, EndpointId), Observation>>,
+    changed: Notify,
+}
+
+impl ObservationBoard {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn report(&self, observation: Observation) {
+        let key = (observation.region.clone(), observation.endpoint.clone());
+        {
+            let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+            match latest.get(&key) {
+                Some(old) if old.seq >= observation.seq => return,
+                _ => {
+                    latest.insert(key, observation);
+                }
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    /// A copy of the latest observation per (region, endpoint).
+    pub fn latest(&self) -> HashMap<(Region, EndpointId), Observation> {
+        self.latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Resolves after the next report (or immediately if one arrived since the last call).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}

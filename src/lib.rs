@@ -1,0 +1,28 @@
+//! vantage: a global health-checking DNS failover controller.
+//!
+//! Data flow: check result -> threshold -> observation -> exchange -> quorum -> verdicts ->
+//! snapshot -> atomic swap -> DNS answers. See ARCHITECTURE.md for the map.
+
+pub mod admin;
+pub mod aggregator;
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod dns;
+pub mod exchange;
+pub mod metrics;
+pub mod model;
+pub mod probe;
+pub mod quorum;
+pub mod snapshot;
+
+/// Installs the process-wide TLS crypto provider (aws-lc-rs). Call once at start.
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, which is what we want.
+    if rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .is_err()
+    {
+        tracing::debug!("a TLS crypto provider was already installed");
+    }
+}

@@ -1,0 +1,243 @@
+//! Prometheus metrics: one owned registry, passed to components, with event-style methods.
+//!
+//! Names follow `vantage_<name>_<unit>[_total]`; every metric has HELP; label sets are bounded
+//! by the configuration (endpoints, regions, records) or by fixed enumerations.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::model::{EndpointId, Health, ProbeOutcome, Region};
+
+pub struct Metrics {
+    registry: Registry,
+    probes: IntCounterVec,
+    probe_duration: HistogramVec,
+    prober_state: IntGaugeVec,
+    verdict_state: IntGaugeVec,
+    votes: IntGaugeVec,
+    transitions: IntCounterVec,
+    dns_responses: IntCounterVec,
+    record_answers: IntGaugeVec,
+    ready: IntGauge,
+    snapshot_generation: IntGauge,
+}
+
+const HEALTH: [Health; 3] = [Health::Up, Health::Down, Health::Unknown];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let probes = IntCounterVec::new(
+            Opts::new(
+                "vantage_probes_total",
+                "Health checks run, by endpoint, prober region and result (success or failure kind).",
+            ),
+            &["endpoint", "region", "result"],
+        )
+        .expect("valid metric");
+        let probe_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "vantage_probe_duration_seconds",
+                "Duration of health checks (connect, TLS, request and body), by endpoint and prober region.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["endpoint", "region"],
+        )
+        .expect("valid metric");
+        let prober_state = IntGaugeVec::new(
+            Opts::new(
+                "vantage_prober_endpoint_state",
+                "1 for the state each prober region currently sees for an endpoint after rise/fall thresholds.",
+            ),
+            &["endpoint", "region", "state"],
+        )
+        .expect("valid metric");
+        let verdict_state = IntGaugeVec::new(
+            Opts::new(
+                "vantage_endpoint_verdict",
+                "1 for the current quorum verdict of an endpoint (state = up, down or unknown).",
+            ),
+            &["endpoint", "state"],
+        )
+        .expect("valid metric");
+        let votes = IntGaugeVec::new(
+            Opts::new(
+                "vantage_endpoint_votes",
+                "Fresh prober votes for an endpoint in the latest quorum round, by reported state.",
+            ),
+            &["endpoint", "state"],
+        )
+        .expect("valid metric");
+        let transitions = IntCounterVec::new(
+            Opts::new(
+                "vantage_verdict_transitions_total",
+                "Changes of an endpoint's quorum verdict, by the state it changed to.",
+            ),
+            &["endpoint", "to"],
+        )
+        .expect("valid metric");
+        let dns_responses = IntCounterVec::new(
+            Opts::new(
+                "vantage_dns_responses_total",
+                "DNS responses sent, by transport protocol and response code.",
+            ),
+            &["protocol", "rcode"],
+        )
+        .expect("valid metric");
+        let record_answers = IntGaugeVec::new(
+            Opts::new(
+                "vantage_record_answer_endpoints",
+                "Number of addresses a managed record currently answers, with the reason for the answer.",
+            ),
+            &["record", "type", "reason"],
+        )
+        .expect("valid metric");
+        let ready = IntGauge::new(
+            "vantage_ready",
+            "1 when every managed record has a decided answer (the first quorum round completed).",
+        )
+        .expect("valid metric");
+        let snapshot_generation = IntGauge::new(
+            "vantage_snapshot_generation",
+            "Generation number of the answer snapshot currently published to the DNS server.",
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "vantage_build_info",
+                "Always 1; the version of this vantage binary.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        for c in [
+            Box::new(probes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(probe_duration.clone()),
+            Box::new(prober_state.clone()),
+            Box::new(verdict_state.clone()),
+            Box::new(votes.clone()),
+            Box::new(transitions.clone()),
+            Box::new(dns_responses.clone()),
+            Box::new(record_answers.clone()),
+            Box::new(ready.clone()),
+            Box::new(snapshot_generation.clone()),
+            Box::new(build_info),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Self {
+            registry,
+            probes,
+            probe_duration,
+            prober_state,
+            verdict_state,
+            votes,
+            transitions,
+            dns_responses,
+            record_answers,
+            ready,
+            snapshot_generation,
+        }
+    }
+
+    pub fn probe_completed(
+        &self,
+        endpoint: &EndpointId,
+        region: &Region,
+        outcome: &ProbeOutcome,
+        seconds: f64,
+    ) {
+        let result = match outcome {
+            ProbeOutcome::Success { .. } => "success",
+            ProbeOutcome::Fail { kind, .. } => kind.as_str(),
+        };
+        self.probes
+            .with_label_values(&[endpoint.as_str(), region.as_str(), result])
+            .inc();
+        self.probe_duration
+            .with_label_values(&[endpoint.as_str(), region.as_str()])
+            .observe(seconds);
+    }
+
+    pub fn prober_state(&self, endpoint: &EndpointId, region: &Region, state: Health) {
+        for h in HEALTH {
+            self.prober_state
+                .with_label_values(&[endpoint.as_str(), region.as_str(), h.as_str()])
+                .set(i64::from(h == state));
+        }
+    }
+
+    pub fn verdict(
+        &self,
+        endpoint: &EndpointId,
+        state: Health,
+        up_votes: usize,
+        down_votes: usize,
+    ) {
+        for h in HEALTH {
+            self.verdict_state
+                .with_label_values(&[endpoint.as_str(), h.as_str()])
+                .set(i64::from(h == state));
+        }
+        self.votes
+            .with_label_values(&[endpoint.as_str(), "up"])
+            .set(up_votes as i64);
+        self.votes
+            .with_label_values(&[endpoint.as_str(), "down"])
+            .set(down_votes as i64);
+    }
+
+    pub fn verdict_changed(&self, endpoint: &EndpointId, to: Health) {
+        self.transitions
+            .with_label_values(&[endpoint.as_str(), to.as_str()])
+            .inc();
+    }
+
+    pub fn dns_response(&self, protocol: &str, rcode: &str) {
+        self.dns_responses
+            .with_label_values(&[protocol, rcode])
+            .inc();
+    }
+
+    /// Replaces the per-record answer gauge (reasons change, so old label sets are dropped).
+    pub fn record_answers<'a>(
+        &self,
+        answers: impl Iterator<Item = (&'a str, &'a str, &'a str, usize)>,
+    ) {
+        self.record_answers.reset();
+        for (record, kind, reason, count) in answers {
+            self.record_answers
+                .with_label_values(&[record, kind, reason])
+                .set(count as i64);
+        }
+    }
+
+    pub fn published(&self, generation: u64, ready: bool) {
+        self.snapshot_generation.set(generation as i64);
+        self.ready.set(i64::from(ready));
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,171 @@
+//! The vocabulary of vantage: endpoints, regions, health, probe outcomes, observations.
+//!
+//! Plain data only; no I/O. Times are tokio `Instant`s so that timing logic can run on paused time.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// Stable identity of an endpoint (its configured `name`, or its address).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct EndpointId(Arc<str>);
+
+impl EndpointId {
+    pub fn new(id: impl Into<Arc<str>>) -> Self {
+        Self(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EndpointId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A region: where a prober runs, or where an endpoint lives (its site).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Region(Arc<str>);
+
+impl Region {
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Health as seen by one prober (after thresholds) or decided by quorum (a verdict).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Not yet decided: the starting state, never treated as Up.
+    #[default]
+    Unknown,
+    Up,
+    Down,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Up => "up",
+            Health::Down => "down",
+        }
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Health::Unknown => "Unknown",
+            Health::Up => "Up",
+            Health::Down => "Down",
+        })
+    }
+}
+
+/// Why a single check failed. A failed check is data, not an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The connection was actively refused (RST).
+    Refused,
+    /// No connection, handshake or response within the configured timeout.
+    Timeout,
+    /// The connection failed for another reason (unreachable, reset).
+    Connect,
+    /// The TLS handshake failed for a reason other than the certificate.
+    TlsHandshake,
+    /// The server's certificate did not verify (unknown issuer, wrong name, expired).
+    Certificate,
+    /// The HTTP status was not one of the expected codes.
+    Status,
+    /// The body did not contain the expected text.
+    Body,
+    /// The peer spoke something that is not valid HTTP.
+    Protocol,
+}
+
+impl FailureKind {
+    pub const ALL: [FailureKind; 8] = [
+        FailureKind::Refused,
+        FailureKind::Timeout,
+        FailureKind::Connect,
+        FailureKind::TlsHandshake,
+        FailureKind::Certificate,
+        FailureKind::Status,
+        FailureKind::Body,
+        FailureKind::Protocol,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Refused => "refused",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Connect => "connect",
+            FailureKind::TlsHandshake => "tls_handshake",
+            FailureKind::Certificate => "certificate",
+            FailureKind::Status => "status",
+            FailureKind::Body => "body",
+            FailureKind::Protocol => "protocol",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The result of one check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    Success { rtt: Duration },
+    Fail { kind: FailureKind, detail: String },
+}
+
+impl ProbeOutcome {
+    pub fn fail(kind: FailureKind, detail: impl Into<String>) -> Self {
+        ProbeOutcome::Fail {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn is_success(&self) -> bool {
+        matches!(self, ProbeOutcome::Success { .. })
+    }
+}
+
+/// One prober's report for one endpoint at a point in time.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    pub endpoint: EndpointId,
+    pub region: Region,
+    /// State after the rise/fall thresholds.
+    pub health: Health,
+    /// Consecutive successes (or failures) of the latest streak.
+    pub streak: u32,
+    pub last_rtt: Option<Duration>,
+    pub last_failure: Option<(FailureKind, String)>,
+    pub observed_at: Instant,
+    /// Increases by one with every check the prober runs for this endpoint.
+    pub seq: u64,
+}

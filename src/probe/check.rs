@@ -1,0 +1,274 @@
+//! One health check against one endpoint: https, http or tcp. The only user of reqwest.
+//!
+//! Every run opens a fresh connection (no pooling: a pooled connection would hide firewall and
+//! load-balancer failures). A failed check is data: `ProbeOutcome::Fail` with a specific kind.
+
+use std::{error::Error as StdError, net::SocketAddr, time::Duration};
+
+use tokio::{net::TcpStream, time::Instant};
+
+use crate::{
+    config::{EndpointSpec, Protocol},
+    model::{FailureKind, ProbeOutcome, Region},
+};
+
+/// At most this much of a response body is read when looking for `expect_body`.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckSetupError {
+    #[error("check {check}: cannot read ca_file {path}: {source}")]
+    CaFile {
+        check: String,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("check {check}: ca_file {path} holds no usable PEM certificate: {message}")]
+    CaPem {
+        check: String,
+        path: String,
+        message: String,
+    },
+    #[error("check {check}: cannot build the HTTP client: {message}")]
+    Client { check: String, message: String },
+}
+
+/// A ready-to-run check for one endpoint, as seen from one region.
+pub struct Checker {
+    kind: CheckerKind,
+}
+
+enum CheckerKind {
+    Http {
+        client: reqwest::Client,
+        url: String,
+        expect_status: Vec<u16>,
+        expect_body: Option<String>,
+    },
+    Tcp {
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    },
+}
+
+impl Checker {
+    pub fn new(endpoint: &EndpointSpec, region: &Region) -> Result<Self, CheckSetupError> {
+        let check = &endpoint.check;
+        let addr = SocketAddr::new(endpoint.dial, check.port);
+        let kind = match check.protocol {
+            Protocol::Tcp => CheckerKind::Tcp {
+                addr,
+                connect_timeout: check.connect_timeout,
+            },
+            Protocol::Http | Protocol::Https => {
+                let scheme = if check.protocol == Protocol::Https {
+                    "https"
+                } else {
+                    "http"
+                };
+                let mut builder = reqwest::Client::builder()
+                    .http1_only()
+                    .no_proxy()
+                    .pool_max_idle_per_host(0)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .connect_timeout(check.connect_timeout)
+                    .timeout(check.timeout)
+                    .user_agent(format!(
+                        "vantage-probe/{} (region={region})",
+                        env!("CARGO_PKG_VERSION")
+                    ))
+                    .default_headers(region_header(region))
+                    // Dial the endpoint's address while Host and SNI carry the configured name.
+                    .resolve(&endpoint.host, addr);
+                if check.protocol == Protocol::Https {
+                    if let Some(path) = &check.ca_file {
+                        let pem =
+                            std::fs::read(path).map_err(|source| CheckSetupError::CaFile {
+                                check: check.name.clone(),
+                                path: path.display().to_string(),
+                                source,
+                            })?;
+                        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                            CheckSetupError::CaPem {
+                                check: check.name.clone(),
+                                path: path.display().to_string(),
+                                message: e.to_string(),
+                            }
+                        })?;
+                        if certs.is_empty() {
+                            return Err(CheckSetupError::CaPem {
+                                check: check.name.clone(),
+                                path: path.display().to_string(),
+                                message: "no certificate found".into(),
+                            });
+                        }
+                        builder = builder.tls_certs_only(certs);
+                    }
+                    if !check.tls_verify {
+                        builder = builder.danger_accept_invalid_certs(true);
+                    }
+                }
+                let client = builder.build().map_err(|e| CheckSetupError::Client {
+                    check: check.name.clone(),
+                    message: e.to_string(),
+                })?;
+                CheckerKind::Http {
+                    client,
+                    url: format!("{scheme}://{}:{}{}", endpoint.host, check.port, check.path),
+                    expect_status: check.expect_status.clone(),
+                    expect_body: check.expect_body.clone(),
+                }
+            }
+        };
+        Ok(Self { kind })
+    }
+
+    /// Runs the check once.
+    pub async fn run(&self) -> ProbeOutcome {
+        let started = Instant::now();
+        match &self.kind {
+            CheckerKind::Tcp {
+                addr,
+                connect_timeout,
+            } => match tokio::time::timeout(*connect_timeout, TcpStream::connect(addr)).await {
+                Err(_) => ProbeOutcome::fail(
+                    FailureKind::Timeout,
+                    format!("no connection within {connect_timeout:?}"),
+                ),
+                Ok(Err(e)) => ProbeOutcome::fail(io_kind(&e), e.to_string()),
+                Ok(Ok(_stream)) => ProbeOutcome::Success {
+                    rtt: started.elapsed(),
+                },
+            },
+            CheckerKind::Http {
+                client,
+                url,
+                expect_status,
+                expect_body,
+            } => {
+                let mut response = match client.get(url).send().await {
+                    Ok(r) => r,
+                    Err(e) => return classify(&e),
+                };
+                let status = response.status().as_u16();
+                if !expect_status.contains(&status) {
+                    return ProbeOutcome::fail(
+                        FailureKind::Status,
+                        format!("status {status}, expected {expect_status:?}"),
+                    );
+                }
+                if let Some(needle) = expect_body {
+                    let mut body = Vec::new();
+                    loop {
+                        match response.chunk().await {
+                            Ok(Some(chunk)) => {
+                                let room = MAX_BODY_BYTES - body.len();
+                                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                                if body.len() >= MAX_BODY_BYTES {
+                                    break;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => return classify(&e),
+                        }
+                    }
+                    if !contains(&body, needle.as_bytes()) {
+                        return ProbeOutcome::fail(
+                            FailureKind::Body,
+                            format!(
+                                "body (first {} bytes) does not contain {needle:?}",
+                                body.len()
+                            ),
+                        );
+                    }
+                }
+                ProbeOutcome::Success {
+                    rtt: started.elapsed(),
+                }
+            }
+        }
+    }
+}
+
+fn region_header(region: &Region) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(value) = reqwest::header::HeaderValue::from_str(region.as_str()) {
+        headers.insert("x-vantage-region", value);
+    }
+    headers
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn io_kind(e: &std::io::Error) -> FailureKind {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => FailureKind::Refused,
+        std::io::ErrorKind::TimedOut => FailureKind::Timeout,
+        _ => FailureKind::Connect,
+    }
+}
+
+/// Turns a reqwest error into a failure kind by walking its chain of causes.
+fn classify(error: &reqwest::Error) -> ProbeOutcome {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+    let mut kind = None;
+    while let Some(e) = source {
+        if let Some(found) = tls_kind(e) {
+            kind = Some(found);
+            break;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            // io::Error::source skips the wrapped error, so look inside explicitly.
+            let mut inner = io.get_ref();
+            while let Some(i) = inner {
+                if let Some(found) = tls_kind(i) {
+                    kind = Some(found);
+                    break;
+                }
+                inner = i
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref());
+            }
+            if kind.is_some() {
+                break;
+            }
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                kind = Some(FailureKind::Refused);
+                break;
+            }
+        }
+        source = e.source();
+    }
+    let kind = kind.unwrap_or(if error.is_timeout() {
+        FailureKind::Timeout
+    } else if error.is_connect() {
+        FailureKind::Connect
+    } else {
+        FailureKind::Protocol
+    });
+    ProbeOutcome::fail(kind, chain(error))
+}
+
+fn tls_kind(e: &(dyn StdError + 'static)) -> Option<FailureKind> {
+    e.downcast_ref::<rustls::Error>().map(|tls| match tls {
+        rustls::Error::InvalidCertificate(_) => FailureKind::Certificate,
+        _ => FailureKind::TlsHandshake,
+    })
+}
+
+/// The error and its causes on one line.
+fn chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let s = e.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = e.source();
+    }
+    text
+}

@@ -1,0 +1,8 @@
+//! Probers: run every check of the fleet from one region and report observations.
+//!
+//! `check` does the I/O of one check, `threshold` turns results into Up/Down (pure), and
+//! `prober` schedules checks (interval with jitter) and publishes observations.
+
+pub mod check;
+pub mod prober;
+pub mod threshold;

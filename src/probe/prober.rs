@@ -1,0 +1,115 @@
+//! The prober of one region: one task per endpoint, checking at its interval with jitter.
+
+use std::{sync::Arc, time::Duration};
+
+use rand::Rng;
+use tokio::{task::JoinSet, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    check::{CheckSetupError, Checker},
+    threshold::Threshold,
+};
+use crate::{
+    config::EndpointSpec,
+    exchange::ObservationBoard,
+    metrics::Metrics,
+    model::{Observation, ProbeOutcome, Region},
+};
+
+/// Starts checking every endpoint from `region`; tasks end when `shutdown` is cancelled.
+pub fn spawn(
+    region: &Region,
+    endpoints: &[Arc<EndpointSpec>],
+    board: &Arc<ObservationBoard>,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<(), CheckSetupError> {
+    let mut checkers = Vec::new();
+    for endpoint in endpoints {
+        checkers.push((endpoint.clone(), Checker::new(endpoint, region)?));
+    }
+    for (endpoint, checker) in checkers {
+        tasks.spawn(run_endpoint(
+            region.clone(),
+            endpoint,
+            checker,
+            board.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    Ok(())
+}
+
+/// Interval with ±10% jitter, so that checks from many probers do not synchronise.
+fn jittered(interval: Duration) -> Duration {
+    let factor = rand::rng().random_range(0.9..=1.1);
+    interval.mul_f64(factor)
+}
+
+async fn run_endpoint(
+    region: Region,
+    endpoint: Arc<EndpointSpec>,
+    checker: Checker,
+    board: Arc<ObservationBoard>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let check = &endpoint.check;
+    let mut threshold = Threshold::new(check.rise, check.fall);
+    let mut last_failure = None;
+    let mut last_rtt = None;
+    metrics.prober_state(&endpoint.id, &region, threshold.state());
+    for seq in 1u64.. {
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            outcome = checker.run() => outcome,
+            () = shutdown.cancelled() => return,
+        };
+        metrics.probe_completed(
+            &endpoint.id,
+            &region,
+            &outcome,
+            started.elapsed().as_secs_f64(),
+        );
+        match &outcome {
+            ProbeOutcome::Success { rtt } => last_rtt = Some(*rtt),
+            ProbeOutcome::Fail { kind, detail } => {
+                tracing::debug!(endpoint = %endpoint.id, %region, failure = %kind, %detail, "check failed");
+                last_failure = Some((*kind, detail.clone()));
+            }
+        }
+        if let Some(state) = threshold.record(outcome.is_success()) {
+            let why = match &outcome {
+                ProbeOutcome::Success { rtt } => {
+                    format!("{} consecutive successes, rtt {rtt:?}", threshold.streak())
+                }
+                ProbeOutcome::Fail { kind, detail } => {
+                    format!(
+                        "{} consecutive failures, last: {kind} ({detail})",
+                        threshold.streak()
+                    )
+                }
+            };
+            tracing::info!(endpoint = %endpoint.id, %region, %state, "prober {region} sees endpoint {} become {state}: {why}", endpoint.id);
+            metrics.prober_state(&endpoint.id, &region, state);
+        }
+        board.report(Observation {
+            endpoint: endpoint.id.clone(),
+            region: region.clone(),
+            health: threshold.state(),
+            streak: threshold.streak(),
+            last_rtt,
+            last_failure: last_failure.clone(),
+            observed_at: Instant::now(),
+            seq,
+        });
+        let wait = jittered(check.interval).saturating_sub(started.elapsed());
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! Quorum: the latest observations of the configured probers -> one verdict per endpoint.
+//!
+//! Pure; `now` is an argument. A verdict becomes Up when at least `required` fresh probers
+//! report Up, Down when at least `required` report Down; otherwise it holds its previous value
+//! (fail static), which is `Unknown` at start. Observations older than `stale_after` do not vote.
+//! If both sides reach the quorum (possible when it is below a majority), the larger side wins
+//! and a tie holds the previous value.
+
+use std::{collections::BTreeMap, collections::HashMap, time::Duration};
+
+use tokio::time::Instant;
+
+use crate::model::{EndpointId, FailureKind, Health, Observation, Region};
+
+/// One configured prober's contribution to a verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vote {
+    pub region: Region,
+    /// The state the prober reports (Unknown when it has reported nothing yet).
+    pub health: Health,
+    /// False when the report is older than `stale_after` (or missing): it does not count.
+    pub fresh: bool,
+    pub age: Option<Duration>,
+    pub last_rtt: Option<Duration>,
+    pub last_failure: Option<(FailureKind, String)>,
+}
+
+/// The quorum decision for one endpoint, with its votes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub health: Health,
+    pub votes: Vec<Vote>,
+    /// Fresh Up and Down votes.
+    pub up: usize,
+    pub down: usize,
+    pub required: usize,
+    /// False when no side reached the quorum and the previous value was held.
+    pub quorum_reached: bool,
+    /// When `health` last changed (None while it has never been decided).
+    pub changed_at: Option<Instant>,
+}
+
+impl Verdict {
+    pub fn unknown(required: usize) -> Self {
+        Verdict {
+            health: Health::Unknown,
+            votes: Vec::new(),
+            up: 0,
+            down: 0,
+            required,
+            quorum_reached: false,
+            changed_at: None,
+        }
+    }
+
+    /// A one-line explanation: "2 of 3 probers report Down (timeout, refused)".
+    pub fn explain(&self) -> String {
+        let total = self.votes.len();
+        let failures: Vec<&str> = self
+            .votes
+            .iter()
+            .filter(|v| v.fresh && v.health == Health::Down)
+            .filter_map(|v| v.last_failure.as_ref().map(|(k, _)| k.as_str()))
+            .collect();
+        if self.quorum_reached {
+            match self.health {
+                Health::Up => format!("{} of {total} probers report Up", self.up),
+                Health::Down => format!(
+                    "{} of {total} probers report Down ({})",
+                    self.down,
+                    failures.join(", ")
+                ),
+                Health::Unknown => "undecided".to_string(),
+            }
+        } else {
+            let silent = total - self.up - self.down;
+            format!(
+                "no quorum ({} Up, {} Down, {silent} unknown or stale of {total}; {} needed): holding {}",
+                self.up, self.down, self.required, self.health
+            )
+        }
+    }
+}
+
+/// The votes of every configured region for one endpoint.
+pub fn votes_for(
+    endpoint: &EndpointId,
+    regions: &[Region],
+    latest: &HashMap<(Region, EndpointId), Observation>,
+    stale_after: Duration,
+    now: Instant,
+) -> Vec<Vote> {
+    regions
+        .iter()
+        .map(
+            |region| match latest.get(&(region.clone(), endpoint.clone())) {
+                None => Vote {
+                    region: region.clone(),
+                    health: Health::Unknown,
+                    fresh: false,
+                    age: None,
+                    last_rtt: None,
+                    last_failure: None,
+                },
+                Some(obs) => {
+                    let age = now.saturating_duration_since(obs.observed_at);
+                    Vote {
+                        region: region.clone(),
+                        health: obs.health,
+                        fresh: age <= stale_after,
+                        age: Some(age),
+                        last_rtt: obs.last_rtt,
+                        last_failure: obs.last_failure.clone(),
+                    }
+                }
+            },
+        )
+        .collect()
+}
+
+/// Decides one endpoint's verdict from its votes and its previous verdict.
+pub fn decide(previous: &Verdict, votes: Vec<Vote>, required: usize, now: Instant) -> Verdict {
+    let count = |h: Health| votes.iter().filter(|v| v.fresh && v.health == h).count();
+    let (up, down) = (count(Health::Up), count(Health::Down));
+    let required = required.max(1);
+    let decided = match (up >= required, down >= required) {
+        (true, false) => Some(Health::Up),
+        (false, true) => Some(Health::Down),
+        (true, true) if up > down => Some(Health::Up),
+        (true, true) if down > up => Some(Health::Down),
+        _ => None,
+    };
+    let health = decided.unwrap_or(previous.health);
+    let changed_at = if health != previous.health {
+        Some(now)
+    } else {
+        previous.changed_at
+    };
+    Verdict {
+        health,
+        votes,
+        up,
+        down,
+        required,
+        quorum_reached: decided.is_some(),
+        changed_at,
+    }
+}
+
+/// Verdicts for every endpoint.
+pub fn decide_all<'a>(
+    previous: &BTreeMap<EndpointId, Verdict>,
+    endpoints: impl Iterator<Item = &'a EndpointId>,
+    regions: &[Region],
+    latest: &HashMap<(Region, EndpointId), Observation>,
+    required: usize,
+    stale_after: Duration,
+    now: Instant,
+) -> BTreeMap<EndpointId, Verdict> {
+    let unknown = Verdict::unknown(required);
+    endpoints
+        .map(|id| {
+            let prev = previous.get(id).unwrap_or(&unknown);
+            let votes = votes_for(id, regions, latest, stale_after, now);
+            (id.clone(), decide(prev, votes, required, now))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn vote(h: char) -> Vote {
+        let (health, fresh) = match h {
+            'U' => (Health::Up, true),
+            'D' => (Health::Down, true),
+            'u' => (Health::Up, false),
+            'd' => (Health::Down, false),
+            _ => (Health::Unknown, true),
+        };
+        Vote {
+            region: Region::new(format!("r{h}")),
+            health,
+            fresh,
+            age: None,
+            last_rtt: None,
+            last_failure: None,
+        }
+    }
+
+    fn run(prev: Health, votes: &str, required: usize) -> Verdict {
+        let mut p = Verdict::unknown(required);
+        p.health = prev;
+        decide(
+            &p,
+            votes.chars().map(vote).collect(),
+            required,
+            Instant::now(),
+        )
+    }
+
+    #[test]
+    fn table() {
+        // (previous, votes, required, expected, quorum reached)
+        // U/D fresh Up/Down, u/d stale Up/Down, ? Unknown
+        let cases = [
+            (Health::Unknown, "UUU", 2, Health::Up, true),
+            (Health::Unknown, "UU?", 2, Health::Up, true),
+            (Health::Unknown, "U??", 2, Health::Unknown, false),
+            (Health::Up, "UDD", 2, Health::Down, true),
+            (Health::Up, "UUD", 2, Health::Up, true),
+            (Health::Down, "UDd", 2, Health::Down, false),
+            (Health::Up, "Ddd", 2, Health::Up, false),
+            (Health::Up, "uuu", 2, Health::Up, false),
+            (Health::Down, "uuu", 2, Health::Down, false),
+            (Health::Unknown, "UD", 1, Health::Unknown, false),
+            (Health::Up, "UDD", 1, Health::Down, true),
+            (Health::Down, "UUD", 1, Health::Up, true),
+            (Health::Up, "DDDDU", 3, Health::Down, true),
+            (Health::Up, "DDUUU", 3, Health::Up, true),
+        ];
+        for (prev, votes, required, want, reached) in cases {
+            let v = run(prev, votes, required);
+            assert_eq!(
+                v.health, want,
+                "prev={prev} votes={votes} required={required}"
+            );
+            assert_eq!(
+                v.quorum_reached, reached,
+                "prev={prev} votes={votes} required={required}"
+            );
+        }
+    }
+
+    #[test]
+    fn stale_observations_do_not_vote() {
+        let now = Instant::now();
+        let ep = EndpointId::new("e");
+        let regions = vec![Region::new("a"), Region::new("b")];
+        let mut latest = HashMap::new();
+        for (region, age) in [("a", 1), ("b", 10)] {
+            latest.insert(
+                (Region::new(region), ep.clone()),
+                Observation {
+                    endpoint: ep.clone(),
+                    region: Region::new(region),
+                    health: Health::Down,
+                    streak: 3,
+                    last_rtt: None,
+                    last_failure: Some((FailureKind::Timeout, "t".into())),
+                    observed_at: now - Duration::from_secs(age),
+                    seq: 1,
+                },
+            );
+        }
+        let votes = votes_for(&ep, &regions, &latest, Duration::from_secs(5), now);
+        assert!(votes[0].fresh);
+        assert!(!votes[1].fresh);
+        let mut prev = Verdict::unknown(2);
+        prev.health = Health::Up;
+        let v = decide(&prev, votes, 2, now);
+        assert_eq!(
+            v.health,
+            Health::Up,
+            "one fresh Down vote of two must not fail over"
+        );
+        assert!(v.explain().starts_with("no quorum"), "{}", v.explain());
+    }
+
+    #[test]
+    fn explain_names_the_failure_kinds() {
+        let now = Instant::now();
+        let mut votes: Vec<Vote> = "DDU".chars().map(vote).collect();
+        votes[0].last_failure = Some((FailureKind::Timeout, String::new()));
+        votes[1].last_failure = Some((FailureKind::Refused, String::new()));
+        let v = decide(&Verdict::unknown(2), votes, 2, now);
+        assert_eq!(v.explain(), "2 of 3 probers report Down (timeout, refused)");
+        assert_eq!(v.changed_at, Some(now));
+    }
+
+    proptest! {
+        /// Without a quorum on either side the verdict never changes; with a clear majority it
+        /// always follows the majority.
+        #[test]
+        fn quorum_rule(prev in 0u8..3, votes in "[UDud?]{1,7}", k in 1usize..5) {
+            let prev = [Health::Unknown, Health::Up, Health::Down][prev as usize];
+            let v = run(prev, &votes, k);
+            let up = votes.chars().filter(|c| *c == 'U').count();
+            let down = votes.chars().filter(|c| *c == 'D').count();
+            if up < k && down < k {
+                prop_assert_eq!(v.health, prev);
+            }
+            if up >= k && down < k {
+                prop_assert_eq!(v.health, Health::Up);
+            }
+            if down >= k && up < k {
+                prop_assert_eq!(v.health, Health::Down);
+            }
+            prop_assert!(v.health != Health::Unknown || prev == Health::Unknown);
+        }
+    }
+}

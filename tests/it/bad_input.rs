@@ -1,0 +1,190 @@
+//! Bad input gets clear errors naming the place; a malformed packet does not disturb the server.
+
+use std::{process::Command, time::Duration};
+
+use hickory_proto::{op::ResponseCode, rr::RecordType};
+
+use crate::support::*;
+
+fn check_config(path: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vantage"))
+        .args(["check-config", path.to_str().expect("path")])
+        .output()
+        .expect("run check-config");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn check_config_reports_every_mistake_with_its_path() {
+    let dir = workdir();
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        r#"
+[cluster]
+quorum = 4
+stale_after = "five seconds"
+
+[[prober]]
+region = "us-east"
+[[prober]]
+region = "eu-west"
+
+[check.web]
+protocol = "htps"
+interval = "1s"
+timeout = "2s"
+
+[[record]]
+name = "www.example.com"
+policy = "fastest"
+check = "web"
+endpoints = [{ address = "192.0.2.300" }, { address = "192.0.2.1", weight = 5 }]
+
+[[record]]
+name = "api.example.com"
+check = "missing"
+when_all_down = "fallback"
+endpoints = [{ address = "192.0.2.2" }]
+"#,
+    )
+    .expect("write");
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 2, "{stderr}");
+    for expected in [
+        "cluster.quorum: 4 is out of range",
+        "cluster.stale_after: not a duration",
+        "check.web.protocol: \"htps\" is not a protocol",
+        "check.web.timeout: 2s is longer than the interval",
+        "record[0].policy: \"fastest\" is not a policy",
+        "record[0].endpoints[0].address: \"192.0.2.300\" is not an IP address",
+        "record[0].endpoints[1].weight: only used with policy = \"weighted\"",
+        "record[1].check: no check named \"missing\"",
+        "record[1].fallback: when_all_down = \"fallback\" needs a list",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("fleet.toml"), "names the file:\n{stderr}");
+}
+
+#[test]
+fn check_config_rejects_unknown_fields_and_records_outside_the_zones() {
+    let dir = workdir();
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(&path, "[[prober]]\nregion = \"a\"\nzone = \"x\"\n").expect("write");
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("unknown field `zone`"), "{stderr}");
+    assert!(stderr.contains("line 3"), "names the line: {stderr}");
+
+    std::fs::write(
+        &path,
+        "[[prober]]\nregion = \"a\"\n[check.t]\nprotocol = \"tcp\"\nport = 9\n\
+         [[record]]\nname = \"www.example.org\"\nendpoints = [{ address = \"192.0.2.1\" }]\n",
+    )
+    .expect("write");
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("record[0].name: www.example.org. is not inside any zone"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_zone_file_is_named_with_its_line() {
+    let dir = workdir();
+    std::fs::write(
+        dir.path().join("zones/example.com.zone"),
+        format!("{EXAMPLE_ZONE}mail IN MX 10 mail.example.com.\nbroken IN A 10.0.0.256\n"),
+    )
+    .expect("zone");
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(&path, "[[prober]]\nregion = \"a\"\n").expect("write");
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("example.com.zone:7: "), "{stderr}");
+
+    // The good version passes.
+    std::fs::write(dir.path().join("zones/example.com.zone"), EXAMPLE_ZONE).expect("zone");
+    let (code, stdout, stderr) = check_config(&path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ok"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_packets_do_not_disturb_the_server() {
+    init();
+    let dir = workdir();
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[prober]]\nregion = \"a\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nzones_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().join("zones").display()
+        ),
+    )
+    .expect("write");
+    let vantage = Vantage::start(
+        &["dns", "--config", path.to_str().expect("path")],
+        dir.path(),
+    );
+    let valid = query_message("static.example.com.", RecordType::A, false);
+    let good = valid.to_vec().expect("encode");
+    let garbage: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0xff],
+        vec![0u8; 11],
+        good[..good.len() - 3].to_vec(),
+        {
+            // A header claiming 50 questions with none present.
+            let mut p = good.clone();
+            p[5] = 50;
+            p
+        },
+        {
+            // A label pointer loop.
+            let mut p = good[..12].to_vec();
+            p.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+            p
+        },
+        (0..600).map(|i| (i * 7 % 256) as u8).collect(),
+    ];
+    for packet in &garbage {
+        // FORMERR or no answer at all are both fine; a reply must be a well-formed message.
+        if let Some(reply) = udp_exchange(vantage.dns, packet, Duration::from_millis(300)).await {
+            let parsed = hickory_proto::op::Message::from_vec(&reply);
+            assert!(parsed.is_ok(), "garbage {packet:?} got an unparsable reply");
+        }
+    }
+    // Garbage over TCP: a length prefix and junk.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(vantage.dns)
+            .await
+            .expect("tcp");
+        s.write_all(&[0, 5, 1, 2, 3, 4, 5]).await.expect("write");
+        s.write_all(&[0xff, 0xff, 1, 2]).await.expect("write");
+    }
+    // The server still answers.
+    let reply = udp_query(vantage.dns, &valid).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(addresses(&reply).len(), 1);
+    let reply = tcp_query(vantage.dns, &valid).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+}
+
+#[test]
+fn the_shipped_example_config_and_zone_are_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/fleet.toml");
+    let (code, stdout, stderr) = check_config(&path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("3 probers"), "{stdout}");
+}

@@ -1,0 +1,156 @@
+//! DNS protocol behaviour over real sockets, for managed and static names.
+
+use std::net::IpAddr;
+
+use hickory_proto::{
+    op::{Edns, ResponseCode},
+    rr::{RData, RecordType},
+};
+
+use crate::support::*;
+
+/// A running vantage with one managed record (`www`, failover over one HTTPS backend).
+async fn serve() -> (tempfile::TempDir, Vec<Backend>, Vantage, IpAddr) {
+    init();
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(&ips[..1], vec![pki.issue(&["www.example.com"])]).await;
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[[prober]]
+region = "a"
+[check.web]
+port = {port}
+interval = "100ms"
+timeout = "90ms"
+rise = 1
+ca_file = "{ca}"
+[dns]
+listen = ["127.0.0.1:0"]
+zones_dir = "{zones}"
+[admin]
+listen = "127.0.0.1:0"
+[[record]]
+name = "www.example.com"
+ttl = 20
+endpoints = [{{ address = "{ip}" }}]
+"#,
+            port = backends[0].addr.port(),
+            ca = pki.ca_file.display(),
+            zones = dir.path().join("zones").display(),
+            ip = ips[0],
+        ),
+    )
+    .expect("config");
+    let vantage = Vantage::start(
+        &["dns", "--config", path.to_str().expect("path")],
+        dir.path(),
+    );
+    vantage.wait_ready().await;
+    (dir, backends, vantage, IpAddr::V4(ips[0]))
+}
+
+fn soa_in_authority(reply: &hickory_proto::op::Message) -> bool {
+    reply
+        .authorities
+        .iter()
+        .any(|r| matches!(r.data, RData::SOA(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_rules_hold_for_managed_and_static_names() {
+    let (_dir, _backends, vantage, ip) = serve().await;
+    let dns = vantage.dns;
+
+    // rfc1035: an authoritative answer for a managed name, with the configured TTL.
+    let reply = udp_query(
+        dns,
+        &query_message("www.example.com.", RecordType::A, false),
+    )
+    .await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert!(reply.metadata.authoritative);
+    assert_eq!(addresses(&reply), vec![ip]);
+    assert_eq!(reply.answers[0].ttl, 20);
+
+    // 0x20: the answer owner keeps the query's letter case.
+    let reply = udp_query(
+        dns,
+        &query_message("wWw.ExAmPlE.cOm.", RecordType::A, false),
+    )
+    .await;
+    assert_eq!(reply.answers[0].name.to_ascii(), "wWw.ExAmPlE.cOm.");
+
+    // rfc2308: NODATA for a managed name and another type has the SOA in authority.
+    let reply = udp_query(
+        dns,
+        &query_message("www.example.com.", RecordType::AAAA, false),
+    )
+    .await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert!(reply.answers.is_empty());
+    assert!(soa_in_authority(&reply), "{reply:?}");
+
+    // rfc2308: NXDOMAIN has the SOA in authority.
+    let reply = udp_query(
+        dns,
+        &query_message("nope.example.com.", RecordType::A, false),
+    )
+    .await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    assert!(reply.metadata.authoritative);
+    assert!(soa_in_authority(&reply));
+
+    // Static NODATA, static answer.
+    let reply = udp_query(
+        dns,
+        &query_message("static.example.com.", RecordType::MX, false),
+    )
+    .await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert!(soa_in_authority(&reply));
+
+    // Out of zone: REFUSED.
+    let reply = udp_query(
+        dns,
+        &query_message("www.example.org.", RecordType::A, false),
+    )
+    .await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+
+    // rfc6891: EDNS in, EDNS out; version 1 gets BADVERS.
+    let reply = udp_query(dns, &query_message("www.example.com.", RecordType::A, true)).await;
+    assert!(reply.edns.is_some());
+    let mut q = query_message("www.example.com.", RecordType::A, false);
+    let mut e = Edns::new();
+    e.set_version(1);
+    q.set_edns(e);
+    let reply = udp_query(dns, &q).await;
+    assert_eq!(
+        reply.metadata.response_code.high(),
+        ResponseCode::BADVERS.high(),
+        "{reply:?}"
+    );
+
+    // TCP gives the same answers as UDP.
+    let reply = tcp_query(
+        dns,
+        &query_message("www.example.com.", RecordType::A, false),
+    )
+    .await;
+    assert_eq!(addresses(&reply), vec![ip]);
+
+    // rfc5936: AXFR is refused unless allowed.
+    let reply = tcp_query(dns, &query_message("example.com.", RecordType::AXFR, false)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+
+    // rfc1035: an unknown opcode gets NOTIMP.
+    let mut q = query_message("www.example.com.", RecordType::A, false);
+    q.metadata.op_code = hickory_proto::op::OpCode::Status;
+    let reply = udp_query(dns, &q).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NotImp);
+}

@@ -1,0 +1,401 @@
+//! End to end: HTTPS checks with a private CA decide what DNS answers, and the answer follows
+//! the backends.
+
+use std::{net::IpAddr, time::Duration};
+
+use hickory_proto::{op::ResponseCode, rr::RecordType};
+
+use crate::support::*;
+
+const INTERVAL_MS: u64 = 200;
+const FALL: u64 = 2;
+
+fn config(
+    dir: &std::path::Path,
+    ips: &[std::net::Ipv4Addr],
+    port: u16,
+    ca_file: &std::path::Path,
+) -> String {
+    format!(
+        r#"
+[cluster]
+stale_after = "2s"
+
+[[prober]]
+region = "r1"
+[[prober]]
+region = "r2"
+[[prober]]
+region = "r3"
+
+[check.web]
+protocol = "https"
+port = {port}
+path = "/healthz"
+host = "app.test"
+interval = "{INTERVAL_MS}ms"
+timeout = "150ms"
+rise = 2
+fall = {FALL}
+expect_body = "ok"
+ca_file = "{ca}"
+
+[dns]
+listen = ["127.0.0.1:0"]
+zones_dir = "{zones}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[record]]
+name = "www.example.com"
+policy = "failover"
+check = "web"
+endpoints = [
+  {{ name = "primary", address = "{a}" }},
+  {{ name = "secondary", address = "{b}" }},
+]
+
+[[record]]
+name = "all.example.com"
+policy = "all"
+when_all_down = "none"
+check = "web"
+endpoints = [{{ name = "primary", address = "{a}" }}, {{ name = "secondary", address = "{b}" }}, {{ name = "untrusted", address = "{c}" }}]
+"#,
+        ca = ca_file.display(),
+        zones = dir.join("zones").display(),
+        a = ips[0],
+        b = ips[1],
+        c = ips[2],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answer_fails_over_when_the_primary_stops_and_returns_when_it_is_back() {
+    init();
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..3],
+        vec![
+            pki.issue(&["app.test"]),
+            pki.issue(&["app.test"]),
+            Pki::self_signed(&["app.test"]),
+        ],
+    )
+    .await;
+    let port = backends[0].addr.port();
+    let config_path = dir.path().join("fleet.toml");
+    std::fs::write(&config_path, config(dir.path(), &ips, port, &pki.ca_file)).expect("config");
+    let vantage = Vantage::start(
+        &["dns", "--config", config_path.to_str().expect("path")],
+        dir.path(),
+    );
+    vantage.wait_ready().await;
+
+    let primary = IpAddr::V4(ips[0]);
+    let secondary = IpAddr::V4(ips[1]);
+    for reply in [
+        udp_query(
+            vantage.dns,
+            &query_message("www.example.com.", RecordType::A, true),
+        )
+        .await,
+        tcp_query(
+            vantage.dns,
+            &query_message("www.example.com.", RecordType::A, false),
+        )
+        .await,
+    ] {
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert!(reply.metadata.authoritative, "answers in our zone carry AA");
+        assert_eq!(addresses(&reply), vec![primary]);
+    }
+    // The check dialled the address but sent the configured name as SNI and Host.
+    let seen = backends[0].seen.lock().expect("lock").clone();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter()
+            .all(|(sni, host)| sni.as_deref() == Some("app.test")
+                && host.as_deref().is_some_and(|h| h.starts_with("app.test"))),
+        "{seen:?}"
+    );
+
+    // The untrusted backend fails certificate verification: never in the answer.
+    let all = udp_query(
+        vantage.dns,
+        &query_message("all.example.com.", RecordType::A, false),
+    )
+    .await;
+    assert_eq!(addresses(&all), vec![primary, secondary]);
+    let status = vantage.status().await;
+    let untrusted = status["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .find(|e| e["id"] == "untrusted")
+        .expect("untrusted endpoint")
+        .clone();
+    assert_eq!(untrusted["verdict"], "down", "{untrusted}");
+    assert!(
+        untrusted["votes"]
+            .as_array()
+            .expect("votes")
+            .iter()
+            .all(|v| v["last_failure"]["kind"] == "certificate"),
+        "{untrusted}"
+    );
+
+    // Stop the primary: the answer moves to the secondary within fall x interval + margin.
+    backends[0].stop();
+    let stopped = tokio::time::Instant::now();
+    let bound = Duration::from_millis(FALL * INTERVAL_MS) + Duration::from_millis(1500);
+    eventually(bound, "www to fail over to the secondary", || async {
+        let r = udp_query(
+            vantage.dns,
+            &query_message("www.example.com.", RecordType::A, false),
+        )
+        .await;
+        (addresses(&r) == vec![secondary]).then_some(())
+    })
+    .await;
+    let took = stopped.elapsed();
+    assert!(
+        took >= Duration::from_millis((FALL - 1) * INTERVAL_MS),
+        "failed over too early ({took:?}): thresholds ignored?"
+    );
+
+    let status = vantage.status().await;
+    let www = status["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .find(|r| r["name"] == "www.example.com.")
+        .expect("www")
+        .clone();
+    assert_eq!(www["reason"]["kind"], "active", "{www}");
+    assert_eq!(www["reason"]["endpoint"], "secondary", "{www}");
+    let primary_status = status["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .find(|e| e["id"] == "primary")
+        .expect("primary")
+        .clone();
+    assert_eq!(primary_status["verdict"], "down");
+    assert!(
+        primary_status["why"]
+            .as_str()
+            .expect("why")
+            .contains("refused"),
+        "{primary_status}"
+    );
+    assert!(
+        vantage.stderr().contains("endpoint primary becomes Down"),
+        "transition is logged"
+    );
+
+    // Metrics: the transition and the probe failures are counted, every metric has HELP.
+    let (_, text) = vantage.get("/metrics").await;
+    let metrics = Exposition::parse(&text);
+    assert_eq!(
+        metrics.value(
+            "vantage_verdict_transitions_total",
+            &[("endpoint", "primary"), ("to", "down")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        metrics
+            .value(
+                "vantage_probes_total",
+                &[
+                    ("endpoint", "primary"),
+                    ("region", "r2"),
+                    ("result", "refused")
+                ]
+            )
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(
+        metrics
+            .value(
+                "vantage_probes_total",
+                &[("endpoint", "untrusted"), ("result", "certificate")]
+            )
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert_eq!(
+        metrics.value(
+            "vantage_endpoint_verdict",
+            &[("endpoint", "secondary"), ("state", "up")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        metrics
+            .value(
+                "vantage_dns_responses_total",
+                &[("protocol", "udp"), ("rcode", "NOERROR")]
+            )
+            .unwrap_or(0.0)
+            >= 3.0
+    );
+    assert_eq!(metrics.value("vantage_ready", &[]), Some(1.0));
+    for name in metrics.types.keys() {
+        assert!(
+            metrics.help.get(name).is_some_and(|h| !h.is_empty()),
+            "{name} has no HELP"
+        );
+        assert!(name.starts_with("vantage_"), "{name}");
+    }
+    drop(metrics);
+
+    // Bring a primary back on the same address and port: the answer returns to it.
+    let revived = start_backends_on(&[backends[0].addr], vec![pki.issue(&["app.test"])]).await;
+    eventually(
+        Duration::from_secs(5),
+        "www to return to the primary",
+        || async {
+            let r = udp_query(
+                vantage.dns,
+                &query_message("www.example.com.", RecordType::A, false),
+            )
+            .await;
+            (addresses(&r) == vec![primary]).then_some(())
+        },
+    )
+    .await;
+    drop(revived);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_names_are_not_answered_from_guesses_before_the_first_quorum_round() {
+    init();
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..2],
+        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
+    )
+    .await;
+    // rise = 50 at 100ms: nothing can be decided for at least five seconds.
+    let text = config(dir.path(), &ips, backends[0].addr.port(), &pki.ca_file)
+        .replace("rise = 2", "rise = 50")
+        .replace(
+            &format!("interval = \"{INTERVAL_MS}ms\""),
+            "interval = \"100ms\"",
+        )
+        .replace("timeout = \"150ms\"", "timeout = \"90ms\"");
+    let config_path = dir.path().join("fleet.toml");
+    std::fs::write(&config_path, text).expect("config");
+    let mut vantage = Vantage::start(
+        &["dns", "--config", config_path.to_str().expect("path")],
+        dir.path(),
+    );
+
+    let reply = udp_query(
+        vantage.dns,
+        &query_message("www.example.com.", RecordType::A, true),
+    )
+    .await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    assert!(reply.answers.is_empty());
+    let (code, body) = vantage.get("/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("www.example.com."), "{body}");
+    // Static data is served meanwhile.
+    let reply = udp_query(
+        vantage.dns,
+        &query_message("static.example.com.", RecordType::A, false),
+    )
+    .await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        addresses(&reply),
+        vec!["192.0.2.80".parse::<IpAddr>().expect("ip")]
+    );
+    let (code, _) = vantage.get("/livez").await;
+    assert_eq!(code, 200);
+
+    // SIGTERM drains and exits cleanly.
+    let status = vantage.terminate();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_failed_check_reports_its_failure_kind() {
+    init();
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips,
+        vec![
+            pki.issue(&["app.test"]),
+            pki.issue(&["app.test"]),
+            pki.issue(&["app.test"]),
+            pki.issue(&["other.test"]),
+        ],
+    )
+    .await;
+    backends[0].set(Mode::Status(503));
+    backends[1].set(Mode::Body("maintenance"));
+    backends[2].set(Mode::Hang);
+    let text = config(dir.path(), &ips, backends[0].addr.port(), &pki.ca_file).replace(
+        &format!(r#"{{ name = "untrusted", address = "{}" }}"#, ips[2]),
+        &format!(
+            r#"{{ name = "hang", address = "{}" }}, {{ name = "wrongname", address = "{}" }}"#,
+            ips[2], ips[3]
+        ),
+    );
+    let config_path = dir.path().join("fleet.toml");
+    std::fs::write(&config_path, text).expect("config");
+    let vantage = Vantage::start(
+        &["dns", "--config", config_path.to_str().expect("path")],
+        dir.path(),
+    );
+    vantage.wait_ready().await;
+    let status = vantage.status().await;
+    let kind_of = |id: &str| {
+        let e = status["endpoints"]
+            .as_array()
+            .expect("endpoints")
+            .iter()
+            .find(|e| e["id"] == id)
+            .expect("endpoint")
+            .clone();
+        assert_eq!(e["verdict"], "down", "{e}");
+        e["votes"][0]["last_failure"]["kind"]
+            .as_str()
+            .expect("kind")
+            .to_string()
+    };
+    assert_eq!(kind_of("primary"), "status");
+    assert_eq!(kind_of("secondary"), "body");
+    assert_eq!(kind_of("hang"), "timeout");
+    assert_eq!(kind_of("wrongname"), "certificate");
+    // Every endpoint is down; the all-policy record with when_all_down = none answers nothing,
+    // the failover record fails open with every endpoint.
+    let all = udp_query(
+        vantage.dns,
+        &query_message("all.example.com.", RecordType::A, false),
+    )
+    .await;
+    assert_eq!(all.metadata.response_code, ResponseCode::NoError);
+    assert!(all.answers.is_empty());
+    let www = udp_query(
+        vantage.dns,
+        &query_message("www.example.com.", RecordType::A, false),
+    )
+    .await;
+    assert_eq!(
+        addresses(&www),
+        vec![IpAddr::V4(ips[0]), IpAddr::V4(ips[1])]
+    );
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real `vantage` binary, real HTTPS backends with generated
+//! certificates, DNS over real UDP and TCP sockets on loopback.
+
+mod bad_input;
+mod demo;
+mod dns_rfc;
+mod failover;
+mod support;

@@ -1,0 +1,559 @@
+//! Test support: generated certificates, HTTPS backends, the vantage binary as a child process,
+//! DNS over real UDP/TCP sockets, Prometheus text parsing, polling with a deadline.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU16, Ordering},
+    },
+    time::Duration,
+};
+
+use hickory_proto::{
+    op::{Edns, Message, MessageType, OpCode, Query},
+    rr::{Name, RData, RecordType},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream, UdpSocket},
+    task::JoinHandle,
+    time::Instant,
+};
+use tokio_rustls::{TlsAcceptor, rustls};
+
+pub fn init() {
+    vantage::install_crypto_provider();
+}
+
+/// Polls `probe` until it returns Some, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A private CA and certificates it signs.
+pub struct Pki {
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    pub ca_file: PathBuf,
+}
+
+pub struct ServerCert {
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    pub key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "vantage test CA");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let ca = rcgen::CertifiedIssuer::self_signed(params, key).expect("CA");
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).expect("write CA");
+        Self { ca, ca_file }
+    }
+
+    /// A certificate for `names`, signed by this CA.
+    pub fn issue(&self, names: &[&str]) -> ServerCert {
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.ca).expect("sign");
+        ServerCert {
+            chain: vec![cert.der().clone()],
+            key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        }
+    }
+
+    /// A self-signed certificate that this CA does not vouch for.
+    pub fn self_signed(names: &[&str]) -> ServerCert {
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("self-sign");
+        ServerCert {
+            chain: vec![cert.der().clone()],
+            key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        }
+    }
+}
+
+/// (SNI, Host header) of each request a backend saw.
+pub type Seen = Arc<Mutex<Vec<(Option<String>, Option<String>)>>>;
+
+/// What a backend answers.
+#[derive(Clone, Copy)]
+pub enum Mode {
+    Healthy,
+    Status(u16),
+    /// 200 with this body.
+    Body(&'static str),
+    /// Completes the TLS handshake, then never answers.
+    Hang,
+}
+
+/// An HTTPS health endpoint on a loopback address; `stop` closes it (connection refused).
+pub struct Backend {
+    pub addr: SocketAddr,
+    mode: Arc<Mutex<Mode>>,
+    /// (SNI, Host header) of the requests seen.
+    pub seen: Seen,
+    task: JoinHandle<()>,
+}
+
+impl Backend {
+    pub fn set(&self, mode: Mode) {
+        *self.mode.lock().expect("lock") = mode;
+    }
+
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts HTTPS backends on exactly these socket addresses.
+pub async fn start_backends_on(addrs: &[SocketAddr], certs: Vec<ServerCert>) -> Vec<Backend> {
+    let mut listeners = Vec::new();
+    for addr in addrs {
+        let listener = eventually(
+            Duration::from_secs(5),
+            "the backend address to be free again",
+            || async { TcpListener::bind(addr).await.ok() },
+        )
+        .await;
+        listeners.push(listener);
+    }
+    serve_all(listeners, certs)
+}
+
+/// Starts one HTTPS backend per address, all on the same port (a check has one port).
+pub async fn start_backends(ips: &[Ipv4Addr], certs: Vec<ServerCert>) -> Vec<Backend> {
+    assert_eq!(ips.len(), certs.len());
+    let listeners = 'retry: loop {
+        let first = TcpListener::bind((ips[0], 0)).await.expect("bind backend");
+        let port = first.local_addr().expect("addr").port();
+        let mut listeners = vec![first];
+        for ip in &ips[1..] {
+            match TcpListener::bind((*ip, port)).await {
+                Ok(l) => listeners.push(l),
+                Err(_) => continue 'retry,
+            }
+        }
+        break listeners;
+    };
+    serve_all(listeners, certs)
+}
+
+fn serve_all(listeners: Vec<TcpListener>, certs: Vec<ServerCert>) -> Vec<Backend> {
+    listeners
+        .into_iter()
+        .zip(certs)
+        .map(|(listener, cert)| {
+            let config = rustls::ServerConfig::builder()
+                .with_no_client_auth()
+                .with_single_cert(cert.chain, cert.key)
+                .expect("server config");
+            let acceptor = TlsAcceptor::from(Arc::new(config));
+            let mode = Arc::new(Mutex::new(Mode::Healthy));
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let addr = listener.local_addr().expect("addr");
+            let task = tokio::spawn(serve_https(listener, acceptor, mode.clone(), seen.clone()));
+            Backend {
+                addr,
+                mode,
+                seen,
+                task,
+            }
+        })
+        .collect()
+}
+
+async fn serve_https(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    mode: Arc<Mutex<Mode>>,
+    seen: Seen,
+) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let mode = mode.clone();
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let sni = tls.get_ref().1.server_name().map(str::to_string);
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&request);
+            let host = text
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("host: ")
+                        .or_else(|| l.strip_prefix("Host: "))
+                })
+                .map(str::to_string);
+            seen.lock().expect("lock").push((sni, host));
+            let current = *mode.lock().expect("lock");
+            let (code, body) = match current {
+                Mode::Healthy => (200, "ok"),
+                Mode::Status(code) => (code, "failing"),
+                Mode::Body(body) => (200, body),
+                Mode::Hang => {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    return;
+                }
+            };
+            let response = format!(
+                "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            if tls.write_all(response.as_bytes()).await.is_ok() {
+                let _ = tls.shutdown().await;
+            }
+        });
+    }
+}
+
+/// Loopback addresses unique to one test, so that parallel tests do not share endpoints.
+pub fn loopback_block() -> [Ipv4Addr; 4] {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid_part = (std::process::id() % 200) as u8 + 20;
+    let b = 10 + n as u8;
+    [1, 2, 3, 4].map(|i| Ipv4Addr::new(127, pid_part, b, i))
+}
+
+/// The vantage binary running as a child process; killed on drop.
+pub struct Vantage {
+    child: Child,
+    pub dns: SocketAddr,
+    pub admin: SocketAddr,
+    pub stdout_rest: Arc<Mutex<Vec<String>>>,
+    stderr: PathBuf,
+}
+
+impl Vantage {
+    /// Starts `vantage <args>` and waits for its machine-readable listening line.
+    pub fn start(args: &[&str], dir: &Path) -> Vantage {
+        let stderr = dir.join(format!("vantage-{}.stderr", args[0]));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vantage"))
+            .args(args)
+            .env("RUST_LOG", "info,vantage=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("start vantage");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let rest = Arc::new(Mutex::new(Vec::new()));
+        let rest2 = rest.clone();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !sent && line.starts_with("{\"listening\"") {
+                    sent = true;
+                    let _ = tx.send(line);
+                } else {
+                    rest2.lock().expect("lock").push(line);
+                }
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "vantage did not print its listening line; stderr:\n{}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                );
+            }
+        };
+        let v: serde_json::Value = serde_json::from_str(&line).expect("listening JSON");
+        let dns = v["listening"]["dns"][0]
+            .as_str()
+            .expect("dns")
+            .parse()
+            .expect("dns addr");
+        let admin = v["listening"]["admin"]
+            .as_str()
+            .expect("admin")
+            .parse()
+            .expect("admin addr");
+        Vantage {
+            child,
+            dns,
+            admin,
+            stdout_rest: rest,
+            stderr,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path).await
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        let (code, body) = self.get("/v1/status").await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("status JSON")
+    }
+
+    pub async fn wait_ready(&self) {
+        eventually(Duration::from_secs(20), "/readyz to say ready", || async {
+            (self.get("/readyz").await.0 == 200).then_some(())
+        })
+        .await;
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vantage did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Vantage {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- vantage stderr ----\n{}", self.stderr());
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 client for the admin API (GET or POST, no body).
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect admin");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let text = String::from_utf8_lossy(&response).to_string();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path).await
+}
+
+pub fn query_message(name: &str, rtype: RecordType, edns: bool) -> Message {
+    let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(Name::from_ascii(name).expect("name"), rtype));
+    if edns {
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        m.set_edns(e);
+    }
+    m
+}
+
+fn rand_id() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(4242);
+    NEXT.fetch_add(7, Ordering::Relaxed)
+}
+
+/// Sends raw bytes over UDP and returns the raw reply (None on timeout).
+pub async fn udp_exchange(server: SocketAddr, bytes: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    socket.send_to(bytes, server).await.expect("send");
+    let mut buf = vec![0u8; 65535];
+    match tokio::time::timeout(timeout, socket.recv_from(&mut buf)).await {
+        Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+        _ => None,
+    }
+}
+
+pub async fn udp_query(server: SocketAddr, message: &Message) -> Message {
+    let reply = udp_exchange(
+        server,
+        &message.to_vec().expect("encode"),
+        Duration::from_secs(3),
+    )
+    .await
+    .expect("a UDP reply");
+    let reply = Message::from_vec(&reply).expect("decode reply");
+    assert_eq!(reply.metadata.id, message.metadata.id, "reply id");
+    reply
+}
+
+pub async fn tcp_query(server: SocketAddr, message: &Message) -> Message {
+    let mut stream = TcpStream::connect(server).await.expect("connect DNS TCP");
+    let bytes = message.to_vec().expect("encode");
+    stream
+        .write_all(&(bytes.len() as u16).to_be_bytes())
+        .await
+        .expect("write");
+    stream.write_all(&bytes).await.expect("write");
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).await.expect("read length");
+    let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut reply).await.expect("read reply");
+    Message::from_vec(&reply).expect("decode reply")
+}
+
+/// The A/AAAA addresses in a reply's answer section, sorted.
+pub fn addresses(reply: &Message) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect();
+    ips.sort();
+    ips
+}
+
+/// A parsed Prometheus text exposition: samples by (name, sorted labels), plus HELP and TYPE.
+pub struct Exposition {
+    pub samples: BTreeMap<(String, BTreeMap<String, String>), f64>,
+    pub help: BTreeMap<String, String>,
+    pub types: BTreeMap<String, String>,
+}
+
+impl Exposition {
+    pub fn parse(text: &str) -> Exposition {
+        let mut samples = BTreeMap::new();
+        let mut help = BTreeMap::new();
+        let mut types = BTreeMap::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, text) = rest.split_once(' ').expect("HELP line");
+                help.insert(name.to_string(), text.to_string());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE line");
+                types.insert(name.to_string(), kind.to_string());
+            } else if line.starts_with('#') {
+                continue;
+            } else {
+                let (series, value) = line.rsplit_once(' ').expect("sample line");
+                let value: f64 = value
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+                let (name, labels) = match series.split_once('{') {
+                    None => (series.to_string(), BTreeMap::new()),
+                    Some((name, rest)) => {
+                        let body = rest.strip_suffix('}').expect("closing brace");
+                        let labels = body
+                            .split("\",")
+                            .filter(|p| !p.is_empty())
+                            .map(|pair| {
+                                let (k, v) = pair.split_once('=').expect("label pair");
+                                (k.to_string(), v.trim_matches('"').to_string())
+                            })
+                            .collect();
+                        (name.to_string(), labels)
+                    }
+                };
+                samples.insert((name, labels), value);
+            }
+        }
+        Exposition {
+            samples,
+            help,
+            types,
+        }
+    }
+
+    /// The value of the sample `name` whose labels include `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|((n, l), _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, v)| *v)
+    }
+}
+
+/// A temporary directory with a zones/ subdirectory holding `example.com.zone`.
+pub fn workdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("zones")).expect("zones dir");
+    std::fs::write(dir.path().join("zones/example.com.zone"), EXAMPLE_ZONE).expect("zone");
+    dir
+}
+
+pub const EXAMPLE_ZONE: &str = "$TTL 3600
+@   IN SOA ns1.example.com. hostmaster.example.com. ( 1 3600 600 604800 60 )
+@   IN NS  ns1.example.com.
+ns1 IN A   127.0.0.1
+static IN A 192.0.2.80
+";
