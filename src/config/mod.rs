@@ -4,6 +4,9 @@
 //! Relative paths in the file (`zones_dir`, `ca_file`) are relative to the file's directory.
 
 mod raw;
+mod records;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use std::{

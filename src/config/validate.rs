@@ -2,16 +2,17 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     path::Path,
     sync::Arc,
     time::Duration,
 };
 
 use super::{
-    AdminSettings, CheckSpec, Cluster, DnsSettings, EndpointSpec, Policy, Problem, Protocol,
-    QuorumRule, RecordEndpoint, RecordKind, RecordSpec, Settings, WhenAllDown, defaults,
-    raw::{RawCheck, RawConfig, RawEndpoint, RawQuorum, RawRecord},
+    AdminSettings, CheckSpec, Cluster, DnsSettings, EndpointSpec, Problem, Protocol, QuorumRule,
+    RecordKind, Settings, defaults,
+    raw::{RawCheck, RawConfig, RawQuorum},
+    records,
 };
 use crate::model::{EndpointId, Region};
 
@@ -23,17 +24,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(pub(super) Vec<Problem>);
 
 impl Problems {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             path: path.into(),
             message: message.into(),
         });
     }
 
-    fn duration(&mut self, path: &str, value: Option<&String>, default: Duration) -> Duration {
+    pub(super) fn duration(
+        &mut self,
+        path: &str,
+        value: Option<&String>,
+        default: Duration,
+    ) -> Duration {
         let Some(text) = value else { return default };
         match parse_duration(text) {
             Ok(d) if d.is_zero() => {
@@ -48,7 +54,14 @@ impl Problems {
         }
     }
 
-    fn ranged(&mut self, path: &str, value: Option<i64>, default: u32, min: i64, max: i64) -> u32 {
+    pub(super) fn ranged(
+        &mut self,
+        path: &str,
+        value: Option<i64>,
+        default: u32,
+        min: i64,
+        max: i64,
+    ) -> u32 {
         match value {
             None => default,
             Some(v) if (min..=max).contains(&v) => v as u32,
@@ -80,7 +93,8 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
     let mut seen_records: HashMap<(String, RecordKind), usize> = HashMap::new();
     for (i, record) in raw.record.iter().enumerate() {
         let path = format!("record[{i}]");
-        let Some(spec) = validate_record(&path, record, &checks, &mut endpoints, &mut p) else {
+        let Some(spec) = records::validate_record(&path, record, &checks, &mut endpoints, &mut p)
+        else {
             continue;
         };
         if let Some(first) = seen_records.insert((spec.name.clone(), spec.kind), i) {
@@ -94,7 +108,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
             );
         }
         for (j, e) in record.endpoints.iter().enumerate() {
-            let id = endpoint_id(e);
+            let id = records::endpoint_id(e);
             endpoint_paths
                 .entry(id)
                 .or_insert_with(|| format!("{path}.endpoints[{j}]"));
@@ -373,255 +387,6 @@ fn validate_check(name: &str, raw: &RawCheck, base: &Path, p: &mut Problems) -> 
     }
 }
 
-fn endpoint_id(e: &RawEndpoint) -> EndpointId {
-    EndpointId::new(
-        e.name
-            .clone()
-            .unwrap_or_else(|| e.address.trim().to_string()),
-    )
-}
-
-fn validate_record(
-    path: &str,
-    raw: &RawRecord,
-    checks: &BTreeMap<String, Arc<CheckSpec>>,
-    endpoints: &mut Vec<Arc<EndpointSpec>>,
-    p: &mut Problems,
-) -> Option<RecordSpec> {
-    let name = match check_dns_name(&raw.name) {
-        Ok(()) => {
-            let mut n = raw.name.trim().to_ascii_lowercase();
-            if !n.ends_with('.') {
-                n.push('.');
-            }
-            Some(n)
-        }
-        Err(e) => {
-            p.add(format!("{path}.name"), e);
-            None
-        }
-    };
-    let kind = match raw.rtype.as_deref().map(str::to_ascii_uppercase).as_deref() {
-        None | Some("A") => RecordKind::A,
-        Some("AAAA") => RecordKind::Aaaa,
-        Some(other) => {
-            p.add(
-                format!("{path}.type"),
-                format!("{other:?} is not supported; use A or AAAA"),
-            );
-            RecordKind::A
-        }
-    };
-    let ttl = p.ranged(
-        &format!("{path}.ttl"),
-        raw.ttl,
-        defaults::TTL,
-        0,
-        i32::MAX as i64,
-    );
-    let policy = match raw.policy.as_deref() {
-        None | Some("failover") => Policy::Failover,
-        Some("all") => Policy::All,
-        Some("weighted") => Policy::Weighted,
-        Some(other) => {
-            p.add(
-                format!("{path}.policy"),
-                format!("{other:?} is not a policy; use failover, all or weighted"),
-            );
-            Policy::Failover
-        }
-    };
-    let family_ok = |ip: &IpAddr| match kind {
-        RecordKind::A => ip.is_ipv4(),
-        RecordKind::Aaaa => ip.is_ipv6(),
-    };
-    let when_all_down = match raw.when_all_down.as_deref() {
-        None | Some("all") => WhenAllDown::All,
-        Some("none") => WhenAllDown::None,
-        Some("fallback") => {
-            let values = raw.fallback.clone().unwrap_or_default();
-            if values.is_empty() {
-                p.add(
-                    format!("{path}.fallback"),
-                    "when_all_down = \"fallback\" needs a list of fallback addresses",
-                );
-            }
-            let mut ips = Vec::new();
-            for (i, v) in values.iter().enumerate() {
-                match v.trim().parse::<IpAddr>() {
-                    Ok(ip) if family_ok(&ip) => ips.push(ip),
-                    Ok(ip) => p.add(
-                        format!("{path}.fallback[{i}]"),
-                        format!("{ip} does not fit a {} record", kind.as_str()),
-                    ),
-                    Err(_) => p.add(
-                        format!("{path}.fallback[{i}]"),
-                        format!("{v:?} is not an IP address"),
-                    ),
-                }
-            }
-            WhenAllDown::Fallback(ips)
-        }
-        Some(other) => {
-            p.add(
-                format!("{path}.when_all_down"),
-                format!("{other:?} is not valid; use all, none or fallback"),
-            );
-            WhenAllDown::All
-        }
-    };
-    if raw.fallback.is_some() && !matches!(when_all_down, WhenAllDown::Fallback(_)) {
-        p.add(
-            format!("{path}.fallback"),
-            "only used with when_all_down = \"fallback\"",
-        );
-    }
-    if raw.endpoints.is_empty() {
-        p.add(
-            format!("{path}.endpoints"),
-            "a record needs at least one endpoint",
-        );
-    }
-
-    let mut record_endpoints = Vec::new();
-    for (j, e) in raw.endpoints.iter().enumerate() {
-        let epath = format!("{path}.endpoints[{j}]");
-        let address = match e.address.trim().parse::<IpAddr>() {
-            Ok(ip) if family_ok(&ip) => Some(ip),
-            Ok(ip) => {
-                p.add(
-                    format!("{epath}.address"),
-                    format!("{ip} does not fit a {} record", kind.as_str()),
-                );
-                None
-            }
-            Err(_) => {
-                p.add(
-                    format!("{epath}.address"),
-                    format!("{:?} is not an IP address", e.address),
-                );
-                None
-            }
-        };
-        let dial = match &e.check_address {
-            None => address,
-            Some(text) => match text.trim().parse::<IpAddr>() {
-                Ok(ip) => Some(ip),
-                Err(_) => {
-                    p.add(
-                        format!("{epath}.check_address"),
-                        format!("{text:?} is not an IP address"),
-                    );
-                    None
-                }
-            },
-        };
-        let check_name = e.check.as_ref().or(raw.check.as_ref());
-        let check = match check_name {
-            Some(c) => match checks.get(c) {
-                Some(spec) => Some(spec.clone()),
-                None => {
-                    let field = if e.check.is_some() {
-                        format!("{epath}.check")
-                    } else {
-                        format!("{path}.check")
-                    };
-                    p.add(
-                        field,
-                        format!("no check named {c:?}; define it as [check.{c}]"),
-                    );
-                    None
-                }
-            },
-            None if checks.len() == 1 => checks.values().next().cloned(),
-            None => {
-                p.add(
-                    format!("{path}.check"),
-                    format!(
-                        "missing; name one of the configured checks ({})",
-                        checks.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                );
-                None
-            }
-        };
-        let weight = p.ranged(&format!("{epath}.weight"), e.weight, 1, 0, 255);
-        if e.weight.is_some() && policy != Policy::Weighted {
-            p.add(
-                format!("{epath}.weight"),
-                "only used with policy = \"weighted\"",
-            );
-        }
-        let site = match &e.site {
-            Some(s) if s.trim().is_empty() => {
-                p.add(format!("{epath}.site"), "must not be empty");
-                None
-            }
-            Some(s) => Some(Region::new(s.trim())),
-            None => None,
-        };
-        if let Some(name) = &e.name {
-            if name.trim().is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                p.add(
-                    format!("{epath}.name"),
-                    format!("{name:?} is not a usable endpoint name"),
-                );
-            }
-        }
-        let (Some(address), Some(dial), Some(check), Some(rname)) =
-            (address, dial, check, name.as_ref())
-        else {
-            continue;
-        };
-        if record_endpoints
-            .iter()
-            .any(|r: &RecordEndpoint| r.address == address)
-        {
-            p.add(
-                format!("{epath}.address"),
-                format!("{address} is listed twice in this record"),
-            );
-            continue;
-        }
-        let id = endpoint_id(e);
-        let host = check
-            .host
-            .clone()
-            .unwrap_or_else(|| rname.trim_end_matches('.').to_string());
-        endpoints.push(Arc::new(EndpointSpec {
-            id: id.clone(),
-            address,
-            site,
-            check,
-            dial,
-            host,
-        }));
-        record_endpoints.push(RecordEndpoint {
-            id,
-            address,
-            weight,
-        });
-    }
-    if policy == Policy::Weighted
-        && !record_endpoints.is_empty()
-        && record_endpoints.iter().all(|e| e.weight == 0)
-    {
-        p.add(
-            format!("{path}.endpoints"),
-            "every weight is 0; give at least one endpoint a weight",
-        );
-    }
-
-    Some(RecordSpec {
-        name: name?,
-        kind,
-        ttl,
-        policy,
-        when_all_down,
-        endpoints: record_endpoints,
-    })
-}
-
 fn validate_dns(raw: &RawConfig, base: &Path, p: &mut Problems) -> DnsSettings {
     let listen = match &raw.dns.listen {
         None => {
@@ -652,7 +417,7 @@ fn parse_socket(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// Checks a DNS name as written in the configuration (trailing dot optional).
-fn check_dns_name(name: &str) -> Result<(), String> {
+pub(super) fn check_dns_name(name: &str) -> Result<(), String> {
     let trimmed = name.trim().trim_end_matches('.');
     if trimmed.is_empty() {
         return Err("empty name".into());
@@ -676,110 +441,4 @@ fn check_dns_name(name: &str) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::super::{ConfigError, Settings};
-
-    fn problems(text: &str) -> Vec<String> {
-        match Settings::from_toml(text, "t.toml", Path::new(".")) {
-            Err(ConfigError::Invalid { problems, .. }) => {
-                problems.iter().map(|p| p.to_string()).collect()
-            }
-            Err(e) => panic!("unexpected error kind: {e}"),
-            Ok(_) => Vec::new(),
-        }
-    }
-
-    const GOOD: &str = r#"
-        [[prober]]
-        region = "a"
-        [[prober]]
-        region = "b"
-        [[prober]]
-        region = "c"
-        [check.web]
-        protocol = "http"
-        port = 8080
-        interval = "1s"
-        timeout = "500ms"
-        [[record]]
-        name = "www.example.com"
-        check = "web"
-        endpoints = [{ address = "192.0.2.1" }, { address = "192.0.2.2", site = "b" }]
-    "#;
-
-    #[test]
-    fn a_good_config_validates_with_defaults() {
-        let s = Settings::from_toml(GOOD, "t.toml", Path::new(".")).expect("valid");
-        assert_eq!(s.regions.len(), 3);
-        assert_eq!(s.records[0].name, "www.example.com.");
-        assert_eq!(s.endpoints.len(), 2);
-        assert_eq!(s.endpoints[0].host, "www.example.com");
-        assert_eq!(s.endpoints[0].check.rise, super::defaults::RISE);
-        assert_eq!(s.cluster.quorum.required(s.regions.len()), 2);
-    }
-
-    #[test]
-    fn every_problem_is_reported_with_its_path() {
-        let text = r#"
-            [cluster]
-            quorum = 5
-            stale_after = "soon"
-            [[prober]]
-            region = "a"
-            [check.web]
-            protocol = "gopher"
-            rise = 0
-            [[record]]
-            name = "www.example.com"
-            policy = "random"
-            endpoints = [{ address = "1.2.3" }, { address = "2001:db8::1" }]
-            [[record]]
-            name = "api..example.com"
-            check = "nope"
-            endpoints = [{ address = "192.0.2.1" }]
-        "#;
-        let found = problems(text);
-        for expected in [
-            "cluster.quorum: 5 is out of range",
-            "cluster.stale_after: not a duration",
-            "check.web.protocol: \"gopher\" is not a protocol",
-            "check.web.rise: 0 is out of range",
-            "record[0].policy: \"random\" is not a policy",
-            "record[0].endpoints[0].address: \"1.2.3\" is not an IP address",
-            "record[0].endpoints[1].address: 2001:db8::1 does not fit a A record",
-            "record[1].name: \"api..example.com\" is not a DNS name",
-            "record[1].check: no check named \"nope\"",
-        ] {
-            assert!(
-                found.iter().any(|f| f.starts_with(expected)),
-                "missing {expected:?} in {found:#?}"
-            );
-        }
-    }
-
-    #[test]
-    fn unknown_fields_are_rejected() {
-        let err = Settings::from_toml("[dns]\nlisten = []\nlisen = 1\n", "t.toml", Path::new("."))
-            .expect_err("unknown field");
-        assert!(err.to_string().contains("lisen"), "{err}");
-    }
-
-    #[test]
-    fn same_endpoint_with_different_checks_is_ambiguous() {
-        let text = format!(
-            "{GOOD}\n[check.other]\nprotocol = \"tcp\"\nport = 22\n[[record]]\nname = \"x.example.com\"\ncheck = \"other\"\nendpoints = [{{ address = \"192.0.2.1\" }}]\n"
-        );
-        let found = problems(&text);
-        assert!(
-            found
-                .iter()
-                .any(|f| f.contains("give each a distinct `name`")),
-            "{found:#?}"
-        );
-    }
 }

@@ -1,0 +1,259 @@
+//! Validation of `[[record]]` tables and their endpoints.
+
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+
+use super::{
+    CheckSpec, EndpointSpec, Policy, RecordEndpoint, RecordKind, RecordSpec, WhenAllDown, defaults,
+    raw::{RawEndpoint, RawRecord},
+    validate::{Problems, check_dns_name},
+};
+use crate::model::{EndpointId, Region};
+
+pub(super) fn endpoint_id(e: &RawEndpoint) -> EndpointId {
+    EndpointId::new(
+        e.name
+            .clone()
+            .unwrap_or_else(|| e.address.trim().to_string()),
+    )
+}
+
+pub(super) fn validate_record(
+    path: &str,
+    raw: &RawRecord,
+    checks: &BTreeMap<String, Arc<CheckSpec>>,
+    endpoints: &mut Vec<Arc<EndpointSpec>>,
+    p: &mut Problems,
+) -> Option<RecordSpec> {
+    let name = match check_dns_name(&raw.name) {
+        Ok(()) => {
+            let mut n = raw.name.trim().to_ascii_lowercase();
+            if !n.ends_with('.') {
+                n.push('.');
+            }
+            Some(n)
+        }
+        Err(e) => {
+            p.add(format!("{path}.name"), e);
+            None
+        }
+    };
+    let kind = match raw.rtype.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("A") => RecordKind::A,
+        Some("AAAA") => RecordKind::Aaaa,
+        Some(other) => {
+            p.add(
+                format!("{path}.type"),
+                format!("{other:?} is not supported; use A or AAAA"),
+            );
+            RecordKind::A
+        }
+    };
+    let ttl = p.ranged(
+        &format!("{path}.ttl"),
+        raw.ttl,
+        defaults::TTL,
+        0,
+        i32::MAX as i64,
+    );
+    let policy = match raw.policy.as_deref() {
+        None | Some("failover") => Policy::Failover,
+        Some("all") => Policy::All,
+        Some("weighted") => Policy::Weighted,
+        Some(other) => {
+            p.add(
+                format!("{path}.policy"),
+                format!("{other:?} is not a policy; use failover, all or weighted"),
+            );
+            Policy::Failover
+        }
+    };
+    let family_ok = |ip: &IpAddr| match kind {
+        RecordKind::A => ip.is_ipv4(),
+        RecordKind::Aaaa => ip.is_ipv6(),
+    };
+    let when_all_down = match raw.when_all_down.as_deref() {
+        None | Some("all") => WhenAllDown::All,
+        Some("none") => WhenAllDown::None,
+        Some("fallback") => {
+            let values = raw.fallback.clone().unwrap_or_default();
+            if values.is_empty() {
+                p.add(
+                    format!("{path}.fallback"),
+                    "when_all_down = \"fallback\" needs a list of fallback addresses",
+                );
+            }
+            let mut ips = Vec::new();
+            for (i, v) in values.iter().enumerate() {
+                match v.trim().parse::<IpAddr>() {
+                    Ok(ip) if family_ok(&ip) => ips.push(ip),
+                    Ok(ip) => p.add(
+                        format!("{path}.fallback[{i}]"),
+                        format!("{ip} does not fit a {} record", kind.as_str()),
+                    ),
+                    Err(_) => p.add(
+                        format!("{path}.fallback[{i}]"),
+                        format!("{v:?} is not an IP address"),
+                    ),
+                }
+            }
+            WhenAllDown::Fallback(ips)
+        }
+        Some(other) => {
+            p.add(
+                format!("{path}.when_all_down"),
+                format!("{other:?} is not valid; use all, none or fallback"),
+            );
+            WhenAllDown::All
+        }
+    };
+    if raw.fallback.is_some() && !matches!(when_all_down, WhenAllDown::Fallback(_)) {
+        p.add(
+            format!("{path}.fallback"),
+            "only used with when_all_down = \"fallback\"",
+        );
+    }
+    if raw.endpoints.is_empty() {
+        p.add(
+            format!("{path}.endpoints"),
+            "a record needs at least one endpoint",
+        );
+    }
+
+    let mut record_endpoints = Vec::new();
+    for (j, e) in raw.endpoints.iter().enumerate() {
+        let epath = format!("{path}.endpoints[{j}]");
+        let address = match e.address.trim().parse::<IpAddr>() {
+            Ok(ip) if family_ok(&ip) => Some(ip),
+            Ok(ip) => {
+                p.add(
+                    format!("{epath}.address"),
+                    format!("{ip} does not fit a {} record", kind.as_str()),
+                );
+                None
+            }
+            Err(_) => {
+                p.add(
+                    format!("{epath}.address"),
+                    format!("{:?} is not an IP address", e.address),
+                );
+                None
+            }
+        };
+        let dial = match &e.check_address {
+            None => address,
+            Some(text) => match text.trim().parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    p.add(
+                        format!("{epath}.check_address"),
+                        format!("{text:?} is not an IP address"),
+                    );
+                    None
+                }
+            },
+        };
+        let check_name = e.check.as_ref().or(raw.check.as_ref());
+        let check = match check_name {
+            Some(c) => match checks.get(c) {
+                Some(spec) => Some(spec.clone()),
+                None => {
+                    let field = if e.check.is_some() {
+                        format!("{epath}.check")
+                    } else {
+                        format!("{path}.check")
+                    };
+                    p.add(
+                        field,
+                        format!("no check named {c:?}; define it as [check.{c}]"),
+                    );
+                    None
+                }
+            },
+            None if checks.len() == 1 => checks.values().next().cloned(),
+            None => {
+                p.add(
+                    format!("{path}.check"),
+                    format!(
+                        "missing; name one of the configured checks ({})",
+                        checks.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+                None
+            }
+        };
+        let weight = p.ranged(&format!("{epath}.weight"), e.weight, 1, 0, 255);
+        if e.weight.is_some() && policy != Policy::Weighted {
+            p.add(
+                format!("{epath}.weight"),
+                "only used with policy = \"weighted\"",
+            );
+        }
+        let site = match &e.site {
+            Some(s) if s.trim().is_empty() => {
+                p.add(format!("{epath}.site"), "must not be empty");
+                None
+            }
+            Some(s) => Some(Region::new(s.trim())),
+            None => None,
+        };
+        if let Some(name) = &e.name {
+            if name.trim().is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                p.add(
+                    format!("{epath}.name"),
+                    format!("{name:?} is not a usable endpoint name"),
+                );
+            }
+        }
+        let (Some(address), Some(dial), Some(check), Some(rname)) =
+            (address, dial, check, name.as_ref())
+        else {
+            continue;
+        };
+        if record_endpoints
+            .iter()
+            .any(|r: &RecordEndpoint| r.address == address)
+        {
+            p.add(
+                format!("{epath}.address"),
+                format!("{address} is listed twice in this record"),
+            );
+            continue;
+        }
+        let id = endpoint_id(e);
+        let host = check
+            .host
+            .clone()
+            .unwrap_or_else(|| rname.trim_end_matches('.').to_string());
+        endpoints.push(Arc::new(EndpointSpec {
+            id: id.clone(),
+            address,
+            site,
+            check,
+            dial,
+            host,
+        }));
+        record_endpoints.push(RecordEndpoint {
+            id,
+            address,
+            weight,
+        });
+    }
+    if policy == Policy::Weighted
+        && !record_endpoints.is_empty()
+        && record_endpoints.iter().all(|e| e.weight == 0)
+    {
+        p.add(
+            format!("{path}.endpoints"),
+            "every weight is 0; give at least one endpoint a weight",
+        );
+    }
+
+    Some(RecordSpec {
+        name: name?,
+        kind,
+        ttl,
+        policy,
+        when_all_down,
+        endpoints: record_endpoints,
+    })
+}

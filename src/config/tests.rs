@@ -1,0 +1,104 @@
+//! Validation tests: good configurations, every problem reported with its path.
+
+use std::path::Path;
+
+use super::{ConfigError, Settings, defaults};
+
+fn problems(text: &str) -> Vec<String> {
+    match Settings::from_toml(text, "t.toml", Path::new(".")) {
+        Err(ConfigError::Invalid { problems, .. }) => {
+            problems.iter().map(|p| p.to_string()).collect()
+        }
+        Err(e) => panic!("unexpected error kind: {e}"),
+        Ok(_) => Vec::new(),
+    }
+}
+
+const GOOD: &str = r#"
+    [[prober]]
+    region = "a"
+    [[prober]]
+    region = "b"
+    [[prober]]
+    region = "c"
+    [check.web]
+    protocol = "http"
+    port = 8080
+    interval = "1s"
+    timeout = "500ms"
+    [[record]]
+    name = "www.example.com"
+    check = "web"
+    endpoints = [{ address = "192.0.2.1" }, { address = "192.0.2.2", site = "b" }]
+"#;
+
+#[test]
+fn a_good_config_validates_with_defaults() {
+    let s = Settings::from_toml(GOOD, "t.toml", Path::new(".")).expect("valid");
+    assert_eq!(s.regions.len(), 3);
+    assert_eq!(s.records[0].name, "www.example.com.");
+    assert_eq!(s.endpoints.len(), 2);
+    assert_eq!(s.endpoints[0].host, "www.example.com");
+    assert_eq!(s.endpoints[0].check.rise, defaults::RISE);
+    assert_eq!(s.cluster.quorum.required(s.regions.len()), 2);
+}
+
+#[test]
+fn every_problem_is_reported_with_its_path() {
+    let text = r#"
+        [cluster]
+        quorum = 5
+        stale_after = "soon"
+        [[prober]]
+        region = "a"
+        [check.web]
+        protocol = "gopher"
+        rise = 0
+        [[record]]
+        name = "www.example.com"
+        policy = "random"
+        endpoints = [{ address = "1.2.3" }, { address = "2001:db8::1" }]
+        [[record]]
+        name = "api..example.com"
+        check = "nope"
+        endpoints = [{ address = "192.0.2.1" }]
+    "#;
+    let found = problems(text);
+    for expected in [
+        "cluster.quorum: 5 is out of range",
+        "cluster.stale_after: not a duration",
+        "check.web.protocol: \"gopher\" is not a protocol",
+        "check.web.rise: 0 is out of range",
+        "record[0].policy: \"random\" is not a policy",
+        "record[0].endpoints[0].address: \"1.2.3\" is not an IP address",
+        "record[0].endpoints[1].address: 2001:db8::1 does not fit a A record",
+        "record[1].name: \"api..example.com\" is not a DNS name",
+        "record[1].check: no check named \"nope\"",
+    ] {
+        assert!(
+            found.iter().any(|f| f.starts_with(expected)),
+            "missing {expected:?} in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_fields_are_rejected() {
+    let err = Settings::from_toml("[dns]\nlisten = []\nlisen = 1\n", "t.toml", Path::new("."))
+        .expect_err("unknown field");
+    assert!(err.to_string().contains("lisen"), "{err}");
+}
+
+#[test]
+fn same_endpoint_with_different_checks_is_ambiguous() {
+    let text = format!(
+        "{GOOD}\n[check.other]\nprotocol = \"tcp\"\nport = 22\n[[record]]\nname = \"x.example.com\"\ncheck = \"other\"\nendpoints = [{{ address = \"192.0.2.1\" }}]\n"
+    );
+    let found = problems(&text);
+    assert!(
+        found
+            .iter()
+            .any(|f| f.contains("give each a distinct `name`")),
+        "{found:#?}"
+    );
+}
