@@ -43,7 +43,7 @@ impl Aggregator {
 
     /// The snapshot to serve before any verdict: every managed record undecided.
     pub fn initial(settings: &Settings) -> Snapshot {
-        snapshot::build(settings, BTreeMap::new(), 0, false)
+        snapshot::build(settings, BTreeMap::new(), &Snapshot::default(), 0, false)
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
@@ -90,7 +90,13 @@ impl Aggregator {
                     .verdict(id, verdict.health, verdict.up, verdict.down);
             }
             let grace_over = now.duration_since(started) >= cluster.startup_grace;
-            let snap = snapshot::build(&self.settings, next.clone(), generation, grace_over);
+            let snap = snapshot::build(
+                &self.settings,
+                next.clone(),
+                &previous,
+                generation,
+                grace_over,
+            );
             if grace_over && !grace_reported {
                 grace_reported = true;
                 if previous
@@ -105,8 +111,12 @@ impl Aggregator {
                 }
             }
             for (key, answer) in &snap.records {
-                if previous.records.get(key).map(|a| (&a.answer, &a.reason))
-                    != Some((&answer.answer, &answer.reason))
+                let before = previous.records.get(key);
+                let still_waiting = answer.answer == Answer::NotReady
+                    && before.is_some_and(|b| b.answer == Answer::NotReady);
+                if !still_waiting
+                    && before.map(|a| (&a.answer, &a.reason))
+                        != Some((&answer.answer, &answer.reason))
                 {
                     let answers = match answer.answer {
                         Answer::NotReady => "SERVFAIL".to_string(),

@@ -58,10 +58,17 @@ pub async fn run(
     let published = Arc::new(ArcSwap::from_pointee(Aggregator::initial(&settings)));
 
     let catalog = dns::catalog(zones, &published).map_err(|e| anyhow!("{e}"))?;
-    let bound = dns::server::bind(&settings.dns.listen).await?;
+    let bound = dns::server::bind(&settings.dns.listen)
+        .await
+        .context("choose another DNS address (dns.listen, or --dns-listen for the demo)")?;
     let admin_listener = tokio::net::TcpListener::bind(settings.admin.listen)
         .await
-        .with_context(|| format!("cannot bind the admin listener {}", settings.admin.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot bind the admin listener {} (admin.listen, or --admin-listen for the demo)",
+                settings.admin.listen
+            )
+        })?;
     let listening = Listening {
         dns: bound.addresses(),
         admin: admin_listener.local_addr()?,

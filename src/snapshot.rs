@@ -27,6 +27,9 @@ pub struct Snapshot {
     pub records: BTreeMap<(String, RecordKind), RecordAnswer>,
     /// Lower-case names with at least one managed record (of any type).
     pub names: HashSet<String>,
+    /// Lower-case names strictly above a managed name (they exist, as empty non-terminals
+    /// if nothing else: RFC 8020 forbids NXDOMAIN for them).
+    pub ancestors: HashSet<String>,
     pub verdicts: BTreeMap<EndpointId, Verdict>,
 }
 
@@ -141,21 +144,34 @@ impl Reason {
 }
 
 /// Builds the snapshot for `verdicts`. After `grace_over`, undecided endpoints count as not Up.
+/// A record that was decided in `previous` stays decided (readiness never goes back).
 pub fn build(
     settings: &Settings,
     verdicts: BTreeMap<EndpointId, Verdict>,
+    previous: &Snapshot,
     generation: u64,
     grace_over: bool,
 ) -> Snapshot {
     let mut records = BTreeMap::new();
     let mut names = HashSet::new();
+    let mut ancestors = HashSet::new();
     for record in &settings.records {
         let health = |id: &EndpointId| verdicts.get(id).map_or(Health::Unknown, |v| v.health);
-        records.insert(
-            (record.name.clone(), record.kind),
-            answer_for(record, health, grace_over),
-        );
+        let key = (record.name.clone(), record.kind);
+        let was_decided = previous
+            .records
+            .get(&key)
+            .is_some_and(|r| r.answer != Answer::NotReady);
+        records.insert(key, answer_for(record, health, grace_over || was_decided));
         names.insert(record.name.clone());
+        let mut rest = record.name.as_str();
+        while let Some((_, parent)) = rest.split_once('.') {
+            if parent.is_empty() {
+                break;
+            }
+            ancestors.insert(parent.to_string());
+            rest = parent;
+        }
     }
     let ready = records.values().all(|r| r.answer != Answer::NotReady);
     Snapshot {
@@ -163,15 +179,17 @@ pub fn build(
         ready,
         records,
         names,
+        ancestors,
         verdicts,
     }
 }
 
-/// The answer of one record given each endpoint's verdict.
+/// The answer of one record given each endpoint's verdict. With `settled`, undecided endpoints
+/// count as not Up instead of holding the answer back.
 pub fn answer_for(
     record: &RecordSpec,
     health: impl Fn(&EndpointId) -> Health,
-    grace_over: bool,
+    settled: bool,
 ) -> RecordAnswer {
     let states: Vec<Health> = record.endpoints.iter().map(|e| health(&e.id)).collect();
     let undecided: Vec<EndpointId> = record
@@ -192,7 +210,7 @@ pub fn answer_for(
         .collect();
 
     // Failover is decided as soon as an endpoint is Up and every one before it is decided.
-    let decided = grace_over
+    let decided = settled
         || undecided.is_empty()
         || (record.policy == Policy::Failover
             && states
@@ -428,6 +446,21 @@ mod tests {
         );
         assert_eq!(pick_weighted(&[(a, 0), (b, 5)], 0), Some(b));
         assert_eq!(pick_weighted(&[], 7), None);
+    }
+
+    #[test]
+    fn a_decided_record_never_goes_back_to_undecided() {
+        let rec = record(Policy::Failover, WhenAllDown::All, 3);
+        let first = answer_for(&rec, states("U??"), false);
+        assert_eq!(first.answer, Answer::Fixed(ips(&[1])));
+        // The primary goes Down while the others are still undecided: without the latch this
+        // would be NotReady again; a settled record treats undecided as not Up.
+        let again = answer_for(&rec, states("D??"), true);
+        assert_eq!(
+            again.answer,
+            Answer::Fixed(ips(&[1, 2, 3])),
+            "fail open, not SERVFAIL"
+        );
     }
 
     proptest! {

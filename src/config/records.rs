@@ -21,9 +21,9 @@ pub(super) fn validate_record(
     path: &str,
     raw: &RawRecord,
     checks: &BTreeMap<String, Arc<CheckSpec>>,
-    endpoints: &mut Vec<Arc<EndpointSpec>>,
     p: &mut Problems,
-) -> Option<RecordSpec> {
+) -> Option<(RecordSpec, Vec<Arc<EndpointSpec>>)> {
+    let mut targets = Vec::new();
     let name = match check_dns_name(&raw.name) {
         Ok(()) => {
             let mut n = raw.name.trim().to_ascii_lowercase();
@@ -224,7 +224,7 @@ pub(super) fn validate_record(
             .host
             .clone()
             .unwrap_or_else(|| rname.trim_end_matches('.').to_string());
-        endpoints.push(Arc::new(EndpointSpec {
+        targets.push(Arc::new(EndpointSpec {
             id: id.clone(),
             address,
             site,
@@ -248,12 +248,105 @@ pub(super) fn validate_record(
         );
     }
 
-    Some(RecordSpec {
+    let spec = RecordSpec {
         name: name?,
         kind,
         ttl,
         policy,
         when_all_down,
         endpoints: record_endpoints,
-    })
+    };
+    Some((spec, targets))
+}
+
+/// Gives every endpoint its final id and returns the distinct endpoints.
+///
+/// An endpoint without a `name` is known by its address. When the same address is probed
+/// differently by several records (another check, host or check address), each variant is
+/// named `<address>/<host>` (then `<address>/<host>/<check>`), so that none hides another.
+/// Named endpoints must be unambiguous: one name, one probe target.
+pub(super) fn assign_endpoint_ids(
+    records: &mut [(RecordSpec, Vec<Arc<EndpointSpec>>)],
+    p: &mut Problems,
+) -> Vec<Arc<EndpointSpec>> {
+    let probe_key = |e: &EndpointSpec| {
+        (
+            e.address,
+            e.dial,
+            e.check.clone(),
+            e.host.clone(),
+            e.site.clone(),
+        )
+    };
+    let mut by_id: BTreeMap<EndpointId, Vec<Arc<EndpointSpec>>> = BTreeMap::new();
+    for (_, targets) in records.iter() {
+        for t in targets {
+            let group = by_id.entry(t.id.clone()).or_default();
+            if !group.iter().any(|g| probe_key(g) == probe_key(t)) {
+                group.push(t.clone());
+            }
+        }
+    }
+    let mut renamed: BTreeMap<(EndpointId, usize), EndpointId> = BTreeMap::new();
+    for (id, group) in &by_id {
+        if group.len() < 2 {
+            continue;
+        }
+        let is_default = id.as_str().parse::<IpAddr>().ok() == Some(group[0].address);
+        let by_host: Vec<String> = group
+            .iter()
+            .map(|e| format!("{}/{}", e.address, e.host))
+            .collect();
+        let by_check: Vec<String> = group
+            .iter()
+            .map(|e| format!("{}/{}/{}", e.address, e.host, e.check.name))
+            .collect();
+        let distinct = |names: &[String]| {
+            names.iter().collect::<std::collections::HashSet<_>>().len() == names.len()
+        };
+        let names = if !is_default {
+            None
+        } else if distinct(&by_host) {
+            Some(by_host)
+        } else if distinct(&by_check) {
+            Some(by_check)
+        } else {
+            None
+        };
+        match names {
+            Some(names) => {
+                for (k, name) in names.into_iter().enumerate() {
+                    renamed.insert((id.clone(), k), EndpointId::new(name));
+                }
+            }
+            None => p.add(
+                "record",
+                format!(
+                    "endpoint {id} is probed differently in several records (address, check, host, \
+                     check_address or site); give each variant a distinct `name`"
+                ),
+            ),
+        }
+    }
+    let mut distinct: Vec<Arc<EndpointSpec>> = Vec::new();
+    for (spec, targets) in records.iter_mut() {
+        for (j, t) in targets.iter_mut().enumerate() {
+            if let Some(group) = by_id.get(&t.id) {
+                let k = group
+                    .iter()
+                    .position(|g| probe_key(g) == probe_key(t))
+                    .unwrap_or(0);
+                if let Some(new_id) = renamed.get(&(t.id.clone(), k)) {
+                    let mut e = EndpointSpec::clone(t);
+                    e.id = new_id.clone();
+                    *t = Arc::new(e);
+                    spec.endpoints[j].id = new_id.clone();
+                }
+            }
+            if !distinct.iter().any(|d| d.id == t.id) {
+                distinct.push(t.clone());
+            }
+        }
+    }
+    distinct
 }

@@ -90,15 +90,44 @@ fn unknown_fields_are_rejected() {
 }
 
 #[test]
-fn same_endpoint_with_different_checks_is_ambiguous() {
+fn one_address_probed_differently_gets_one_endpoint_per_variant() {
     let text = format!(
-        "{GOOD}\n[check.other]\nprotocol = \"tcp\"\nport = 22\n[[record]]\nname = \"x.example.com\"\ncheck = \"other\"\nendpoints = [{{ address = \"192.0.2.1\" }}]\n"
+        "{GOOD}\n[check.other]\nprotocol = \"tcp\"\nport = 22\n\
+         [[record]]\nname = \"x.example.com\"\ncheck = \"other\"\nendpoints = [{{ address = \"192.0.2.1\" }}]\n\
+         [[record]]\nname = \"y.example.com\"\ncheck = \"web\"\nendpoints = [{{ address = \"192.0.2.2\" }}]\n"
+    );
+    let s = Settings::from_toml(&text, "t.toml", Path::new(".")).expect("valid");
+    let ids: Vec<&str> = s.endpoints.iter().map(|e| e.id.as_str()).collect();
+    // 192.0.2.1 is checked by web (host www) and by other (tcp, host x): two endpoints.
+    // 192.0.2.2 is checked by web with host www and host y: two endpoints as well.
+    assert_eq!(
+        ids,
+        vec![
+            "192.0.2.1/www.example.com",
+            "192.0.2.2/www.example.com",
+            "192.0.2.1/x.example.com",
+            "192.0.2.2/y.example.com"
+        ]
+    );
+    assert_eq!(
+        s.records[1].endpoints[0].id.as_str(),
+        "192.0.2.1/x.example.com"
+    );
+}
+
+#[test]
+fn a_name_used_for_two_probe_targets_is_ambiguous() {
+    let text = format!(
+        "{GOOD}\n[[record]]\nname = \"x.example.com\"\ncheck = \"web\"\n\
+         endpoints = [{{ name = \"a\", address = \"192.0.2.7\" }}]\n\
+         [[record]]\nname = \"y.example.com\"\ncheck = \"web\"\n\
+         endpoints = [{{ name = \"a\", address = \"192.0.2.8\" }}]\n"
     );
     let found = problems(&text);
     assert!(
         found
             .iter()
-            .any(|f| f.contains("give each a distinct `name`")),
+            .any(|f| f.contains("give each variant a distinct `name`")),
         "{found:#?}"
     );
 }

@@ -1,7 +1,7 @@
 //! Raw configuration -> validated settings, collecting every problem with its path.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     net::SocketAddr,
     path::Path,
     sync::Arc,
@@ -10,11 +10,11 @@ use std::{
 
 use super::{
     AdminSettings, CheckSpec, Cluster, DnsSettings, EndpointSpec, Problem, Protocol, QuorumRule,
-    RecordKind, Settings, defaults,
+    RecordKind, RecordSpec, Settings, defaults,
     raw::{RawCheck, RawConfig, RawQuorum},
     records,
 };
-use crate::model::{EndpointId, Region};
+use crate::model::Region;
 
 /// Parses a duration written with its unit (`"800ms"`, `"5s"`, `"1m"`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -87,14 +87,12 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
         })
         .collect();
 
-    let mut endpoints: Vec<Arc<EndpointSpec>> = Vec::new();
-    let mut endpoint_paths: HashMap<EndpointId, String> = HashMap::new();
-    let mut records = Vec::new();
+    // Every record, with the probe target of each of its endpoints (same order).
+    let mut records: Vec<(RecordSpec, Vec<Arc<EndpointSpec>>)> = Vec::new();
     let mut seen_records: HashMap<(String, RecordKind), usize> = HashMap::new();
     for (i, record) in raw.record.iter().enumerate() {
         let path = format!("record[{i}]");
-        let Some(spec) = records::validate_record(&path, record, &checks, &mut endpoints, &mut p)
-        else {
+        let Some((spec, targets)) = records::validate_record(&path, record, &checks, &mut p) else {
             continue;
         };
         if let Some(first) = seen_records.insert((spec.name.clone(), spec.kind), i) {
@@ -107,39 +105,10 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
                 ),
             );
         }
-        for (j, e) in record.endpoints.iter().enumerate() {
-            let id = records::endpoint_id(e);
-            endpoint_paths
-                .entry(id)
-                .or_insert_with(|| format!("{path}.endpoints[{j}]"));
-        }
-        records.push(spec);
+        records.push((spec, targets));
     }
-    // An endpoint id names one probe target; the same id with different settings is ambiguous.
-    let mut by_id: HashMap<&EndpointId, &Arc<EndpointSpec>> = HashMap::new();
-    let mut conflicts = HashSet::new();
-    for e in &endpoints {
-        if let Some(first) = by_id.get(&e.id) {
-            if *first != e && conflicts.insert(e.id.clone()) {
-                p.add(
-                    endpoint_paths.get(&e.id).cloned().unwrap_or_default(),
-                    format!(
-                        "endpoint {} appears in several records with different addresses, \
-                         checks or check hosts; give each a distinct `name`",
-                        e.id
-                    ),
-                );
-            }
-        } else {
-            by_id.insert(&e.id, e);
-        }
-    }
-    let mut unique: Vec<Arc<EndpointSpec>> = Vec::new();
-    for e in endpoints {
-        if !unique.iter().any(|u| u.id == e.id) {
-            unique.push(e);
-        }
-    }
+    let endpoints = records::assign_endpoint_ids(&mut records, &mut p);
+    let records = records.into_iter().map(|(spec, _)| spec).collect();
 
     let dns = validate_dns(&raw, base, &mut p);
     let admin = AdminSettings {
@@ -157,7 +126,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
         Ok(Settings {
             cluster,
             regions,
-            endpoints: unique,
+            endpoints,
             records,
             dns,
             admin,

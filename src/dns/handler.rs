@@ -1,7 +1,7 @@
 //! A zone of ours: managed records answered from the published snapshot, in front of the
 //! static records of the zone file. The query path loads the snapshot without taking a lock.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{collections::HashSet, net::IpAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
 use hickory_proto::rr::{
@@ -26,15 +26,43 @@ use crate::{
 pub struct ManagedZone {
     origin: LowerName,
     file: InMemoryZoneHandler,
+    /// Names that own records in the zone file.
+    static_names: HashSet<LowerName>,
     snapshot: Arc<ArcSwap<Snapshot>>,
 }
 
 impl ManagedZone {
-    pub fn new(file: InMemoryZoneHandler, snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
+    pub fn new(
+        file: InMemoryZoneHandler,
+        static_names: HashSet<LowerName>,
+        snapshot: Arc<ArcSwap<Snapshot>>,
+    ) -> Self {
         Self {
             origin: file.origin().clone(),
             file,
+            static_names,
             snapshot,
+        }
+    }
+
+    /// The zone file's answer for a name that exists because of managed records: the file's
+    /// own data if it has the name, otherwise NODATA (never NXDOMAIN, never a wildcard: RFC 4592
+    /// wildcards do not apply to names that exist).
+    async fn static_at_existing(
+        &self,
+        name: &LowerName,
+        rtype: RecordType,
+        request_info: Option<&RequestInfo<'_>>,
+        options: LookupOptions,
+    ) -> LookupControlFlow<AuthLookup> {
+        if !self.static_names.contains(name) {
+            return LookupControlFlow::Continue(Err(LookupError::NameExists));
+        }
+        match self.file.lookup(name, rtype, request_info, options).await {
+            LookupControlFlow::Continue(Err(e)) if e.is_nx_domain() => {
+                LookupControlFlow::Continue(Err(LookupError::NameExists))
+            }
+            other => other,
         }
     }
 
@@ -50,6 +78,13 @@ impl ManagedZone {
         let snapshot = self.snapshot.load();
         let key = name.to_string();
         if !snapshot.names.contains(&key) {
+            if snapshot.ancestors.contains(&key) {
+                // An empty non-terminal (or a static name) above a managed name.
+                return Some(
+                    self.static_at_existing(name, rtype, request_info, options)
+                        .await,
+                );
+            }
             return None;
         }
         let kinds: &[RecordKind] = match rtype {
@@ -93,14 +128,10 @@ impl ManagedZone {
             // The name exists; no address to give (NODATA, with the SOA added by the catalog).
             return Some(LookupControlFlow::Continue(Err(LookupError::NameExists)));
         }
-        // Another type at a managed name: static data of that type, else NODATA (never NXDOMAIN).
+        // Another type at a managed name: static data of that type, else NODATA.
         Some(
-            match self.file.lookup(name, rtype, request_info, options).await {
-                LookupControlFlow::Continue(Err(e)) if e.is_nx_domain() => {
-                    LookupControlFlow::Continue(Err(LookupError::NameExists))
-                }
-                other => other,
-            },
+            self.static_at_existing(name, rtype, request_info, options)
+                .await,
         )
     }
 }

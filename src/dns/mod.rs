@@ -28,6 +28,7 @@ pub fn catalog(
     for zone in zones {
         let file = zone.path.display().to_string();
         let origin = LowerName::new(&zone.origin);
+        let static_names = zone.records.keys().map(|k| k.name.clone()).collect();
         let handler = InMemoryZoneHandler::new(
             zone.origin,
             zone.records,
@@ -39,6 +40,7 @@ pub fn catalog(
             origin,
             vec![Arc::new(handler::ManagedZone::new(
                 handler,
+                static_names,
                 snapshot.clone(),
             ))],
         );
@@ -87,6 +89,21 @@ pub fn check_records(settings: &Settings, zones: &[ZoneFile]) -> Vec<Problem> {
                 message: format!(
                     "{} has a CNAME in {}; a managed record cannot share its name",
                     record.name,
+                    zone.path.display()
+                ),
+            });
+        }
+        let static_type = match record.kind {
+            crate::config::RecordKind::A => RecordType::A,
+            crate::config::RecordKind::Aaaa => RecordType::AAAA,
+        };
+        if zone.types_at(&lower).contains(&static_type) {
+            problems.push(Problem {
+                path: path.clone(),
+                message: format!(
+                    "{} already has {} records in {}; remove them there or from the configuration",
+                    record.name,
+                    record.kind.as_str(),
                     zone.path.display()
                 ),
             });

@@ -4,7 +4,7 @@
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
-use hickory_proto::op::ResponseCode;
+use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_server::{
     Server,
     net::runtime::Time,
@@ -40,6 +40,13 @@ impl Frontend {
 
     /// True when the query asks for a managed record whose answer is not decided yet.
     fn undecided(&self, request: &Request) -> bool {
+        // Anything but a plain EDNS-0 query goes through the catalog's protocol checks.
+        if request.metadata.message_type != MessageType::Query
+            || request.metadata.op_code != OpCode::Query
+            || request.edns.as_ref().is_some_and(|e| e.version() != 0)
+        {
+            return false;
+        }
         let Ok(info) = request.request_info() else {
             return false;
         };
@@ -86,10 +93,12 @@ impl RequestHandler for Frontend {
                 Ok(info) => info,
                 Err(error) => {
                     tracing::debug!(%error, "cannot send SERVFAIL");
-                    return self
-                        .catalog
-                        .handle_request::<R, T>(request, response_handle)
-                        .await;
+                    let mut metadata = Metadata::response_from_request(&request.metadata);
+                    metadata.response_code = ResponseCode::ServFail;
+                    ResponseInfo::from(Header {
+                        metadata,
+                        counts: HeaderCounts::default(),
+                    })
                 }
             }
         } else {

@@ -16,6 +16,12 @@ async fn serve() -> (tempfile::TempDir, Vec<Backend>, Vantage, IpAddr) {
     let pki = Pki::new(dir.path());
     let ips = loopback_block();
     let backends = start_backends(&ips[..1], vec![pki.issue(&["www.example.com"])]).await;
+    // A wildcard next to a managed name (RFC 4592 cases).
+    std::fs::write(
+        dir.path().join("zones/example.com.zone"),
+        format!("{EXAMPLE_ZONE}*.w IN TXT \"wild\"\n"),
+    )
+    .expect("zone");
     let path = dir.path().join("fleet.toml");
     std::fs::write(
         &path,
@@ -37,6 +43,12 @@ listen = "127.0.0.1:0"
 [[record]]
 name = "www.example.com"
 ttl = 20
+endpoints = [{{ address = "{ip}" }}]
+[[record]]
+name = "x.w.example.com"
+endpoints = [{{ address = "{ip}" }}]
+[[record]]
+name = "api.eu.example.com"
 endpoints = [{{ address = "{ip}" }}]
 "#,
             port = backends[0].addr.port(),
@@ -104,6 +116,38 @@ async fn protocol_rules_hold_for_managed_and_static_names() {
     assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
     assert!(reply.metadata.authoritative);
     assert!(soa_in_authority(&reply));
+
+    // rfc8020: a name above a managed name exists (empty non-terminal): NODATA, not NXDOMAIN.
+    let reply = udp_query(dns, &query_message("eu.example.com.", RecordType::A, false)).await;
+    assert_eq!(
+        reply.metadata.response_code,
+        ResponseCode::NoError,
+        "{reply:?}"
+    );
+    assert!(reply.answers.is_empty());
+    assert!(soa_in_authority(&reply));
+    let reply = udp_query(
+        dns,
+        &query_message("api.eu.example.com.", RecordType::A, false),
+    )
+    .await;
+    assert_eq!(addresses(&reply), vec![ip]);
+
+    // rfc4592: a wildcard does not apply to a name that exists (here: a managed one)...
+    let reply = udp_query(
+        dns,
+        &query_message("x.w.example.com.", RecordType::TXT, false),
+    )
+    .await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert!(reply.answers.is_empty(), "{reply:?}");
+    // ...but does to its non-existent siblings.
+    let reply = udp_query(
+        dns,
+        &query_message("y.w.example.com.", RecordType::TXT, false),
+    )
+    .await;
+    assert_eq!(reply.answers.len(), 1, "{reply:?}");
 
     // Static NODATA, static answer.
     let reply = udp_query(
