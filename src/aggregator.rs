@@ -19,6 +19,9 @@ use crate::{
     snapshot::{self, Answer, Snapshot},
 };
 
+/// How long to gather reports after the first one of a burst.
+const COALESCE: Duration = Duration::from_millis(20);
+
 pub struct Aggregator {
     settings: Arc<Settings>,
     board: Arc<ObservationBoard>,
@@ -57,7 +60,14 @@ impl Aggregator {
         let mut grace_reported = false;
         for generation in 1u64.. {
             tokio::select! {
-                () = self.board.changed() => {}
+                () = self.board.changed() => {
+                    // Let the reports of one burst (every prober checking at once) arrive
+                    // before deciding, instead of rebuilding once per report.
+                    tokio::select! {
+                        () = tokio::time::sleep(COALESCE) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                }
                 () = tokio::time::sleep(tick) => {}
                 () = shutdown.cancelled() => return,
             }

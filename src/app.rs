@@ -28,10 +28,33 @@ pub struct Listening {
 /// Every problem with a configuration file and the zones it names, each on its own line.
 pub fn check(config: &Path) -> Result<(Settings, Vec<ZoneFile>), Vec<String>> {
     let settings = Settings::load(config).map_err(|e| vec![e.to_string()])?;
-    let zones = dns::zones::load_dir(&settings.dns.zones_dir)
-        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    check_zones(&settings, &zones, &config.display().to_string())?;
-    Ok((settings, zones))
+    let mut problems = Vec::new();
+    // Building each check reads its CA file, so a bad PEM is caught here, not at start.
+    for endpoint in &settings.endpoints {
+        if let Some(region) = settings.regions.first() {
+            if let Err(e) = probe::check::Checker::new(endpoint, region) {
+                let text = e.to_string();
+                if !problems.contains(&text) {
+                    problems.push(text);
+                }
+            }
+        }
+    }
+    let zones = match dns::zones::load_dir(&settings.dns.zones_dir) {
+        Ok(zones) => zones,
+        Err(errors) => {
+            problems.extend(errors.iter().map(ToString::to_string));
+            return Err(problems);
+        }
+    };
+    if let Err(more) = check_zones(&settings, &zones, &config.display().to_string()) {
+        problems.extend(more);
+    }
+    if problems.is_empty() {
+        Ok((settings, zones))
+    } else {
+        Err(problems)
+    }
 }
 
 /// Cross-checks managed records against the zone files.

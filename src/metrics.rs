@@ -3,6 +3,11 @@
 //! Names follow `vantage_<name>_<unit>[_total]`; every metric has HELP; label sets are bounded
 //! by the configuration (endpoints, regions, records) or by fixed enumerations.
 
+use std::{
+    collections::HashMap,
+    sync::{Mutex, PoisonError},
+};
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -20,6 +25,8 @@ pub struct Metrics {
     transitions: IntCounterVec,
     dns_responses: IntCounterVec,
     record_answers: IntGaugeVec,
+    /// The reason label currently set per (record, type).
+    record_reasons: Mutex<HashMap<(String, String), String>>,
     ready: IntGauge,
     snapshot_generation: IntGauge,
 }
@@ -27,6 +34,8 @@ pub struct Metrics {
 const HEALTH: [Health; 3] = [Health::Up, Health::Down, Health::Unknown];
 
 impl Metrics {
+    /// Metric names and label sets are static and distinct, so their construction and
+    /// registration cannot fail: the `expect`s below document that invariant.
     pub fn new() -> Self {
         let registry = Registry::new();
         let probes = IntCounterVec::new(
@@ -143,6 +152,7 @@ impl Metrics {
             transitions,
             dns_responses,
             record_answers,
+            record_reasons: Mutex::new(HashMap::new()),
             ready,
             snapshot_generation,
         }
@@ -207,16 +217,33 @@ impl Metrics {
             .inc();
     }
 
-    /// Replaces the per-record answer gauge (reasons change, so old label sets are dropped).
+    /// Sets the per-record answer gauge; a record's series with its previous reason is removed
+    /// (never the whole family, so a scrape always sees every record).
     pub fn record_answers<'a>(
         &self,
         answers: impl Iterator<Item = (&'a str, &'a str, &'a str, usize)>,
     ) {
-        self.record_answers.reset();
+        let mut reasons = self
+            .record_reasons
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for (record, kind, reason, count) in answers {
             self.record_answers
                 .with_label_values(&[record, kind, reason])
                 .set(count as i64);
+            let key = (record.to_string(), kind.to_string());
+            if let Some(old) = reasons.insert(key, reason.to_string()) {
+                if old != reason {
+                    // The series may not exist (first round); nothing to remove then.
+                    if self
+                        .record_answers
+                        .remove_label_values(&[record, kind, &old])
+                        .is_err()
+                    {
+                        tracing::debug!(record, kind, reason = %old, "no series to remove");
+                    }
+                }
+            }
         }
     }
 

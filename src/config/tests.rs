@@ -131,3 +131,15 @@ fn a_name_used_for_two_probe_targets_is_ambiguous() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn stale_after_must_cover_the_reporting_gap() {
+    let text = GOOD.replace("interval = \"1s\"", "interval = \"5s\"");
+    let found = problems(&text);
+    assert!(
+        found
+            .iter()
+            .any(|f| f.starts_with("cluster.stale_after: 5s is shorter than check web")),
+        "{found:#?}"
+    );
+}

@@ -86,6 +86,9 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
             (name.clone(), Arc::new(spec))
         })
         .collect();
+    for check in checks.values() {
+        check_timing(&cluster, check, &mut p);
+    }
 
     // Every record, with the probe target of each of its endpoints (same order).
     let mut records: Vec<(RecordSpec, Vec<Arc<EndpointSpec>>)> = Vec::new();
@@ -168,6 +171,32 @@ fn validate_probers(raw: &RawConfig, p: &mut Problems) -> Vec<Region> {
         }
     }
     regions
+}
+
+/// A prober reports once per interval (+10% jitter) after a check of up to `timeout`; a stale
+/// limit shorter than that makes healthy probers drop out of the vote between reports.
+fn check_timing(cluster: &Cluster, check: &CheckSpec, p: &mut Problems) {
+    let report_gap = check.interval.mul_f64(1.1) + check.timeout;
+    if cluster.stale_after < report_gap {
+        p.add(
+            "cluster.stale_after",
+            format!(
+                "{:?} is shorter than check {}'s reporting gap (interval + 10% jitter + timeout = {:?}); \
+                 fresh observations would go stale; raise stale_after or lower the interval",
+                cluster.stale_after, check.name, report_gap
+            ),
+        );
+    }
+    let first_verdict = check.interval * check.rise.max(check.fall) + check.timeout;
+    if cluster.startup_grace < first_verdict {
+        p.add(
+            "cluster.startup_grace",
+            format!(
+                "{:?} is shorter than check {}'s first verdict (max(rise, fall) x interval + timeout = {:?})",
+                cluster.startup_grace, check.name, first_verdict
+            ),
+        );
+    }
 }
 
 fn validate_cluster(raw: &RawConfig, probers: usize, p: &mut Problems) -> Cluster {

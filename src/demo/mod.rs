@@ -10,7 +10,6 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use anyhow::Context;
 use axum::{
     Json, Router,
     extract::{Path as UrlPath, Query, State},
@@ -22,7 +21,20 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Settings, dns::zones};
+use crate::{
+    config::{ConfigError, Settings},
+    dns::zones,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot bind the demo backends on 127.0.0.2-4: {0}")]
+    Bind(#[from] std::io::Error),
+    #[error("the embedded demo configuration is invalid: {0}")]
+    Config(#[from] ConfigError),
+    #[error("the embedded demo zone is invalid: {0}")]
+    Zone(#[from] zones::ZoneError),
+}
 
 const FLEET: &str = include_str!("fleet.toml");
 const ZONE: &str = include_str!("../../zones/example.com.zone");
@@ -85,14 +97,12 @@ pub struct Backends {
 }
 
 /// Starts the three backends on 127.0.0.2-4, all on one free port.
-pub async fn start_backends(shutdown: &CancellationToken) -> anyhow::Result<Backends> {
+pub async fn start_backends(shutdown: &CancellationToken) -> Result<Backends, DemoError> {
     let faults = Arc::new(Faults::default());
     let mut attempt = 0;
     let (port, listeners) = loop {
         attempt += 1;
-        let first = TcpListener::bind(SocketAddr::new(IpAddr::V4(BACKENDS[0].1), 0))
-            .await
-            .context("cannot bind a demo backend on 127.0.0.2")?;
+        let first = TcpListener::bind(SocketAddr::new(IpAddr::V4(BACKENDS[0].1), 0)).await?;
         let port = first.local_addr()?.port();
         let mut listeners = vec![first];
         for (_, ip, _) in &BACKENDS[1..] {
@@ -102,7 +112,7 @@ pub async fn start_backends(shutdown: &CancellationToken) -> anyhow::Result<Back
                     tracing::debug!(error = %e, port, "demo port taken on another address, retrying");
                     break;
                 }
-                Err(e) => return Err(e).context("cannot bind the demo backends"),
+                Err(e) => return Err(DemoError::Bind(e)),
             }
         }
         if listeners.len() == BACKENDS.len() {
@@ -188,14 +198,23 @@ async fn control(
             ("restore", None) => {
                 failed.remove(&name);
             }
-            ("restore", Some(region)) => {
-                if let Some(Fault::Regions(regions)) = failed.get_mut(&name) {
+            ("restore", Some(region)) => match failed.get_mut(&name) {
+                Some(Fault::Everywhere) => {
+                    return (
+                        StatusCode::CONFLICT,
+                        Json(json!({"error": format!(
+                            "{name} is failed for every region; restore it without ?region first"
+                        )})),
+                    );
+                }
+                Some(Fault::Regions(regions)) => {
                     regions.remove(&region);
                     if regions.is_empty() {
                         failed.remove(&name);
                     }
                 }
-            }
+                None => {}
+            },
             (other, _) => {
                 return (
                     StatusCode::NOT_FOUND,
@@ -215,7 +234,7 @@ pub fn settings(
     port: u16,
     dns: SocketAddr,
     admin: SocketAddr,
-) -> anyhow::Result<(Settings, Vec<zones::ZoneFile>)> {
+) -> Result<(Settings, Vec<zones::ZoneFile>), DemoError> {
     let text = FLEET
         .replace("port = PORT", &format!("port = {port}"))
         .replace(

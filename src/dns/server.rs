@@ -142,16 +142,15 @@ impl Bound {
 }
 
 /// Binds every listen address; port 0 picks a free port shared by UDP and TCP.
+/// IPv6 sockets are IPv6-only, so that `0.0.0.0:53` and `[::]:53` can be listed together.
 pub async fn bind(listen: &[SocketAddr]) -> io::Result<Bound> {
     let mut sockets = Vec::new();
     for addr in listen {
         let mut attempts = 0;
         loop {
-            let udp = UdpSocket::bind(addr)
-                .await
-                .map_err(|e| annotate(e, "UDP", addr))?;
+            let udp = udp_socket(*addr).map_err(|e| annotate(e, "UDP", addr))?;
             let port = udp.local_addr()?.port();
-            match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+            match tcp_listener(SocketAddr::new(addr.ip(), port)) {
                 Ok(tcp) => {
                     sockets.push((udp, tcp));
                     break;
@@ -166,6 +165,33 @@ pub async fn bind(listen: &[SocketAddr]) -> io::Result<Bound> {
         }
     }
     Ok(Bound { sockets })
+}
+
+fn socket(
+    addr: SocketAddr,
+    kind: socket2::Type,
+    protocol: socket2::Protocol,
+) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), kind, Some(protocol))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = socket(addr, socket2::Type::DGRAM, socket2::Protocol::UDP)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket(addr, socket2::Type::STREAM, socket2::Protocol::TCP)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 fn annotate(e: io::Error, proto: &str, addr: &SocketAddr) -> io::Error {

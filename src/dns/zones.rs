@@ -16,12 +16,26 @@ use hickory_proto::{
 
 /// A parsed zone file.
 pub struct ZoneFile {
-    pub origin: Name,
-    pub path: PathBuf,
-    pub records: BTreeMap<RrKey, RecordSet>,
+    pub(super) origin: Name,
+    pub(super) path: PathBuf,
+    pub(super) records: BTreeMap<RrKey, RecordSet>,
 }
 
 impl ZoneFile {
+    /// The zone's name, fully qualified (`example.com.`).
+    pub fn origin(&self) -> String {
+        self.origin.to_ascii()
+    }
+
+    /// Number of record sets in the file.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
     /// True if `name` (lower case, fully qualified) is at or below this zone's origin.
     pub fn contains(&self, name: &LowerName) -> bool {
         LowerName::new(&self.origin).zone_of(name)
@@ -82,7 +96,20 @@ pub fn load_dir(dir: &Path) -> Result<Vec<ZoneFile>, Vec<ZoneError>> {
             })
             .and_then(|text| parse_zone(&path, &text));
         match loaded {
-            Ok(zone) => zones.push(zone),
+            Ok(zone) => {
+                if let Some(other) = zones.iter().find(|z: &&ZoneFile| z.origin == zone.origin) {
+                    errors.push(ZoneError::Content {
+                        file: zone.path.display().to_string(),
+                        message: format!(
+                            "zone {} is already loaded from {}",
+                            zone.origin,
+                            other.path.display()
+                        ),
+                    });
+                } else {
+                    zones.push(zone);
+                }
+            }
             Err(e) => errors.push(e),
         }
     }
@@ -120,6 +147,14 @@ pub fn parse_zone(path: &Path, text: &str) -> Result<ZoneFile, ZoneError> {
             });
         }
     };
+    if LowerName::new(&parsed_origin) != LowerName::new(&origin) {
+        return Err(ZoneError::Content {
+            file,
+            message: format!(
+                "the file holds zone {parsed_origin} but its name says {origin}; rename the file or fix $ORIGIN"
+            ),
+        });
+    }
     let apex = LowerName::new(&parsed_origin);
     if !records
         .keys()
@@ -265,6 +300,19 @@ www IN A 192.0.2.1\n";
             .err()
             .expect("error");
         assert!(err.to_string().starts_with("example.com.zone:8: "), "{err}");
+    }
+
+    #[test]
+    fn a_file_holding_another_zone_is_rejected() {
+        let text = ZONE.replace("$TTL 300", "$TTL 300\n$ORIGIN example.org.");
+        let err = parse_zone(Path::new("example.com.zone"), &text)
+            .err()
+            .expect("error");
+        assert!(
+            err.to_string().contains("outside the zone")
+                || err.to_string().contains("its name says"),
+            "{err}"
+        );
     }
 
     #[test]

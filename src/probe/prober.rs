@@ -62,6 +62,12 @@ async fn run_endpoint(
     let mut last_failure = None;
     let mut last_rtt = None;
     metrics.prober_state(&endpoint.id, &region, threshold.state());
+    // Spread the first checks over one interval so that all probers do not fire at once.
+    let offset = check.interval.mul_f64(rand::rng().random_range(0.0..1.0));
+    tokio::select! {
+        () = tokio::time::sleep(offset) => {}
+        () = shutdown.cancelled() => return,
+    }
     for seq in 1u64.. {
         let started = Instant::now();
         let outcome = tokio::select! {

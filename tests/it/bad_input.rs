@@ -188,3 +188,22 @@ fn the_shipped_example_config_and_zone_are_valid() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("3 probers"), "{stdout}");
 }
+
+#[test]
+fn check_config_reads_the_ca_file() {
+    let dir = workdir();
+    std::fs::write(dir.path().join("ca.pem"), "not a certificate\n").expect("ca");
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        "[[prober]]\nregion = \"a\"\n[check.web]\nca_file = \"ca.pem\"\n\
+         [[record]]\nname = \"www.example.com\"\nendpoints = [{ address = \"192.0.2.1\" }]\n",
+    )
+    .expect("write");
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("ca_file") && stderr.contains("ca.pem"),
+        "{stderr}"
+    );
+}

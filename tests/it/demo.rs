@@ -82,6 +82,15 @@ async fn demo_fails_over_and_quorum_refuses_a_one_region_failure() {
     assert_eq!(seen["verdict"], "up", "{seen}");
     assert_eq!(www().await, vec![euw1]);
 
+    // A per-region restore of a backend failed everywhere is refused, not ignored.
+    let (code, _) = http_request(
+        vantage.admin,
+        "POST",
+        "/demo/backends/use1/restore?region=us-east",
+    )
+    .await;
+    assert_eq!(code, 409);
+
     // Restore use1: the answer returns to it.
     http_request(vantage.admin, "POST", "/demo/backends/use1/restore").await;
     eventually(Duration::from_secs(6), "www to return to use1", || async {

@@ -36,7 +36,7 @@ timeout = "90ms"
 rise = 1
 ca_file = "{ca}"
 [dns]
-listen = ["127.0.0.1:0"]
+listen = ["127.0.0.1:0", "[::1]:0"]
 zones_dir = "{zones}"
 [admin]
 listen = "127.0.0.1:0"
@@ -179,6 +179,14 @@ async fn protocol_rules_hold_for_managed_and_static_names() {
         ResponseCode::BADVERS.high(),
         "{reply:?}"
     );
+
+    // IPv6 listeners answer alike.
+    let v6 = vantage.dns_all[1];
+    assert!(v6.is_ipv6());
+    let reply = udp_query(v6, &query_message("www.example.com.", RecordType::A, false)).await;
+    assert_eq!(addresses(&reply), vec![ip]);
+    let reply = tcp_query(v6, &query_message("www.example.com.", RecordType::A, false)).await;
+    assert_eq!(addresses(&reply), vec![ip]);
 
     // TCP gives the same answers as UDP.
     let reply = tcp_query(

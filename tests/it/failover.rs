@@ -348,13 +348,19 @@ async fn each_failed_check_reports_its_failure_kind() {
     backends[0].set(Mode::Status(503));
     backends[1].set(Mode::Body("maintenance"));
     backends[2].set(Mode::Hang);
-    let text = config(dir.path(), &ips, backends[0].addr.port(), &pki.ca_file).replace(
-        &format!(r#"{{ name = "untrusted", address = "{}" }}"#, ips[2]),
-        &format!(
-            r#"{{ name = "hang", address = "{}" }}, {{ name = "wrongname", address = "{}" }}"#,
-            ips[2], ips[3]
-        ),
+    let fallback_record = format!(
+        "[[record]]\nname = \"fb.example.com\"\npolicy = \"weighted\"\nwhen_all_down = \"fallback\"\n\
+         fallback = [\"192.0.2.99\"]\ncheck = \"web\"\nendpoints = [{{ name = \"primary\", address = \"{}\", weight = 2 }}]\n",
+        ips[0]
     );
+    let text = (config(dir.path(), &ips, backends[0].addr.port(), &pki.ca_file) + &fallback_record)
+        .replace(
+            &format!(r#"{{ name = "untrusted", address = "{}" }}"#, ips[2]),
+            &format!(
+                r#"{{ name = "hang", address = "{}" }}, {{ name = "wrongname", address = "{}" }}"#,
+                ips[2], ips[3]
+            ),
+        );
     let config_path = dir.path().join("fleet.toml");
     std::fs::write(&config_path, text).expect("config");
     let vantage = Vantage::start(
@@ -398,5 +404,96 @@ async fn each_failed_check_reports_its_failure_kind() {
     assert_eq!(
         addresses(&www),
         vec![IpAddr::V4(ips[0]), IpAddr::V4(ips[1])]
+    );
+    let fb = udp_query(
+        vantage.dns,
+        &query_message("fb.example.com.", RecordType::A, false),
+    )
+    .await;
+    assert_eq!(
+        addresses(&fb),
+        vec!["192.0.2.99".parse::<IpAddr>().expect("ip")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_verification_can_be_turned_off_and_checks_can_dial_another_address() {
+    init();
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..2],
+        vec![Pki::self_signed(&["app.test"]), pki.issue(&["app.test"])],
+    )
+    .await;
+    let port = backends[0].addr.port();
+    let text = format!(
+        r#"
+[[prober]]
+region = "r1"
+[check.insecure]
+port = {port}
+host = "app.test"
+interval = "100ms"
+timeout = "90ms"
+rise = 1
+tls_verify = false
+[check.verified]
+port = {port}
+host = "app.test"
+interval = "100ms"
+timeout = "90ms"
+rise = 1
+ca_file = "{ca}"
+[dns]
+listen = ["127.0.0.1:0"]
+zones_dir = "{zones}"
+[admin]
+listen = "127.0.0.1:0"
+[[record]]
+name = "insecure.example.com"
+check = "insecure"
+endpoints = [{{ address = "{a}" }}]
+[[record]]
+name = "nat.example.com"
+check = "verified"
+# The published address is never dialled; the check goes to check_address.
+endpoints = [{{ address = "192.0.2.50", check_address = "{b}" }}]
+"#,
+        ca = pki.ca_file.display(),
+        zones = dir.path().join("zones").display(),
+        a = ips[0],
+        b = ips[1],
+    );
+    let config_path = dir.path().join("fleet.toml");
+    std::fs::write(&config_path, text).expect("config");
+    let vantage = Vantage::start(
+        &["dns", "--config", config_path.to_str().expect("path")],
+        dir.path(),
+    );
+    vantage.wait_ready().await;
+    let status = vantage.status().await;
+    for e in status["endpoints"].as_array().expect("endpoints") {
+        assert_eq!(e["verdict"], "up", "{e}");
+    }
+    let r = udp_query(
+        vantage.dns,
+        &query_message("insecure.example.com.", RecordType::A, false),
+    )
+    .await;
+    assert_eq!(addresses(&r), vec![IpAddr::V4(ips[0])]);
+    let r = udp_query(
+        vantage.dns,
+        &query_message("nat.example.com.", RecordType::A, false),
+    )
+    .await;
+    assert_eq!(
+        addresses(&r),
+        vec!["192.0.2.50".parse::<IpAddr>().expect("ip")]
+    );
+    assert!(
+        !backends[1].seen.lock().expect("lock").is_empty(),
+        "the check went to check_address"
     );
 }

@@ -266,6 +266,8 @@ pub fn loopback_block() -> [Ipv4Addr; 4] {
 pub struct Vantage {
     child: Child,
     pub dns: SocketAddr,
+    /// Every DNS address, in configuration order.
+    pub dns_all: Vec<SocketAddr>,
     pub admin: SocketAddr,
     pub stdout_rest: Arc<Mutex<Vec<String>>>,
     stderr: PathBuf,
@@ -311,11 +313,13 @@ impl Vantage {
             }
         };
         let v: serde_json::Value = serde_json::from_str(&line).expect("listening JSON");
-        let dns = v["listening"]["dns"][0]
-            .as_str()
-            .expect("dns")
-            .parse()
-            .expect("dns addr");
+        let dns_all: Vec<SocketAddr> = v["listening"]["dns"]
+            .as_array()
+            .expect("dns list")
+            .iter()
+            .map(|a| a.as_str().expect("dns").parse().expect("dns addr"))
+            .collect();
+        let dns = dns_all[0];
         let admin = v["listening"]["admin"]
             .as_str()
             .expect("admin")
@@ -324,6 +328,7 @@ impl Vantage {
         Vantage {
             child,
             dns,
+            dns_all,
             admin,
             stdout_rest: rest,
             stderr,
@@ -426,7 +431,12 @@ fn rand_id() -> u16 {
 
 /// Sends raw bytes over UDP and returns the raw reply (None on timeout).
 pub async fn udp_exchange(server: SocketAddr, bytes: &[u8], timeout: Duration) -> Option<Vec<u8>> {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let local = if server.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let socket = UdpSocket::bind(local).await.expect("bind");
     socket.send_to(bytes, server).await.expect("send");
     let mut buf = vec![0u8; 65535];
     match tokio::time::timeout(timeout, socket.recv_from(&mut buf)).await {
