@@ -156,3 +156,122 @@ impl Aggregator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{
+        model::{Health, Observation, Region},
+        snapshot::Answer,
+    };
+
+    const FLEET: &str = r#"
+        [cluster]
+        stale_after = "5s"
+        [[prober]]
+        region = "a"
+        [[prober]]
+        region = "b"
+        [[prober]]
+        region = "c"
+        [check.t]
+        protocol = "tcp"
+        port = 9
+        interval = "1s"
+        timeout = "500ms"
+        [[record]]
+        name = "www.example.com"
+        endpoints = [{ name = "one", address = "192.0.2.1" }, { name = "two", address = "192.0.2.2" }]
+    "#;
+
+    fn report(board: &ObservationBoard, region: &str, endpoint: &str, health: Health, seq: u64) {
+        board.report(Observation {
+            endpoint: EndpointId::new(endpoint),
+            region: Region::new(region),
+            health,
+            streak: 3,
+            last_rtt: None,
+            last_failure: None,
+            observed_at: Instant::now(),
+            seq,
+        });
+    }
+
+    /// Advances paused time in small steps until `done` holds (at most `limit` of virtual time).
+    async fn until(limit: Duration, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "condition not reached within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn verdicts_hold_when_reports_go_stale_and_follow_a_fresh_quorum() {
+        let settings =
+            Arc::new(Settings::from_toml(FLEET, "t.toml", Path::new(".")).expect("valid"));
+        let board = Arc::new(ObservationBoard::new());
+        let published = Arc::new(ArcSwap::from_pointee(Aggregator::initial(&settings)));
+        let shutdown = CancellationToken::new();
+        let aggregator = Aggregator::new(
+            settings.clone(),
+            board.clone(),
+            published.clone(),
+            Arc::new(Metrics::new()),
+        );
+        let task = tokio::spawn(aggregator.run(shutdown.clone()));
+        let www = || {
+            published
+                .load()
+                .records
+                .get(&("www.example.com.".to_string(), crate::config::RecordKind::A))
+                .map(|r| r.answer.clone())
+        };
+        let verdict = |id: &str| published.load().verdicts.get(&EndpointId::new(id)).cloned();
+
+        assert_eq!(www(), Some(Answer::NotReady));
+        for region in ["a", "b", "c"] {
+            report(&board, region, "one", Health::Up, 1);
+            report(&board, region, "two", Health::Up, 1);
+        }
+        until(Duration::from_secs(1), || published.load().ready).await;
+        assert_eq!(
+            www(),
+            Some(Answer::Fixed(vec!["192.0.2.1".parse().expect("ip")]))
+        );
+
+        // Every report goes stale: no quorum, the verdicts hold (fail static).
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let one = verdict("one").expect("verdict");
+        assert_eq!(one.health, Health::Up);
+        assert!(!one.quorum_reached);
+        assert!(one.votes.iter().all(|v| !v.fresh));
+        assert_eq!(
+            www(),
+            Some(Answer::Fixed(vec!["192.0.2.1".parse().expect("ip")]))
+        );
+
+        // One fresh Down report is not a quorum; two are.
+        report(&board, "a", "one", Health::Down, 2);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(verdict("one").expect("verdict").health, Health::Up);
+        report(&board, "b", "one", Health::Down, 2);
+        until(Duration::from_secs(1), || {
+            verdict("one").is_some_and(|v| v.health == Health::Down)
+        })
+        .await;
+        // "two" is still held Up without fresh reports, so the failover answer moves to it.
+        assert_eq!(
+            www(),
+            Some(Answer::Fixed(vec!["192.0.2.2".parse().expect("ip")]))
+        );
+
+        shutdown.cancel();
+        task.await.expect("aggregator stops on shutdown");
+    }
+}

@@ -251,10 +251,40 @@ impl Settings {
     /// Parses and validates configuration text; `file` names it in errors, `base` anchors
     /// relative paths.
     pub fn from_toml(text: &str, file: &str, base: &Path) -> Result<Settings, ConfigError> {
-        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            file: file.to_string(),
-            message: e.to_string(),
-        })?;
+        let raw: raw::RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(first) => {
+                let syntax = || ConfigError::Syntax {
+                    file: file.to_string(),
+                    message: first.to_string(),
+                };
+                // Valid TOML that does not fit: list every misfit, not just the first.
+                let table: toml::Table = toml::from_str(text).map_err(|_| syntax())?;
+                let mut problems = raw::structural_problems(&table);
+                if problems.is_empty() {
+                    return Err(syntax());
+                }
+                if let Some(span) = first.span() {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    let line = if text[..span.start.min(text.len())].ends_with('\n') {
+                        line + 1
+                    } else {
+                        line
+                    };
+                    problems.insert(
+                        0,
+                        Problem {
+                            path: format!("line {line}"),
+                            message: first.message().to_string(),
+                        },
+                    );
+                }
+                return Err(ConfigError::Invalid {
+                    file: file.to_string(),
+                    problems,
+                });
+            }
+        };
         validate::validate(raw, base).map_err(|problems| ConfigError::Invalid {
             file: file.to_string(),
             problems,

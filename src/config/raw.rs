@@ -101,3 +101,62 @@ pub struct RawEndpoint {
     pub check: Option<String>,
     pub check_address: Option<String>,
 }
+
+/// Every structural problem (unknown field, wrong type) in a file that is valid TOML but does
+/// not fit `RawConfig`, each with its path; serde alone stops at the first one.
+pub fn structural_problems(table: &toml::Table) -> Vec<super::Problem> {
+    fn fits<T: serde::de::DeserializeOwned>(value: &toml::Value) -> Result<(), String> {
+        value
+            .clone()
+            .try_into::<T>()
+            .map(|_| ())
+            .map_err(|e| e.message().to_string())
+    }
+    let mut problems = Vec::new();
+    let mut add = |path: String, result: Result<(), String>| {
+        if let Err(message) = result {
+            problems.push(super::Problem { path, message });
+        }
+    };
+    for (key, value) in table {
+        match key.as_str() {
+            "cluster" => add(key.clone(), fits::<RawCluster>(value)),
+            "dns" => add(key.clone(), fits::<RawDns>(value)),
+            "admin" => add(key.clone(), fits::<RawAdmin>(value)),
+            "prober" | "record" => match value.as_array() {
+                Some(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let result = if key == "prober" {
+                            fits::<RawProber>(item)
+                        } else {
+                            fits::<RawRecord>(item)
+                        };
+                        add(format!("{key}[{i}]"), result);
+                    }
+                }
+                None => add(
+                    key.clone(),
+                    Err(format!("must be a list of tables, written [[{key}]]")),
+                ),
+            },
+            "check" => match value.as_table() {
+                Some(checks) => {
+                    for (name, check) in checks {
+                        add(format!("check.{name}"), fits::<RawCheck>(check));
+                    }
+                }
+                None => add(
+                    key.clone(),
+                    Err("must be tables, written [check.NAME]".into()),
+                ),
+            },
+            other => add(
+                other.to_string(),
+                Err(
+                    "unknown section; expected cluster, prober, check, dns, admin or record".into(),
+                ),
+            ),
+        }
+    }
+    problems
+}

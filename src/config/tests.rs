@@ -83,6 +83,24 @@ fn every_problem_is_reported_with_its_path() {
 }
 
 #[test]
+fn every_structural_problem_is_reported() {
+    let text = "[[prober]]\nregion = \"a\"\nzone = 1\n[[prober]]\nregion = 5\n[check.web]\nrise = \"two\"\n[extra]\n";
+    let found = problems(text);
+    for expected in [
+        "line 7: invalid type",
+        "prober[0]: unknown field `zone`",
+        "prober[1]: invalid type",
+        "check.web: invalid type",
+        "extra: unknown section",
+    ] {
+        assert!(
+            found.iter().any(|f| f.starts_with(expected)),
+            "missing {expected:?} in {found:#?}"
+        );
+    }
+}
+
+#[test]
 fn unknown_fields_are_rejected() {
     let err = Settings::from_toml("[dns]\nlisten = []\nlisen = 1\n", "t.toml", Path::new("."))
         .expect_err("unknown field");
