@@ -89,7 +89,7 @@ pub fn status_json(settings: &Settings, snapshot: &Snapshot, now: Instant) -> Va
         .map(|((name, kind), a)| {
             let (state, weights) = match &a.answer {
                 Answer::NotReady => ("servfail", None),
-                Answer::Fixed(_) => ("answer", None),
+                Answer::Fixed(_) | Answer::ByRegion { .. } => ("answer", None),
                 Answer::Weighted(w) => (
                     "answer",
                     Some(
@@ -107,6 +107,10 @@ pub fn status_json(settings: &Settings, snapshot: &Snapshot, now: Instant) -> Va
                 "state": state,
                 "answer": a.answer.addresses(),
                 "weights": weights,
+                "by_region": match &a.answer {
+                    Answer::ByRegion { regions, default } => Some(json!({"regions": regions, "default": default})),
+                    _ => None,
+                },
                 "reason": a.reason,
                 "why": a.reason.describe(),
             })

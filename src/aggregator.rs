@@ -4,7 +4,11 @@
 //! This is the thin shell around the pure `quorum` and `snapshot` modules; it owns the previous
 //! verdicts and logs transitions (not individual probes).
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
@@ -14,7 +18,7 @@ use crate::{
     config::Settings,
     exchange::ObservationBoard,
     metrics::Metrics,
-    model::EndpointId,
+    model::{EndpointId, Region},
     quorum::{self, Verdict},
     snapshot::{self, Answer, Snapshot},
 };
@@ -58,6 +62,15 @@ impl Aggregator {
         let mut verdicts: BTreeMap<EndpointId, Verdict> = BTreeMap::new();
         let mut previous = self.published.load_full();
         let mut grace_reported = false;
+        let endpoint_ids: Vec<EndpointId> = self
+            .settings
+            .endpoints
+            .iter()
+            .map(|e| e.id.clone())
+            .collect();
+        let mut last_impaired: BTreeSet<Region> = BTreeSet::new();
+        // Start as if a quorum were there, so that a missing quorum at start is reported.
+        let mut quorum_state = true;
         for generation in 1u64.. {
             tokio::select! {
                 () = self.board.changed() => {
@@ -73,11 +86,67 @@ impl Aggregator {
             }
             let now = Instant::now();
             let latest = self.board.latest();
+            let impaired = if cluster.impaired_detection {
+                quorum::impaired_regions(
+                    &self.settings.regions,
+                    &endpoint_ids,
+                    &latest,
+                    cluster.stale_after,
+                    now,
+                )
+            } else {
+                Default::default()
+            };
+            if impaired != last_impaired {
+                for region in impaired.difference(&last_impaired) {
+                    tracing::warn!(%region, "prober {region} is impaired: it sees every endpoint Down while other probers see some Up; its Down votes are ignored");
+                }
+                for region in last_impaired.difference(&impaired) {
+                    tracing::info!(%region, "prober {region} is no longer impaired");
+                }
+                last_impaired = impaired.clone();
+            }
+            let fresh: Vec<&Region> = self
+                .settings
+                .regions
+                .iter()
+                .filter(|r| {
+                    latest.iter().any(|((region, _), o)| {
+                        region == *r
+                            && now.saturating_duration_since(o.observed_at) <= cluster.stale_after
+                    })
+                })
+                .collect();
+            let has_quorum = fresh.len() >= required;
+            if has_quorum != quorum_state {
+                if has_quorum {
+                    tracing::info!(
+                        "quorum: {} of {} probers fresh",
+                        fresh.len(),
+                        self.settings.regions.len()
+                    );
+                } else {
+                    let missing: Vec<&str> = self
+                        .settings
+                        .regions
+                        .iter()
+                        .filter(|r| !fresh.contains(r))
+                        .map(Region::as_str)
+                        .collect();
+                    tracing::warn!(missing = ?missing,
+                        "no quorum: only {} of {} probers fresh ({} needed), missing {}; verdicts hold their last value",
+                        fresh.len(), self.settings.regions.len(), required, missing.join(", "));
+                }
+                quorum_state = has_quorum;
+            }
+            self.metrics
+                .quorum(has_quorum, fresh.len(), &self.settings.regions, &impaired);
             let next = quorum::decide_all(
                 &verdicts,
-                self.settings.endpoints.iter().map(|e| &e.id),
+                endpoint_ids.iter(),
                 &self.settings.regions,
                 &latest,
+                &impaired,
                 required,
                 cluster.stale_after,
                 now,
@@ -191,8 +260,10 @@ mod tests {
             endpoint: EndpointId::new(endpoint),
             region: Region::new(region),
             health,
-            streak: 3,
+            successes: 3,
+            failures: 0,
             last_rtt: None,
+            smoothed_rtt: None,
             last_failure: None,
             observed_at: Instant::now(),
             seq,

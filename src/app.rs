@@ -80,7 +80,10 @@ pub async fn run(
     let board = Arc::new(ObservationBoard::new());
     let published = Arc::new(ArcSwap::from_pointee(Aggregator::initial(&settings)));
 
-    let catalog = dns::catalog(zones, &published).map_err(|e| anyhow!("{e}"))?;
+    let clients = Arc::new(dns::client::ClientRegions::new(
+        settings.dns.client_regions.clone(),
+    ));
+    let catalog = dns::catalog(zones, &published, &clients).map_err(|e| anyhow!("{e}"))?;
     let bound = dns::server::bind(&settings.dns.listen)
         .await
         .context("choose another DNS address (dns.listen, or --dns-listen for the demo)")?;
@@ -134,7 +137,7 @@ pub async fn run(
         }
     });
 
-    let frontend = dns::server::Frontend::new(catalog, published.clone(), metrics.clone());
+    let frontend = dns::server::Frontend::new(catalog, published.clone(), clients, metrics.clone());
     let mut server = dns::server::serve(frontend, bound);
 
     tracing::info!(dns = ?listening.dns, admin = %listening.admin, probers = settings.regions.len(),

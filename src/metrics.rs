@@ -29,6 +29,18 @@ pub struct Metrics {
     record_reasons: Mutex<HashMap<(String, String), String>>,
     ready: IntGauge,
     snapshot_generation: IntGauge,
+    quorum_reached: IntGauge,
+    fresh_probers: IntGauge,
+    prober_impaired: IntGaugeVec,
+    pub(crate) links: LinkMetrics,
+}
+
+/// Metrics of the links from an aggregator to remote probers.
+pub(crate) struct LinkMetrics {
+    pub polls: IntCounterVec,
+    pub rejected: IntCounterVec,
+    pub reachable: IntGaugeVec,
+    pub report_age: prometheus::GaugeVec,
 }
 
 const HEALTH: [Health; 3] = [Health::Up, Health::Down, Health::Unknown];
@@ -115,6 +127,58 @@ impl Metrics {
             "Generation number of the answer snapshot currently published to the DNS server.",
         )
         .expect("valid metric");
+        let quorum_reached = IntGauge::new(
+            "vantage_quorum_reached",
+            "1 when at least a quorum of probers have fresh reports; 0 means verdicts hold their last value (fail static).",
+        )
+        .expect("valid metric");
+        let fresh_probers = IntGauge::new(
+            "vantage_probers_fresh",
+            "Probers whose latest report is younger than stale_after.",
+        )
+        .expect("valid metric");
+        let prober_impaired = IntGaugeVec::new(
+            Opts::new(
+                "vantage_prober_impaired",
+                "1 when a prober sees every endpoint Down while others see some Up; its Down votes are ignored.",
+            ),
+            &["region"],
+        )
+        .expect("valid metric");
+        let links = LinkMetrics {
+            polls: IntCounterVec::new(
+                Opts::new(
+                    "vantage_prober_polls_total",
+                    "Pulls of a remote prober's observations, by region and result (ok, unreachable, rejected).",
+                ),
+                &["region", "result"],
+            )
+            .expect("valid metric"),
+            rejected: IntCounterVec::new(
+                Opts::new(
+                    "vantage_prober_reports_rejected_total",
+                    "Prober reports rejected, by region and reason (unauthenticated, bad_signature, replayed, stale, wrong_region, malformed).",
+                ),
+                &["region", "reason"],
+            )
+            .expect("valid metric"),
+            reachable: IntGaugeVec::new(
+                Opts::new(
+                    "vantage_prober_reachable",
+                    "1 when the latest pull of a remote prober returned an accepted report.",
+                ),
+                &["region"],
+            )
+            .expect("valid metric"),
+            report_age: prometheus::GaugeVec::new(
+                Opts::new(
+                    "vantage_prober_report_age_seconds",
+                    "Age of the latest accepted report from a remote prober.",
+                ),
+                &["region"],
+            )
+            .expect("valid metric"),
+        };
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "vantage_build_info",
@@ -138,6 +202,13 @@ impl Metrics {
             Box::new(record_answers.clone()),
             Box::new(ready.clone()),
             Box::new(snapshot_generation.clone()),
+            Box::new(quorum_reached.clone()),
+            Box::new(fresh_probers.clone()),
+            Box::new(prober_impaired.clone()),
+            Box::new(links.polls.clone()),
+            Box::new(links.rejected.clone()),
+            Box::new(links.reachable.clone()),
+            Box::new(links.report_age.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -155,6 +226,10 @@ impl Metrics {
             record_reasons: Mutex::new(HashMap::new()),
             ready,
             snapshot_generation,
+            quorum_reached,
+            fresh_probers,
+            prober_impaired,
+            links,
         }
     }
 
@@ -244,6 +319,23 @@ impl Metrics {
                     }
                 }
             }
+        }
+    }
+
+    /// Quorum state of the latest round: probers with fresh reports, impaired probers.
+    pub fn quorum(
+        &self,
+        reached: bool,
+        fresh: usize,
+        regions: &[Region],
+        impaired: &std::collections::BTreeSet<Region>,
+    ) {
+        self.quorum_reached.set(i64::from(reached));
+        self.fresh_probers.set(fresh as i64);
+        for region in regions {
+            self.prober_impaired
+                .with_label_values(&[region.as_str()])
+                .set(i64::from(impaired.contains(region)));
         }
     }
 

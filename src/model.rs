@@ -4,11 +4,11 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// Stable identity of an endpoint (its configured `name`, or its address).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct EndpointId(Arc<str>);
 
@@ -29,7 +29,7 @@ impl fmt::Display for EndpointId {
 }
 
 /// A region: where a prober runs, or where an endpoint lives (its site).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Region(Arc<str>);
 
@@ -50,7 +50,7 @@ impl fmt::Display for Region {
 }
 
 /// Health as seen by one prober (after thresholds) or decided by quorum (a verdict).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     /// Not yet decided: the starting state, never treated as Up.
@@ -81,7 +81,7 @@ impl fmt::Display for Health {
 }
 
 /// Why a single check failed. A failed check is data, not an error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// The connection was actively refused (RST).
@@ -161,9 +161,12 @@ pub struct Observation {
     pub region: Region,
     /// State after the rise/fall thresholds.
     pub health: Health,
-    /// Consecutive successes (or failures) of the latest streak.
-    pub streak: u32,
+    /// Consecutive successes and failures (one of them is 0).
+    pub successes: u32,
+    pub failures: u32,
     pub last_rtt: Option<Duration>,
+    /// Exponentially weighted moving average of the round-trip time (latency steering).
+    pub smoothed_rtt: Option<Duration>,
     pub last_failure: Option<(FailureKind, String)>,
     pub observed_at: Instant,
     /// Increases by one with every check the prober runs for this endpoint.

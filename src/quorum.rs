@@ -6,7 +6,10 @@
 //! If both sides reach the quorum (possible when it is below a majority), the larger side wins
 //! and a tie holds the previous value.
 
-use std::{collections::BTreeMap, collections::HashMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    time::Duration,
+};
 
 use tokio::time::Instant;
 
@@ -22,7 +25,11 @@ pub struct Vote {
     pub fresh: bool,
     pub age: Option<Duration>,
     pub last_rtt: Option<Duration>,
+    pub smoothed_rtt: Option<Duration>,
     pub last_failure: Option<(FailureKind, String)>,
+    /// The prober is presumed cut off (it sees every endpoint Down while others see some Up):
+    /// its Down vote does not count.
+    pub impaired: bool,
 }
 
 /// The quorum decision for one endpoint, with its votes.
@@ -59,11 +66,21 @@ impl Verdict {
         let failures: Vec<&str> = self
             .votes
             .iter()
-            .filter(|v| v.fresh && v.health == Health::Down)
+            .filter(|v| v.fresh && v.health == Health::Down && !v.impaired)
             .filter_map(|v| v.last_failure.as_ref().map(|(k, _)| k.as_str()))
             .collect();
         if self.quorum_reached {
             match self.health {
+                Health::Up if self.votes.iter().any(|v| v.impaired) => format!(
+                    "{} of {total} probers report Up (impaired, ignored: {})",
+                    self.up,
+                    self.votes
+                        .iter()
+                        .filter(|v| v.impaired)
+                        .map(|v| v.region.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 Health::Up => format!("{} of {total} probers report Up", self.up),
                 Health::Down => format!(
                     "{} of {total} probers report Down ({})",
@@ -100,7 +117,9 @@ pub fn votes_for(
                     fresh: false,
                     age: None,
                     last_rtt: None,
+                    smoothed_rtt: None,
                     last_failure: None,
+                    impaired: false,
                 },
                 Some(obs) => {
                     let age = now.saturating_duration_since(obs.observed_at);
@@ -110,7 +129,9 @@ pub fn votes_for(
                         fresh: age <= stale_after,
                         age: Some(age),
                         last_rtt: obs.last_rtt,
+                        smoothed_rtt: obs.smoothed_rtt,
                         last_failure: obs.last_failure.clone(),
+                        impaired: false,
                     }
                 }
             },
@@ -120,7 +141,12 @@ pub fn votes_for(
 
 /// Decides one endpoint's verdict from its votes and its previous verdict.
 pub fn decide(previous: &Verdict, votes: Vec<Vote>, required: usize, now: Instant) -> Verdict {
-    let count = |h: Health| votes.iter().filter(|v| v.fresh && v.health == h).count();
+    let count = |h: Health| {
+        votes
+            .iter()
+            .filter(|v| v.fresh && v.health == h && !(v.impaired && h == Health::Down))
+            .count()
+    };
     let (up, down) = (count(Health::Up), count(Health::Down));
     let required = required.max(1);
     let decided = match (up >= required, down >= required) {
@@ -147,12 +173,57 @@ pub fn decide(previous: &Verdict, votes: Vec<Vote>, required: usize, now: Instan
     }
 }
 
-/// Verdicts for every endpoint.
+/// Regions whose prober is presumed cut off: with fresh reports for every endpoint (at least
+/// two), all Down, while another prober freshly sees at least one of them Up. A prober that
+/// cannot see anything is evidence about itself, not about the endpoints.
+pub fn impaired_regions(
+    regions: &[Region],
+    endpoints: &[EndpointId],
+    latest: &HashMap<(Region, EndpointId), Observation>,
+    stale_after: Duration,
+    now: Instant,
+) -> BTreeSet<Region> {
+    if endpoints.len() < 2 {
+        return BTreeSet::new();
+    }
+    let fresh = |r: &Region, e: &EndpointId| {
+        latest
+            .get(&(r.clone(), e.clone()))
+            .filter(|o| now.saturating_duration_since(o.observed_at) <= stale_after)
+    };
+    let all_down: Vec<&Region> = regions
+        .iter()
+        .filter(|r| {
+            endpoints
+                .iter()
+                .all(|e| fresh(r, e).is_some_and(|o| o.health == Health::Down))
+        })
+        .collect();
+    let sees_some_up = |r: &Region| {
+        endpoints
+            .iter()
+            .any(|e| fresh(r, e).is_some_and(|o| o.health == Health::Up))
+    };
+    all_down
+        .iter()
+        .filter(|r| {
+            regions
+                .iter()
+                .any(|other| other != **r && sees_some_up(other))
+        })
+        .map(|r| (*r).clone())
+        .collect()
+}
+
+/// Verdicts for every endpoint; votes of `impaired` regions are marked and their Down votes
+/// do not count.
+#[allow(clippy::too_many_arguments)]
 pub fn decide_all<'a>(
     previous: &BTreeMap<EndpointId, Verdict>,
     endpoints: impl Iterator<Item = &'a EndpointId>,
     regions: &[Region],
     latest: &HashMap<(Region, EndpointId), Observation>,
+    impaired: &BTreeSet<Region>,
     required: usize,
     stale_after: Duration,
     now: Instant,
@@ -161,7 +232,10 @@ pub fn decide_all<'a>(
     endpoints
         .map(|id| {
             let prev = previous.get(id).unwrap_or(&unknown);
-            let votes = votes_for(id, regions, latest, stale_after, now);
+            let mut votes = votes_for(id, regions, latest, stale_after, now);
+            for vote in &mut votes {
+                vote.impaired = impaired.contains(&vote.region);
+            }
             (id.clone(), decide(prev, votes, required, now))
         })
         .collect()
@@ -187,7 +261,9 @@ mod tests {
             fresh,
             age: None,
             last_rtt: None,
+            smoothed_rtt: None,
             last_failure: None,
+            impaired: false,
         }
     }
 
@@ -248,8 +324,10 @@ mod tests {
                     endpoint: ep.clone(),
                     region: Region::new(region),
                     health: Health::Down,
-                    streak: 3,
+                    successes: 0,
+                    failures: 3,
                     last_rtt: None,
+                    smoothed_rtt: None,
                     last_failure: Some((FailureKind::Timeout, "t".into())),
                     observed_at: now - Duration::from_secs(age),
                     seq: 1,
@@ -279,6 +357,75 @@ mod tests {
         let v = decide(&Verdict::unknown(2), votes, 2, now);
         assert_eq!(v.explain(), "2 of 3 probers report Down (timeout, refused)");
         assert_eq!(v.changed_at, Some(now));
+    }
+
+    fn observe(
+        region: &str,
+        endpoint: &str,
+        health: Health,
+        now: Instant,
+    ) -> ((Region, EndpointId), Observation) {
+        (
+            (Region::new(region), EndpointId::new(endpoint)),
+            Observation {
+                endpoint: EndpointId::new(endpoint),
+                region: Region::new(region),
+                health,
+                successes: 0,
+                failures: 0,
+                last_rtt: None,
+                smoothed_rtt: None,
+                last_failure: None,
+                observed_at: now,
+                seq: 1,
+            },
+        )
+    }
+
+    #[test]
+    fn a_prober_that_sees_everything_down_while_others_see_up_is_impaired() {
+        let now = Instant::now();
+        let regions: Vec<Region> = ["a", "b", "c"].map(Region::new).to_vec();
+        let endpoints: Vec<EndpointId> = ["x", "y"].map(EndpointId::new).to_vec();
+        let stale = Duration::from_secs(5);
+        let mut latest: HashMap<_, _> = [
+            observe("a", "x", Health::Down, now),
+            observe("a", "y", Health::Down, now),
+            observe("b", "x", Health::Up, now),
+            observe("b", "y", Health::Down, now),
+            observe("c", "x", Health::Up, now),
+            observe("c", "y", Health::Down, now),
+        ]
+        .into_iter()
+        .collect();
+        let impaired = impaired_regions(&regions, &endpoints, &latest, stale, now);
+        assert_eq!(impaired, BTreeSet::from([Region::new("a")]));
+        // With k = 1, a's Down vote alone would flip x; as impaired it does not count.
+        let verdicts = decide_all(
+            &BTreeMap::new(),
+            endpoints.iter(),
+            &regions,
+            &latest,
+            &impaired,
+            1,
+            stale,
+            now,
+        );
+        assert_eq!(verdicts[&EndpointId::new("x")].health, Health::Up);
+        assert!(verdicts[&EndpointId::new("x")].votes[0].impaired);
+        // y: everyone sees it Down, so it is Down (b and c are not impaired).
+        assert_eq!(verdicts[&EndpointId::new("y")].health, Health::Down);
+
+        // When every prober sees everything Down, nobody is impaired: that is an outage.
+        for r in ["b", "c"] {
+            latest.insert(
+                (Region::new(r), EndpointId::new("x")),
+                observe(r, "x", Health::Down, now).1,
+            );
+        }
+        assert!(impaired_regions(&regions, &endpoints, &latest, stale, now).is_empty());
+        // A single endpoint never makes a prober impaired (disagreement is not impairment).
+        assert!(impaired_regions(&regions, &endpoints[..1], &latest, stale, now).is_empty());
     }
 
     proptest! {

@@ -8,13 +8,14 @@
 use std::{
     collections::{BTreeMap, HashSet},
     net::IpAddr,
+    time::Duration,
 };
 
 use serde::Serialize;
 
 use crate::{
     config::{Policy, RecordKind, RecordSpec, Settings, WhenAllDown},
-    model::{EndpointId, Health},
+    model::{EndpointId, Health, Region},
     quorum::Verdict,
 };
 
@@ -50,6 +51,11 @@ pub enum Answer {
     Fixed(Vec<IpAddr>),
     /// One address per response, chosen with probability proportional to its weight.
     Weighted(Vec<(IpAddr, u32)>),
+    /// Depends on the client's region; `default` for clients of other regions.
+    ByRegion {
+        regions: BTreeMap<Region, Vec<IpAddr>>,
+        default: Vec<IpAddr>,
+    },
 }
 
 impl Answer {
@@ -58,6 +64,15 @@ impl Answer {
             Answer::NotReady => Vec::new(),
             Answer::Fixed(ips) => ips.clone(),
             Answer::Weighted(choices) => choices.iter().map(|(ip, _)| *ip).collect(),
+            Answer::ByRegion { regions, default } => {
+                let mut ips: Vec<IpAddr> = default.clone();
+                for ip in regions.values().flatten() {
+                    if !ips.contains(ip) {
+                        ips.push(*ip);
+                    }
+                }
+                ips
+            }
         }
     }
 }
@@ -75,6 +90,11 @@ pub enum Reason {
     },
     /// All / weighted: the Up endpoints.
     Healthy { up: usize, of: usize },
+    /// Latency: the nearest Up endpoint per client region.
+    Nearest {
+        default: EndpointId,
+        by_region: BTreeMap<Region, EndpointId>,
+    },
     /// No endpoint is Up; the `when_all_down` action applied.
     AllDown { action: AllDownAction },
 }
@@ -96,6 +116,7 @@ impl Reason {
             Reason::Active { .. } => "failover",
             Reason::Healthy { up, of } if up == of => "all_up",
             Reason::Healthy { .. } => "some_down",
+            Reason::Nearest { .. } => "nearest",
             Reason::AllDown {
                 action: AllDownAction::FailOpen,
             } => "all_down_fail_open",
@@ -128,6 +149,20 @@ impl Reason {
                 format!("{} not Up; failed over to {endpoint}", list(skipped))
             }
             Reason::Healthy { up, of } => format!("{up} of {of} endpoints Up"),
+            Reason::Nearest { default, by_region } => {
+                let per: Vec<String> = by_region
+                    .iter()
+                    .map(|(r, e)| format!("{r} -> {e}"))
+                    .collect();
+                format!(
+                    "nearest Up endpoint by measured RTT: {}; other clients -> {default}",
+                    if per.is_empty() {
+                        "no region measured yet".to_string()
+                    } else {
+                        per.join(", ")
+                    }
+                )
+            }
             Reason::AllDown { action } => match action {
                 AllDownAction::FailOpen => {
                     "no endpoint Up; failing open with every endpoint".into()
@@ -157,12 +192,24 @@ pub fn build(
     let mut ancestors = HashSet::new();
     for record in &settings.records {
         let health = |id: &EndpointId| verdicts.get(id).map_or(Health::Unknown, |v| v.health);
+        let rtts = |id: &EndpointId| {
+            verdicts.get(id).map_or_else(Vec::new, |v| {
+                v.votes
+                    .iter()
+                    .filter(|vote| vote.fresh && vote.health == Health::Up)
+                    .filter_map(|vote| vote.smoothed_rtt.map(|rtt| (vote.region.clone(), rtt)))
+                    .collect()
+            })
+        };
         let key = (record.name.clone(), record.kind);
         let was_decided = previous
             .records
             .get(&key)
             .is_some_and(|r| r.answer != Answer::NotReady);
-        records.insert(key, answer_for(record, health, grace_over || was_decided));
+        records.insert(
+            key,
+            answer_for(record, health, rtts, grace_over || was_decided),
+        );
         names.insert(record.name.clone());
         let mut rest = record.name.as_str();
         while let Some((_, parent)) = rest.split_once('.') {
@@ -186,9 +233,13 @@ pub fn build(
 
 /// The answer of one record given each endpoint's verdict. With `settled`, undecided endpoints
 /// count as not Up instead of holding the answer back.
+///
+/// `rtts` gives, for an endpoint, the smoothed round-trip time each region's prober measures
+/// (fresh reports only); only the `latency` policy uses it.
 pub fn answer_for(
     record: &RecordSpec,
     health: impl Fn(&EndpointId) -> Health,
+    rtts: impl Fn(&EndpointId) -> Vec<(Region, Duration)>,
     settled: bool,
 ) -> RecordAnswer {
     let states: Vec<Health> = record.endpoints.iter().map(|e| health(&e.id)).collect();
@@ -248,6 +299,10 @@ pub fn answer_for(
     }
 
     match record.policy {
+        Policy::Latency => {
+            let (answer, reason) = nearest(record, &up, rtts);
+            make(answer, reason)
+        }
         Policy::Failover => {
             let first = up[0];
             let chosen = &record.endpoints[first];
@@ -281,6 +336,52 @@ pub fn answer_for(
             },
         ),
     }
+}
+
+/// Latency steering among the Up endpoints (indices into `record.endpoints`): for each region,
+/// the endpoint its prober measures closest; for clients of other regions (or regions without
+/// fresh measurements), the endpoint with the lowest median across regions; with no
+/// measurement at all, the first Up endpoint.
+fn nearest(
+    record: &RecordSpec,
+    up: &[usize],
+    rtts: impl Fn(&EndpointId) -> Vec<(Region, Duration)>,
+) -> (Answer, Reason) {
+    let mut best: BTreeMap<Region, (Duration, usize)> = BTreeMap::new();
+    let mut default: Option<(Duration, usize)> = None;
+    for &i in up {
+        let mut samples = rtts(&record.endpoints[i].id);
+        for (region, rtt) in &samples {
+            let entry = best.entry(region.clone()).or_insert((*rtt, i));
+            if *rtt < entry.0 {
+                *entry = (*rtt, i);
+            }
+        }
+        samples.sort_by_key(|(_, rtt)| *rtt);
+        if let Some((_, median)) = samples.get(samples.len().saturating_sub(1) / 2) {
+            if default.is_none_or(|(d, _)| *median < d) {
+                default = Some((*median, i));
+            }
+        }
+    }
+    let default = default.map_or(up[0], |(_, i)| i);
+    let endpoint = |i: usize| &record.endpoints[i];
+    (
+        Answer::ByRegion {
+            regions: best
+                .iter()
+                .map(|(r, (_, i))| (r.clone(), vec![endpoint(*i).address]))
+                .collect(),
+            default: vec![endpoint(default).address],
+        },
+        Reason::Nearest {
+            default: endpoint(default).id.clone(),
+            by_region: best
+                .into_iter()
+                .map(|(r, (_, i))| (r, endpoint(i).id.clone()))
+                .collect(),
+        },
+    )
 }
 
 /// Picks one weighted choice; `roll` is uniform in `0..u32::MAX`. Weights of zero are chosen
@@ -339,6 +440,10 @@ mod tests {
         }
     }
 
+    fn no_rtt(_: &EndpointId) -> Vec<(Region, Duration)> {
+        Vec::new()
+    }
+
     fn ips(last: &[u8]) -> Vec<IpAddr> {
         last.iter().map(|i| IpAddr::from([192, 0, 2, *i])).collect()
     }
@@ -383,7 +488,7 @@ mod tests {
             ),
         ];
         for (when, s, want, code) in cases {
-            let r = answer_for(&record(Policy::Failover, when, 3), states(s), false);
+            let r = answer_for(&record(Policy::Failover, when, 3), states(s), no_rtt, false);
             assert_eq!(r.answer, want, "{s}");
             assert_eq!(r.reason.code(), code, "{s}");
         }
@@ -394,6 +499,7 @@ mod tests {
         let r = answer_for(
             &record(Policy::All, WhenAllDown::All, 3),
             states("UDU"),
+            no_rtt,
             false,
         );
         assert_eq!(r.answer, Answer::Fixed(ips(&[1, 3])));
@@ -401,12 +507,14 @@ mod tests {
         let r = answer_for(
             &record(Policy::All, WhenAllDown::All, 3),
             states("UU?"),
+            no_rtt,
             false,
         );
         assert_eq!(r.answer, Answer::NotReady, "all needs every verdict");
         let r = answer_for(
             &record(Policy::All, WhenAllDown::All, 3),
             states("UU?"),
+            no_rtt,
             true,
         );
         assert_eq!(
@@ -417,6 +525,7 @@ mod tests {
         let r = answer_for(
             &record(Policy::Weighted, WhenAllDown::All, 3),
             states("DUU"),
+            no_rtt,
             false,
         );
         assert_eq!(
@@ -451,16 +560,55 @@ mod tests {
     #[test]
     fn a_decided_record_never_goes_back_to_undecided() {
         let rec = record(Policy::Failover, WhenAllDown::All, 3);
-        let first = answer_for(&rec, states("U??"), false);
+        let first = answer_for(&rec, states("U??"), no_rtt, false);
         assert_eq!(first.answer, Answer::Fixed(ips(&[1])));
         // The primary goes Down while the others are still undecided: without the latch this
         // would be NotReady again; a settled record treats undecided as not Up.
-        let again = answer_for(&rec, states("D??"), true);
+        let again = answer_for(&rec, states("D??"), no_rtt, true);
         assert_eq!(
             again.answer,
             Answer::Fixed(ips(&[1, 2, 3])),
             "fail open, not SERVFAIL"
         );
+    }
+
+    #[test]
+    fn latency_picks_the_nearest_up_endpoint_per_region() {
+        let rec = record(Policy::Latency, WhenAllDown::All, 3);
+        let ms = Duration::from_millis;
+        // e1 is near region a, e2 near region b, e3 is Down (and would be nearest for c).
+        let rtts = |id: &EndpointId| -> Vec<(Region, Duration)> {
+            let table: &[(&str, u64)] = match id.as_str() {
+                "e1" => &[("a", 5), ("b", 80), ("c", 50)],
+                "e2" => &[("a", 90), ("b", 4), ("c", 60)],
+                _ => &[("a", 1), ("b", 1), ("c", 1)],
+            };
+            table
+                .iter()
+                .map(|(r, v)| (Region::new(*r), ms(*v)))
+                .collect()
+        };
+        let r = answer_for(&rec, states("UUD"), rtts, false);
+        let Answer::ByRegion { regions, default } = &r.answer else {
+            panic!("expected a per-region answer, got {:?}", r.answer)
+        };
+        assert_eq!(regions[&Region::new("a")], ips(&[1]));
+        assert_eq!(regions[&Region::new("b")], ips(&[2]));
+        assert_eq!(regions[&Region::new("c")], ips(&[1]));
+        // Medians: e1 = 50, e2 = 60.
+        assert_eq!(default, &ips(&[1]));
+        // No measurement at all: the first Up endpoint.
+        let r = answer_for(&rec, states("DUU"), no_rtt, false);
+        assert_eq!(
+            r.answer,
+            Answer::ByRegion {
+                regions: BTreeMap::new(),
+                default: ips(&[2])
+            }
+        );
+        // Nothing Up: the all-down policy, as for the other policies.
+        let r = answer_for(&rec, states("DDD"), rtts, false);
+        assert_eq!(r.answer, Answer::Fixed(ips(&[1, 2, 3])));
     }
 
     proptest! {
@@ -481,7 +629,7 @@ mod tests {
         fn answers_prefer_up_endpoints(s in "[UD]{1,5}", policy in 0u8..3) {
             let policy = [Policy::Failover, Policy::All, Policy::Weighted][policy as usize];
             let rec = record(policy, WhenAllDown::None, s.len() as u8);
-            let r = answer_for(&rec, states(&s), false);
+            let r = answer_for(&rec, states(&s), no_rtt, false);
             let up: Vec<IpAddr> = rec.endpoints.iter().zip(s.chars())
                 .filter(|(_, c)| *c == 'U').map(|(e, _)| e.address).collect();
             for ip in r.answer.addresses() {

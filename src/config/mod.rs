@@ -38,6 +38,10 @@ pub mod defaults {
     pub const DNS_LISTEN: &str = "0.0.0.0:53";
     pub const ZONES_DIR: &str = "zones";
     pub const ADMIN_LISTEN: &str = "127.0.0.1:8053";
+    pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+    pub const POLL_TIMEOUT: Duration = Duration::from_secs(1);
+    /// The shortest fleet secret accepted.
+    pub const MIN_TOKEN_BYTES: usize = 16;
 }
 
 /// The validated configuration of a whole fleet.
@@ -46,6 +50,9 @@ pub struct Settings {
     pub cluster: Cluster,
     /// One prober per region, in configuration order.
     pub regions: Vec<Region>,
+    /// Where each region's prober serves its observations; empty when every prober runs
+    /// inside the aggregating process.
+    pub prober_urls: BTreeMap<Region, url::Url>,
     /// Every distinct endpoint, in first-seen order.
     pub endpoints: Vec<Arc<EndpointSpec>>,
     pub records: Vec<RecordSpec>,
@@ -60,6 +67,34 @@ pub struct Cluster {
     pub stale_after: Duration,
     /// After this long, records whose endpoints are still undecided are answered anyway.
     pub startup_grace: Duration,
+    /// The shared fleet secret that authenticates probers and aggregators.
+    pub token: Option<Secret>,
+    /// How often an aggregator pulls every prober, and how long it waits for one.
+    pub poll_interval: Duration,
+    pub poll_timeout: Duration,
+    /// Whether a prober that sees every endpoint Down while others see some Up is presumed
+    /// cut off (its Down votes do not count).
+    pub impaired_detection: bool,
+}
+
+/// A secret read from a file; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<[u8]>);
+
+impl Secret {
+    pub fn new(bytes: &[u8]) -> Self {
+        Self(bytes.into())
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
 }
 
 /// How many probers must agree for a verdict to change.
@@ -142,6 +177,8 @@ impl RecordKind {
 pub enum Policy {
     /// Active-passive: the first Up endpoint in configuration order.
     Failover,
+    /// The Up endpoint with the lowest round-trip time measured from the client's region.
+    Latency,
     /// Active-active: every Up endpoint.
     All,
     /// One Up endpoint per answer, chosen with probability proportional to its weight.
@@ -152,6 +189,7 @@ impl Policy {
     pub fn as_str(self) -> &'static str {
         match self {
             Policy::Failover => "failover",
+            Policy::Latency => "latency",
             Policy::All => "all",
             Policy::Weighted => "weighted",
         }
@@ -192,6 +230,8 @@ pub struct RecordEndpoint {
 pub struct DnsSettings {
     pub listen: Vec<SocketAddr>,
     pub zones_dir: PathBuf,
+    /// Client networks -> region, most specific first (latency steering).
+    pub client_regions: Vec<(ipnet::IpNet, Region)>,
 }
 
 #[derive(Debug, Clone)]

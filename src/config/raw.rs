@@ -30,6 +30,10 @@ pub struct RawCluster {
     pub quorum: Option<RawQuorum>,
     pub stale_after: Option<String>,
     pub startup_grace: Option<String>,
+    pub token_file: Option<String>,
+    pub poll_interval: Option<String>,
+    pub poll_timeout: Option<String>,
+    pub impaired_detection: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,6 +47,7 @@ pub enum RawQuorum {
 #[serde(deny_unknown_fields)]
 pub struct RawProber {
     pub region: String,
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,6 +73,7 @@ pub struct RawCheck {
 pub struct RawDns {
     pub listen: Option<Vec<String>>,
     pub zones_dir: Option<String>,
+    pub client_regions: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -59,10 +59,11 @@ pub(super) fn validate_record(
         None | Some("failover") => Policy::Failover,
         Some("all") => Policy::All,
         Some("weighted") => Policy::Weighted,
+        Some("latency") => Policy::Latency,
         Some(other) => {
             p.add(
                 format!("{path}.policy"),
-                format!("{other:?} is not a policy; use failover, all or weighted"),
+                format!("{other:?} is not a policy; use failover, all, weighted or latency"),
             );
             Policy::Failover
         }

@@ -10,7 +10,7 @@ use std::{
 
 use super::{
     AdminSettings, CheckSpec, Cluster, DnsSettings, EndpointSpec, Problem, Protocol, QuorumRule,
-    RecordKind, RecordSpec, Settings, defaults,
+    RecordKind, RecordSpec, Secret, Settings, defaults,
     raw::{RawCheck, RawConfig, RawQuorum},
     records,
 };
@@ -77,7 +77,8 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
     let mut p = Problems::default();
 
     let regions = validate_probers(&raw, &mut p);
-    let cluster = validate_cluster(&raw, regions.len(), &mut p);
+    let cluster = validate_cluster(&raw, regions.len(), base, &mut p);
+    let prober_urls = validate_prober_urls(&raw, &regions, &mut p);
     let checks: BTreeMap<String, Arc<CheckSpec>> = raw
         .check
         .iter()
@@ -113,7 +114,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
     let endpoints = records::assign_endpoint_ids(&mut records, &mut p);
     let records = records.into_iter().map(|(spec, _)| spec).collect();
 
-    let dns = validate_dns(&raw, base, &mut p);
+    let dns = validate_dns(&raw, base, &regions, &mut p);
     let admin = AdminSettings {
         listen: match &raw.admin.listen {
             None => parse_socket(defaults::ADMIN_LISTEN)
@@ -129,6 +130,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
         Ok(Settings {
             cluster,
             regions,
+            prober_urls,
             endpoints,
             records,
             dns,
@@ -199,7 +201,7 @@ fn check_timing(cluster: &Cluster, check: &CheckSpec, p: &mut Problems) {
     }
 }
 
-fn validate_cluster(raw: &RawConfig, probers: usize, p: &mut Problems) -> Cluster {
+fn validate_cluster(raw: &RawConfig, probers: usize, base: &Path, p: &mut Problems) -> Cluster {
     let quorum = match &raw.cluster.quorum {
         None => QuorumRule::Majority,
         Some(RawQuorum::Word(w)) if w == "majority" => QuorumRule::Majority,
@@ -224,19 +226,116 @@ fn validate_cluster(raw: &RawConfig, probers: usize, p: &mut Problems) -> Cluste
             QuorumRule::Majority
         }
     };
+    let stale_after = p.duration(
+        "cluster.stale_after",
+        raw.cluster.stale_after.as_ref(),
+        defaults::STALE_AFTER,
+    );
+    let poll_interval = p.duration(
+        "cluster.poll_interval",
+        raw.cluster.poll_interval.as_ref(),
+        defaults::POLL_INTERVAL,
+    );
+    let poll_timeout = p.duration(
+        "cluster.poll_timeout",
+        raw.cluster.poll_timeout.as_ref(),
+        defaults::POLL_TIMEOUT,
+    );
+    if poll_interval + poll_timeout >= stale_after {
+        p.add(
+            "cluster.poll_interval",
+            format!(
+                "poll_interval + poll_timeout ({:?}) must be shorter than stale_after ({stale_after:?}), \
+                 or pulled reports would go stale before the next pull",
+                poll_interval + poll_timeout
+            ),
+        );
+    }
     Cluster {
         quorum,
-        stale_after: p.duration(
-            "cluster.stale_after",
-            raw.cluster.stale_after.as_ref(),
-            defaults::STALE_AFTER,
-        ),
+        stale_after,
         startup_grace: p.duration(
             "cluster.startup_grace",
             raw.cluster.startup_grace.as_ref(),
             defaults::STARTUP_GRACE,
         ),
+        token: raw
+            .cluster
+            .token_file
+            .as_ref()
+            .and_then(|f| read_token(&base.join(f), p)),
+        poll_interval,
+        poll_timeout,
+        impaired_detection: raw.cluster.impaired_detection.unwrap_or(true),
     }
+}
+
+fn read_token(path: &Path, p: &mut Problems) -> Option<Secret> {
+    match std::fs::read(path) {
+        Err(e) => {
+            p.add(
+                "cluster.token_file",
+                format!("cannot read {}: {e}", path.display()),
+            );
+            None
+        }
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let token = text.trim();
+            if token.len() < defaults::MIN_TOKEN_BYTES {
+                p.add(
+                    "cluster.token_file",
+                    format!(
+                        "{} holds {} bytes; use a random secret of at least {} (e.g. `openssl rand -hex 32`)",
+                        path.display(),
+                        token.len(),
+                        defaults::MIN_TOKEN_BYTES
+                    ),
+                );
+                None
+            } else {
+                Some(Secret::new(token.as_bytes()))
+            }
+        }
+    }
+}
+
+/// Prober URLs: all probers have one (remote probers) or none do (in-process probers).
+fn validate_prober_urls(
+    raw: &RawConfig,
+    regions: &[Region],
+    p: &mut Problems,
+) -> BTreeMap<Region, url::Url> {
+    let mut urls = BTreeMap::new();
+    let with_url = raw.prober.iter().filter(|pr| pr.url.is_some()).count();
+    if with_url != 0 && with_url != raw.prober.len() {
+        p.add(
+            "prober",
+            "either every prober has a url (probers run as separate processes) or none has \
+             (probers run inside vantage dns)",
+        );
+    }
+    for (i, prober) in raw.prober.iter().enumerate() {
+        let Some(text) = &prober.url else { continue };
+        match url::Url::parse(text) {
+            Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
+                if let Some(region) = regions.iter().find(|r| r.as_str() == prober.region.trim()) {
+                    urls.insert(region.clone(), u);
+                }
+            }
+            _ => p.add(
+                format!("prober[{i}].url"),
+                format!("{text:?} is not an http(s) URL such as \"http://10.0.0.1:9443\""),
+            ),
+        }
+    }
+    if !urls.is_empty() && raw.cluster.token_file.is_none() {
+        p.add(
+            "cluster.token_file",
+            "probers with a url need the fleet secret; set token_file to a file holding it",
+        );
+    }
+    urls
 }
 
 fn validate_check(name: &str, raw: &RawCheck, base: &Path, p: &mut Problems) -> CheckSpec {
@@ -385,7 +484,7 @@ fn validate_check(name: &str, raw: &RawCheck, base: &Path, p: &mut Problems) -> 
     }
 }
 
-fn validate_dns(raw: &RawConfig, base: &Path, p: &mut Problems) -> DnsSettings {
+fn validate_dns(raw: &RawConfig, base: &Path, regions: &[Region], p: &mut Problems) -> DnsSettings {
     let listen = match &raw.dns.listen {
         None => {
             vec![parse_socket(defaults::DNS_LISTEN).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 53)))]
@@ -405,7 +504,36 @@ fn validate_dns(raw: &RawConfig, base: &Path, p: &mut Problems) -> DnsSettings {
         }
     };
     let zones_dir = base.join(raw.dns.zones_dir.as_deref().unwrap_or(defaults::ZONES_DIR));
-    DnsSettings { listen, zones_dir }
+    let mut client_regions = Vec::new();
+    for (net, region) in raw.dns.client_regions.iter().flatten() {
+        let path = format!("dns.client_regions.{net:?}");
+        let parsed = net.trim().parse::<ipnet::IpNet>().or_else(|_| {
+            net.trim()
+                .parse::<std::net::IpAddr>()
+                .map(ipnet::IpNet::from)
+        });
+        let Ok(parsed) = parsed else {
+            p.add(
+                path,
+                "not a network; write it as \"198.51.100.0/24\" or \"2001:db8::/32\"",
+            );
+            continue;
+        };
+        match regions.iter().find(|r| r.as_str() == region.trim()) {
+            Some(r) => client_regions.push((parsed.trunc(), r.clone())),
+            None => p.add(
+                path,
+                format!("{region:?} is not a configured prober region"),
+            ),
+        }
+    }
+    // Most specific network first, so that the first match is the longest prefix.
+    client_regions.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
+    DnsSettings {
+        listen,
+        zones_dir,
+        client_regions,
+    }
 }
 
 fn parse_socket(text: &str) -> Result<SocketAddr, String> {

@@ -18,8 +18,10 @@ use hickory_server::{
 };
 use rand::Rng;
 
+use super::client::ClientRegions;
 use crate::{
     config::RecordKind,
+    model::Region,
     snapshot::{Answer, Snapshot, pick_weighted},
 };
 
@@ -29,6 +31,7 @@ pub struct ManagedZone {
     /// Names that own records in the zone file.
     static_names: HashSet<LowerName>,
     snapshot: Arc<ArcSwap<Snapshot>>,
+    clients: Arc<ClientRegions>,
 }
 
 impl ManagedZone {
@@ -36,12 +39,14 @@ impl ManagedZone {
         file: InMemoryZoneHandler,
         static_names: HashSet<LowerName>,
         snapshot: Arc<ArcSwap<Snapshot>>,
+        clients: Arc<ClientRegions>,
     ) -> Self {
         Self {
             origin: file.origin().clone(),
             file,
             static_names,
             snapshot,
+            clients,
         }
     }
 
@@ -67,11 +72,13 @@ impl ManagedZone {
     }
 
     /// The answer for a managed name, or None when `name` is not managed (static data applies).
+    /// `client` is the client's region, for latency-steered records.
     async fn managed(
         &self,
         name: &LowerName,
         owner: &Name,
         rtype: RecordType,
+        client: Option<&Region>,
         request_info: Option<&RequestInfo<'_>>,
         options: LookupOptions,
     ) -> Option<LookupControlFlow<AuthLookup>> {
@@ -112,6 +119,10 @@ impl ManagedZone {
                 Answer::Weighted(choices) => pick_weighted(choices, rand::rng().random())
                     .into_iter()
                     .collect(),
+                Answer::ByRegion { regions, default } => client
+                    .and_then(|r| regions.get(r))
+                    .unwrap_or(default)
+                    .clone(),
             };
             records.extend(
                 ips.into_iter()
@@ -167,7 +178,7 @@ impl ZoneHandler for ManagedZone {
     ) -> LookupControlFlow<AuthLookup> {
         let owner = Name::from(name);
         if let Some(answer) = self
-            .managed(name, &owner, rtype, request_info, options)
+            .managed(name, &owner, rtype, None, request_info, options)
             .await
         {
             return answer;
@@ -187,11 +198,13 @@ impl ZoneHandler for ManagedZone {
         let query = info.query;
         // Keep the query's spelling of the name (0x20 case randomisation) in managed answers.
         let owner = query.original().name().clone();
+        let client = self.clients.locate(request).region;
         match self
             .managed(
                 query.name(),
                 &owner,
                 query.query_type(),
+                client.as_ref(),
                 Some(&info),
                 options,
             )

@@ -3,6 +3,7 @@
 //! hickory types stay inside this module. `zones` loads files, `handler` answers one zone,
 //! `server` is the UDP/TCP front end.
 
+pub mod client;
 pub mod handler;
 pub mod server;
 pub mod zones;
@@ -23,6 +24,7 @@ pub use zones::{ZoneError, ZoneFile};
 pub fn catalog(
     zones: Vec<ZoneFile>,
     snapshot: &Arc<ArcSwap<Snapshot>>,
+    clients: &Arc<client::ClientRegions>,
 ) -> Result<Catalog, ZoneError> {
     let mut catalog = Catalog::new();
     for zone in zones {
@@ -42,6 +44,7 @@ pub fn catalog(
                 handler,
                 static_names,
                 snapshot.clone(),
+                clients.clone(),
             ))],
         );
     }

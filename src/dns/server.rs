@@ -5,14 +5,19 @@ use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{
+    Record,
+    rdata::opt::{ClientSubnet, EdnsOption},
+};
 use hickory_server::{
     Server,
-    net::runtime::Time,
+    net::{NetError, runtime::Time},
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
-    zone_handler::{Catalog, MessageResponseBuilder},
+    zone_handler::{Catalog, MessageResponse, MessageResponseBuilder},
 };
 use tokio::net::{TcpListener, UdpSocket};
 
+use super::client::ClientRegions;
 use crate::{
     config::RecordKind,
     metrics::Metrics,
@@ -26,16 +31,43 @@ const TCP_RESPONSE_BUFFER: usize = 64;
 pub struct Frontend {
     catalog: Catalog,
     snapshot: Arc<ArcSwap<Snapshot>>,
+    clients: Arc<ClientRegions>,
     metrics: Arc<Metrics>,
 }
 
 impl Frontend {
-    pub fn new(catalog: Catalog, snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        catalog: Catalog,
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        clients: Arc<ClientRegions>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             catalog,
             snapshot,
+            clients,
             metrics,
         }
+    }
+
+    /// The ECS option to echo (RFC 7871): the query's, with the scope actually used: the
+    /// matched client network for region-dependent answers, 0 for answers that are the same
+    /// for every client.
+    fn ecs_echo(&self, request: &Request) -> Option<ClientSubnet> {
+        let located = self.clients.locate(request);
+        let mut subnet = located.subnet?;
+        let region_dependent = request.request_info().ok().is_some_and(|info| {
+            let name = info.query.name().to_string();
+            let snapshot = self.snapshot.load();
+            [RecordKind::A, RecordKind::Aaaa].iter().any(|k| {
+                snapshot
+                    .records
+                    .get(&(name.clone(), *k))
+                    .is_some_and(|r| matches!(r.answer, Answer::ByRegion { .. }))
+            })
+        });
+        subnet.set_scope_prefix(if region_dependent { located.scope } else { 0 });
+        Some(subnet)
     }
 
     /// True when the query asks for a managed record whose answer is not decided yet.
@@ -101,6 +133,14 @@ impl RequestHandler for Frontend {
                     })
                 }
             }
+        } else if let Some(subnet) = self.ecs_echo(request) {
+            let echo = EcsEcho {
+                inner: response_handle,
+                subnet,
+            };
+            self.catalog
+                .handle_request::<EcsEcho<R>, T>(request, echo)
+                .await
         } else {
             self.catalog
                 .handle_request::<R, T>(request, response_handle)
@@ -109,6 +149,39 @@ impl RequestHandler for Frontend {
         self.metrics
             .dns_response(&protocol, rcode_name(info.response_code));
         info
+    }
+}
+
+/// Adds the client subnet option, with its scope, to the response's EDNS (hickory's catalog
+/// builds a fresh EDNS without it).
+#[derive(Clone)]
+struct EcsEcho<R> {
+    inner: R,
+    subnet: ClientSubnet,
+}
+
+#[async_trait::async_trait]
+impl<R: ResponseHandler> ResponseHandler for EcsEcho<R> {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let mut response = response;
+        let Some(edns) = response.edns() else {
+            return self.inner.send_response(response).await;
+        };
+        let mut edns = edns.clone();
+        edns.options_mut()
+            .insert(EdnsOption::Subnet(self.subnet.clone()));
+        response.set_edns(&edns);
+        self.inner.send_response(response).await
     }
 }
 

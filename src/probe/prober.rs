@@ -43,6 +43,16 @@ pub fn spawn(
     Ok(())
 }
 
+/// Weight of the newest sample in the smoothed RTT (EWMA).
+const RTT_ALPHA: f64 = 0.3;
+
+fn smooth(previous: Option<Duration>, sample: Duration) -> Duration {
+    match previous {
+        None => sample,
+        Some(p) => p.mul_f64(1.0 - RTT_ALPHA) + sample.mul_f64(RTT_ALPHA),
+    }
+}
+
 /// Interval with ±10% jitter, so that checks from many probers do not synchronise.
 fn jittered(interval: Duration) -> Duration {
     let factor = rand::rng().random_range(0.9..=1.1);
@@ -61,6 +71,7 @@ async fn run_endpoint(
     let mut threshold = Threshold::new(check.rise, check.fall);
     let mut last_failure = None;
     let mut last_rtt = None;
+    let mut smoothed_rtt: Option<Duration> = None;
     metrics.prober_state(&endpoint.id, &region, threshold.state());
     // Spread the first checks over one interval so that all probers do not fire at once.
     let offset = check.interval.mul_f64(rand::rng().random_range(0.0..1.0));
@@ -81,7 +92,10 @@ async fn run_endpoint(
             started.elapsed().as_secs_f64(),
         );
         match &outcome {
-            ProbeOutcome::Success { rtt } => last_rtt = Some(*rtt),
+            ProbeOutcome::Success { rtt } => {
+                last_rtt = Some(*rtt);
+                smoothed_rtt = Some(smooth(smoothed_rtt, *rtt));
+            }
             ProbeOutcome::Fail { kind, detail } => {
                 tracing::debug!(endpoint = %endpoint.id, %region, failure = %kind, %detail, "check failed");
                 last_failure = Some((*kind, detail.clone()));
@@ -106,8 +120,10 @@ async fn run_endpoint(
             endpoint: endpoint.id.clone(),
             region: region.clone(),
             health: threshold.state(),
-            streak: threshold.streak(),
+            successes: threshold.counts().0,
+            failures: threshold.counts().1,
             last_rtt,
+            smoothed_rtt,
             last_failure: last_failure.clone(),
             observed_at: Instant::now(),
             seq,

@@ -35,6 +35,11 @@ impl Threshold {
         self.successes.max(self.failures)
     }
 
+    /// Consecutive successes and failures (one of them is 0).
+    pub fn counts(&self) -> (u32, u32) {
+        (self.successes, self.failures)
+    }
+
     /// Records one check result; returns the new state if it changed.
     pub fn record(&mut self, success: bool) -> Option<Health> {
         let next = if success {
