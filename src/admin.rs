@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::{
     config::{QuorumRule, Settings},
+    exchange::pull::ProberLink,
     metrics::Metrics,
     snapshot::{Answer, Snapshot},
 };
@@ -28,6 +29,8 @@ pub struct AdminState {
     pub settings: Arc<Settings>,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
+    /// Links to remote probers (empty when probers run in this process).
+    pub links: Arc<Vec<Arc<ProberLink>>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -81,8 +84,14 @@ fn unix_millis(ago: Duration) -> u128 {
         .map_or(0, |d| d.as_millis())
 }
 
-/// The status document: every record's answer and why; every endpoint's verdict and votes.
-pub fn status_json(settings: &Settings, snapshot: &Snapshot, now: Instant) -> Value {
+/// The status document: every record's answer and why; every endpoint's verdict and votes;
+/// every prober's state; the latency table.
+pub fn status_json(
+    settings: &Settings,
+    snapshot: &Snapshot,
+    links: &[Arc<ProberLink>],
+    now: Instant,
+) -> Value {
     let records: Vec<Value> = snapshot
         .records
         .iter()
@@ -132,6 +141,8 @@ pub fn status_json(settings: &Settings, snapshot: &Snapshot, now: Instant) -> Va
                                 "fresh": vote.fresh,
                                 "age_ms": vote.age.map(millis),
                                 "last_rtt_ms": vote.last_rtt.map(millis),
+                                "smoothed_rtt_ms": vote.smoothed_rtt.map(millis),
+                                "impaired": vote.impaired,
                                 "last_failure": vote.last_failure.as_ref().map(|(k, d)| json!({"kind": k, "detail": d})),
                             })
                         })
@@ -156,10 +167,56 @@ pub fn status_json(settings: &Settings, snapshot: &Snapshot, now: Instant) -> Va
         })
         .collect();
     let probers = settings.regions.len();
+    let prober_list: Vec<Value> = settings
+        .regions
+        .iter()
+        .map(|region| {
+            let link = links.iter().find(|l| &l.region == region);
+            let status = link.map(|l| l.status());
+            json!({
+                "region": region,
+                "mode": if link.is_some() { "remote" } else { "in-process" },
+                "url": link.map(|l| l.url.to_string()),
+                "fresh": snapshot.quorum.fresh.contains(region),
+                "impaired": snapshot.quorum.impaired.contains(region),
+                "reachable": status.as_ref().map(|s| s.reachable),
+                "last_report_age_ms": status.as_ref().and_then(|s| s.last_report_at).map(|t| millis(now.saturating_duration_since(t))),
+                "last_error": status.as_ref().and_then(|s| s.last_error.clone()),
+                "reports_accepted": status.as_ref().map(|s| s.reports_accepted),
+                "reports_rejected": status.as_ref().map(|s| s.reports_rejected),
+            })
+        })
+        .collect();
+    let missing: Vec<&str> = settings
+        .regions
+        .iter()
+        .filter(|r| !snapshot.quorum.fresh.contains(r))
+        .map(|r| r.as_str())
+        .collect();
+    // region -> endpoint -> smoothed RTT (ms), from fresh votes.
+    let mut latency = serde_json::Map::new();
+    for region in &settings.regions {
+        let mut row = serde_json::Map::new();
+        for (id, verdict) in &snapshot.verdicts {
+            let rtt = verdict
+                .votes
+                .iter()
+                .find(|v| &v.region == region && v.fresh)
+                .and_then(|v| v.smoothed_rtt);
+            row.insert(id.to_string(), json!(rtt.map(millis)));
+        }
+        latency.insert(region.to_string(), Value::Object(row));
+    }
     json!({
         "ready": snapshot.ready,
         "generation": snapshot.generation,
+        "probers": prober_list,
+        "latency_ms": latency,
         "quorum": {
+            "state": if snapshot.quorum.reached { "quorum" } else { "no quorum" },
+            "fresh": snapshot.quorum.fresh,
+            "missing": missing,
+            "impaired": snapshot.quorum.impaired,
             "rule": match settings.cluster.quorum { QuorumRule::Majority => "majority".to_string(), QuorumRule::AtLeast(k) => k.to_string() },
             "required": settings.cluster.quorum.required(probers),
             "probers": settings.regions,
@@ -172,5 +229,10 @@ pub fn status_json(settings: &Settings, snapshot: &Snapshot, now: Instant) -> Va
 
 async fn status(State(state): State<AdminState>) -> Json<Value> {
     let snapshot = state.snapshot.load();
-    Json(status_json(&state.settings, &snapshot, Instant::now()))
+    Json(status_json(
+        &state.settings,
+        &snapshot,
+        &state.links,
+        Instant::now(),
+    ))
 }

@@ -20,7 +20,7 @@ use crate::{
     metrics::Metrics,
     model::{EndpointId, Region},
     quorum::{self, Verdict},
-    snapshot::{self, Answer, Snapshot},
+    snapshot::{self, Answer, QuorumState, Snapshot},
 };
 
 /// How long to gather reports after the first one of a burst.
@@ -168,14 +168,20 @@ impl Aggregator {
                 self.metrics
                     .verdict(id, verdict.health, verdict.up, verdict.down);
             }
+            let quorum = QuorumState {
+                reached: has_quorum,
+                fresh: fresh.iter().map(|r| (*r).clone()).collect(),
+                impaired: impaired.clone(),
+            };
             let grace_over = now.duration_since(started) >= cluster.startup_grace;
-            let snap = snapshot::build(
+            let mut snap = snapshot::build(
                 &self.settings,
                 next.clone(),
                 &previous,
                 generation,
                 grace_over,
             );
+            snap.quorum = quorum;
             if grace_over && !grace_reported {
                 grace_reported = true;
                 if previous

@@ -13,8 +13,9 @@ use crate::{
     aggregator::Aggregator,
     config::Settings,
     dns::{self, ZoneFile},
-    exchange::ObservationBoard,
+    exchange::{self, ObservationBoard, auth::FleetKey, serve::ProberState},
     metrics::Metrics,
+    model::Region,
     probe,
 };
 
@@ -102,16 +103,40 @@ pub async fn run(
 
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    for region in &settings.regions {
-        probe::prober::spawn(
-            region,
-            &settings.endpoints,
+    let links = if settings.prober_urls.is_empty() {
+        for region in &settings.regions {
+            probe::prober::spawn(
+                region,
+                &settings.endpoints,
+                &board,
+                &metrics,
+                &shutdown,
+                &mut tasks,
+            )?;
+        }
+        Vec::new()
+    } else {
+        let secret = settings
+            .cluster
+            .token
+            .as_ref()
+            .ok_or_else(|| anyhow!("remote probers need cluster.token_file"))?;
+        let cluster = &settings.cluster;
+        exchange::pull::spawn(
+            settings
+                .prober_urls
+                .iter()
+                .map(|(r, u)| (r.clone(), u.clone())),
+            Arc::new(FleetKey::new(secret)),
             &board,
             &metrics,
+            cluster.poll_interval,
+            cluster.poll_timeout,
+            cluster.stale_after,
             &shutdown,
             &mut tasks,
-        )?;
-    }
+        )?
+    };
     let aggregator = Aggregator::new(
         settings.clone(),
         board.clone(),
@@ -124,6 +149,7 @@ pub async fn run(
         settings: settings.clone(),
         snapshot: published.clone(),
         metrics: metrics.clone(),
+        links: Arc::new(links),
     });
     if let Some(extra) = extra {
         router = router.merge(extra);
@@ -138,7 +164,7 @@ pub async fn run(
     });
 
     let frontend = dns::server::Frontend::new(catalog, published.clone(), clients, metrics.clone());
-    let mut server = dns::server::serve(frontend, bound);
+    let server = dns::server::serve(frontend, bound);
 
     tracing::info!(dns = ?listening.dns, admin = %listening.admin, probers = settings.regions.len(),
         endpoints = settings.endpoints.len(), records = settings.records.len(), "vantage is serving");
@@ -146,10 +172,122 @@ pub async fn run(
 
     shutdown_signal().await;
     tracing::info!("shutting down: draining DNS and admin listeners");
+    drain(shutdown, tasks, Some(server)).await;
+    Ok(())
+}
+
+/// Validates what a prober needs: the configuration, its region, the fleet secret, the checks.
+pub fn check_probe(config: &Path, region: &str) -> Result<(Settings, Region), Vec<String>> {
+    let settings = Settings::load(config).map_err(|e| vec![e.to_string()])?;
+    let mut problems = Vec::new();
+    let region = settings
+        .regions
+        .iter()
+        .find(|r| r.as_str() == region)
+        .cloned();
+    let Some(region) = region else {
+        let known: Vec<&str> = settings.regions.iter().map(Region::as_str).collect();
+        return Err(vec![format!(
+            "{}: no [[prober]] with region {region:?} (configured: {})",
+            config.display(),
+            known.join(", ")
+        )]);
+    };
+    if settings.cluster.token.is_none() {
+        problems.push(format!(
+            "{}: cluster.token_file: vantage probe needs the fleet secret to sign its reports",
+            config.display()
+        ));
+    }
+    for endpoint in &settings.endpoints {
+        if let Err(e) = probe::check::Checker::new(endpoint, &region) {
+            problems.push(e.to_string());
+        }
+    }
+    if problems.is_empty() {
+        Ok((settings, region))
+    } else {
+        Err(problems)
+    }
+}
+
+/// Runs the prober of one region: every check, and the signed report on its listener.
+pub async fn run_probe(
+    settings: Settings,
+    region: Region,
+    listen: Option<SocketAddr>,
+    on_listening: impl FnOnce(&Listening),
+) -> anyhow::Result<()> {
+    let secret = settings
+        .cluster
+        .token
+        .clone()
+        .ok_or_else(|| anyhow!("vantage probe needs cluster.token_file"))?;
+    let listen = match listen {
+        Some(addr) => addr,
+        None => settings
+            .prober_urls
+            .get(&region)
+            .and_then(|u| u.socket_addrs(|| None).ok())
+            .and_then(|addrs| addrs.into_iter().next())
+            .ok_or_else(|| {
+                anyhow!("give --listen, or a url for the {region} prober in the configuration")
+            })?,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let board = Arc::new(ObservationBoard::new());
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot bind the prober listener {listen}"))?;
+    let listening = Listening {
+        dns: Vec::new(),
+        admin: listener.local_addr()?,
+    };
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    probe::prober::spawn(
+        &region,
+        &settings.endpoints,
+        &board,
+        &metrics,
+        &shutdown,
+        &mut tasks,
+    )?;
+    let state = ProberState::new(
+        region.clone(),
+        board,
+        Arc::new(FleetKey::new(&secret)),
+        metrics,
+        settings.cluster.stale_after,
+    );
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(listener, exchange::serve::router(state))
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(error) = serve.await {
+            tracing::error!(%error, "prober listener failed");
+        }
+    });
+    tracing::info!(%region, listen = %listening.admin, endpoints = settings.endpoints.len(), "prober is running");
+    on_listening(&listening);
+    shutdown_signal().await;
+    tracing::info!("shutting down the prober");
+    drain(shutdown, tasks, None).await;
+    Ok(())
+}
+
+/// Stops every task (and the DNS server), waiting at most 5 s.
+async fn drain(
+    shutdown: CancellationToken,
+    mut tasks: JoinSet<()>,
+    server: Option<hickory_server::Server<dns::server::Frontend>>,
+) {
     shutdown.cancel();
     let drained = tokio::time::timeout(Duration::from_secs(5), async {
-        if let Err(error) = server.shutdown_gracefully().await {
-            tracing::warn!(%error, "DNS server stopped with an error");
+        if let Some(mut server) = server {
+            if let Err(error) = server.shutdown_gracefully().await {
+                tracing::warn!(%error, "DNS server stopped with an error");
+            }
         }
         while tasks.join_next().await.is_some() {}
     })
@@ -157,7 +295,6 @@ pub async fn run(
     if drained.is_err() {
         tracing::warn!("some tasks did not stop within 5s; exiting anyway");
     }
-    Ok(())
 }
 
 async fn shutdown_signal() {

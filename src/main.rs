@@ -33,6 +33,18 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the prober of one region: every check, and the signed report for aggregators.
+    Probe {
+        /// The region this prober reports as (one of the configured [[prober]] regions).
+        #[arg(long)]
+        region: String,
+        /// The fleet configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Listen address (default: the host and port of this region's prober url).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
     /// Validate a configuration file and the zone files it names; exit non-zero on any problem.
     CheckConfig {
         /// The fleet configuration file.
@@ -81,6 +93,22 @@ fn main() -> ExitCode {
                 }
             };
             run(async move { app::run(settings, zones, None, announce).await })
+        }
+        Command::Probe {
+            region,
+            config,
+            listen,
+        } => {
+            let (settings, region) = match app::check_probe(&config, &region) {
+                Ok(loaded) => loaded,
+                Err(problems) => {
+                    for p in problems {
+                        eprintln!("{p}");
+                    }
+                    return ExitCode::from(2);
+                }
+            };
+            run(async move { app::run_probe(settings, region, listen, announce).await })
         }
         Command::Demo {
             dns_listen,

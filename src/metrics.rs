@@ -41,6 +41,7 @@ pub(crate) struct LinkMetrics {
     pub rejected: IntCounterVec,
     pub reachable: IntGaugeVec,
     pub report_age: prometheus::GaugeVec,
+    pub requests_rejected: IntCounterVec,
 }
 
 const HEALTH: [Health; 3] = [Health::Up, Health::Down, Health::Unknown];
@@ -178,6 +179,14 @@ impl Metrics {
                 &["region"],
             )
             .expect("valid metric"),
+            requests_rejected: IntCounterVec::new(
+                Opts::new(
+                    "vantage_observation_requests_rejected_total",
+                    "Requests for this prober's observations that were refused, by reason.",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
         };
         let build_info = IntGaugeVec::new(
             Opts::new(
@@ -209,6 +218,7 @@ impl Metrics {
             Box::new(links.rejected.clone()),
             Box::new(links.reachable.clone()),
             Box::new(links.report_age.clone()),
+            Box::new(links.requests_rejected.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -320,6 +330,52 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// One pull of a remote prober: `result` is ok, unreachable or rejected.
+    pub fn prober_poll(
+        &self,
+        region: &Region,
+        result: &str,
+        rejection: Option<crate::exchange::auth::Rejection>,
+    ) {
+        self.links
+            .polls
+            .with_label_values(&[region.as_str(), result])
+            .inc();
+        if let Some(r) = rejection {
+            self.links
+                .rejected
+                .with_label_values(&[region.as_str(), r.label()])
+                .inc();
+        }
+    }
+
+    /// Reachability and report age of a remote prober.
+    pub fn prober_link(
+        &self,
+        region: &Region,
+        reachable: bool,
+        report_age: Option<std::time::Duration>,
+    ) {
+        self.links
+            .reachable
+            .with_label_values(&[region.as_str()])
+            .set(i64::from(reachable));
+        if let Some(age) = report_age {
+            self.links
+                .report_age
+                .with_label_values(&[region.as_str()])
+                .set(age.as_secs_f64());
+        }
+    }
+
+    /// A prober refused a request for its observations.
+    pub fn request_rejected(&self, rejection: crate::exchange::auth::Rejection) {
+        self.links
+            .requests_rejected
+            .with_label_values(&[rejection.label()])
+            .inc();
     }
 
     /// Quorum state of the latest round: probers with fresh reports, impaired probers.

@@ -32,6 +32,19 @@ pub struct Snapshot {
     /// if nothing else: RFC 8020 forbids NXDOMAIN for them).
     pub ancestors: HashSet<String>,
     pub verdicts: BTreeMap<EndpointId, Verdict>,
+    /// Which probers voted in the round that built this snapshot.
+    pub quorum: QuorumState,
+}
+
+/// The probers behind one round of verdicts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuorumState {
+    /// At least the required number of probers had fresh reports.
+    pub reached: bool,
+    /// Probers with at least one fresh report.
+    pub fresh: Vec<Region>,
+    /// Probers presumed cut off (their Down votes were ignored).
+    pub impaired: std::collections::BTreeSet<Region>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -228,6 +241,7 @@ pub fn build(
         names,
         ancestors,
         verdicts,
+        quorum: QuorumState::default(),
     }
 }
 

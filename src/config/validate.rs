@@ -528,7 +528,7 @@ fn validate_dns(raw: &RawConfig, base: &Path, regions: &[Region], p: &mut Proble
         }
     }
     // Most specific network first, so that the first match is the longest prefix.
-    client_regions.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
+    client_regions.sort_by_key(|entry| std::cmp::Reverse(entry.0.prefix_len()));
     DnsSettings {
         listen,
         zones_dir,

@@ -95,7 +95,7 @@ impl ClientRegions {
 
 fn subnet(edns: &Edns) -> Option<ClientSubnet> {
     match edns.option(EdnsCode::Subnet) {
-        Some(EdnsOption::Subnet(s)) => Some(s.clone()),
+        Some(EdnsOption::Subnet(s)) => Some(*s),
         _ => None,
     }
 }
@@ -114,7 +114,7 @@ mod tests {
         .iter()
         .map(|(n, r)| (n.parse().expect("net"), Region::new(*r)))
         .collect();
-        t.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
+        t.sort_by_key(|entry| std::cmp::Reverse(entry.0.prefix_len()));
         ClientRegions::new(t)
     }
 

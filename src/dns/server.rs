@@ -178,8 +178,7 @@ impl<R: ResponseHandler> ResponseHandler for EcsEcho<R> {
             return self.inner.send_response(response).await;
         };
         let mut edns = edns.clone();
-        edns.options_mut()
-            .insert(EdnsOption::Subnet(self.subnet.clone()));
+        edns.options_mut().insert(EdnsOption::Subnet(self.subnet));
         response.set_edns(&edns);
         self.inner.send_response(response).await
     }

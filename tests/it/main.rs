@@ -5,4 +5,5 @@ mod bad_input;
 mod demo;
 mod dns_rfc;
 mod failover;
+mod multi_region;
 mod support;

@@ -319,7 +319,10 @@ impl Vantage {
             .iter()
             .map(|a| a.as_str().expect("dns").parse().expect("dns addr"))
             .collect();
-        let dns = dns_all[0];
+        let dns = dns_all
+            .first()
+            .copied()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
         let admin = v["listening"]["admin"]
             .as_str()
             .expect("admin")
@@ -567,3 +570,83 @@ pub const EXAMPLE_ZONE: &str = "$TTL 3600
 ns1 IN A   127.0.0.1
 static IN A 192.0.2.80
 ";
+
+/// What a fault-injection proxy does with new connections.
+#[derive(Clone, Copy, Debug)]
+pub enum Link {
+    /// Forward at once.
+    Pass,
+    /// Forward after this delay (added to the round-trip time of a fresh connection).
+    Delay(Duration),
+    /// Close the connection at once (the link is cut).
+    Cut,
+}
+
+/// A TCP proxy on a loopback address that can delay or cut the link to its target. Cutting
+/// also closes the connections already open, as a real partition would break them.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    link: Arc<Mutex<Link>>,
+    open: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(listen: SocketAddr, target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind(listen).await.expect("bind proxy");
+        let addr = listener.local_addr().expect("addr");
+        let link = Arc::new(Mutex::new(Link::Pass));
+        let open: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::new(Mutex::new(Vec::new()));
+        let mode = link.clone();
+        let conns = open.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let current = *mode.lock().expect("lock");
+                let forward = tokio::spawn(async move {
+                    match current {
+                        Link::Cut => drop(inbound),
+                        Link::Pass | Link::Delay(_) => {
+                            if let Link::Delay(d) = current {
+                                tokio::time::sleep(d).await;
+                            }
+                            if let Ok(mut outbound) = TcpStream::connect(target).await {
+                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
+                                    .await;
+                            }
+                        }
+                    }
+                });
+                let mut conns = conns.lock().expect("lock");
+                conns.retain(|c| !c.is_finished());
+                conns.push(forward.abort_handle());
+            }
+        });
+        Proxy {
+            addr,
+            link,
+            open,
+            task,
+        }
+    }
+
+    pub fn set(&self, link: Link) {
+        *self.link.lock().expect("lock") = link;
+        if matches!(link, Link::Cut) {
+            for conn in self.open.lock().expect("lock").drain(..) {
+                conn.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        for conn in self.open.lock().expect("lock").drain(..) {
+            conn.abort();
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! Observations from probers to aggregators: the latest report per (region, endpoint).
+//! The latest observation per (region, endpoint), shared by probers and the aggregator.
 //!
 //! In this version probers run inside the aggregating process and write to a shared board;
 //! the aggregator wakes on every report. Reports are kept by sequence number, so a late,

@@ -1,0 +1,14 @@
+//! Observations from probers to aggregators.
+//!
+//! In-process probers write to the `board` directly. Remote probers (`vantage probe`) serve
+//! their board as a signed report (`serve`), which aggregators pull (`pull`) and write to their
+//! own board. Reports and requests are authenticated with the fleet secret (`auth`); the wire
+//! format is in `wire`.
+
+pub mod auth;
+pub mod board;
+pub mod pull;
+pub mod serve;
+pub mod wire;
+
+pub use board::ObservationBoard;

@@ -1,0 +1,256 @@
+//! The aggregator side: pulls every remote prober's report concurrently, every poll interval,
+//! with a timeout; believes only reports signed with the fleet secret, recent, from the
+//! region configured for that URL, and newer than the last one accepted; writes their
+//! observations to the local board.
+
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use serde::Serialize;
+use tokio::{task::JoinSet, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    ObservationBoard,
+    auth::{self, FleetKey, Rejection},
+    wire::Report,
+};
+use crate::{metrics::Metrics, model::Region};
+
+/// What an aggregator knows about its link to one prober.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LinkStatus {
+    /// The latest pull returned an accepted report.
+    pub reachable: bool,
+    /// Wall-clock time of the latest accepted report.
+    pub last_report_unix_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub reports_accepted: u64,
+    pub reports_rejected: u64,
+    #[serde(skip)]
+    last_accepted: Option<(u64, u64, u64)>, // (boot_id, seq, signed at)
+    #[serde(skip)]
+    pub last_report_at: Option<Instant>,
+}
+
+pub struct ProberLink {
+    pub region: Region,
+    pub url: url::Url,
+    status: Mutex<LinkStatus>,
+}
+
+impl ProberLink {
+    pub fn status(&self) -> LinkStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Starts one pulling task per prober; returns the links for status reporting.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn(
+    probers: impl Iterator<Item = (Region, url::Url)>,
+    key: Arc<FleetKey>,
+    board: &Arc<ObservationBoard>,
+    metrics: &Arc<Metrics>,
+    poll_interval: Duration,
+    poll_timeout: Duration,
+    stale_after: Duration,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<Vec<Arc<ProberLink>>, reqwest::Error> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(poll_timeout)
+        .connect_timeout(poll_timeout)
+        .user_agent(concat!("vantage-aggregator/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let mut links = Vec::new();
+    for (region, url) in probers {
+        let link = Arc::new(ProberLink {
+            region,
+            url,
+            status: Mutex::new(LinkStatus::default()),
+        });
+        links.push(link.clone());
+        let puller = Puller {
+            link,
+            client: client.clone(),
+            key: key.clone(),
+            board: board.clone(),
+            metrics: metrics.clone(),
+            stale_after,
+        };
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { puller.run(poll_interval, shutdown).await });
+    }
+    Ok(links)
+}
+
+struct Puller {
+    link: Arc<ProberLink>,
+    client: reqwest::Client,
+    key: Arc<FleetKey>,
+    board: Arc<ObservationBoard>,
+    metrics: Arc<Metrics>,
+    stale_after: Duration,
+}
+
+enum PollError {
+    Unreachable(String),
+    Rejected(Rejection),
+}
+
+impl Puller {
+    async fn run(self, poll_interval: Duration, shutdown: CancellationToken) {
+        let region = self.link.region.clone();
+        let mut accepted_seq = 0u64;
+        loop {
+            let started = Instant::now();
+            let result = tokio::select! {
+                r = self.poll() => r,
+                () = shutdown.cancelled() => return,
+            };
+            let was_reachable = self.record(&result, started);
+            match result {
+                Ok((report, _)) => {
+                    accepted_seq += 1;
+                    for observation in report.into_observations(started, accepted_seq) {
+                        self.board.report(observation);
+                    }
+                    self.metrics.prober_poll(&region, "ok", None);
+                    if !was_reachable {
+                        tracing::info!(%region, url = %self.link.url, "prober {region} is reachable");
+                    }
+                }
+                Err(PollError::Unreachable(error)) => {
+                    self.metrics.prober_poll(&region, "unreachable", None);
+                    if was_reachable {
+                        tracing::warn!(%region, url = %self.link.url, %error, "prober {region} is unreachable");
+                    }
+                }
+                Err(PollError::Rejected(rejection)) => {
+                    self.metrics
+                        .prober_poll(&region, "rejected", Some(rejection));
+                    tracing::warn!(%region, url = %self.link.url, reason = rejection.label(),
+                        "rejected a report from prober {region}: {rejection}");
+                }
+            }
+            let age = self.link.status().last_report_at.map(|t| t.elapsed());
+            self.metrics
+                .prober_link(&region, self.link.status().reachable, age);
+            let wait = poll_interval.saturating_sub(started.elapsed());
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Updates the link status with one poll's result; returns whether it was reachable before.
+    fn record(&self, result: &Result<(Report, u64), PollError>, started: Instant) -> bool {
+        let mut status = self
+            .link
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let was_reachable = status.reachable;
+        match result {
+            Ok((report, signed_at)) => {
+                status.reachable = true;
+                status.last_error = None;
+                status.reports_accepted += 1;
+                status.last_report_unix_ms = Some(*signed_at);
+                status.last_report_at = Some(started);
+                status.last_accepted = Some((report.boot_id, report.seq, *signed_at));
+            }
+            Err(PollError::Unreachable(error)) => {
+                status.reachable = false;
+                status.last_error = Some(error.clone());
+            }
+            Err(PollError::Rejected(rejection)) => {
+                status.reachable = false;
+                status.reports_rejected += 1;
+                status.last_error = Some(format!("report rejected: {rejection}"));
+            }
+        }
+        was_reachable
+    }
+
+    async fn poll(&self) -> Result<(Report, u64), PollError> {
+        let url = self
+            .link
+            .url
+            .join("v1/observations")
+            .map_err(|e| PollError::Unreachable(e.to_string()))?;
+        let request_auth = self.key.sign(auth::unix_ms(), auth::REQUEST_CONTEXT, b"");
+        let response = self
+            .client
+            .get(url)
+            .header(auth::REQUEST_HEADER, request_auth)
+            .send()
+            .await
+            .map_err(|e| PollError::Unreachable(error_chain(&e)))?;
+        let status = response.status();
+        let signature = response
+            .headers()
+            .get(auth::REPORT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| PollError::Unreachable(error_chain(&e)))?;
+        if !status.is_success() {
+            return Err(PollError::Unreachable(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)]).trim()
+            )));
+        }
+        let signed_at = self
+            .key
+            .verify(
+                signature.as_deref(),
+                auth::REPORT_CONTEXT,
+                &body,
+                auth::unix_ms(),
+                self.stale_after,
+            )
+            .map_err(PollError::Rejected)?;
+        let report: Report = serde_json::from_slice(&body)
+            .map_err(|_| PollError::Rejected(Rejection::MalformedReport))?;
+        if report.region != self.link.region {
+            return Err(PollError::Rejected(Rejection::WrongRegion));
+        }
+        let last = self.link.status().last_accepted;
+        if let Some((boot_id, seq, last_signed)) = last {
+            let newer = if boot_id == report.boot_id {
+                report.seq > seq
+            } else {
+                signed_at > last_signed
+            };
+            if !newer {
+                return Err(PollError::Rejected(Rejection::Replayed));
+            }
+        }
+        Ok((report, signed_at))
+    }
+}
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let s = e.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = e.source();
+    }
+    text
+}

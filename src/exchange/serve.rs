@@ -1,0 +1,134 @@
+//! The prober side: serves the region's latest observations as a signed report to
+//! aggregators that prove they hold the fleet secret.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tokio::time::Instant;
+
+use super::{
+    ObservationBoard,
+    auth::{self, FleetKey, Rejection},
+    wire::Report,
+};
+use crate::{metrics::Metrics, model::Region};
+
+#[derive(Clone)]
+pub struct ProberState {
+    pub region: Region,
+    pub board: Arc<ObservationBoard>,
+    pub key: Arc<FleetKey>,
+    pub metrics: Arc<Metrics>,
+    /// How old a request signature may be.
+    pub max_age: std::time::Duration,
+    boot_id: u64,
+    seq: Arc<AtomicU64>,
+}
+
+impl ProberState {
+    pub fn new(
+        region: Region,
+        board: Arc<ObservationBoard>,
+        key: Arc<FleetKey>,
+        metrics: Arc<Metrics>,
+        max_age: std::time::Duration,
+    ) -> Self {
+        Self {
+            region,
+            board,
+            key,
+            metrics,
+            max_age,
+            boot_id: rand::random(),
+            seq: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+/// `/v1/observations` (signed), `/metrics`, `/livez`.
+pub fn router(state: ProberState) -> Router {
+    Router::new()
+        .route("/v1/observations", get(observations))
+        .route("/metrics", get(metrics))
+        .route("/livez", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<ProberState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+async fn observations(State(state): State<ProberState>, headers: HeaderMap) -> Response {
+    let presented = headers
+        .get(auth::REQUEST_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if let Err(rejection) = state.key.verify(
+        presented,
+        auth::REQUEST_CONTEXT,
+        b"",
+        auth::unix_ms(),
+        state.max_age,
+    ) {
+        state.metrics.request_rejected(rejection);
+        tracing::warn!(
+            reason = rejection.label(),
+            "refused an observations request: {rejection}"
+        );
+        return (StatusCode::UNAUTHORIZED, format!("{rejection}\n")).into_response();
+    }
+    let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
+    let report = Report::new(
+        &state.region,
+        state.boot_id,
+        seq,
+        &state.board.latest(),
+        Instant::now(),
+    );
+    let body = match serde_json::to_vec(&report) {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::error!(%error, "cannot encode a report");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let signature = state.key.sign(auth::unix_ms(), auth::REPORT_CONTEXT, &body);
+    (
+        [
+            (
+                header::CONTENT_TYPE.as_str(),
+                "application/json".to_string(),
+            ),
+            (auth::REPORT_HEADER, signature),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// For tests and tools: is this rejection worth a metric label? (All are.)
+pub fn labels() -> [&'static str; 7] {
+    [
+        Rejection::Unauthenticated.label(),
+        Rejection::Malformed.label(),
+        Rejection::BadSignature.label(),
+        Rejection::Stale.label(),
+        Rejection::Replayed.label(),
+        Rejection::WrongRegion.label(),
+        Rejection::MalformedReport.label(),
+    ]
+}

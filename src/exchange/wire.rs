@@ -1,0 +1,110 @@
+//! The report a prober serves: its latest observation of every endpoint, as JSON.
+//!
+//! Times travel as ages (milliseconds before the report was generated), so that staleness is
+//! judged on each side's own monotonic clock and needs no clock synchronisation.
+
+use std::{collections::HashMap, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::model::{EndpointId, FailureKind, Health, Observation, Region};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub region: Region,
+    /// Random per prober process: a restart starts a new sequence.
+    pub boot_id: u64,
+    /// Increases with every report this process serves.
+    pub seq: u64,
+    pub observations: Vec<WireObservation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireObservation {
+    pub endpoint: EndpointId,
+    pub state: Health,
+    pub successes: u32,
+    pub failures: u32,
+    pub last_rtt_ms: Option<f64>,
+    pub smoothed_rtt_ms: Option<f64>,
+    pub last_failure: Option<WireFailure>,
+    /// How long before the report was generated the observation was made.
+    pub age_ms: u64,
+    /// Checks run for this endpoint by this prober process.
+    pub checks: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireFailure {
+    pub kind: FailureKind,
+    pub detail: String,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn from_ms(ms: f64) -> Option<Duration> {
+    (ms.is_finite() && ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1e3))
+}
+
+impl Report {
+    /// The report of `region`'s latest observations, as of `now`.
+    pub fn new(
+        region: &Region,
+        boot_id: u64,
+        seq: u64,
+        latest: &HashMap<(Region, EndpointId), Observation>,
+        now: Instant,
+    ) -> Report {
+        let mut observations: Vec<WireObservation> = latest
+            .values()
+            .filter(|o| &o.region == region)
+            .map(|o| WireObservation {
+                endpoint: o.endpoint.clone(),
+                state: o.health,
+                successes: o.successes,
+                failures: o.failures,
+                last_rtt_ms: o.last_rtt.map(ms),
+                smoothed_rtt_ms: o.smoothed_rtt.map(ms),
+                last_failure: o.last_failure.as_ref().map(|(kind, detail)| WireFailure {
+                    kind: *kind,
+                    detail: detail.clone(),
+                }),
+                age_ms: now.saturating_duration_since(o.observed_at).as_millis() as u64,
+                checks: o.seq,
+            })
+            .collect();
+        observations.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+        Report {
+            region: region.clone(),
+            boot_id,
+            seq,
+            observations,
+        }
+    }
+
+    /// The observations as seen by a receiver that asked for the report at `asked_at` (ages
+    /// count from then, which errs on the side of staleness); `seq` orders them on its board.
+    pub fn into_observations(self, asked_at: Instant, seq: u64) -> Vec<Observation> {
+        let region = self.region;
+        self.observations
+            .into_iter()
+            .map(|w| Observation {
+                endpoint: w.endpoint,
+                region: region.clone(),
+                health: w.state,
+                successes: w.successes,
+                failures: w.failures,
+                last_rtt: w.last_rtt_ms.and_then(from_ms),
+                smoothed_rtt: w.smoothed_rtt_ms.and_then(from_ms),
+                last_failure: w.last_failure.map(|f| (f.kind, f.detail)),
+                observed_at: asked_at
+                    .checked_sub(Duration::from_millis(w.age_ms))
+                    .unwrap_or(asked_at),
+                seq,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,763 @@
+//! Several `vantage probe` processes and one `vantage dns`, with faults injected by TCP
+//! proxies: between each prober and each backend (the prober's view), and between the DNS
+//! process and each prober (the exchange).
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
+
+use hickory_proto::{
+    op::Edns,
+    rr::{
+        RecordType,
+        rdata::opt::{ClientSubnet, EdnsCode, EdnsOption},
+    },
+};
+use tokio::time::Instant;
+
+use crate::support::*;
+
+const REGIONS: [&str; 3] = ["r1", "r2", "r3"];
+const TOKEN: &str = "fleet-secret-for-tests-0123456789";
+
+struct Timing {
+    interval_ms: u64,
+    timeout_ms: u64,
+    fall: u64,
+    poll_ms: u64,
+}
+
+const FAST: Timing = Timing {
+    interval_ms: 200,
+    timeout_ms: 150,
+    fall: 2,
+    poll_ms: 200,
+};
+
+struct Fleet {
+    _dir: tempfile::TempDir,
+    backend_ips: [Ipv4Addr; 2],
+    _backends: Vec<Backend>,
+    /// [region][backend]: the proxy each region's prober dials for each backend.
+    views: Vec<Vec<Proxy>>,
+    _probers: Vec<Vantage>,
+    /// The DNS process's link to each prober.
+    links: Vec<Proxy>,
+    dns: Vantage,
+}
+
+fn config(
+    dir: &Path,
+    timing: &Timing,
+    port: u16,
+    urls: &[String],
+    check_addresses: [IpAddr; 2],
+    backend_ips: [Ipv4Addr; 2],
+    extra: &str,
+) -> String {
+    let probers: String = REGIONS
+        .iter()
+        .zip(urls)
+        .map(|(r, u)| format!("[[prober]]\nregion = \"{r}\"\nurl = \"{u}\"\n"))
+        .collect();
+    format!(
+        r#"
+[cluster]
+stale_after = "2s"
+token_file = "token"
+poll_interval = "{poll}ms"
+poll_timeout = "500ms"
+
+{probers}
+[check.web]
+port = {port}
+path = "/healthz"
+host = "app.test"
+interval = "{interval}ms"
+timeout = "{timeout}ms"
+rise = 2
+fall = {fall}
+ca_file = "ca.pem"
+
+[dns]
+listen = ["127.0.0.1:0"]
+zones_dir = "{zones}"
+client_regions = {{ "198.51.100.0/24" = "r1", "203.0.113.0/24" = "r2" }}
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[record]]
+name = "www.example.com"
+policy = "failover"
+endpoints = [
+  {{ name = "a", address = "{a}", site = "r1", check_address = "{ca}" }},
+  {{ name = "b", address = "{b}", site = "r2", check_address = "{cb}" }},
+]
+{extra}
+"#,
+        extra = extra
+            .replace("{A}", &backend_ips[0].to_string())
+            .replace("{B}", &backend_ips[1].to_string())
+            .replace("{CA}", &check_addresses[0].to_string())
+            .replace("{CB}", &check_addresses[1].to_string()),
+        poll = timing.poll_ms,
+        interval = timing.interval_ms,
+        timeout = timing.timeout_ms,
+        fall = timing.fall,
+        zones = dir.join("zones").display(),
+        a = backend_ips[0],
+        b = backend_ips[1],
+        ca = check_addresses[0],
+        cb = check_addresses[1],
+    )
+}
+
+async fn fleet(timing: &Timing, extra: &str) -> Fleet {
+    init();
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    std::fs::write(dir.path().join("token"), TOKEN).expect("token");
+    let ips = loopback_block();
+    let backend_ips = [ips[0], ips[1]];
+    let backends = start_backends(
+        &backend_ips,
+        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
+    )
+    .await;
+    let port = backends[0].addr.port();
+
+    let mut views = Vec::new();
+    let mut probers = Vec::new();
+    let placeholder: Vec<String> = REGIONS
+        .iter()
+        .map(|_| "http://127.0.0.1:9/".to_string())
+        .collect();
+    for region in REGIONS {
+        let block = loopback_block();
+        let mut view = Vec::new();
+        for (i, backend) in backends.iter().enumerate() {
+            view.push(
+                Proxy::start(SocketAddr::new(IpAddr::V4(block[i]), port), backend.addr).await,
+            );
+        }
+        let path = dir.path().join(format!("{region}.toml"));
+        let addresses = [view[0].addr.ip(), view[1].addr.ip()];
+        std::fs::write(
+            &path,
+            config(
+                dir.path(),
+                timing,
+                port,
+                &placeholder,
+                addresses,
+                backend_ips,
+                extra,
+            ),
+        )
+        .expect("prober config");
+        probers.push(Vantage::start(
+            &[
+                "probe",
+                "--region",
+                region,
+                "--config",
+                path.to_str().expect("path"),
+                "--listen",
+                &format!("{}:0", block[3]),
+            ],
+            dir.path(),
+        ));
+        views.push(view);
+    }
+    let mut links = Vec::new();
+    for prober in &probers {
+        links.push(
+            Proxy::start(
+                SocketAddr::new(IpAddr::V4(loopback_block()[0]), 0),
+                prober.admin,
+            )
+            .await,
+        );
+    }
+    let urls: Vec<String> = links
+        .iter()
+        .map(|l| format!("http://{}/", l.addr))
+        .collect();
+    let path = dir.path().join("dns.toml");
+    let direct = [IpAddr::V4(backend_ips[0]), IpAddr::V4(backend_ips[1])];
+    std::fs::write(
+        &path,
+        config(dir.path(), timing, port, &urls, direct, backend_ips, extra),
+    )
+    .expect("dns config");
+    let dns = Vantage::start(
+        &["dns", "--config", path.to_str().expect("path")],
+        dir.path(),
+    );
+    dns.wait_ready().await;
+    Fleet {
+        _dir: dir,
+        backend_ips,
+        _backends: backends,
+        views,
+        _probers: probers,
+        links,
+        dns,
+    }
+}
+
+impl Fleet {
+    async fn www(&self) -> Vec<IpAddr> {
+        addresses(
+            &udp_query(
+                self.dns.dns,
+                &query_message("www.example.com.", RecordType::A, false),
+            )
+            .await,
+        )
+    }
+
+    fn a(&self) -> IpAddr {
+        IpAddr::V4(self.backend_ips[0])
+    }
+
+    fn b(&self) -> IpAddr {
+        IpAddr::V4(self.backend_ips[1])
+    }
+
+    async fn endpoint(&self, id: &str) -> serde_json::Value {
+        let status = self.dns.status().await;
+        status["endpoints"]
+            .as_array()
+            .expect("endpoints")
+            .iter()
+            .find(|e| e["id"] == id)
+            .expect("endpoint")
+            .clone()
+    }
+
+    /// Waits until `region`'s vote on endpoint `id` is fresh and in `state`.
+    async fn vote(&self, id: &str, region: &str, state: &str) {
+        eventually(
+            Duration::from_secs(8),
+            &format!("{region} to vote {state} on {id}"),
+            || async {
+                let e = self.endpoint(id).await;
+                e["votes"]
+                    .as_array()?
+                    .iter()
+                    .any(|v| v["region"] == region && v["state"] == state && v["fresh"] == true)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_across_prober_processes_fails_over_only_on_a_quorum_and_fails_static() {
+    let fleet = fleet(&FAST, "").await;
+    assert_eq!(fleet.www().await, vec![fleet.a()]);
+    let status = fleet.dns.status().await;
+    assert_eq!(status["quorum"]["state"], "quorum", "{status}");
+    assert!(
+        status["probers"]
+            .as_array()
+            .expect("probers")
+            .iter()
+            .all(|p| p["mode"] == "remote" && p["reachable"] == true)
+    );
+
+    // One region loses sight of a: its vote turns Down, the answer stays.
+    fleet.views[0][0].set(Link::Cut);
+    fleet.vote("a", "r1", "down").await;
+    assert_eq!(fleet.endpoint("a").await["verdict"], "up");
+    assert_eq!(fleet.www().await, vec![fleet.a()]);
+
+    // A second region loses sight of it: failover within fall x interval + poll + margin.
+    let cut = Instant::now();
+    fleet.views[1][0].set(Link::Cut);
+    let bound = Duration::from_millis(FAST.fall * FAST.interval_ms + FAST.poll_ms + 1500);
+    eventually(bound, "www to fail over to b", || async {
+        (fleet.www().await == vec![fleet.b()]).then_some(())
+    })
+    .await;
+    let took = cut.elapsed();
+    eprintln!("failover after the second region lost sight: {took:?} (bound {bound:?})");
+    let a = fleet.endpoint("a").await;
+    assert_eq!(a["verdict"], "down", "{a}");
+    assert!(
+        a["why"]
+            .as_str()
+            .expect("why")
+            .starts_with("2 of 3 probers report Down"),
+        "{a}"
+    );
+
+    // Heal: back to a.
+    fleet.views[0][0].set(Link::Pass);
+    fleet.views[1][0].set(Link::Pass);
+    eventually(Duration::from_secs(8), "www to return to a", || async {
+        (fleet.www().await == vec![fleet.a()]).then_some(())
+    })
+    .await;
+
+    // The DNS process loses two of three probers: no quorum, answers do not change, even when
+    // the only prober left sees a go Down.
+    fleet.links[1].set(Link::Cut);
+    fleet.links[2].set(Link::Cut);
+    let status = eventually(Duration::from_secs(8), "no quorum", || async {
+        let s = fleet.dns.status().await;
+        (s["quorum"]["state"] == "no quorum").then_some(s)
+    })
+    .await;
+    assert_eq!(
+        status["quorum"]["missing"],
+        serde_json::json!(["r2", "r3"]),
+        "{status}"
+    );
+    let r2 = status["probers"]
+        .as_array()
+        .expect("probers")
+        .iter()
+        .find(|p| p["region"] == "r2")
+        .expect("r2")
+        .clone();
+    assert_eq!(r2["reachable"], false, "{r2}");
+    fleet.views[0][0].set(Link::Cut);
+    fleet.vote("a", "r1", "down").await;
+    let a = fleet.endpoint("a").await;
+    assert_eq!(a["verdict"], "up", "fail static: {a}");
+    assert!(
+        a["why"].as_str().expect("why").starts_with("no quorum"),
+        "{a}"
+    );
+    assert_eq!(fleet.www().await, vec![fleet.a()]);
+    let (_, text) = fleet.dns.get("/metrics").await;
+    let metrics = Exposition::parse(&text);
+    assert_eq!(metrics.value("vantage_quorum_reached", &[]), Some(0.0));
+    assert_eq!(
+        metrics.value("vantage_prober_reachable", &[("region", "r2")]),
+        Some(0.0)
+    );
+    assert!(
+        metrics
+            .value(
+                "vantage_prober_polls_total",
+                &[("region", "r3"), ("result", "unreachable")]
+            )
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(fleet.dns.stderr().contains("no quorum"), "logged");
+
+    // Heal, then cut one prober off from everything: it is flagged impaired, no failover.
+    fleet.views[0][0].set(Link::Pass);
+    fleet.links[1].set(Link::Pass);
+    fleet.links[2].set(Link::Pass);
+    eventually(Duration::from_secs(8), "quorum again", || async {
+        (fleet.dns.status().await["quorum"]["state"] == "quorum").then_some(())
+    })
+    .await;
+    fleet.views[2][0].set(Link::Cut);
+    fleet.views[2][1].set(Link::Cut);
+    let status = eventually(
+        Duration::from_secs(8),
+        "r3 to be flagged impaired",
+        || async {
+            let s = fleet.dns.status().await;
+            let r3 = s["probers"]
+                .as_array()?
+                .iter()
+                .find(|p| p["region"] == "r3")?
+                .clone();
+            (r3["impaired"] == true).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(status["quorum"]["impaired"], serde_json::json!(["r3"]));
+    assert_eq!(fleet.endpoint("a").await["verdict"], "up");
+    assert_eq!(fleet.www().await, vec![fleet.a()]);
+    let (_, text) = fleet.dns.get("/metrics").await;
+    assert_eq!(
+        Exposition::parse(&text).value("vantage_prober_impaired", &[("region", "r3")]),
+        Some(1.0)
+    );
+    assert!(fleet.dns.stderr().contains("prober r3 is impaired"));
+}
+
+fn ecs_query(name: &str, subnet: &str) -> hickory_proto::op::Message {
+    let mut q = query_message(name, RecordType::A, false);
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    edns.options_mut()
+        .insert(EdnsOption::Subnet(ClientSubnet::new(
+            subnet.parse().expect("ip"),
+            24,
+            0,
+        )));
+    q.set_edns(edns);
+    q
+}
+
+fn echoed_scope(reply: &hickory_proto::op::Message) -> Option<u8> {
+    match reply.edns.as_ref()?.option(EdnsCode::Subnet)? {
+        EdnsOption::Subnet(s) => Some(s.scope_prefix()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_steering_follows_the_rtt_each_region_measures() {
+    let slow = Timing {
+        interval_ms: 500,
+        timeout_ms: 400,
+        fall: 2,
+        poll_ms: 200,
+    };
+    let fleet = fleet(
+        &slow,
+        r#"
+[[record]]
+name = "near.example.com"
+policy = "latency"
+endpoints = [
+  { name = "a", address = "{A}", site = "r1", check_address = "{CA}" },
+  { name = "b", address = "{B}", site = "r2", check_address = "{CB}" },
+]
+"#,
+    )
+    .await;
+    let ms = Duration::from_millis;
+    // r1 is near a, r2 near b; r3 (no clients mapped to it) makes b the best median.
+    fleet.views[0][1].set(Link::Delay(ms(150)));
+    fleet.views[1][0].set(Link::Delay(ms(150)));
+    fleet.views[2][0].set(Link::Delay(ms(200)));
+    fleet.views[2][1].set(Link::Delay(ms(50)));
+    let near = |subnet: &'static str| {
+        let dns = fleet.dns.dns;
+        async move { udp_query(dns, &ecs_query("near.example.com.", subnet)).await }
+    };
+    eventually(
+        Duration::from_secs(15),
+        "the latency table to reflect the delays",
+        || async {
+            let s = fleet.dns.status().await;
+            let t = &s["latency_ms"];
+            let rtt = |r: &str, e: &str| t[r][e].as_f64();
+            let ok = rtt("r1", "a")? + 100.0 < rtt("r1", "b")?
+                && rtt("r2", "b")? + 100.0 < rtt("r2", "a")?
+                && rtt("r3", "b")? + 100.0 < rtt("r3", "a")?;
+            ok.then_some(())
+        },
+    )
+    .await;
+
+    let r1 = near("198.51.100.0").await;
+    assert_eq!(addresses(&r1), vec![fleet.a()], "r1 clients get a");
+    assert_eq!(
+        echoed_scope(&r1),
+        Some(24),
+        "ECS echoed with the scope used: {r1:?}"
+    );
+    let r2 = near("203.0.113.0").await;
+    assert_eq!(addresses(&r2), vec![fleet.b()], "r2 clients get b");
+    assert_eq!(echoed_scope(&r2), Some(24));
+    // A client of no known region gets the lowest median RTT across regions: b.
+    let other = near("192.0.2.0").await;
+    assert_eq!(addresses(&other), vec![fleet.b()]);
+    assert_eq!(echoed_scope(&other), Some(24));
+    // Without ECS the resolver's address (127.0.0.1, unmapped) decides: also b.
+    let plain = udp_query(
+        fleet.dns.dns,
+        &query_message("near.example.com.", RecordType::A, true),
+    )
+    .await;
+    assert_eq!(addresses(&plain), vec![fleet.b()]);
+    assert_eq!(echoed_scope(&plain), None, "no ECS in, none out");
+    // An answer that is the same for every client is echoed with scope 0.
+    let www = udp_query(
+        fleet.dns.dns,
+        &ecs_query("www.example.com.", "198.51.100.0"),
+    )
+    .await;
+    assert_eq!(echoed_scope(&www), Some(0));
+
+    // b goes down everywhere: r2 clients move to a.
+    for view in &fleet.views {
+        view[1].set(Link::Cut);
+    }
+    eventually(
+        Duration::from_secs(8),
+        "r2 clients to move to a",
+        || async { (addresses(&near("203.0.113.0").await) == vec![fleet.a()]).then_some(()) },
+    )
+    .await;
+}
+
+/// A stand-in for a prober that serves whatever response the test sets.
+struct FakeProber {
+    addr: SocketAddr,
+    response: std::sync::Arc<std::sync::Mutex<(Option<String>, Vec<u8>)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeProber {
+    async fn start() -> FakeProber {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind((loopback_block()[0], 0))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let response = std::sync::Arc::new(std::sync::Mutex::new((None::<String>, Vec::new())));
+        let current = response.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let current = current.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let (signature, body) = current.lock().expect("lock").clone();
+                    let mut head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+                        body.len()
+                    );
+                    if let Some(sig) = signature {
+                        head.push_str(&format!("x-vantage-signature: {sig}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let _ = stream.write_all(&body).await;
+                });
+            }
+        });
+        FakeProber {
+            addr,
+            response,
+            task,
+        }
+    }
+
+    fn serve(&self, signature: Option<String>, body: Vec<u8>) {
+        *self.response.lock().expect("lock") = (signature, body);
+    }
+}
+
+impl Drop for FakeProber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn report(region: &str, seq: u64) -> Vec<u8> {
+    let report = vantage::exchange::wire::Report {
+        region: vantage::model::Region::new(region),
+        boot_id: 42,
+        seq,
+        observations: Vec::new(),
+    };
+    serde_json::to_vec(&report).expect("encode")
+}
+
+fn key(secret: &str) -> vantage::exchange::auth::FleetKey {
+    vantage::exchange::auth::FleetKey::new(&vantage::config::Secret::new(secret.as_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_old_replayed_and_misdirected_reports_are_rejected_and_counted() {
+    use vantage::exchange::auth::{REPORT_CONTEXT, unix_ms};
+    init();
+    let dir = workdir();
+    std::fs::write(dir.path().join("token"), TOKEN).expect("token");
+    let fake = FakeProber::start().await;
+    let path = dir.path().join("dns.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[cluster]\nstale_after = \"2s\"\ntoken_file = \"token\"\npoll_interval = \"100ms\"\npoll_timeout = \"500ms\"\n\
+             [[prober]]\nregion = \"r1\"\nurl = \"http://{}/\"\n\
+             [dns]\nlisten = [\"127.0.0.1:0\"]\nzones_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            fake.addr,
+            dir.path().join("zones").display()
+        ),
+    )
+    .expect("config");
+    let dns = Vantage::start(
+        &["dns", "--config", path.to_str().expect("path")],
+        dir.path(),
+    );
+    let rejected = |reason: &'static str| {
+        let dns = &dns;
+        async move {
+            let (_, text) = dns.get("/metrics").await;
+            Exposition::parse(&text)
+                .value(
+                    "vantage_prober_reports_rejected_total",
+                    &[("region", "r1"), ("reason", reason)],
+                )
+                .unwrap_or(0.0)
+        }
+    };
+    let good = key(TOKEN);
+    let cases: Vec<(&str, Option<String>, Vec<u8>)> = vec![
+        ("unauthenticated", None, report("r1", 1)),
+        (
+            "bad_signature",
+            Some(key("not-the-fleet-secret-000000").sign(
+                unix_ms(),
+                REPORT_CONTEXT,
+                &report("r1", 2),
+            )),
+            report("r1", 2),
+        ),
+        (
+            "bad_signature",
+            Some(good.sign(unix_ms(), REPORT_CONTEXT, &report("r1", 3))),
+            report("r1", 999),
+        ),
+        (
+            "stale",
+            Some(good.sign(unix_ms() - 60_000, REPORT_CONTEXT, &report("r1", 4))),
+            report("r1", 4),
+        ),
+        (
+            "wrong_region",
+            Some(good.sign(unix_ms(), REPORT_CONTEXT, &report("r2", 5))),
+            report("r2", 5),
+        ),
+    ];
+    for (reason, signature, body) in cases {
+        let before = rejected(reason).await;
+        fake.serve(signature, body);
+        eventually(
+            Duration::from_secs(5),
+            &format!("a report rejected as {reason}"),
+            || async { (rejected(reason).await > before).then_some(()) },
+        )
+        .await;
+    }
+    let status = dns.status().await;
+    assert_eq!(status["probers"][0]["reachable"], false, "{status}");
+    assert_eq!(
+        status["probers"][0]["reports_accepted"], 0,
+        "nothing forged was believed: {status}"
+    );
+
+    // A genuine report is accepted once; the same report served again is a replay.
+    let body = report("r1", 10);
+    fake.serve(Some(good.sign(unix_ms(), REPORT_CONTEXT, &body)), body);
+    eventually(
+        Duration::from_secs(5),
+        "the genuine report to be accepted and its replay rejected",
+        || async {
+            let s = dns.status().await;
+            (s["probers"][0]["reports_accepted"] == 1 && rejected("replayed").await >= 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    // An older report of the same prober process is a replay too.
+    let body = report("r1", 9);
+    let before = rejected("replayed").await;
+    fake.serve(Some(good.sign(unix_ms(), REPORT_CONTEXT, &body)), body);
+    eventually(
+        Duration::from_secs(5),
+        "an older report to be rejected",
+        || async { (rejected("replayed").await > before).then_some(()) },
+    )
+    .await;
+    assert_eq!(dns.status().await["probers"][0]["reports_accepted"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prober_serves_its_report_only_to_holders_of_the_fleet_secret() {
+    use vantage::exchange::auth::{REPORT_CONTEXT, REQUEST_CONTEXT, unix_ms};
+    init();
+    let dir = workdir();
+    std::fs::write(dir.path().join("token"), TOKEN).expect("token");
+    let path = dir.path().join("probe.toml");
+    std::fs::write(
+        &path,
+        "[cluster]\ntoken_file = \"token\"\n[[prober]]\nregion = \"r1\"\n[check.t]\nprotocol = \"tcp\"\nport = 9\n\
+         [[record]]\nname = \"www.example.com\"\nendpoints = [{ address = \"127.0.0.1\" }]\n",
+    )
+    .expect("config");
+    let prober = Vantage::start(
+        &[
+            "probe",
+            "--region",
+            "r1",
+            "--config",
+            path.to_str().expect("path"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        dir.path(),
+    );
+    let get = |auth: Option<String>| {
+        let addr = prober.admin;
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let auth = auth
+                .map(|a| format!("x-vantage-auth: {a}\r\n"))
+                .unwrap_or_default();
+            let req = format!(
+                "GET /v1/observations HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).await.expect("write");
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.expect("read");
+            String::from_utf8_lossy(&out).to_string()
+        }
+    };
+    assert!(get(None).await.starts_with("HTTP/1.1 401"));
+    let wrong = key("not-the-fleet-secret-000000").sign(unix_ms(), REQUEST_CONTEXT, b"");
+    assert!(get(Some(wrong)).await.starts_with("HTTP/1.1 401"));
+    let old = key(TOKEN).sign(unix_ms() - 3_600_000, REQUEST_CONTEXT, b"");
+    assert!(get(Some(old)).await.starts_with("HTTP/1.1 401"));
+
+    let response = get(Some(key(TOKEN).sign(unix_ms(), REQUEST_CONTEXT, b""))).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
+    let signature = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-vantage-signature: "))
+        .expect("signed report");
+    key(TOKEN)
+        .verify(
+            Some(signature),
+            REPORT_CONTEXT,
+            body.as_bytes(),
+            unix_ms(),
+            Duration::from_secs(5),
+        )
+        .expect("the report verifies with the fleet secret");
+    let report: vantage::exchange::wire::Report = serde_json::from_str(body).expect("report JSON");
+    assert_eq!(report.region.as_str(), "r1");
+
+    let (_, text) = http_get(prober.admin, "/metrics").await;
+    let metrics = Exposition::parse(&text);
+    for reason in ["unauthenticated", "bad_signature", "stale"] {
+        assert_eq!(
+            metrics.value(
+                "vantage_observation_requests_rejected_total",
+                &[("reason", reason)]
+            ),
+            Some(1.0),
+            "{reason}"
+        );
+    }
+}
