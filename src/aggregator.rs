@@ -69,8 +69,8 @@ impl Aggregator {
             .map(|e| e.id.clone())
             .collect();
         let mut last_impaired: BTreeSet<Region> = BTreeSet::new();
-        // Start as if a quorum were there, so that a missing quorum at start is reported.
-        let mut quorum_state = true;
+        // Before the first reports there is no quorum; the first one reached is logged.
+        let mut quorum_state = false;
         for generation in 1u64.. {
             tokio::select! {
                 () = self.board.changed() => {
