@@ -214,9 +214,19 @@ fn the_shipped_three_region_example_is_valid() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(root.join("deploy/fleet-3-regions.toml"))
         .expect("example")
-        .replace("/etc/vantage/token", dir.path().join("token").to_str().expect("path"))
-        .replace("/etc/vantage/zones", root.join("zones").to_str().expect("path"));
-    std::fs::write(dir.path().join("token"), "0123456789abcdef0123456789abcdef\n").expect("token");
+        .replace(
+            "/etc/vantage/token",
+            dir.path().join("token").to_str().expect("path"),
+        )
+        .replace(
+            "/etc/vantage/zones",
+            root.join("zones").to_str().expect("path"),
+        );
+    std::fs::write(
+        dir.path().join("token"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .expect("token");
     let path = dir.path().join("fleet.toml");
     std::fs::write(&path, text).expect("config");
     let (code, stdout, stderr) = check_config(&path);
