@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod model;
 pub mod probe;
 pub mod quorum;
+pub mod route53;
 pub mod snapshot;
 
 /// Installs the process-wide TLS crypto provider (aws-lc-rs). Call once at start.

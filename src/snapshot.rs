@@ -440,6 +440,7 @@ mod tests {
                     weight: u32::from(i),
                 })
                 .collect(),
+            route53: None,
         }
     }
 

@@ -40,6 +40,11 @@ pub mod defaults {
     pub const ADMIN_LISTEN: &str = "127.0.0.1:8053";
     pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
     pub const POLL_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const ROUTE53_REGION: &str = "us-east-1";
+    pub const ROUTE53_INTERVAL: Duration = Duration::from_secs(30);
+    pub const ROUTE53_MAX_CHANGE_FRACTION: f64 = 0.5;
+    pub const ROUTE53_INSYNC_TIMEOUT: Duration = Duration::from_secs(120);
+    pub const ROUTE53_REQUESTS_PER_SECOND: f64 = 5.0;
     /// The shortest fleet secret accepted.
     pub const MIN_TOKEN_BYTES: usize = 16;
 }
@@ -58,6 +63,29 @@ pub struct Settings {
     pub records: Vec<RecordSpec>,
     pub dns: DnsSettings,
     pub admin: AdminSettings,
+    pub route53: Route53Settings,
+}
+
+/// How the Route53 reconciler talks to Route53.
+#[derive(Debug, Clone)]
+pub struct Route53Settings {
+    /// Override of the API endpoint (an emulator); default: AWS.
+    pub endpoint_url: Option<url::Url>,
+    pub region: String,
+    /// Time between reconcile cycles (a verdict change also starts one).
+    pub interval: Duration,
+    /// A cycle that would change more than this fraction of the owned record sets is refused.
+    pub max_change_fraction: f64,
+    pub insync_timeout: Duration,
+    pub requests_per_second: f64,
+}
+
+/// Where a record is pushed in Route53.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route53Target {
+    pub zone_id: String,
+    pub owner: String,
+    pub take_over: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +245,7 @@ pub struct RecordSpec {
     pub policy: Policy,
     pub when_all_down: WhenAllDown,
     pub endpoints: Vec<RecordEndpoint>,
+    pub route53: Option<Route53Target>,
 }
 
 #[derive(Debug, Clone)]

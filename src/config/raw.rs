@@ -22,6 +22,27 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub record: Vec<RawRecord>,
+    #[serde(default)]
+    pub route53: RawRoute53,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute53 {
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    pub interval: Option<String>,
+    pub max_change_fraction: Option<f64>,
+    pub insync_timeout: Option<String>,
+    pub requests_per_second: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute53Target {
+    pub zone_id: String,
+    pub owner: String,
+    pub take_over: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +116,7 @@ pub struct RawRecord {
     pub check: Option<String>,
     #[serde(default)]
     pub endpoints: Vec<RawEndpoint>,
+    pub route53: Option<RawRoute53Target>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +151,7 @@ pub fn structural_problems(table: &toml::Table) -> Vec<super::Problem> {
             "cluster" => add(key.clone(), fits::<RawCluster>(value)),
             "dns" => add(key.clone(), fits::<RawDns>(value)),
             "admin" => add(key.clone(), fits::<RawAdmin>(value)),
+            "route53" => add(key.clone(), fits::<RawRoute53>(value)),
             "prober" | "record" => match value.as_array() {
                 Some(items) => {
                     for (i, item) in items.iter().enumerate() {
@@ -159,7 +182,7 @@ pub fn structural_problems(table: &toml::Table) -> Vec<super::Problem> {
             other => add(
                 other.to_string(),
                 Err(
-                    "unknown section; expected cluster, prober, check, dns, admin or record".into(),
+                    "unknown section; expected cluster, prober, check, dns, admin, record or route53".into(),
                 ),
             ),
         }

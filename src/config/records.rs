@@ -3,7 +3,8 @@
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use super::{
-    CheckSpec, EndpointSpec, Policy, RecordEndpoint, RecordKind, RecordSpec, WhenAllDown, defaults,
+    CheckSpec, EndpointSpec, Policy, RecordEndpoint, RecordKind, RecordSpec, Route53Target,
+    WhenAllDown, defaults,
     raw::{RawEndpoint, RawRecord},
     validate::{Problems, check_dns_name},
 };
@@ -249,6 +250,30 @@ pub(super) fn validate_record(
         );
     }
 
+    let route53 = raw.route53.as_ref().and_then(|t| {
+        let tpath = format!("{path}.route53");
+        let mut ok = true;
+        if t.zone_id.is_empty() || !t.zone_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            p.add(format!("{tpath}.zone_id"), format!("{:?} is not a hosted zone id (e.g. \"Z0123456789ABC\")", t.zone_id));
+            ok = false;
+        }
+        if t.owner.is_empty() || !t.owner.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            p.add(format!("{tpath}.owner"), format!("{:?} is not an owner id (letters, digits, '-', '_', '.')", t.owner));
+            ok = false;
+        }
+        if policy == Policy::Latency {
+            p.add(
+                tpath.clone(),
+                "latency records are answered by vantage's own DNS; Route53 cannot steer by our measurements",
+            );
+            ok = false;
+        }
+        ok.then(|| Route53Target {
+            zone_id: t.zone_id.clone(),
+            owner: t.owner.clone(),
+            take_over: t.take_over.unwrap_or(false),
+        })
+    });
     let spec = RecordSpec {
         name: name?,
         kind,
@@ -256,6 +281,7 @@ pub(super) fn validate_record(
         policy,
         when_all_down,
         endpoints: record_endpoints,
+        route53,
     };
     Some((spec, targets))
 }

@@ -10,7 +10,7 @@ use std::{
 
 use super::{
     AdminSettings, CheckSpec, Cluster, DnsSettings, EndpointSpec, Problem, Protocol, QuorumRule,
-    RecordKind, RecordSpec, Secret, Settings, defaults,
+    RecordKind, RecordSpec, Route53Settings, Secret, Settings, defaults,
     raw::{RawCheck, RawConfig, RawQuorum},
     records,
 };
@@ -126,6 +126,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
         },
     };
 
+    let route53 = validate_route53(&raw, &mut p);
     if p.0.is_empty() {
         Ok(Settings {
             cluster,
@@ -135,6 +136,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
             records,
             dns,
             admin,
+            route53,
         })
     } else {
         Err(p.0)
@@ -533,6 +535,64 @@ fn validate_dns(raw: &RawConfig, base: &Path, regions: &[Region], p: &mut Proble
         listen,
         zones_dir,
         client_regions,
+    }
+}
+
+fn validate_route53(raw: &RawConfig, p: &mut Problems) -> Route53Settings {
+    let r = &raw.route53;
+    let endpoint_url = r
+        .endpoint_url
+        .as_ref()
+        .and_then(|u| match url::Url::parse(u) {
+            Ok(url) if url.scheme() == "http" || url.scheme() == "https" => Some(url),
+            _ => {
+                p.add(
+                    "route53.endpoint_url",
+                    format!("{u:?} is not an http(s) URL"),
+                );
+                None
+            }
+        });
+    let max_change_fraction = match r.max_change_fraction {
+        None => defaults::ROUTE53_MAX_CHANGE_FRACTION,
+        Some(f) if f > 0.0 && f <= 1.0 => f,
+        Some(f) => {
+            p.add(
+                "route53.max_change_fraction",
+                format!("{f} is out of range; use a fraction in (0, 1]"),
+            );
+            defaults::ROUTE53_MAX_CHANGE_FRACTION
+        }
+    };
+    let requests_per_second = match r.requests_per_second {
+        None => defaults::ROUTE53_REQUESTS_PER_SECOND,
+        Some(f) if f > 0.0 && f <= 100.0 => f,
+        Some(f) => {
+            p.add(
+                "route53.requests_per_second",
+                format!("{f} is out of range; Route53 allows 5 per second per account"),
+            );
+            defaults::ROUTE53_REQUESTS_PER_SECOND
+        }
+    };
+    Route53Settings {
+        endpoint_url,
+        region: r
+            .region
+            .clone()
+            .unwrap_or_else(|| defaults::ROUTE53_REGION.to_string()),
+        interval: p.duration(
+            "route53.interval",
+            r.interval.as_ref(),
+            defaults::ROUTE53_INTERVAL,
+        ),
+        max_change_fraction,
+        insync_timeout: p.duration(
+            "route53.insync_timeout",
+            r.insync_timeout.as_ref(),
+            defaults::ROUTE53_INSYNC_TIMEOUT,
+        ),
+        requests_per_second,
     }
 }
 

@@ -1,0 +1,102 @@
+//! Route53 automation: verdicts -> desired record sets -> plan (pure diff against what Route53
+//! holds, touching only what we own) -> atomic change batches -> Route53.
+//!
+//! `desired`, `ownership`, `plan` and `batch` are pure; `retry` adds rate limiting and backoff
+//! around any `Api`; `client` is the only user of the AWS SDK; `reconcile` runs the cycle.
+
+pub mod batch;
+pub mod desired;
+pub mod ownership;
+pub mod plan;
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// A record set as Route53 holds it (names lower-case and fully qualified).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct RecordSet {
+    pub name: String,
+    /// `A`, `AAAA` or `TXT`.
+    pub rtype: String,
+    pub ttl: u32,
+    /// Weighted routing: the set identifier and weight.
+    pub set_identifier: Option<String>,
+    pub weight: Option<u8>,
+    /// Values as Route53 writes them (TXT values include their quotes), sorted.
+    pub values: Vec<String>,
+}
+
+impl RecordSet {
+    pub fn new(name: &str, rtype: &str, ttl: u32, mut values: Vec<String>) -> Self {
+        values.sort();
+        values.dedup();
+        Self {
+            name: name.to_ascii_lowercase(),
+            rtype: rtype.to_string(),
+            ttl,
+            set_identifier: None,
+            weight: None,
+            values,
+        }
+    }
+
+    pub fn weighted(mut self, set_identifier: &str, weight: u8) -> Self {
+        self.set_identifier = Some(set_identifier.to_string());
+        self.weight = Some(weight);
+        self
+    }
+
+    /// The (name, type) group this set belongs to.
+    pub fn key(&self) -> Key {
+        Key {
+            name: self.name.clone(),
+            rtype: self.rtype.clone(),
+        }
+    }
+
+    /// Characters of values, as Route53 counts them against the batch limit.
+    pub fn value_chars(&self) -> usize {
+        self.values.iter().map(String::len).sum()
+    }
+}
+
+impl fmt::Display for RecordSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.name, self.ttl, self.rtype)?;
+        if let (Some(id), Some(w)) = (&self.set_identifier, self.weight) {
+            write!(f, " [set {id} weight {w}]")?;
+        }
+        write!(f, " {}", self.values.join(" "))
+    }
+}
+
+/// A record name and type.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Key {
+    pub name: String,
+    pub rtype: String,
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.name, self.rtype)
+    }
+}
+
+/// One change in a batch. Updates are a DELETE of the exact old set plus a CREATE, so that a
+/// batch fails whole when Route53 no longer holds what we read (compare-and-swap).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", content = "record_set", rename_all = "UPPERCASE")]
+pub enum Change {
+    Create(RecordSet),
+    Delete(RecordSet),
+}
+
+impl Change {
+    pub fn set(&self) -> &RecordSet {
+        match self {
+            Change::Create(s) | Change::Delete(s) => s,
+        }
+    }
+}
