@@ -21,6 +21,7 @@ use crate::{
     config::{QuorumRule, Settings},
     exchange::pull::ProberLink,
     metrics::Metrics,
+    route53::reconcile::Reports,
     snapshot::{Answer, Snapshot},
 };
 
@@ -31,6 +32,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Links to remote probers (empty when probers run in this process).
     pub links: Arc<Vec<Arc<ProberLink>>>,
+    /// The Route53 reconciler's latest report per hosted zone (route53 role only).
+    pub route53: Option<Reports>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -229,10 +232,13 @@ pub fn status_json(
 
 async fn status(State(state): State<AdminState>) -> Json<Value> {
     let snapshot = state.snapshot.load();
-    Json(status_json(
-        &state.settings,
-        &snapshot,
-        &state.links,
-        Instant::now(),
-    ))
+    let mut doc = status_json(&state.settings, &snapshot, &state.links, Instant::now());
+    if let Some(reports) = &state.route53 {
+        let reports = reports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        doc["route53"] = serde_json::to_value(reports).unwrap_or(Value::Null);
+    }
+    Json(doc)
 }

@@ -45,6 +45,24 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Push the answers of records with a route53 section to Route53 (only records it owns).
+    Route53 {
+        /// The fleet configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Apply plans even when they change more than max_change_fraction of the owned records.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Dry run of the Route53 reconciler: print the changes it would make; exit 3 if any.
+    Plan {
+        /// The fleet configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a configuration file and the zone files it names; exit non-zero on any problem.
     CheckConfig {
         /// The fleet configuration file.
@@ -109,6 +127,50 @@ fn main() -> ExitCode {
                 }
             };
             run(async move { app::run_probe(settings, region, listen, announce).await })
+        }
+        Command::Route53 { config, force } => {
+            let settings = match vantage::config::Settings::load(&config) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            run(async move { app::run_route53(settings, force, announce).await })
+        }
+        Command::Plan { config, json } => {
+            let settings = match vantage::config::Settings::load(&config) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(error) => {
+                    eprintln!("vantage: cannot start the runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(app::plan(settings)) {
+                Ok(outcome) => {
+                    if json {
+                        println!("{}", outcome.json);
+                    } else {
+                        print!("{}", outcome.text);
+                    }
+                    if outcome.pending {
+                        ExitCode::from(3)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(error) => {
+                    eprintln!("vantage: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Demo {
             dns_listen,

@@ -33,6 +33,18 @@ pub struct Metrics {
     fresh_probers: IntGauge,
     prober_impaired: IntGaugeVec,
     pub(crate) links: LinkMetrics,
+    pub(crate) route53: Route53Metrics,
+}
+
+/// Metrics of the Route53 reconciler.
+pub(crate) struct Route53Metrics {
+    pub calls: IntCounterVec,
+    pub changes: IntCounterVec,
+    pub conflicts: IntGaugeVec,
+    pub pending: IntGauge,
+    pub last_sync: prometheus::Gauge,
+    pub refused: prometheus::IntCounter,
+    pub insync_seconds: prometheus::Histogram,
 }
 
 /// Metrics of the links from an aggregator to remote probers.
@@ -188,6 +200,55 @@ impl Metrics {
             )
             .expect("valid metric"),
         };
+        let route53 = Route53Metrics {
+            calls: IntCounterVec::new(
+                Opts::new(
+                    "vantage_route53_api_calls_total",
+                    "Route53 API calls (every attempt), by operation and result (ok, throttled, prior_request_not_complete, invalid_change_batch, server_error, transport_error, error).",
+                ),
+                &["operation", "result"],
+            )
+            .expect("valid metric"),
+            changes: IntCounterVec::new(
+                Opts::new(
+                    "vantage_route53_changes_total",
+                    "Record set changes applied to Route53, by action (create, update, delete).",
+                ),
+                &["action"],
+            )
+            .expect("valid metric"),
+            conflicts: IntGaugeVec::new(
+                Opts::new(
+                    "vantage_route53_ownership_conflicts",
+                    "1 for a configured record that vantage does not own in Route53 and therefore leaves alone.",
+                ),
+                &["record"],
+            )
+            .expect("valid metric"),
+            pending: IntGauge::new(
+                "vantage_route53_pending_changes",
+                "Record set changes planned but not applied (refused by the change cap, or failed).",
+            )
+            .expect("valid metric"),
+            last_sync: prometheus::Gauge::new(
+                "vantage_route53_last_sync_timestamp_seconds",
+                "Unix time of the last reconcile cycle that left Route53 as desired.",
+            )
+            .expect("valid metric"),
+            refused: prometheus::IntCounter::new(
+                "vantage_route53_cycles_refused_total",
+                "Reconcile cycles refused because they would change more than max_change_fraction of the owned records.",
+            )
+            .expect("valid metric"),
+            insync_seconds: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "vantage_route53_verdict_to_insync_seconds",
+                    "Time from an answer change to Route53 reporting the change INSYNC.",
+                )
+                .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0]),
+            )
+            .expect("valid metric"),
+        };
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "vantage_build_info",
@@ -219,6 +280,13 @@ impl Metrics {
             Box::new(links.reachable.clone()),
             Box::new(links.report_age.clone()),
             Box::new(links.requests_rejected.clone()),
+            Box::new(route53.calls.clone()),
+            Box::new(route53.changes.clone()),
+            Box::new(route53.conflicts.clone()),
+            Box::new(route53.pending.clone()),
+            Box::new(route53.last_sync.clone()),
+            Box::new(route53.refused.clone()),
+            Box::new(route53.insync_seconds.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -240,6 +308,7 @@ impl Metrics {
             fresh_probers,
             prober_impaired,
             links,
+            route53,
         }
     }
 
@@ -376,6 +445,49 @@ impl Metrics {
             .requests_rejected
             .with_label_values(&[rejection.label()])
             .inc();
+    }
+
+    /// One Route53 API call (each attempt), by operation and result.
+    pub fn route53_call(&self, operation: &str, result: &str) {
+        self.route53
+            .calls
+            .with_label_values(&[operation, result])
+            .inc();
+    }
+
+    /// A reconcile cycle refused by the change cap.
+    pub fn route53_refused(&self) {
+        self.route53.refused.inc();
+    }
+
+    /// One applied change.
+    pub fn route53_change(&self, step: &crate::route53::plan::Step) {
+        use crate::route53::plan::Step;
+        let action = match step {
+            Step::Create { .. } => "create",
+            Step::Update { .. } => "update",
+            Step::Delete { .. } => "delete",
+        };
+        self.route53.changes.with_label_values(&[action]).inc();
+    }
+
+    /// The state after a reconcile pass: conflicts per record, pending changes, last sync.
+    pub fn route53_state(&self, conflicts: &[String], pending: usize, synced: bool) {
+        self.route53.conflicts.reset();
+        for record in conflicts {
+            self.route53.conflicts.with_label_values(&[record]).set(1);
+        }
+        self.route53.pending.set(pending as i64);
+        if synced {
+            self.route53
+                .last_sync
+                .set(crate::exchange::auth::unix_ms() as f64 / 1000.0);
+        }
+    }
+
+    /// Time from an answer change to INSYNC.
+    pub fn route53_insync_after(&self, seconds: f64) {
+        self.route53.insync_seconds.observe(seconds);
     }
 
     /// Quorum state of the latest round: probers with fresh reports, impaired probers.

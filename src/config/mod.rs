@@ -43,6 +43,7 @@ pub mod defaults {
     pub const ROUTE53_REGION: &str = "us-east-1";
     pub const ROUTE53_INTERVAL: Duration = Duration::from_secs(30);
     pub const ROUTE53_MAX_CHANGE_FRACTION: f64 = 0.5;
+    pub const ROUTE53_MIN_CHANGE_CAP: u32 = 10;
     pub const ROUTE53_INSYNC_TIMEOUT: Duration = Duration::from_secs(120);
     pub const ROUTE53_REQUESTS_PER_SECOND: f64 = 5.0;
     /// The shortest fleet secret accepted.
@@ -76,6 +77,8 @@ pub struct Route53Settings {
     pub interval: Duration,
     /// A cycle that would change more than this fraction of the owned record sets is refused.
     pub max_change_fraction: f64,
+    /// ...but a cycle may always change this many.
+    pub min_change_cap: usize,
     pub insync_timeout: Duration,
     pub requests_per_second: f64,
 }

@@ -33,6 +33,7 @@ pub struct RawRoute53 {
     pub region: Option<String>,
     pub interval: Option<String>,
     pub max_change_fraction: Option<f64>,
+    pub min_change_cap: Option<i64>,
     pub insync_timeout: Option<String>,
     pub requests_per_second: Option<f64>,
 }

@@ -587,6 +587,13 @@ fn validate_route53(raw: &RawConfig, p: &mut Problems) -> Route53Settings {
             defaults::ROUTE53_INTERVAL,
         ),
         max_change_fraction,
+        min_change_cap: p.ranged(
+            "route53.min_change_cap",
+            r.min_change_cap,
+            defaults::ROUTE53_MIN_CHANGE_CAP,
+            0,
+            100_000,
+        ) as usize,
         insync_timeout: p.duration(
             "route53.insync_timeout",
             r.insync_timeout.as_ref(),

@@ -4,10 +4,14 @@
 //! `desired`, `ownership`, `plan` and `batch` are pure; `retry` adds rate limiting and backoff
 //! around any `Api`; `client` is the only user of the AWS SDK; `reconcile` runs the cycle.
 
+pub mod api;
 pub mod batch;
+pub mod client;
 pub mod desired;
 pub mod ownership;
 pub mod plan;
+pub mod reconcile;
+pub mod retry;
 
 use std::fmt;
 
@@ -25,6 +29,10 @@ pub struct RecordSet {
     pub weight: Option<u8>,
     /// Values as Route53 writes them (TXT values include their quotes), sorted.
     pub values: Vec<String>,
+    /// Uses routing features vantage does not manage (alias, geolocation, failover, ...):
+    /// a group holding such a set is never touched.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub opaque: bool,
 }
 
 impl RecordSet {
@@ -38,6 +46,7 @@ impl RecordSet {
             set_identifier: None,
             weight: None,
             values,
+            opaque: false,
         }
     }
 

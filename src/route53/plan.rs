@@ -146,6 +146,13 @@ pub fn plan(current: &[RecordSet], targets: &[Target]) -> Plan {
             .iter()
             .find(|s| s.rtype == "TXT" && s.name == marker_name(key));
         let mut changes = Vec::new();
+        if have.iter().any(|s| s.opaque) {
+            result.conflicts.push(Conflict {
+                key: key.clone(),
+                reason: "holds record sets with routing vantage does not manage (alias, geolocation, failover, ...)".into(),
+            });
+            continue;
+        }
         match marker_set.map(owner_of) {
             Some(Some(owner)) if owner == target.owner => {}
             Some(Some(owner)) => {

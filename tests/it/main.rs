@@ -6,4 +6,5 @@ mod demo;
 mod dns_rfc;
 mod failover;
 mod multi_region;
+mod route53;
 mod support;

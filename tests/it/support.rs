@@ -276,9 +276,17 @@ pub struct Vantage {
 impl Vantage {
     /// Starts `vantage <args>` and waits for its machine-readable listening line.
     pub fn start(args: &[&str], dir: &Path) -> Vantage {
-        let stderr = dir.join(format!("vantage-{}.stderr", args[0]));
+        Self::start_with_env(args, dir, &[])
+    }
+
+    /// The same, with extra environment variables.
+    pub fn start_with_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Vantage {
+        static NEXT: AtomicU16 = AtomicU16::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let stderr = dir.join(format!("vantage-{}-{n}.stderr", args[0]));
         let mut child = Command::new(env!("CARGO_BIN_EXE_vantage"))
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,vantage=debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

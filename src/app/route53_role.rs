@@ -1,0 +1,223 @@
+//! `vantage route53` (the reconciler) and `vantage plan` (its dry run).
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use anyhow::anyhow;
+use serde_json::json;
+use tokio::{task::JoinSet, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Listening, admin_state, bind_admin, drain, serve_admin, shutdown_signal, start_aggregation,
+};
+use crate::{
+    config::Settings,
+    metrics::Metrics,
+    route53::{
+        api::Api,
+        client::Route53Client,
+        desired,
+        plan::Target,
+        reconcile::{self, CycleLimits, Reports},
+        retry::{Backoff, Paced},
+    },
+};
+
+/// How often the reconciler looks at the snapshot for changed answers.
+const WATCH: Duration = Duration::from_millis(200);
+
+fn require_targets(settings: &Settings) -> anyhow::Result<()> {
+    if settings.records.iter().any(|r| r.route53.is_some()) {
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "no [[record]] has a route53 section; nothing to push to Route53"
+        ))
+    }
+}
+
+async fn api(settings: &Settings, metrics: &Arc<Metrics>) -> Paced<Route53Client> {
+    Paced::new(
+        Route53Client::new(&settings.route53).await,
+        settings.route53.requests_per_second,
+        Backoff::default(),
+        metrics.clone(),
+    )
+}
+
+/// Runs the Route53 reconciler until SIGINT/SIGTERM.
+pub async fn run_route53(
+    settings: Settings,
+    force: bool,
+    on_listening: impl FnOnce(&Listening),
+) -> anyhow::Result<()> {
+    require_targets(&settings)?;
+    let settings = Arc::new(settings);
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let admin_listener = bind_admin(&settings).await?;
+    let listening = Listening {
+        dns: Vec::new(),
+        admin: admin_listener.local_addr()?,
+    };
+    let aggregation = start_aggregation(&settings, &metrics, &shutdown, &mut tasks)?;
+    let reports: Reports = Arc::default();
+    serve_admin(
+        admin_listener,
+        admin_state(&settings, &aggregation, &metrics, Some(reports.clone())),
+        None,
+        &shutdown,
+        &mut tasks,
+    );
+    let api = api(&settings, &metrics).await;
+    let published = aggregation.published.clone();
+    let stop = shutdown.clone();
+    let loop_settings = settings.clone();
+    let loop_metrics = metrics.clone();
+    tasks.spawn(async move {
+        reconcile_loop(
+            loop_settings,
+            published,
+            api,
+            loop_metrics,
+            reports,
+            force,
+            stop,
+        )
+        .await;
+    });
+    tracing::info!(admin = %listening.admin, force, "Route53 reconciler is running");
+    on_listening(&listening);
+    shutdown_signal().await;
+    tracing::info!("shutting down the reconciler (nothing is deleted on shutdown)");
+    drain(shutdown, tasks, None).await;
+    Ok(())
+}
+
+async fn reconcile_loop(
+    settings: Arc<Settings>,
+    published: Arc<arc_swap::ArcSwap<crate::snapshot::Snapshot>>,
+    api: impl Api,
+    metrics: Arc<Metrics>,
+    reports: Reports,
+    force: bool,
+    shutdown: CancellationToken,
+) {
+    let limits = CycleLimits {
+        max_change_fraction: settings.route53.max_change_fraction,
+        min_change_cap: settings.route53.min_change_cap,
+        insync_timeout: settings.route53.insync_timeout,
+        force,
+    };
+    let mut last: Option<BTreeMap<String, Vec<Target>>> = None;
+    let mut next_cycle = Instant::now();
+    let mut changed_at: Option<Instant> = None;
+    // Conflicts and errors are logged when they appear, not every cycle.
+    let mut logged: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(WATCH) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let snapshot = published.load();
+        let targets = desired::targets(&settings, &snapshot);
+        let changed = last.as_ref() != Some(&targets);
+        if !changed && Instant::now() < next_cycle {
+            continue;
+        }
+        if changed && last.is_some() {
+            changed_at = Some(Instant::now());
+        }
+        let mut all_synced = true;
+        let mut conflicts = Vec::new();
+        let mut pending = 0;
+        for (zone, zone_targets) in &targets {
+            let report =
+                reconcile::reconcile_zone(&api, zone, zone_targets, limits, &metrics).await;
+            for c in &report.conflicts {
+                conflicts.push(c.key.name.clone());
+            }
+            let error = report.error.clone().unwrap_or_default();
+            if logged.get(zone) != Some(&error) {
+                if !error.is_empty() {
+                    tracing::error!(zone, %error, "Route53 not reconciled");
+                }
+                for c in &report.conflicts {
+                    tracing::warn!(zone, record = %c.key, "Route53 ownership conflict: {}", c.reason);
+                }
+                logged.insert(zone.clone(), error);
+            }
+            if !report.applied {
+                all_synced = false;
+                pending += report.steps.len();
+            } else if !report.steps.is_empty() {
+                tracing::info!(zone, changes = report.steps.len(), insync = ?report.insync, "Route53 updated");
+            }
+            if report.insync == Some(false) {
+                all_synced = false;
+            }
+            reports
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(zone.clone(), report);
+        }
+        metrics.route53_state(&conflicts, pending, all_synced);
+        if all_synced {
+            if let Some(at) = changed_at.take() {
+                metrics.route53_insync_after(at.elapsed().as_secs_f64());
+            }
+            last = Some(targets);
+            next_cycle = Instant::now() + settings.route53.interval;
+        } else {
+            // Try again soon, but not in a tight loop.
+            last = Some(targets);
+            next_cycle = Instant::now() + settings.route53.interval.min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// What `vantage plan` found.
+pub struct PlanOutcome {
+    pub pending: bool,
+    pub text: String,
+    pub json: serde_json::Value,
+}
+
+/// Dry run: decide (probers or pullers, until the first quorum round or the startup grace),
+/// read Route53 and print what the reconciler would change.
+pub async fn plan(settings: Settings) -> anyhow::Result<PlanOutcome> {
+    require_targets(&settings)?;
+    let settings = Arc::new(settings);
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let aggregation = start_aggregation(&settings, &metrics, &shutdown, &mut tasks)?;
+    let deadline = Instant::now() + settings.cluster.startup_grace;
+    while !aggregation.published.load().ready && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let snapshot = aggregation.published.load_full();
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    if !snapshot.ready {
+        tracing::warn!("not every record is decided; undecided records are left out of the plan");
+    }
+    let api = api(&settings, &metrics).await;
+    let mut text = String::new();
+    let mut zones = Vec::new();
+    let mut pending = false;
+    for (zone, targets) in desired::targets(&settings, &snapshot) {
+        let (_, plan) = reconcile::plan_zone(&api, &zone, &targets)
+            .await
+            .map_err(|e| anyhow!("cannot read hosted zone {zone}: {e}"))?;
+        pending |= !plan.is_empty();
+        text.push_str(&format!("zone {zone}:\n{}", plan.render()));
+        zones.push(json!({"zone": zone, "changes": plan.steps(), "conflicts": plan.conflicts}));
+    }
+    Ok(PlanOutcome {
+        pending,
+        text,
+        json: json!({"pending": pending, "zones": zones}),
+    })
+}

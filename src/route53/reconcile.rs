@@ -1,0 +1,461 @@
+//! The reconcile cycle: read each hosted zone, plan against the desired state, refuse plans
+//! that would change too much of what we own, apply the batches, wait for INSYNC. A batch that
+//! Route53 refuses (someone changed the records since we read them) makes the cycle re-read
+//! and re-plan: DELETE of the exact old set + CREATE is a compare-and-swap.
+//!
+//! Nothing here deletes on shutdown, on loss of quorum (verdicts hold, so desired state holds)
+//! or for records that are not decided yet (they yield no target).
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::{
+    api::{Api, ApiError, list_all},
+    batch::{self, Limits},
+    plan::{self, Conflict, Plan, Step, Target},
+};
+use crate::metrics::Metrics;
+
+/// How many times a cycle re-reads after a refused batch before giving up until next time.
+const CAS_ATTEMPTS: usize = 4;
+
+#[derive(Debug, Clone, Copy)]
+pub struct CycleLimits {
+    pub max_change_fraction: f64,
+    /// A cycle may always update or delete this many record sets, whatever the fraction.
+    pub min_change_cap: usize,
+    pub insync_timeout: Duration,
+    /// Apply even above the change cap.
+    pub force: bool,
+}
+
+/// The outcome of one zone's cycle.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZoneReport {
+    pub zone: String,
+    /// The steps of the last plan (applied, refused or failed).
+    pub steps: Vec<Step>,
+    pub conflicts: Vec<Conflict>,
+    pub applied: bool,
+    /// Why the plan was not applied, if it was not.
+    pub error: Option<String>,
+    pub insync: Option<bool>,
+}
+
+/// The latest report per zone, for the status API.
+pub type Reports = Arc<Mutex<BTreeMap<String, ZoneReport>>>;
+
+/// Record sets (not markers) in groups we own, from a plan's point of view.
+fn owned_sets(current: &[super::RecordSet], targets: &[Target], conflicts: &[Conflict]) -> usize {
+    targets
+        .iter()
+        .filter(|t| !conflicts.iter().any(|c| c.key == t.key))
+        .map(|t| current.iter().filter(|s| s.key() == t.key).count())
+        .sum()
+}
+
+/// Updates and deletes of record sets (creations are not destructive).
+fn destructive(plan: &Plan) -> usize {
+    plan.steps()
+        .iter()
+        .filter(|s| match s {
+            Step::Update { new, .. } => !new.name.starts_with("_vantage."),
+            Step::Delete { old } => !old.name.starts_with("_vantage."),
+            Step::Create { .. } => false,
+        })
+        .count()
+}
+
+/// Plans one zone (read only).
+pub async fn plan_zone<A: Api + ?Sized>(
+    api: &A,
+    zone: &str,
+    targets: &[Target],
+) -> Result<(Vec<super::RecordSet>, Plan), ApiError> {
+    let current = list_all(api, zone).await?;
+    let plan = plan::plan(&current, targets);
+    Ok((current, plan))
+}
+
+/// Runs one cycle for one zone.
+pub async fn reconcile_zone<A: Api + ?Sized>(
+    api: &A,
+    zone: &str,
+    targets: &[Target],
+    limits: CycleLimits,
+    metrics: &Metrics,
+) -> ZoneReport {
+    let mut report = ZoneReport {
+        zone: zone.to_string(),
+        steps: Vec::new(),
+        conflicts: Vec::new(),
+        applied: false,
+        error: None,
+        insync: None,
+    };
+    for attempt in 1..=CAS_ATTEMPTS {
+        let (current, plan) = match plan_zone(api, zone, targets).await {
+            Ok(p) => p,
+            Err(e) => {
+                report.error = Some(format!("cannot read zone {zone}: {e}"));
+                return report;
+            }
+        };
+        report.steps = plan.steps();
+        report.conflicts = plan.conflicts.clone();
+        if plan.is_empty() {
+            report.applied = true;
+            return report;
+        }
+        let owned = owned_sets(&current, targets, &plan.conflicts);
+        let allowed = (((owned as f64) * limits.max_change_fraction).floor() as usize)
+            .max(limits.min_change_cap);
+        let destructive = destructive(&plan);
+        if destructive > allowed && !limits.force {
+            report.error = Some(format!(
+                "refused: the plan would update or delete {destructive} of {owned} owned record sets, \
+                 more than allowed ({allowed}: max_change_fraction {} or min_change_cap {}); apply with --force if intended",
+                limits.max_change_fraction, limits.min_change_cap
+            ));
+            metrics.route53_refused();
+            return report;
+        }
+        let batches = match batch::batches(&plan.units, Limits::default()) {
+            Ok(b) => b,
+            Err(e) => {
+                report.error = Some(e.to_string());
+                return report;
+            }
+        };
+        let mut raced = false;
+        let mut change_ids = Vec::new();
+        for b in &batches {
+            match api
+                .change(zone, b, "vantage: health-checked failover")
+                .await
+            {
+                Ok(id) => change_ids.push(id),
+                Err(ApiError::InvalidChangeBatch(message)) => {
+                    tracing::info!(zone, attempt, %message, "Route53 refused a batch (records changed since we read them); re-reading");
+                    raced = true;
+                    break;
+                }
+                Err(e) => {
+                    report.error = Some(format!("change failed: {e}"));
+                    return report;
+                }
+            }
+        }
+        if raced {
+            continue;
+        }
+        for step in &report.steps {
+            metrics.route53_change(step);
+        }
+        report.insync = Some(wait_insync(api, &change_ids, limits.insync_timeout).await);
+        report.applied = true;
+        // Applied; one more pass confirms (and catches a partly applied multi-batch plan).
+        let (_, after) = match plan_zone(api, zone, targets).await {
+            Ok(p) => p,
+            Err(_) => return report,
+        };
+        if after.is_empty() {
+            return report;
+        }
+    }
+    report.error = Some(format!(
+        "gave up after {CAS_ATTEMPTS} attempts: Route53 kept changing under us"
+    ));
+    report
+}
+
+async fn wait_insync<A: Api + ?Sized>(api: &A, ids: &[String], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(250);
+    for id in ids {
+        loop {
+            match api.is_insync(id).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => tracing::debug!(change = %id, error = %e, "GetChange failed"),
+            }
+            if Instant::now() + pause > deadline {
+                tracing::warn!(change = %id, ?timeout, "change not INSYNC within the timeout");
+                return false;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    //! Reconciler semantics against a stateful fake that enforces Route53's rules: batches are
+    //! atomic, a DELETE must match the existing set exactly, a CREATE of an existing set fails.
+
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::route53::{
+        Change, Key, RecordSet,
+        api::{Page, PageStart},
+        ownership::marker,
+    };
+
+    #[derive(Default)]
+    struct FakeRoute53 {
+        sets: Mutex<Vec<RecordSet>>,
+        calls: Mutex<Vec<&'static str>>,
+        /// Runs after a list and before the next change: lets a second reconciler act in between.
+        page_size: usize,
+    }
+
+    impl FakeRoute53 {
+        fn with(sets: Vec<RecordSet>) -> Self {
+            Self {
+                sets: Mutex::new(sets),
+                page_size: 2,
+                ..Default::default()
+            }
+        }
+
+        fn state(&self) -> Vec<RecordSet> {
+            let mut s = self.sets.lock().expect("lock").clone();
+            s.sort();
+            s
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Api for FakeRoute53 {
+        async fn list_page(
+            &self,
+            _zone: &str,
+            start: Option<&PageStart>,
+        ) -> Result<Page, ApiError> {
+            self.calls.lock().expect("lock").push("list");
+            let sets = self.state();
+            let from = match start {
+                None => 0,
+                Some(s) => sets
+                    .iter()
+                    .position(|x| {
+                        x.name == s.name && x.rtype == s.rtype && x.set_identifier == s.identifier
+                    })
+                    .unwrap_or(sets.len()),
+            };
+            let page: Vec<RecordSet> = sets
+                .iter()
+                .skip(from)
+                .take(self.page_size)
+                .cloned()
+                .collect();
+            let next = sets.get(from + self.page_size).map(|n| PageStart {
+                name: n.name.clone(),
+                rtype: n.rtype.clone(),
+                identifier: n.set_identifier.clone(),
+            });
+            Ok(Page { sets: page, next })
+        }
+
+        async fn change(
+            &self,
+            _zone: &str,
+            changes: &[Change],
+            _comment: &str,
+        ) -> Result<String, ApiError> {
+            self.calls.lock().expect("lock").push("change");
+            let mut sets = self.sets.lock().expect("lock");
+            let mut next = sets.clone();
+            for change in changes {
+                match change {
+                    Change::Delete(s) => {
+                        let before = next.len();
+                        next.retain(|x| x != s);
+                        if next.len() == before {
+                            return Err(ApiError::InvalidChangeBatch(format!(
+                                "Tried to delete {s} but it was not found"
+                            )));
+                        }
+                    }
+                    Change::Create(s) => {
+                        if next
+                            .iter()
+                            .any(|x| x.key() == s.key() && x.set_identifier == s.set_identifier)
+                        {
+                            return Err(ApiError::InvalidChangeBatch(format!(
+                                "Tried to create {s} but it already exists"
+                            )));
+                        }
+                        next.push(s.clone());
+                    }
+                }
+            }
+            *sets = next;
+            Ok("C1".into())
+        }
+
+        async fn is_insync(&self, _id: &str) -> Result<bool, ApiError> {
+            Ok(true)
+        }
+    }
+
+    fn a(name: &str, ip: &str) -> RecordSet {
+        RecordSet::new(name, "A", 30, vec![ip.into()])
+    }
+
+    fn target(name: &str, ip: &str) -> Target {
+        Target {
+            key: Key {
+                name: name.into(),
+                rtype: "A".into(),
+            },
+            owner: "prod".into(),
+            take_over: false,
+            desired: vec![a(name, ip)],
+        }
+    }
+
+    fn limits() -> CycleLimits {
+        CycleLimits {
+            max_change_fraction: 0.5,
+            min_change_cap: 1,
+            insync_timeout: Duration::from_secs(1),
+            force: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn creates_then_flips_and_leaves_foreign_records_alone() {
+        let foreign = a("mail.example.com.", "192.0.2.25");
+        let fake = FakeRoute53::with(vec![foreign.clone()]);
+        let metrics = Metrics::new();
+        let r = reconcile_zone(
+            &fake,
+            "Z1",
+            &[target("www.example.com.", "192.0.2.1")],
+            limits(),
+            &metrics,
+        )
+        .await;
+        assert!(r.applied && r.error.is_none(), "{r:?}");
+        assert!(fake.state().contains(&a("www.example.com.", "192.0.2.1")));
+        let r = reconcile_zone(
+            &fake,
+            "Z1",
+            &[target("www.example.com.", "192.0.2.2")],
+            limits(),
+            &metrics,
+        )
+        .await;
+        assert!(r.applied, "{r:?}");
+        let state = fake.state();
+        assert!(state.contains(&a("www.example.com.", "192.0.2.2")));
+        assert!(!state.contains(&a("www.example.com.", "192.0.2.1")));
+        assert!(state.contains(&foreign));
+    }
+
+    #[tokio::test]
+    async fn two_racing_reconcilers_converge_and_the_loser_rereads() {
+        let fake = FakeRoute53::with(Vec::new());
+        let metrics = Metrics::new();
+        let t1 = [target("www.example.com.", "192.0.2.1")];
+        reconcile_zone(&fake, "Z1", &t1, limits(), &metrics).await;
+        // Both replicas read the same state and plan the same flip.
+        let t2 = [target("www.example.com.", "192.0.2.2")];
+        let (_, plan_a) = plan_zone(&fake, "Z1", &t2).await.expect("plan");
+        let (_, plan_b) = plan_zone(&fake, "Z1", &t2).await.expect("plan");
+        let batch_a = batch::batches(&plan_a.units, Limits::default()).expect("fits");
+        let batch_b = batch::batches(&plan_b.units, Limits::default()).expect("fits");
+        fake.change("Z1", &batch_a[0], "a")
+            .await
+            .expect("first writer wins");
+        let lost = fake.change("Z1", &batch_b[0], "b").await;
+        assert!(
+            matches!(lost, Err(ApiError::InvalidChangeBatch(_))),
+            "{lost:?}"
+        );
+        // The loser's next cycle re-reads and finds nothing to do.
+        let r = reconcile_zone(&fake, "Z1", &t2, limits(), &metrics).await;
+        assert!(r.applied && r.steps.is_empty(), "{r:?}");
+        // Racing replicas wanting different values: each cycle re-reads, the last one wins
+        // cleanly, and no batch ever applies halfway.
+        let t3 = [target("www.example.com.", "192.0.2.3")];
+        let r = reconcile_zone(&fake, "Z1", &t3, limits(), &metrics).await;
+        assert!(r.applied, "{r:?}");
+        let www: Vec<RecordSet> = fake
+            .state()
+            .into_iter()
+            .filter(|s| s.name == "www.example.com.")
+            .collect();
+        assert_eq!(www, vec![a("www.example.com.", "192.0.2.3")]);
+    }
+
+    #[tokio::test]
+    async fn a_plan_that_changes_too_much_is_refused_unless_forced() {
+        let names: Vec<String> = (0..4).map(|i| format!("n{i}.example.com.")).collect();
+        let first: Vec<Target> = names.iter().map(|n| target(n, "192.0.2.1")).collect();
+        let mut owned: Vec<RecordSet> = first.iter().map(|t| marker(&t.key, "prod")).collect();
+        owned.extend(first.iter().flat_map(|t| t.desired.clone()));
+        let fake = FakeRoute53::with(owned.clone());
+        let metrics = Metrics::new();
+        let all_flip: Vec<Target> = names.iter().map(|n| target(n, "192.0.2.9")).collect();
+        let r = reconcile_zone(&fake, "Z1", &all_flip, limits(), &metrics).await;
+        assert!(!r.applied);
+        assert!(
+            r.error.as_deref().is_some_and(|e| e.contains("refused")),
+            "{r:?}"
+        );
+        let mut before = owned.clone();
+        before.sort();
+        assert_eq!(fake.state(), before, "nothing changed");
+        let forced = CycleLimits {
+            force: true,
+            ..limits()
+        };
+        let r = reconcile_zone(&fake, "Z1", &all_flip, forced, &metrics).await;
+        assert!(r.applied, "{r:?}");
+        // Two of four is within the cap.
+        let two: Vec<Target> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| target(n, if i < 2 { "192.0.2.1" } else { "192.0.2.9" }))
+            .collect();
+        let r = reconcile_zone(&fake, "Z1", &two, limits(), &metrics).await;
+        assert!(r.applied, "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn listing_that_never_advances_is_an_error_not_a_loop() {
+        struct Stuck;
+        #[async_trait::async_trait]
+        impl Api for Stuck {
+            async fn list_page(&self, _: &str, _: Option<&PageStart>) -> Result<Page, ApiError> {
+                Ok(Page {
+                    sets: vec![a("x.example.com.", "192.0.2.1")],
+                    next: Some(PageStart {
+                        name: "x.example.com.".into(),
+                        rtype: "A".into(),
+                        identifier: None,
+                    }),
+                })
+            }
+            async fn change(&self, _: &str, _: &[Change], _: &str) -> Result<String, ApiError> {
+                Ok(String::new())
+            }
+            async fn is_insync(&self, _: &str) -> Result<bool, ApiError> {
+                Ok(true)
+            }
+        }
+        let err = list_all(&Stuck, "Z1").await.expect_err("loop guard");
+        assert!(err.to_string().contains("does not advance"), "{err}");
+    }
+}

@@ -1,0 +1,517 @@
+//! Route53 automation end to end: the real binary and the real AWS SDK against the moto
+//! server (a Route53 emulator started by the test, installed by tests/run).
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use aws_sdk_route53::{
+    Client,
+    config::{BehaviorVersion, Credentials, Region},
+    types::{Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType},
+};
+
+use crate::support::*;
+
+/// A moto server on a free loopback port; killed on drop.
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Moto {
+    async fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto (install it with `pip install \"moto[server]\"`; tests/run does)");
+        let url = format!("http://127.0.0.1:{port}");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        eventually(
+            Duration::from_secs(30),
+            "moto to listen (is moto[server] installed? tests/run installs it)",
+            || async { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) },
+        )
+        .await;
+        Moto { child, url }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client(url: &str) -> Client {
+    let config = aws_sdk_route53::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(url)
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .build();
+    Client::from_conf(config)
+}
+
+async fn create_zone(client: &Client, name: &str) -> String {
+    let out = client
+        .create_hosted_zone()
+        .name(name)
+        .caller_reference(format!("vantage-test-{}", std::process::id()))
+        .send()
+        .await
+        .expect("create zone");
+    out.hosted_zone()
+        .expect("zone")
+        .id()
+        .trim_start_matches("/hostedzone/")
+        .to_string()
+}
+
+async fn put(client: &Client, zone: &str, name: &str, rtype: RrType, value: &str) {
+    let set = ResourceRecordSet::builder()
+        .name(name)
+        .r#type(rtype)
+        .ttl(300)
+        .resource_records(ResourceRecord::builder().value(value).build().expect("rr"))
+        .build()
+        .expect("set");
+    client
+        .change_resource_record_sets()
+        .hosted_zone_id(zone)
+        .change_batch(
+            ChangeBatch::builder()
+                .changes(
+                    Change::builder()
+                        .action(ChangeAction::Create)
+                        .resource_record_set(set)
+                        .build()
+                        .expect("change"),
+                )
+                .build()
+                .expect("batch"),
+        )
+        .send()
+        .await
+        .expect("put record");
+}
+
+/// (name, type) -> sorted values, for every record set of the zone.
+async fn records(client: &Client, zone: &str) -> Vec<(String, String, Vec<String>)> {
+    let out = client
+        .list_resource_record_sets()
+        .hosted_zone_id(zone)
+        .send()
+        .await
+        .expect("list");
+    let mut v: Vec<(String, String, Vec<String>)> = out
+        .resource_record_sets()
+        .iter()
+        .map(|s| {
+            let mut values: Vec<String> = s
+                .resource_records()
+                .iter()
+                .map(|r| r.value().to_string())
+                .collect();
+            values.sort();
+            (
+                s.name().to_string(),
+                s.r#type().as_str().to_string(),
+                values,
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn values_of(
+    records: &[(String, String, Vec<String>)],
+    name: &str,
+    rtype: &str,
+) -> Option<Vec<String>> {
+    records
+        .iter()
+        .find(|(n, t, _)| n == name && t == rtype)
+        .map(|(_, _, v)| v.clone())
+}
+
+fn config(
+    dir: &std::path::Path,
+    zone: &str,
+    endpoint: &str,
+    ips: &[std::net::Ipv4Addr],
+    port: u16,
+    ca: &std::path::Path,
+) -> String {
+    format!(
+        r#"
+[[prober]]
+region = "r1"
+[check.web]
+port = {port}
+host = "app.test"
+path = "/healthz"
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+fall = 2
+ca_file = "{ca}"
+[admin]
+listen = "127.0.0.1:0"
+[dns]
+zones_dir = "{zones}"
+[route53]
+endpoint_url = "{endpoint}"
+interval = "1s"
+insync_timeout = "5s"
+
+[[record]]
+name = "www.example.com"
+policy = "failover"
+endpoints = [{{ name = "a", address = "{a}" }}, {{ name = "b", address = "{b}" }}]
+route53 = {{ zone_id = "{zone}", owner = "test" }}
+
+[[record]]
+name = "api.example.com"
+policy = "all"
+endpoints = [{{ name = "a", address = "{a}" }}, {{ name = "b", address = "{b}" }}]
+route53 = {{ zone_id = "{zone}", owner = "test" }}
+
+[[record]]
+name = "taken.example.com"
+endpoints = [{{ name = "a", address = "{a}" }}]
+route53 = {{ zone_id = "{zone}", owner = "test" }}
+"#,
+        ca = ca.display(),
+        zones = dir.join("zones").display(),
+        a = ips[0],
+        b = ips[1],
+    )
+}
+
+fn vantage_env() -> [(&'static str, &'static str); 3] {
+    [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+}
+
+fn plan(path: &std::path::Path, json: bool) -> (i32, String, String) {
+    let mut args = vec!["plan", "--config", path.to_str().expect("path")];
+    if json {
+        args.push("--json");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_vantage"))
+        .args(&args)
+        .envs(vantage_env())
+        .output()
+        .expect("run plan");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_is_pushed_to_route53_touching_only_owned_records() {
+    init();
+    let moto = Moto::start().await;
+    let r53 = client(&moto.url);
+    let zone = create_zone(&r53, "example.com.").await;
+    put(&r53, &zone, "mail.example.com.", RrType::A, "192.0.2.25").await;
+    put(
+        &r53,
+        &zone,
+        "taken.example.com.",
+        RrType::A,
+        "198.51.100.77",
+    )
+    .await;
+    let before = records(&r53, &zone).await;
+
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..2],
+        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
+    )
+    .await;
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        config(
+            dir.path(),
+            &zone,
+            &moto.url,
+            &ips,
+            backends[0].addr.port(),
+            &pki.ca_file,
+        ),
+    )
+    .expect("config");
+
+    // Dry run first: changes are pending (exit 3), readable and as JSON; nothing is written.
+    let (code, stdout, stderr) = plan(&path, false);
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("+ create www.example.com. 30 A {}", ips[0])),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("! conflict taken.example.com. A"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = plan(&path, true);
+    assert_eq!(code, 3);
+    let doc: serde_json::Value = serde_json::from_str(stdout.trim()).expect("plan JSON");
+    assert_eq!(doc["pending"], true);
+    assert_eq!(
+        records(&r53, &zone).await,
+        before,
+        "a dry run writes nothing"
+    );
+
+    let mut reconciler = Vantage::start_with_env(
+        &["route53", "--config", path.to_str().expect("path")],
+        dir.path(),
+        &vantage_env(),
+    );
+    let www = |ip: IpAddr| vec![ip.to_string()];
+    eventually(
+        Duration::from_secs(20),
+        "www and api to be created in Route53",
+        || async {
+            let now = records(&r53, &zone).await;
+            (values_of(&now, "www.example.com.", "A") == Some(www(IpAddr::V4(ips[0])))
+                && values_of(&now, "api.example.com.", "A").is_some_and(|v| v.len() == 2)
+                && values_of(&now, "_vantage.a.www.example.com.", "TXT").is_some())
+            .then_some(())
+        },
+    )
+    .await;
+    let (code, stdout, _) = plan(&path, false);
+    assert_eq!(code, 0, "converged: {stdout}");
+
+    // The primary fails: the record flips, the active-active record drops it.
+    backends[0].stop();
+    eventually(
+        Duration::from_secs(20),
+        "www to fail over in Route53",
+        || async {
+            let now = records(&r53, &zone).await;
+            (values_of(&now, "www.example.com.", "A") == Some(www(IpAddr::V4(ips[1])))
+                && values_of(&now, "api.example.com.", "A") == Some(www(IpAddr::V4(ips[1]))))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // Foreign records are untouched; the unowned one is reported as a conflict.
+    let now = records(&r53, &zone).await;
+    assert_eq!(
+        values_of(&now, "mail.example.com.", "A"),
+        values_of(&before, "mail.example.com.", "A")
+    );
+    assert_eq!(
+        values_of(&now, "taken.example.com.", "A"),
+        Some(vec!["198.51.100.77".to_string()])
+    );
+    assert_eq!(
+        values_of(&now, "_vantage.a.taken.example.com.", "TXT"),
+        None
+    );
+    let status = reconciler.status().await;
+    let conflicts = status["route53"][&zone]["conflicts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("conflicts in {status}"))
+        .clone();
+    assert!(
+        conflicts
+            .iter()
+            .any(|c| c["key"]["name"] == "taken.example.com."),
+        "{status}"
+    );
+    let (_, text) = reconciler.get("/metrics").await;
+    let metrics = Exposition::parse(&text);
+    assert_eq!(
+        metrics.value(
+            "vantage_route53_ownership_conflicts",
+            &[("record", "taken.example.com.")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        metrics
+            .value("vantage_route53_changes_total", &[("action", "update")])
+            .unwrap_or(0.0)
+            >= 2.0
+    );
+    assert!(
+        metrics
+            .value(
+                "vantage_route53_api_calls_total",
+                &[("operation", "ChangeResourceRecordSets"), ("result", "ok")]
+            )
+            .unwrap_or(0.0)
+            >= 2.0
+    );
+    assert!(
+        metrics
+            .value("vantage_route53_last_sync_timestamp_seconds", &[])
+            .unwrap_or(0.0)
+            > 0.0
+    );
+
+    // Shutdown deletes nothing.
+    let status = reconciler.terminate();
+    assert!(status.success());
+    let after = records(&r53, &zone).await;
+    assert_eq!(
+        values_of(&after, "www.example.com.", "A"),
+        Some(www(IpAddr::V4(ips[1])))
+    );
+}
+
+/// Answers the first `n` HTTP requests with Route53's Throttling error, then forwards.
+async fn throttling_proxy(
+    target: SocketAddr,
+    n: usize,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((loopback_block()[0], 0))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut throttled = 0;
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                continue;
+            };
+            if throttled < n {
+                throttled += 1;
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Read the head and the body (content-length) before answering.
+                loop {
+                    match inbound.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => request.extend_from_slice(&buf[..k]),
+                    }
+                    if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let body = "<?xml version=\"1.0\"?><ErrorResponse xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\"><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>test</RequestId></ErrorResponse>";
+                let response = format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: text/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = inbound.write_all(response.as_bytes()).await;
+                continue;
+            }
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_retried_with_backoff() {
+    init();
+    let moto = Moto::start().await;
+    let r53 = client(&moto.url);
+    let zone = create_zone(&r53, "example.com.").await;
+    let moto_addr: SocketAddr = moto
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("addr");
+    let (proxy, task) = throttling_proxy(moto_addr, 3).await;
+
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..2],
+        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
+    )
+    .await;
+    let path = dir.path().join("fleet.toml");
+    let text = config(
+        dir.path(),
+        &zone,
+        &format!("http://{proxy}"),
+        &ips,
+        backends[0].addr.port(),
+        &pki.ca_file,
+    );
+    std::fs::write(&path, text).expect("config");
+    let reconciler = Vantage::start_with_env(
+        &["route53", "--config", path.to_str().expect("path")],
+        dir.path(),
+        &vantage_env(),
+    );
+    eventually(
+        Duration::from_secs(30),
+        "www to be created despite throttling",
+        || async {
+            let now = records(&r53, &zone).await;
+            (values_of(&now, "www.example.com.", "A") == Some(vec![ips[0].to_string()]))
+                .then_some(())
+        },
+    )
+    .await;
+    let (_, text) = reconciler.get("/metrics").await;
+    let metrics = Exposition::parse(&text);
+    let throttled: f64 = metrics
+        .samples
+        .iter()
+        .filter(|((n, l), _)| {
+            n == "vantage_route53_api_calls_total"
+                && l.get("result").map(String::as_str) == Some("throttled")
+        })
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(
+        throttled, 3.0,
+        "every throttled attempt is counted and retried"
+    );
+    assert!(reconciler.stderr().contains("retrying"));
+    task.abort();
+}
