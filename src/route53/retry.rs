@@ -142,3 +142,88 @@ impl<A: Api> Api for Paced<A> {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Fails the first `failures` calls with `error`, then succeeds.
+    struct Flaky {
+        calls: AtomicUsize,
+        failures: usize,
+        error: ApiError,
+    }
+
+    #[async_trait::async_trait]
+    impl Api for Flaky {
+        async fn list_page(&self, _: &str, _: Option<&PageStart>) -> Result<Page, ApiError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            if n < self.failures {
+                Err(self.error.clone())
+            } else {
+                Ok(Page::default())
+            }
+        }
+        async fn change(&self, _: &str, _: &[Change], _: &str) -> Result<String, ApiError> {
+            Ok(String::new())
+        }
+        async fn is_insync(&self, _: &str) -> Result<bool, ApiError> {
+            Ok(true)
+        }
+    }
+
+    fn paced(failures: usize, error: ApiError, rate: f64) -> Paced<Flaky> {
+        Paced::new(
+            Flaky {
+                calls: AtomicUsize::new(0),
+                failures,
+                error,
+            },
+            rate,
+            Backoff::default(),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_errors_are_retried_and_permanent_ones_are_not() {
+        let api = paced(3, ApiError::Throttled("slow down".into()), 5.0);
+        api.list_page("Z", None)
+            .await
+            .expect("succeeds after retries");
+        assert_eq!(api.inner.calls.load(Ordering::SeqCst), 4);
+
+        let api = paced(3, ApiError::InvalidChangeBatch("no".into()), 5.0);
+        assert!(api.list_page("Z", None).await.is_err());
+        assert_eq!(
+            api.inner.calls.load(Ordering::SeqCst),
+            1,
+            "a refused batch is not retried blindly"
+        );
+
+        let api = paced(100, ApiError::Server("500".into()), 5.0);
+        assert!(api.list_page("Z", None).await.is_err());
+        assert_eq!(
+            api.inner.calls.load(Ordering::SeqCst),
+            Backoff::default().attempts as usize
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_are_paced_by_the_token_bucket() {
+        let api = paced(0, ApiError::Other(String::new()), 5.0);
+        let started = Instant::now();
+        for _ in 0..15 {
+            api.list_page("Z", None).await.expect("ok");
+        }
+        // A full bucket of 5, then 10 more at 5 per second.
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(1_950),
+            "15 calls at 5/s took only {took:?}"
+        );
+        assert!(took <= Duration::from_millis(2_100), "{took:?}");
+    }
+}
