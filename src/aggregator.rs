@@ -19,6 +19,7 @@ use crate::{
     exchange::ObservationBoard,
     metrics::Metrics,
     model::{EndpointId, Region},
+    overrides::OverrideStore,
     quorum::{self, Verdict},
     snapshot::{self, Answer, QuorumState, Snapshot},
 };
@@ -31,6 +32,44 @@ pub struct Aggregator {
     board: Arc<ObservationBoard>,
     published: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
+    overrides: Option<Arc<OverrideStore>>,
+    history: Arc<History>,
+}
+
+/// One verdict change, for the status page.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Transition {
+    pub at_unix_ms: u64,
+    pub endpoint: EndpointId,
+    pub from: crate::model::Health,
+    pub to: crate::model::Health,
+    pub why: String,
+}
+
+/// The latest verdict transitions, newest first.
+#[derive(Default)]
+pub struct History(std::sync::Mutex<std::collections::VecDeque<Transition>>);
+
+impl History {
+    const KEEP: usize = 50;
+
+    fn push(&self, t: Transition) {
+        let mut list = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        list.push_front(t);
+        list.truncate(Self::KEEP);
+    }
+
+    pub fn recent(&self) -> Vec<Transition> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
 }
 
 impl Aggregator {
@@ -39,18 +78,29 @@ impl Aggregator {
         board: Arc<ObservationBoard>,
         published: Arc<ArcSwap<Snapshot>>,
         metrics: Arc<Metrics>,
+        overrides: Option<Arc<OverrideStore>>,
+        history: Arc<History>,
     ) -> Self {
         Self {
             settings,
             board,
             published,
             metrics,
+            overrides,
+            history,
         }
     }
 
     /// The snapshot to serve before any verdict: every managed record undecided.
     pub fn initial(settings: &Settings) -> Snapshot {
-        snapshot::build(settings, BTreeMap::new(), &Snapshot::default(), 0, false)
+        snapshot::build(
+            settings,
+            BTreeMap::new(),
+            BTreeMap::new(),
+            &Snapshot::default(),
+            0,
+            false,
+        )
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
@@ -71,6 +121,7 @@ impl Aggregator {
         let mut last_impaired: BTreeSet<Region> = BTreeSet::new();
         // Before the first reports there is no quorum; the first one reached is logged.
         let mut quorum_state = false;
+        let mut expired_seen = 0u64;
         for generation in 1u64.. {
             tokio::select! {
                 () = self.board.changed() => {
@@ -157,6 +208,13 @@ impl Aggregator {
                     tracing::info!(endpoint = %id, from = %before, to = %verdict.health,
                         "endpoint {id} becomes {}: {}", verdict.health, verdict.explain());
                     self.metrics.verdict_changed(id, verdict.health);
+                    self.history.push(Transition {
+                        at_unix_ms: crate::exchange::auth::unix_ms(),
+                        endpoint: id.clone(),
+                        from: before,
+                        to: verdict.health,
+                        why: verdict.explain(),
+                    });
                 }
                 let was_reached = verdicts.get(id).is_none_or(|v| v.quorum_reached);
                 if was_reached
@@ -174,9 +232,25 @@ impl Aggregator {
                 impaired: impaired.clone(),
             };
             let grace_over = now.duration_since(started) >= cluster.startup_grace;
+            let active = self
+                .overrides
+                .as_ref()
+                .map(|o| o.active(crate::exchange::auth::unix_ms()))
+                .unwrap_or_default();
+            self.metrics.overrides(&endpoint_ids, &active);
+            if let Some(store) = &self.overrides {
+                let total = store
+                    .expired_total
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                for _ in expired_seen..total {
+                    self.metrics.override_changed("expired");
+                }
+                expired_seen = total;
+            }
             let mut snap = snapshot::build(
                 &self.settings,
                 next.clone(),
+                active,
                 &previous,
                 generation,
                 grace_over,
@@ -300,6 +374,8 @@ mod tests {
             board.clone(),
             published.clone(),
             Arc::new(Metrics::new()),
+            None,
+            Arc::default(),
         );
         let task = tokio::spawn(aggregator.run(shutdown.clone()));
         let www = || {

@@ -4,6 +4,7 @@
 //! snapshot -> atomic swap -> DNS answers. See ARCHITECTURE.md for the map.
 
 pub mod admin;
+pub mod adminctl;
 pub mod aggregator;
 pub mod app;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod dns;
 pub mod exchange;
 pub mod metrics;
 pub mod model;
+pub mod overrides;
 pub mod probe;
 pub mod quorum;
 pub mod route53;

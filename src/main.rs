@@ -63,11 +63,77 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Force an endpoint Up or Down, or drain it, through a running vantage's admin API.
+    Override {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: OverrideCommand,
+    },
+    /// Show what every record answers and why, from a running vantage.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Validate a configuration file and the zone files it names; exit non-zero on any problem.
     CheckConfig {
         /// The fleet configuration file.
         config: PathBuf,
     },
+}
+
+/// How to reach a running vantage's admin API.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The fleet configuration (gives the admin address and token).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The admin URL instead, e.g. http://127.0.0.1:8053.
+    #[arg(long)]
+    admin: Option<String>,
+    /// A file holding the admin token (default: admin.token_file of the configuration).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum OverrideCommand {
+    /// Withdraw an endpoint from answers while it is still probed.
+    Drain(OverrideArgs),
+    /// Force an endpoint Up.
+    Up(OverrideArgs),
+    /// Force an endpoint Down.
+    Down(OverrideArgs),
+    /// Remove an endpoint's override.
+    Clear {
+        endpoint: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// List the overrides in force.
+    List,
+}
+
+#[derive(clap::Args)]
+struct OverrideArgs {
+    /// The endpoint's name (as in /v1/status).
+    endpoint: String,
+    /// Why (recorded in the audit log).
+    #[arg(long)]
+    reason: String,
+    /// How long it lasts, e.g. 30m (default 1h).
+    #[arg(long = "for", default_value = "1h")]
+    duration: String,
+    /// Who (default: $USER).
+    #[arg(long)]
+    by: Option<String>,
+}
+
+fn who(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn main() -> ExitCode {
@@ -128,6 +194,77 @@ fn main() -> ExitCode {
             };
             run(async move { app::run_probe(settings, region, listen, announce).await })
         }
+        Command::Override { admin, command } => {
+            let target = match vantage::adminctl::Target::resolve(
+                admin.config.as_deref(),
+                admin.admin.as_deref(),
+                admin.token_file.as_deref(),
+            ) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("vantage: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            client(async move {
+                use vantage::adminctl;
+                match command {
+                    OverrideCommand::Drain(a) => {
+                        adminctl::set(
+                            &target,
+                            &a.endpoint,
+                            "drain",
+                            &a.reason,
+                            &a.duration,
+                            &who(a.by),
+                        )
+                        .await
+                    }
+                    OverrideCommand::Up(a) => {
+                        adminctl::set(
+                            &target,
+                            &a.endpoint,
+                            "force_up",
+                            &a.reason,
+                            &a.duration,
+                            &who(a.by),
+                        )
+                        .await
+                    }
+                    OverrideCommand::Down(a) => {
+                        adminctl::set(
+                            &target,
+                            &a.endpoint,
+                            "force_down",
+                            &a.reason,
+                            &a.duration,
+                            &who(a.by),
+                        )
+                        .await
+                    }
+                    OverrideCommand::Clear {
+                        endpoint,
+                        reason,
+                        by,
+                    } => adminctl::clear(&target, &endpoint, &reason, &who(by)).await,
+                    OverrideCommand::List => adminctl::list(&target).await,
+                }
+            })
+        }
+        Command::Status { admin } => {
+            let target = match vantage::adminctl::Target::resolve(
+                admin.config.as_deref(),
+                admin.admin.as_deref(),
+                None,
+            ) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("vantage: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            client(async move { vantage::adminctl::status(&target).await })
+        }
         Command::Route53 { config, force } => {
             let settings = match vantage::config::Settings::load(&config) {
                 Ok(s) => s,
@@ -178,7 +315,9 @@ fn main() -> ExitCode {
         } => run(async move {
             let backends_stop = tokio_util::sync::CancellationToken::new();
             let backends = demo::start_backends(&backends_stop).await?;
-            let (settings, zones) = demo::settings(backends.port, dns_listen, admin_listen)?;
+            let state = demo::state_dir()?;
+            let (settings, zones) =
+                demo::settings(backends.port, dns_listen, admin_listen, &state)?;
             let port = backends.port;
             let result = app::run(
                 settings,
@@ -188,7 +327,7 @@ fn main() -> ExitCode {
                     announce(listening);
                     println!(
                         "{}",
-                        demo::instructions(port, &listening.dns, listening.admin)
+                        demo::instructions(port, &listening.dns, listening.admin, &state)
                     );
                 },
             )
@@ -196,6 +335,27 @@ fn main() -> ExitCode {
             backends_stop.cancel();
             result
         }),
+    }
+}
+
+/// Runs a client command: prints its output, or the error with exit code 1.
+fn client(command: impl std::future::Future<Output = Result<String, String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("vantage: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("vantage: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Metrics {
     prober_impaired: IntGaugeVec,
     pub(crate) links: LinkMetrics,
     pub(crate) route53: Route53Metrics,
+    overrides: IntGaugeVec,
+    override_changes: IntCounterVec,
+    dns_queries: IntCounterVec,
 }
 
 /// Metrics of the Route53 reconciler.
@@ -249,6 +252,30 @@ impl Metrics {
             )
             .expect("valid metric"),
         };
+        let overrides = IntGaugeVec::new(
+            Opts::new(
+                "vantage_endpoint_override",
+                "1 for the operator override in force on an endpoint (action = force_up, force_down or drain).",
+            ),
+            &["endpoint", "action"],
+        )
+        .expect("valid metric");
+        let override_changes = IntCounterVec::new(
+            Opts::new(
+                "vantage_override_changes_total",
+                "Override changes, by what happened (set, clear, expired).",
+            ),
+            &["what"],
+        )
+        .expect("valid metric");
+        let dns_queries = IntCounterVec::new(
+            Opts::new(
+                "vantage_dns_managed_answers_total",
+                "Answers for managed records, by record, query type and the reason behind the answer.",
+            ),
+            &["record", "qtype", "reason"],
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "vantage_build_info",
@@ -287,6 +314,9 @@ impl Metrics {
             Box::new(route53.last_sync.clone()),
             Box::new(route53.refused.clone()),
             Box::new(route53.insync_seconds.clone()),
+            Box::new(overrides.clone()),
+            Box::new(override_changes.clone()),
+            Box::new(dns_queries.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -309,6 +339,9 @@ impl Metrics {
             prober_impaired,
             links,
             route53,
+            overrides,
+            override_changes,
+            dns_queries,
         }
     }
 
@@ -362,6 +395,13 @@ impl Metrics {
     pub fn verdict_changed(&self, endpoint: &EndpointId, to: Health) {
         self.transitions
             .with_label_values(&[endpoint.as_str(), to.as_str()])
+            .inc();
+    }
+
+    /// An answer for a managed record, with the reason code of its current answer.
+    pub fn managed_answer(&self, record: &str, qtype: &str, reason: &str) {
+        self.dns_queries
+            .with_label_values(&[record, qtype, reason])
             .inc();
     }
 
@@ -488,6 +528,27 @@ impl Metrics {
     /// Time from an answer change to INSYNC.
     pub fn route53_insync_after(&self, seconds: f64) {
         self.route53.insync_seconds.observe(seconds);
+    }
+
+    /// Overrides in force: 1 for each endpoint's current override action.
+    pub fn overrides(
+        &self,
+        endpoints: &[EndpointId],
+        active: &std::collections::BTreeMap<EndpointId, crate::overrides::Override>,
+    ) {
+        for id in endpoints {
+            let current = active.get(id).map(|o| o.action);
+            for action in crate::overrides::Action::ALL {
+                self.overrides
+                    .with_label_values(&[id.as_str(), action.as_str()])
+                    .set(i64::from(current == Some(action)));
+            }
+        }
+    }
+
+    /// An override was set, cleared or expired.
+    pub fn override_changed(&self, what: &str) {
+        self.override_changes.with_label_values(&[what]).inc();
     }
 
     /// Quorum state of the latest round: probers with fresh reports, impaired probers.

@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::{
     config::{Policy, RecordKind, RecordSpec, Settings, WhenAllDown},
     model::{EndpointId, Health, Region},
+    overrides::Override,
     quorum::Verdict,
 };
 
@@ -32,6 +33,8 @@ pub struct Snapshot {
     /// if nothing else: RFC 8020 forbids NXDOMAIN for them).
     pub ancestors: HashSet<String>,
     pub verdicts: BTreeMap<EndpointId, Verdict>,
+    /// Operator overrides in force for this snapshot.
+    pub overrides: BTreeMap<EndpointId, Override>,
     /// Which probers voted in the round that built this snapshot.
     pub quorum: QuorumState,
 }
@@ -196,6 +199,7 @@ impl Reason {
 pub fn build(
     settings: &Settings,
     verdicts: BTreeMap<EndpointId, Verdict>,
+    overrides: BTreeMap<EndpointId, Override>,
     previous: &Snapshot,
     generation: u64,
     grace_over: bool,
@@ -204,7 +208,13 @@ pub fn build(
     let mut names = HashSet::new();
     let mut ancestors = HashSet::new();
     for record in &settings.records {
-        let health = |id: &EndpointId| verdicts.get(id).map_or(Health::Unknown, |v| v.health);
+        // Overrides decide before verdicts: forced Up/Down, drained = not Up.
+        let health = |id: &EndpointId| {
+            let verdict = verdicts.get(id).map_or(Health::Unknown, |v| v.health);
+            overrides
+                .get(id)
+                .map_or(verdict, |o| o.action.effective(verdict))
+        };
         let rtts = |id: &EndpointId| {
             verdicts.get(id).map_or_else(Vec::new, |v| {
                 v.votes
@@ -241,6 +251,7 @@ pub fn build(
         names,
         ancestors,
         verdicts,
+        overrides,
         quorum: QuorumState::default(),
     }
 }

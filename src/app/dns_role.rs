@@ -37,7 +37,7 @@ pub async fn run(
         admin: admin_listener.local_addr()?,
     };
 
-    let aggregation = start_aggregation(&settings, &metrics, &shutdown, &mut tasks)?;
+    let aggregation = start_aggregation(&settings, &metrics, true, &shutdown, &mut tasks)?;
     let clients = Arc::new(dns::client::ClientRegions::new(
         settings.dns.client_regions.clone(),
     ));

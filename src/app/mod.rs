@@ -18,11 +18,12 @@ pub use route53_role::{plan, run_route53};
 
 use crate::{
     admin::{self, AdminState},
-    aggregator::Aggregator,
+    aggregator::{Aggregator, History},
     config::Settings,
     dns::{self, ZoneFile},
     exchange::{self, ObservationBoard, auth::FleetKey, pull::ProberLink},
     metrics::Metrics,
+    overrides::OverrideStore,
     probe,
     route53::reconcile::Reports,
     snapshot::Snapshot,
@@ -82,14 +83,27 @@ pub fn check_zones(settings: &Settings, zones: &[ZoneFile], file: &str) -> Resul
 struct Aggregation {
     published: Arc<ArcSwap<Snapshot>>,
     links: Vec<Arc<ProberLink>>,
+    overrides: Option<Arc<OverrideStore>>,
+    history: Arc<History>,
 }
 
+/// `with_overrides`: open the override store of `admin.state_dir` (the serving roles).
 fn start_aggregation(
     settings: &Arc<Settings>,
     metrics: &Arc<Metrics>,
+    with_overrides: bool,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<Aggregation> {
+    let overrides = if with_overrides {
+        Some(Arc::new(
+            OverrideStore::open(&settings.admin.state_dir)
+                .map_err(|e| anyhow!("cannot open the override store (admin.state_dir): {e}"))?,
+        ))
+    } else {
+        None
+    };
+    let history = Arc::new(History::default());
     let board = Arc::new(ObservationBoard::new());
     let published = Arc::new(ArcSwap::from_pointee(Aggregator::initial(settings)));
     let links = if settings.prober_urls.is_empty() {
@@ -102,6 +116,8 @@ fn start_aggregation(
                 shutdown,
                 tasks,
             )?;
+            // An in-process prober is always reachable.
+            metrics.prober_link(region, true, None);
         }
         Vec::new()
     } else {
@@ -126,9 +142,21 @@ fn start_aggregation(
             tasks,
         )?
     };
-    let aggregator = Aggregator::new(settings.clone(), board, published.clone(), metrics.clone());
+    let aggregator = Aggregator::new(
+        settings.clone(),
+        board,
+        published.clone(),
+        metrics.clone(),
+        overrides.clone(),
+        history.clone(),
+    );
     tasks.spawn(aggregator.run(shutdown.clone()));
-    Ok(Aggregation { published, links })
+    Ok(Aggregation {
+        published,
+        links,
+        overrides,
+        history,
+    })
 }
 
 /// Binds the admin listener.
@@ -177,6 +205,8 @@ fn admin_state(
         metrics: metrics.clone(),
         links: Arc::new(aggregation.links.clone()),
         route53,
+        overrides: aggregation.overrides.clone(),
+        history: aggregation.history.clone(),
     }
 }
 

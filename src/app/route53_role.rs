@@ -61,7 +61,7 @@ pub async fn run_route53(
         dns: Vec::new(),
         admin: admin_listener.local_addr()?,
     };
-    let aggregation = start_aggregation(&settings, &metrics, &shutdown, &mut tasks)?;
+    let aggregation = start_aggregation(&settings, &metrics, true, &shutdown, &mut tasks)?;
     let reports: Reports = Arc::default();
     serve_admin(
         admin_listener,
@@ -192,7 +192,7 @@ pub async fn plan(settings: Settings) -> anyhow::Result<PlanOutcome> {
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let aggregation = start_aggregation(&settings, &metrics, &shutdown, &mut tasks)?;
+    let aggregation = start_aggregation(&settings, &metrics, false, &shutdown, &mut tasks)?;
     let deadline = Instant::now() + settings.cluster.startup_grace;
     while !aggregation.published.load().ready && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -38,6 +38,7 @@ pub mod defaults {
     pub const DNS_LISTEN: &str = "0.0.0.0:53";
     pub const ZONES_DIR: &str = "zones";
     pub const ADMIN_LISTEN: &str = "127.0.0.1:8053";
+    pub const STATE_DIR: &str = "state";
     pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
     pub const POLL_TIMEOUT: Duration = Duration::from_secs(1);
     pub const ROUTE53_REGION: &str = "us-east-1";
@@ -269,6 +270,10 @@ pub struct DnsSettings {
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
+    /// Bearer token required by the admin write API (overrides); none: writes are refused.
+    pub token: Option<Secret>,
+    /// Where overrides and their audit log are kept.
+    pub state_dir: PathBuf,
 }
 
 /// One thing wrong with the configuration, at a path inside it.

@@ -102,6 +102,8 @@ pub struct RawDns {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<String>,
+    pub token_file: Option<String>,
+    pub state_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -124,6 +124,17 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
                 SocketAddr::from(([127, 0, 0, 1], 8053))
             }),
         },
+        token: raw
+            .admin
+            .token_file
+            .as_ref()
+            .and_then(|f| read_secret("admin.token_file", &base.join(f), &mut p)),
+        state_dir: base.join(
+            raw.admin
+                .state_dir
+                .as_deref()
+                .unwrap_or(defaults::STATE_DIR),
+        ),
     };
 
     let route53 = validate_route53(&raw, &mut p);
@@ -265,20 +276,17 @@ fn validate_cluster(raw: &RawConfig, probers: usize, base: &Path, p: &mut Proble
             .cluster
             .token_file
             .as_ref()
-            .and_then(|f| read_token(&base.join(f), p)),
+            .and_then(|f| read_secret("cluster.token_file", &base.join(f), p)),
         poll_interval,
         poll_timeout,
         impaired_detection: raw.cluster.impaired_detection.unwrap_or(true),
     }
 }
 
-fn read_token(path: &Path, p: &mut Problems) -> Option<Secret> {
+fn read_secret(field: &str, path: &Path, p: &mut Problems) -> Option<Secret> {
     match std::fs::read(path) {
         Err(e) => {
-            p.add(
-                "cluster.token_file",
-                format!("cannot read {}: {e}", path.display()),
-            );
+            p.add(field, format!("cannot read {}: {e}", path.display()));
             None
         }
         Ok(bytes) => {
@@ -286,7 +294,7 @@ fn read_token(path: &Path, p: &mut Problems) -> Option<Secret> {
             let token = text.trim();
             if token.len() < defaults::MIN_TOKEN_BYTES {
                 p.add(
-                    "cluster.token_file",
+                    field,
                     format!(
                         "{} holds {} bytes; use a random secret of at least {} (e.g. `openssl rand -hex 32`)",
                         path.display(),

@@ -229,11 +229,24 @@ async fn control(
     (StatusCode::OK, Json(faults.describe()))
 }
 
-/// The demo's fleet settings and zone, with the backends' port and the requested listeners.
+/// A fresh directory for the demo's state (overrides, audit log, admin token).
+pub fn state_dir() -> Result<std::path::PathBuf, DemoError> {
+    let dir = std::env::temp_dir().join(format!("vantage-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let token: String = (0..32)
+        .map(|_| format!("{:x}", rand::random::<u8>() % 16))
+        .collect();
+    std::fs::write(dir.join("admin-token"), format!("{token}\n"))?;
+    Ok(dir)
+}
+
+/// The demo's fleet settings and zone, with the backends' port, the requested listeners and
+/// the state directory (overrides, audit log, admin token).
 pub fn settings(
     port: u16,
     dns: SocketAddr,
     admin: SocketAddr,
+    state: &Path,
 ) -> Result<(Settings, Vec<zones::ZoneFile>), DemoError> {
     let text = FLEET
         .replace("port = PORT", &format!("port = {port}"))
@@ -243,15 +256,15 @@ pub fn settings(
         )
         .replace(
             "listen = \"127.0.0.1:8053\"",
-            &format!("listen = \"{admin}\""),
+            &format!("listen = \"{admin}\"\ntoken_file = \"admin-token\"\nstate_dir = \".\""),
         );
-    let settings = Settings::from_toml(&text, "demo fleet (embedded)", Path::new("."))?;
+    let settings = Settings::from_toml(&text, "demo fleet (embedded)", state)?;
     let zone = zones::parse_zone(Path::new("example.com.zone"), ZONE)?;
     Ok((settings, vec![zone]))
 }
 
 /// What to try, printed when the demo starts.
-pub fn instructions(port: u16, dns: &[SocketAddr], admin: SocketAddr) -> String {
+pub fn instructions(port: u16, dns: &[SocketAddr], admin: SocketAddr, state: &Path) -> String {
     let d = dns
         .first()
         .copied()
@@ -277,6 +290,12 @@ pub fn instructions(port: u16, dns: &[SocketAddr], admin: SocketAddr) -> String 
         format!("  {dig} www.example.com     # still 127.0.0.3: one region of three is no quorum"),
         format!("  curl -X POST {a}/demo/backends/use1/restore   # use1 is back after 2 good checks"),
         String::new(),
+        String::new(),
+        format!("Status page: {a}/     In a terminal: vantage status --admin {a}"),
+        format!(
+            "Drain an endpoint: vantage override --admin {a} --token-file {} drain euw1 --reason maintenance --for 10m",
+            state.join("admin-token").display()
+        ),
         format!("Metrics: curl -s {a}/metrics      Stop: Ctrl-C"),
     ]
     .join("\n")

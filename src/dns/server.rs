@@ -70,6 +70,24 @@ impl Frontend {
         Some(subnet)
     }
 
+    /// Counts an answer for a managed record by the reason behind it.
+    fn count_managed(&self, request: &Request) {
+        let Ok(info) = request.request_info() else {
+            return;
+        };
+        let (kind, qtype) = match info.query.query_type() {
+            hickory_proto::rr::RecordType::A => (RecordKind::A, "A"),
+            hickory_proto::rr::RecordType::AAAA => (RecordKind::Aaaa, "AAAA"),
+            _ => return,
+        };
+        let name = info.query.name().to_string();
+        let snapshot = self.snapshot.load();
+        if let Some(answer) = snapshot.records.get(&(name.clone(), kind)) {
+            self.metrics
+                .managed_answer(&name, qtype, answer.reason.code());
+        }
+    }
+
     /// True when the query asks for a managed record whose answer is not decided yet.
     fn undecided(&self, request: &Request) -> bool {
         // Anything but a plain EDNS-0 query goes through the catalog's protocol checks.
@@ -148,6 +166,7 @@ impl RequestHandler for Frontend {
         };
         self.metrics
             .dns_response(&protocol, rcode_name(info.response_code));
+        self.count_managed(request);
         info
     }
 }

@@ -6,5 +6,6 @@ mod demo;
 mod dns_rfc;
 mod failover;
 mod multi_region;
+mod ops;
 mod route53;
 mod support;

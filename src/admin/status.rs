@@ -1,80 +1,19 @@
-//! The admin HTTP listener: `/metrics`, `/livez`, `/readyz` and the `/v1/status` JSON API that
-//! explains every answer.
+//! The status document: every record's answer and why, every endpoint's verdict and votes,
+//! every prober's state, the latency table, overrides and recent transitions.
 
 use std::{
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use arc_swap::ArcSwap;
-use axum::{
-    Json, Router,
-    extract::State,
-    http::{StatusCode, header},
-    response::IntoResponse,
-    routing::get,
-};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::{
     config::{QuorumRule, Settings},
     exchange::pull::ProberLink,
-    metrics::Metrics,
-    route53::reconcile::Reports,
     snapshot::{Answer, Snapshot},
 };
-
-#[derive(Clone)]
-pub struct AdminState {
-    pub settings: Arc<Settings>,
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
-    pub metrics: Arc<Metrics>,
-    /// Links to remote probers (empty when probers run in this process).
-    pub links: Arc<Vec<Arc<ProberLink>>>,
-    /// The Route53 reconciler's latest report per hosted zone (route53 role only).
-    pub route53: Option<Reports>,
-}
-
-pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/livez", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/v1/status", get(status))
-        .with_state(state)
-}
-
-async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-}
-
-async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    let snapshot = state.snapshot.load();
-    if snapshot.ready {
-        (StatusCode::OK, "ready\n".to_string())
-    } else {
-        let waiting: Vec<String> = snapshot
-            .records
-            .iter()
-            .filter(|(_, a)| a.answer == Answer::NotReady)
-            .map(|((name, kind), a)| format!("{name} {}: {}", kind.as_str(), a.reason.describe()))
-            .collect();
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "not ready: waiting for the first quorum round\n{}\n",
-                waiting.join("\n")
-            ),
-        )
-    }
-}
 
 fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
@@ -228,17 +167,4 @@ pub fn status_json(
         "records": records,
         "endpoints": endpoints,
     })
-}
-
-async fn status(State(state): State<AdminState>) -> Json<Value> {
-    let snapshot = state.snapshot.load();
-    let mut doc = status_json(&state.settings, &snapshot, &state.links, Instant::now());
-    if let Some(reports) = &state.route53 {
-        let reports = reports
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        doc["route53"] = serde_json::to_value(reports).unwrap_or(Value::Null);
-    }
-    Json(doc)
 }

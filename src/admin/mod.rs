@@ -1,0 +1,113 @@
+//! The admin HTTP listener: the status page (`/`), `/metrics`, `/livez`, `/readyz`, the
+//! `/v1/status` JSON that explains every answer, and the authenticated override API.
+
+mod overrides;
+mod status;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{Html, IntoResponse},
+    routing::{delete, get},
+};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+pub use status::status_json;
+
+use crate::{
+    aggregator::History,
+    config::Settings,
+    exchange::pull::ProberLink,
+    metrics::Metrics,
+    overrides::OverrideStore,
+    route53::reconcile::Reports,
+    snapshot::{Answer, Snapshot},
+};
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub settings: Arc<Settings>,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+    /// Links to remote probers (empty when probers run in this process).
+    pub links: Arc<Vec<Arc<ProberLink>>>,
+    /// The Route53 reconciler's latest report per hosted zone (route53 role only).
+    pub route53: Option<Reports>,
+    /// Operator overrides (serving roles only).
+    pub overrides: Option<Arc<OverrideStore>>,
+    pub history: Arc<History>,
+}
+
+/// The status page: one self-contained HTML file (no external assets) that renders
+/// `/v1/status` and refreshes itself.
+const PAGE: &str = include_str!("page.html");
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route("/metrics", get(metrics))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/status", get(status))
+        .route("/v1/overrides", get(overrides::list).post(overrides::set))
+        .route("/v1/overrides/{endpoint}", delete(overrides::clear))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    let snapshot = state.snapshot.load();
+    if snapshot.ready {
+        (StatusCode::OK, "ready\n".to_string())
+    } else {
+        let waiting: Vec<String> = snapshot
+            .records
+            .iter()
+            .filter(|(_, a)| a.answer == Answer::NotReady)
+            .map(|((name, kind), a)| format!("{name} {}: {}", kind.as_str(), a.reason.describe()))
+            .collect();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: waiting for the first quorum round\n{}\n",
+                waiting.join("\n")
+            ),
+        )
+    }
+}
+
+async fn status(State(state): State<AdminState>) -> Json<Value> {
+    let snapshot = state.snapshot.load();
+    let mut doc = status_json(&state.settings, &snapshot, &state.links, Instant::now());
+    if let Some(reports) = &state.route53 {
+        let reports = reports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        doc["route53"] = serde_json::to_value(reports).unwrap_or(Value::Null);
+    }
+    doc["overrides"] = json!(snapshot.overrides.values().collect::<Vec<_>>());
+    doc["transitions"] = json!(state.history.recent());
+    doc["audit"] = json!(
+        state
+            .overrides
+            .as_ref()
+            .map(|o| o.recent())
+            .unwrap_or_default()
+    );
+    Json(doc)
+}

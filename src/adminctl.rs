@@ -1,0 +1,324 @@
+//! The command-line client of a running vantage's admin API: `vantage override` and
+//! `vantage status` (the status rendered as terminal tables).
+
+use std::{net::IpAddr, path::Path};
+
+use serde_json::{Value, json};
+
+use crate::config::Settings;
+
+/// Where the admin API is, and the token for writes.
+pub struct Target {
+    pub base: url::Url,
+    pub token: Option<String>,
+}
+
+impl Target {
+    /// From `--admin URL` and `--token-file`, else from the configuration file.
+    pub fn resolve(
+        config: Option<&Path>,
+        admin: Option<&str>,
+        token_file: Option<&Path>,
+    ) -> Result<Target, String> {
+        let mut token = match token_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| format!("{}: {e}", f.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let settings = match config {
+            Some(config) => Some(Settings::load(config).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        if token.is_none() {
+            token = settings
+                .as_ref()
+                .and_then(|s| s.admin.token.as_ref())
+                .map(|t| String::from_utf8_lossy(t.bytes()).to_string());
+        }
+        let base = match (admin, &settings) {
+            (Some(url), _) => url::Url::parse(url).map_err(|e| format!("--admin {url:?}: {e}"))?,
+            (None, Some(settings)) => {
+                let mut addr = settings.admin.listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(IpAddr::from([127, 0, 0, 1]));
+                }
+                url::Url::parse(&format!("http://{addr}/")).map_err(|e| e.to_string())?
+            }
+            (None, None) => return Err("give --config FILE or --admin URL".into()),
+        };
+        Ok(Target { base, token })
+    }
+
+    fn url(&self, path: &str) -> Result<url::Url, String> {
+        self.base.join(path).map_err(|e| e.to_string())
+    }
+}
+
+fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+async fn reply(response: reqwest::Response) -> Result<Value, String> {
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| format!("HTTP {status}: {e}"))?;
+    let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        format!(
+            "HTTP {status}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    })?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!(
+            "HTTP {status}: {}",
+            body["error"].as_str().unwrap_or("request refused")
+        ))
+    }
+}
+
+fn bearer(target: &Target, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match &target.token {
+        Some(t) => request.bearer_auth(t),
+        None => request,
+    }
+}
+
+/// Sets an override; `action` is force_up, force_down or drain.
+pub async fn set(
+    target: &Target,
+    endpoint: &str,
+    action: &str,
+    reason: &str,
+    duration: &str,
+    by: &str,
+) -> Result<String, String> {
+    let request = client()?
+        .post(target.url("v1/overrides")?)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(json!({"endpoint": endpoint, "action": action, "reason": reason, "for": duration, "by": by}).to_string());
+    let body = reply(
+        bearer(target, request)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?,
+    )
+    .await?;
+    let o = &body["override"];
+    Ok(format!(
+        "{} {} for {duration}: {} (by {})",
+        o["action"].as_str().unwrap_or(action),
+        o["endpoint"].as_str().unwrap_or(endpoint),
+        o["reason"].as_str().unwrap_or(reason),
+        o["by"].as_str().unwrap_or(by)
+    ))
+}
+
+pub async fn clear(
+    target: &Target,
+    endpoint: &str,
+    reason: &str,
+    by: &str,
+) -> Result<String, String> {
+    let mut url = target.url(&format!("v1/overrides/{endpoint}"))?;
+    url.query_pairs_mut()
+        .append_pair("by", by)
+        .append_pair("reason", reason);
+    let request = client()?.delete(url);
+    reply(
+        bearer(target, request)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?,
+    )
+    .await?;
+    Ok(format!("override on {endpoint} cleared"))
+}
+
+pub async fn list(target: &Target) -> Result<String, String> {
+    let body = reply(
+        client()?
+            .get(target.url("v1/overrides")?)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?,
+    )
+    .await?;
+    let rows: Vec<Vec<String>> = body["overrides"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|o| {
+            vec![
+                text(&o["endpoint"]),
+                text(&o["action"]),
+                text(&o["reason"]),
+                text(&o["by"]),
+                expires_in(&o["expires_unix_ms"]),
+            ]
+        })
+        .collect();
+    Ok(table(
+        &["ENDPOINT", "ACTION", "REASON", "BY", "EXPIRES IN"],
+        &rows,
+    ))
+}
+
+pub async fn status(target: &Target) -> Result<String, String> {
+    let body = reply(
+        client()?
+            .get(target.url("v1/status")?)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?,
+    )
+    .await?;
+    Ok(render_status(&body))
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn expires_in(v: &Value) -> String {
+    let Some(at) = v.as_u64() else {
+        return String::new();
+    };
+    let now = crate::exchange::auth::unix_ms();
+    let secs = at.saturating_sub(now) / 1000;
+    format!("{}m{:02}s", secs / 60, secs % 60)
+}
+
+/// Columns padded to their widest cell.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row.clone()));
+        out.push('\n');
+    }
+    out
+}
+
+/// The status document as terminal tables: record -> answer -> why, then the endpoints.
+pub fn render_status(doc: &Value) -> String {
+    let list = |key: &str| doc[key].as_array().cloned().unwrap_or_default();
+    let records: Vec<Vec<String>> = list("records")
+        .iter()
+        .map(|r| {
+            let answer = if r["state"] == "servfail" {
+                "SERVFAIL".to_string()
+            } else {
+                r["answer"]
+                    .as_array()
+                    .map(|a| a.iter().map(text).collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default()
+            };
+            vec![
+                format!("{} {}", text(&r["name"]), text(&r["type"])),
+                text(&r["policy"]),
+                answer,
+                text(&r["why"]),
+            ]
+        })
+        .collect();
+    let endpoints: Vec<Vec<String>> = list("endpoints")
+        .iter()
+        .map(|e| {
+            let o = list("overrides")
+                .into_iter()
+                .find(|o| o["endpoint"] == e["id"]);
+            let verdict = match o {
+                Some(o) => format!(
+                    "{} ({} by override)",
+                    text(&e["verdict"]),
+                    text(&o["action"])
+                ),
+                None => text(&e["verdict"]),
+            };
+            vec![
+                text(&e["id"]),
+                text(&e["address"]),
+                verdict,
+                text(&e["why"]),
+            ]
+        })
+        .collect();
+    let q = &doc["quorum"];
+    let mut out = format!(
+        "ready: {}   quorum: {} ({} of {} fresh, {} needed)\n\n",
+        text(&doc["ready"]),
+        text(&q["state"]),
+        q["fresh"].as_array().map_or(0, Vec::len),
+        q["probers"].as_array().map_or(0, Vec::len),
+        text(&q["required"])
+    );
+    out.push_str(&table(&["RECORD", "POLICY", "ANSWER", "WHY"], &records));
+    out.push('\n');
+    out.push_str(&table(
+        &["ENDPOINT", "ADDRESS", "VERDICT", "WHY"],
+        &endpoints,
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_renders_record_answer_and_why() {
+        let doc = json!({
+            "ready": true,
+            "quorum": {"state": "quorum", "fresh": ["a", "b"], "probers": ["a", "b", "c"], "required": 2},
+            "records": [{"name": "www.example.com.", "type": "A", "policy": "failover", "state": "answer",
+                         "answer": ["192.0.2.2"], "why": "use1 not Up; failed over to euw1"}],
+            "endpoints": [{"id": "use1", "address": "192.0.2.1", "verdict": "down", "why": "3 of 3 probers report Down (status)"}],
+            "overrides": [{"endpoint": "use1", "action": "drain"}],
+        });
+        let text = render_status(&doc);
+        assert!(
+            text.contains(
+                "www.example.com. A  failover  192.0.2.2  use1 not Up; failed over to euw1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("down (drain by override)"), "{text}");
+        assert!(
+            text.starts_with("ready: true   quorum: quorum (2 of 3 fresh, 2 needed)"),
+            "{text}"
+        );
+    }
+}

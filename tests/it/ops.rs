@@ -1,0 +1,497 @@
+//! Operations: the status page in a real browser (headless Chromium), overrides through the
+//! CLI, `vantage status`, and the deployment files checked against a running vantage.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use hickory_proto::rr::RecordType;
+
+use crate::support::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Runs headless Chromium on `url` with `extra` arguments; returns stdout.
+fn chromium(url: &str, extra: &[&str]) -> String {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let out = Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=4000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run chromium (tests/run installs it)");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The rendered page, after its script has fetched /v1/status.
+fn rendered(admin: std::net::SocketAddr) -> String {
+    chromium(&format!("http://{admin}/"), &["--dump-dom"])
+}
+
+/// The text of the row of `endpoint` in the rendered matrix.
+fn matrix_row(dom: &str, endpoint: &str) -> String {
+    let start = dom
+        .find(&format!("data-endpoint=\"{endpoint}\""))
+        .unwrap_or_else(|| panic!("no row for {endpoint} in the page"));
+    let end = dom[start..].find("</tr>").map_or(dom.len(), |e| start + e);
+    dom[start..end].to_string()
+}
+
+fn vantage_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vantage"))
+        .args(args)
+        .output()
+        .expect("run vantage");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_shows_a_failure_and_a_drain_in_a_real_browser() {
+    init();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo = Vantage::start(
+        &[
+            "demo",
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        dir.path(),
+    );
+    demo.wait_ready().await;
+    let admin = format!("http://{}", demo.admin);
+    let www = || async {
+        addresses(
+            &udp_query(
+                demo.dns,
+                &query_message("www.example.com.", RecordType::A, false),
+            )
+            .await,
+        )
+    };
+
+    let dom = rendered(demo.admin);
+    assert!(dom.contains("www.example.com. A"), "records table rendered");
+    assert!(
+        matrix_row(&dom, "use1").contains("class=\"verdict\"><span class=\"up\">up</span>"),
+        "{}",
+        matrix_row(&dom, "use1")
+    );
+    assert!(
+        dom.contains("data-region=\"ap-south\""),
+        "endpoint x region matrix"
+    );
+    assert!(dom.contains("quorum 3 of 3"), "quorum state");
+
+    // A backend fails: the matrix follows.
+    http_request(demo.admin, "POST", "/demo/backends/use1/fail").await;
+    eventually(Duration::from_secs(8), "use1 Down", || async {
+        let s = demo.status().await;
+        s["endpoints"]
+            .as_array()?
+            .iter()
+            .any(|e| e["id"] == "use1" && e["verdict"] == "down")
+            .then_some(())
+    })
+    .await;
+    let dom = rendered(demo.admin);
+    let row = matrix_row(&dom, "use1");
+    assert!(row.contains("<span class=\"down\">down</span>"), "{row}");
+    assert!(row.contains("status"), "the failure kind is shown: {row}");
+    assert!(
+        dom.contains("up</span> → <span class=\"down\">down"),
+        "the transition is listed"
+    );
+
+    // Drain euw1 from the CLI: it leaves the DNS answer while still probed.
+    let token = demo
+        .stdout_rest
+        .lock()
+        .expect("lock")
+        .iter()
+        .find_map(|l| {
+            l.split_whitespace()
+                .skip_while(|w| *w != "--token-file")
+                .nth(1)
+                .map(str::to_string)
+        })
+        .expect("the demo prints the token file");
+    let (code, out, err) = vantage_cli(&[
+        "override",
+        "--admin",
+        &admin,
+        "--token-file",
+        &token,
+        "drain",
+        "euw1",
+        "--reason",
+        "maintenance",
+        "--for",
+        "10m",
+        "--by",
+        "alice",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    eventually(
+        Duration::from_secs(5),
+        "www to skip the drained euw1",
+        || async {
+            (www().await == vec!["127.0.0.4".parse::<std::net::IpAddr>().expect("ip")])
+                .then_some(())
+        },
+    )
+    .await;
+    let dom = rendered(demo.admin);
+    assert!(
+        matrix_row(&dom, "euw1").contains("drain: maintenance"),
+        "{}",
+        matrix_row(&dom, "euw1")
+    );
+    assert!(dom.contains("alice"), "the audit shows who");
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
+    std::fs::create_dir_all(&shots).expect("artifacts dir");
+    let shot = shots.join("status-page.png");
+    chromium(
+        &format!("{admin}/"),
+        &[
+            "--window-size=1400,1400",
+            &format!("--screenshot={}", shot.display()),
+        ],
+    );
+    assert!(std::fs::metadata(&shot).expect("screenshot").len() > 10_000);
+
+    // The terminal view says the same.
+    let (code, out, _) = vantage_cli(&["status", "--admin", &admin]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("www.example.com. A  failover  127.0.0.4"),
+        "{out}"
+    );
+    assert!(out.contains("(drain by override)"), "{out}");
+    let (_, text) = demo.get("/metrics").await;
+    let metrics = Exposition::parse(&text);
+    assert_eq!(
+        metrics.value(
+            "vantage_endpoint_override",
+            &[("endpoint", "euw1"), ("action", "drain")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        metrics
+            .value(
+                "vantage_dns_managed_answers_total",
+                &[("record", "www.example.com."), ("qtype", "A")]
+            )
+            .is_some()
+    );
+
+    // A wrong token is refused.
+    let bad = dir.path().join("bad-token");
+    std::fs::write(&bad, "nope").expect("write");
+    let (code, _, err) = vantage_cli(&[
+        "override",
+        "--admin",
+        &admin,
+        "--token-file",
+        bad.to_str().expect("path"),
+        "clear",
+        "euw1",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("401"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overrides_survive_a_restart_and_expire_by_themselves() {
+    init();
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..2],
+        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
+    )
+    .await;
+    std::fs::write(
+        dir.path().join("admin-token"),
+        "admin-token-for-tests-0123456789\n",
+    )
+    .expect("token");
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[[prober]]
+region = "r1"
+[check.web]
+port = {port}
+host = "app.test"
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+ca_file = "ca.pem"
+[dns]
+listen = ["127.0.0.1:0"]
+[admin]
+listen = "127.0.0.1:0"
+token_file = "admin-token"
+state_dir = "state"
+[[record]]
+name = "www.example.com"
+endpoints = [{{ name = "a", address = "{a}" }}, {{ name = "b", address = "{b}" }}]
+"#,
+            port = backends[0].addr.port(),
+            a = ips[0],
+            b = ips[1],
+        ),
+    )
+    .expect("config");
+    let config = path.to_str().expect("path");
+    let start = || Vantage::start(&["dns", "--config", config], dir.path());
+    let mut dns = start();
+    dns.wait_ready().await;
+    let admin = format!("http://{}", dns.admin);
+    let (code, out, err) = vantage_cli(&[
+        "override",
+        "--config",
+        config,
+        "--admin",
+        &admin,
+        "down",
+        "a",
+        "--reason",
+        "failover drill",
+        "--for",
+        "1h",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let www = |dns: &Vantage| {
+        let addr = dns.dns;
+        async move {
+            addresses(
+                &udp_query(
+                    addr,
+                    &query_message("www.example.com.", RecordType::A, false),
+                )
+                .await,
+            )
+        }
+    };
+    eventually(
+        Duration::from_secs(5),
+        "www to move off the forced-down endpoint",
+        || async { (www(&dns).await == vec![std::net::IpAddr::V4(ips[1])]).then_some(()) },
+    )
+    .await;
+
+    // Restart: the override is still in force.
+    assert!(dns.terminate().success());
+    let dns = start();
+    dns.wait_ready().await;
+    let admin = format!("http://{}", dns.admin);
+    assert_eq!(
+        www(&dns).await,
+        vec![std::net::IpAddr::V4(ips[1])],
+        "the override survived the restart"
+    );
+    let (code, out, _) = vantage_cli(&["override", "--admin", &admin, "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("force_down") && out.contains("failover drill"),
+        "{out}"
+    );
+
+    // A short override expires by itself, and the audit log records everything.
+    let (code, _, err) = vantage_cli(&[
+        "override",
+        "--config",
+        config,
+        "--admin",
+        &admin,
+        "clear",
+        "a",
+        "--reason",
+        "drill over",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = vantage_cli(&[
+        "override", "--config", config, "--admin", &admin, "drain", "b", "--reason", "blip",
+        "--for", "1s",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    eventually(
+        Duration::from_secs(8),
+        "the 1s override to expire",
+        || async {
+            let s = dns.status().await;
+            (s["overrides"].as_array()?.is_empty()
+                && s["audit"]
+                    .as_array()?
+                    .iter()
+                    .any(|a| a["what"] == "expired"))
+            .then_some(())
+        },
+    )
+    .await;
+    let log = std::fs::read_to_string(dir.path().join("state/audit.log")).expect("audit log");
+    let whats: Vec<String> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("JSON line")["what"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(whats, vec!["set", "clear", "set", "expired"], "{log}");
+    // Unknown endpoints and missing reasons are refused with a clear error.
+    let (code, _, err) = vantage_cli(&[
+        "override", "--config", config, "--admin", &admin, "drain", "nope", "--reason", "x",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no endpoint \"nope\""), "{err}");
+}
+
+/// `vantage_*` metric names used in a text (rules, dashboard), without histogram suffixes.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = text[i..].find("vantage_") {
+        let start = i + pos;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        let mut name = text[start..end].to_string();
+        for suffix in ["_bucket", "_sum", "_count"] {
+            if let Some(base) = name.strip_suffix(suffix) {
+                name = base.to_string();
+            }
+        }
+        if !names.contains(&name) {
+            names.push(name);
+        }
+        i = end;
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_files_are_valid_and_use_metrics_that_exist() {
+    init();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    for entry in std::fs::read_dir(root.join("kubernetes")).expect("kubernetes dir") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read");
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(
+                value.get("kind").is_some(),
+                "{}: a Kubernetes object has a kind",
+                path.display()
+            );
+        }
+    }
+    // The fleet config inside the ConfigMap is a valid configuration.
+    let text = std::fs::read_to_string(root.join("kubernetes/config.yaml")).expect("read");
+    let first = serde_yaml::Deserializer::from_str(&text)
+        .next()
+        .expect("a document");
+    let config = serde_yaml::Value::deserialize(first).expect("first document");
+    let fleet = config["data"]["fleet.toml"]
+        .as_str()
+        .expect("fleet.toml")
+        .to_string();
+    let dir = workdir();
+    std::fs::create_dir_all(dir.path().join("secret")).expect("dir");
+    std::fs::write(
+        dir.path().join("secret/token"),
+        "0123456789abcdef0123456789abcdef",
+    )
+    .expect("token");
+    std::fs::write(
+        dir.path().join("secret/admin-token"),
+        "0123456789abcdef0123456789abcdef",
+    )
+    .expect("token");
+    let fleet = fleet.replace("/etc/vantage/", &format!("{}/", dir.path().display()));
+    vantage::config::Settings::from_toml(&fleet, "configmap fleet.toml", dir.path())
+        .expect("the ConfigMap's fleet.toml validates");
+
+    let dashboard =
+        std::fs::read_to_string(root.join("grafana/vantage-dashboard.json")).expect("dashboard");
+    let _: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard JSON");
+    for args in [
+        vec!["check", "rules", "deploy/prometheus/alerts.yml"],
+        vec!["check", "config", "deploy/prometheus/prometheus.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(&args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("promtool (tests/run installs the prometheus package)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Every metric the rules and the dashboard use exists in a running vantage's exposition.
+    let demo_dir = tempfile::tempdir().expect("tempdir");
+    let demo = Vantage::start(
+        &[
+            "demo",
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        demo_dir.path(),
+    );
+    demo.wait_ready().await;
+    udp_query(
+        demo.dns,
+        &query_message("www.example.com.", RecordType::A, false),
+    )
+    .await;
+    let (_, text) = demo.get("/metrics").await;
+    let exposition = Exposition::parse(&text);
+    let rules = std::fs::read_to_string(root.join("prometheus/alerts.yml")).expect("rules");
+    for name in metric_names(&rules)
+        .into_iter()
+        .chain(metric_names(&dashboard))
+    {
+        assert!(
+            exposition.types.contains_key(&name),
+            "{name} is used by the rules or the dashboard but not exported"
+        );
+    }
+}
+
+use serde::Deserialize as _;
