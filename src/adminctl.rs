@@ -5,8 +5,6 @@ use std::{net::IpAddr, path::Path};
 
 use serde_json::{Value, json};
 
-use crate::config::Settings;
-
 /// Where the admin API is, and the token for writes.
 pub struct Target {
     pub base: url::Url,
@@ -29,20 +27,19 @@ impl Target {
             ),
             None => None,
         };
-        let settings = match config {
-            Some(config) => Some(Settings::load(config).map_err(|e| e.to_string())?),
+        // Only the [admin] table is needed, and it is read leniently: `vantage reload` must
+        // work while the rest of the file is broken (the server reports those problems).
+        let admin_table = match config {
+            Some(config) => Some(admin_of(config)?),
             None => None,
         };
         if token.is_none() {
-            token = settings
-                .as_ref()
-                .and_then(|s| s.admin.token.as_ref())
-                .map(|t| String::from_utf8_lossy(t.bytes()).to_string());
+            token = admin_table.as_ref().and_then(|(_, t)| t.clone());
         }
-        let base = match (admin, &settings) {
+        let base = match (admin, &admin_table) {
             (Some(url), _) => url::Url::parse(url).map_err(|e| format!("--admin {url:?}: {e}"))?,
-            (None, Some(settings)) => {
-                let mut addr = settings.admin.listen;
+            (None, Some((addr, _))) => {
+                let mut addr = *addr;
                 if addr.ip().is_unspecified() {
                     addr.set_ip(IpAddr::from([127, 0, 0, 1]));
                 }
@@ -56,6 +53,40 @@ impl Target {
     fn url(&self, path: &str) -> Result<url::Url, String> {
         self.base.join(path).map_err(|e| e.to_string())
     }
+}
+
+/// The admin listen address and token of a configuration file, read from its `[admin]` table.
+fn admin_of(config: &Path) -> Result<(std::net::SocketAddr, Option<String>), String> {
+    let text = std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", config.display()))?;
+    let admin = table.get("admin").and_then(|a| a.as_table());
+    let listen = admin
+        .and_then(|a| a.get("listen"))
+        .and_then(|l| l.as_str())
+        .unwrap_or(crate::config::defaults::ADMIN_LISTEN);
+    let listen = listen.parse().map_err(|_| {
+        format!(
+            "{}: admin.listen {listen:?} is not an address:port",
+            config.display()
+        )
+    })?;
+    let token = match admin
+        .and_then(|a| a.get("token_file"))
+        .and_then(|t| t.as_str())
+    {
+        None => None,
+        Some(file) => {
+            let path = config.parent().unwrap_or(Path::new(".")).join(file);
+            Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+                    .trim()
+                    .to_string(),
+            )
+        }
+    };
+    Ok((listen, token))
 }
 
 fn client() -> Result<reqwest::Client, String> {
@@ -144,6 +175,33 @@ pub async fn clear(
     )
     .await?;
     Ok(format!("override on {endpoint} cleared"))
+}
+
+/// Asks a running vantage to reload; the error lists every problem found.
+pub async fn reload(target: &Target) -> Result<String, String> {
+    let request = client()?.post(target.url("v1/reload")?);
+    let response = bearer(target, request)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(format!("reloaded: {}", text(&body["reloaded"])));
+    }
+    let problems: Vec<String> = body["problems"]
+        .as_array()
+        .map(|p| p.iter().map(text).collect())
+        .unwrap_or_default();
+    Err(format!(
+        "HTTP {status}: {}{}",
+        text(&body["error"]),
+        problems
+            .iter()
+            .map(|p| format!("\n  {p}"))
+            .collect::<String>()
+    ))
 }
 
 pub async fn list(target: &Target) -> Result<String, String> {

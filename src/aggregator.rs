@@ -109,8 +109,9 @@ impl Aggregator {
         let tick =
             (cluster.stale_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         let required = cluster.quorum.required(self.settings.regions.len());
-        let mut verdicts: BTreeMap<EndpointId, Verdict> = BTreeMap::new();
         let mut previous = self.published.load_full();
+        // After a reload, verdicts carry over: they are not re-decided from scratch.
+        let mut verdicts: BTreeMap<EndpointId, Verdict> = previous.verdicts.clone();
         let mut grace_reported = false;
         let endpoint_ids: Vec<EndpointId> = self
             .settings
@@ -122,7 +123,7 @@ impl Aggregator {
         // Before the first reports there is no quorum; the first one reached is logged.
         let mut quorum_state = false;
         let mut expired_seen = 0u64;
-        for generation in 1u64.. {
+        for generation in (previous.generation + 1).. {
             tokio::select! {
                 () = self.board.changed() => {
                     // Let the reports of one burst (every prober checking at once) arrive

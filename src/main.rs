@@ -75,6 +75,12 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Make a running vantage re-read its configuration and zones (like SIGHUP); exit 1 if
+    /// they are invalid (the running process keeps its previous configuration).
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Validate a configuration file and the zone files it names; exit non-zero on any problem.
     CheckConfig {
         /// The fleet configuration file.
@@ -176,7 +182,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            run(async move { app::run(settings, zones, None, announce).await })
+            run(async move { app::run(settings, zones, Some(config), None, announce).await })
         }
         Command::Probe {
             region,
@@ -251,6 +257,20 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Command::Reload { admin } => {
+            let target = match vantage::adminctl::Target::resolve(
+                admin.config.as_deref(),
+                admin.admin.as_deref(),
+                admin.token_file.as_deref(),
+            ) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("vantage: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            client(async move { vantage::adminctl::reload(&target).await })
+        }
         Command::Status { admin } => {
             let target = match vantage::adminctl::Target::resolve(
                 admin.config.as_deref(),
@@ -273,7 +293,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            run(async move { app::run_route53(settings, force, announce).await })
+            run(async move { app::run_route53(settings, config, force, announce).await })
         }
         Command::Plan { config, json } => {
             let settings = match vantage::config::Settings::load(&config) {
@@ -322,6 +342,7 @@ fn main() -> ExitCode {
             let result = app::run(
                 settings,
                 zones,
+                None,
                 Some(demo::routes(backends.faults)),
                 |listening| {
                     announce(listening);

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub(crate) route53: Route53Metrics,
     overrides: IntGaugeVec,
     override_changes: IntCounterVec,
+    reloads: IntCounterVec,
+    reload_ok: IntGauge,
     dns_queries: IntCounterVec,
 }
 
@@ -120,9 +122,9 @@ impl Metrics {
         let dns_responses = IntCounterVec::new(
             Opts::new(
                 "vantage_dns_responses_total",
-                "DNS responses sent, by transport protocol and response code.",
+                "DNS responses sent, by transport protocol, query type and response code.",
             ),
-            &["protocol", "rcode"],
+            &["protocol", "qtype", "rcode"],
         )
         .expect("valid metric");
         let record_answers = IntGaugeVec::new(
@@ -276,6 +278,20 @@ impl Metrics {
             &["record", "qtype", "reason"],
         )
         .expect("valid metric");
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "vantage_config_reloads_total",
+                "Configuration and zone reloads (SIGHUP or POST /v1/reload), by result (success, failure).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let reload_ok = IntGauge::new(
+            "vantage_config_last_reload_successful",
+            "0 when the last reload failed (the previous configuration is still in service), else 1.",
+        )
+        .expect("valid metric");
+        reload_ok.set(1);
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "vantage_build_info",
@@ -317,6 +333,8 @@ impl Metrics {
             Box::new(overrides.clone()),
             Box::new(override_changes.clone()),
             Box::new(dns_queries.clone()),
+            Box::new(reloads.clone()),
+            Box::new(reload_ok.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -342,6 +360,8 @@ impl Metrics {
             overrides,
             override_changes,
             dns_queries,
+            reloads,
+            reload_ok,
         }
     }
 
@@ -405,9 +425,9 @@ impl Metrics {
             .inc();
     }
 
-    pub fn dns_response(&self, protocol: &str, rcode: &str) {
+    pub fn dns_response(&self, protocol: &str, qtype: &str, rcode: &str) {
         self.dns_responses
-            .with_label_values(&[protocol, rcode])
+            .with_label_values(&[protocol, qtype, rcode])
             .inc();
     }
 
@@ -544,6 +564,14 @@ impl Metrics {
                     .set(i64::from(current == Some(action)));
             }
         }
+    }
+
+    /// A configuration reload finished.
+    pub fn config_reloaded(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+        self.reload_ok.set(i64::from(ok));
     }
 
     /// An override was set, cleared or expired.

@@ -31,16 +31,19 @@ use crate::{
 
 #[derive(Clone)]
 pub struct AdminState {
-    pub settings: Arc<Settings>,
+    /// The settings in force (replaced on reload).
+    pub settings: Arc<ArcSwap<Settings>>,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
     /// Links to remote probers (empty when probers run in this process).
-    pub links: Arc<Vec<Arc<ProberLink>>>,
+    pub links: Arc<ArcSwap<Vec<Arc<ProberLink>>>>,
     /// The Route53 reconciler's latest report per hosted zone (route53 role only).
     pub route53: Option<Reports>,
     /// Operator overrides (serving roles only).
     pub overrides: Option<Arc<OverrideStore>>,
     pub history: Arc<History>,
+    /// Where reload requests go (roles that can reload).
+    pub reload: Option<crate::app::ReloadRequests>,
 }
 
 /// The status page: one self-contained HTML file (no external assets) that renders
@@ -56,7 +59,45 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/overrides", get(overrides::list).post(overrides::set))
         .route("/v1/overrides/{endpoint}", delete(overrides::clear))
+        .route("/v1/reload", axum::routing::post(reload))
         .with_state(state)
+}
+
+/// `POST /v1/reload`: re-read the configuration and zones; 200 with a summary, or 422 with
+/// every problem (the previous configuration stays in service).
+async fn reload(
+    State(state): State<AdminState>,
+    headers: axum::http::HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    if let Err(reply) = overrides::authorize(&state, &headers) {
+        return reply;
+    }
+    let Some(requests) = &state.reload else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "this process cannot reload (no configuration file)"})),
+        );
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if requests.send(tx).await.is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "shutting down"})),
+        );
+    }
+    match rx.await {
+        Ok(Ok(summary)) => (StatusCode::OK, Json(json!({"reloaded": summary}))),
+        Ok(Err(problems)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(
+                json!({"error": "reload failed; the previous configuration stays in service", "problems": problems}),
+            ),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "shutting down"})),
+        ),
+    }
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
@@ -92,7 +133,12 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 
 async fn status(State(state): State<AdminState>) -> Json<Value> {
     let snapshot = state.snapshot.load();
-    let mut doc = status_json(&state.settings, &snapshot, &state.links, Instant::now());
+    let mut doc = status_json(
+        &state.settings.load(),
+        &snapshot,
+        &state.links.load(),
+        Instant::now(),
+    );
     if let Some(reports) = &state.route53 {
         let reports = reports
             .lock()

@@ -30,8 +30,9 @@ fn error(code: StatusCode, message: impl Into<String>) -> Reply {
 }
 
 /// Checks the bearer token in constant time.
-fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), Reply> {
-    let Some(token) = &state.settings.admin.token else {
+pub(super) fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), Reply> {
+    let settings = state.settings.load();
+    let Some(token) = &settings.admin.token else {
         return Err(error(
             StatusCode::FORBIDDEN,
             "overrides are disabled: set admin.token_file to a file holding the admin token",
@@ -109,13 +110,9 @@ pub async fn set(
         }
     };
     let endpoint = EndpointId::new(request.endpoint.as_str());
-    if state.settings.endpoint(&endpoint).is_none() {
-        let known: Vec<&str> = state
-            .settings
-            .endpoints
-            .iter()
-            .map(|e| e.id.as_str())
-            .collect();
+    let settings = state.settings.load();
+    if settings.endpoint(&endpoint).is_none() {
+        let known: Vec<&str> = settings.endpoints.iter().map(|e| e.id.as_str()).collect();
         return error(
             StatusCode::NOT_FOUND,
             format!(

@@ -1,25 +1,29 @@
-//! `vantage dns` (and the demo): aggregation, the DNS server and the admin listener.
+//! `vantage dns` (and the demo): aggregation, the DNS server and the admin listener; reloads
+//! the configuration and zones on SIGHUP or `POST /v1/reload`.
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc};
 
 use anyhow::{Context, anyhow};
+use arc_swap::ArcSwap;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Listening, admin_state, bind_admin, drain, serve_admin, shutdown_signal, start_aggregation,
+    Listening, admin_state, bind_admin, check, drain, serve_admin, serve_until_shutdown,
+    start_aggregation,
 };
 use crate::{
     config::Settings,
-    dns::{self, ZoneFile},
+    dns::{self, ZoneFile, server::DnsState},
     metrics::Metrics,
 };
 
-/// Serves DNS until SIGINT/SIGTERM. `extra` adds routes to the admin listener (the demo's
-/// controls).
+/// Serves DNS until SIGINT/SIGTERM. `config` is the file to re-read on reload (none for the
+/// demo); `extra` adds routes to the admin listener (the demo's controls).
 pub async fn run(
     settings: Settings,
     zones: Vec<ZoneFile>,
+    config: Option<PathBuf>,
     extra: Option<axum::Router>,
     on_listening: impl FnOnce(&Listening),
 ) -> anyhow::Result<()> {
@@ -37,23 +41,26 @@ pub async fn run(
         admin: admin_listener.local_addr()?,
     };
 
-    let aggregation = start_aggregation(&settings, &metrics, true, &shutdown, &mut tasks)?;
-    let clients = Arc::new(dns::client::ClientRegions::new(
-        settings.dns.client_regions.clone(),
+    let mut aggregation = start_aggregation(&settings, &metrics, true, &shutdown, &mut tasks)?;
+    let state = Arc::new(ArcSwap::from_pointee(
+        DnsState::new(&settings, zones, &aggregation.published).map_err(|e| anyhow!("{e}"))?,
     ));
-    let catalog =
-        dns::catalog(zones, &aggregation.published, &clients).map_err(|e| anyhow!("{e}"))?;
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     serve_admin(
         admin_listener,
-        admin_state(&settings, &aggregation, &metrics, None),
+        admin_state(
+            &aggregation,
+            &metrics,
+            None,
+            config.as_ref().map(|_| reload_tx),
+        ),
         extra,
         &shutdown,
         &mut tasks,
     );
     let frontend = dns::server::Frontend::new(
-        catalog,
+        state.clone(),
         aggregation.published.clone(),
-        clients,
         metrics.clone(),
     );
     let server = dns::server::serve(frontend, bound);
@@ -62,8 +69,65 @@ pub async fn run(
         endpoints = settings.endpoints.len(), records = settings.records.len(), "vantage is serving");
     on_listening(&listening);
 
-    shutdown_signal().await;
+    serve_until_shutdown(reload_rx, &metrics, || {
+        let outcome = match &config {
+            None => Err(vec![
+                "this process has no configuration file to reload (the demo)".to_string(),
+            ]),
+            Some(path) => reload(
+                path,
+                &settings,
+                &mut aggregation,
+                &state,
+                &metrics,
+                &shutdown,
+                &mut tasks,
+            ),
+        };
+        async move { outcome }
+    })
+    .await;
     tracing::info!("shutting down: draining DNS and admin listeners");
     drain(shutdown, tasks, Some(server)).await;
     Ok(())
+}
+
+/// Re-reads and validates everything first; swaps only if all of it is good.
+fn reload(
+    path: &std::path::Path,
+    first: &Settings,
+    aggregation: &mut super::Aggregation,
+    state: &Arc<ArcSwap<DnsState>>,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<String, Vec<String>> {
+    let (settings, zones) = check(path)?;
+    let mut notes = Vec::new();
+    if settings.dns.listen != first.dns.listen || settings.admin.listen != first.admin.listen {
+        notes.push("listen addresses changed: they take effect at the next restart".to_string());
+    }
+    if settings.admin.state_dir != first.admin.state_dir {
+        notes.push("admin.state_dir changed: it takes effect at the next restart".to_string());
+    }
+    let summary = format!(
+        "{} records, {} endpoints, {} zones, {} probers{}",
+        settings.records.len(),
+        settings.endpoints.len(),
+        zones.len(),
+        settings.regions.len(),
+        if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", notes.join("; "))
+        }
+    );
+    let settings = Arc::new(settings);
+    let next =
+        DnsState::new(&settings, zones, &aggregation.published).map_err(|e| vec![e.to_string()])?;
+    aggregation
+        .replace(settings, metrics, shutdown, tasks)
+        .map_err(|e| vec![format!("{e:#}")])?;
+    state.store(Arc::new(next));
+    Ok(summary)
 }

@@ -78,13 +78,17 @@ pub fn check_zones(settings: &Settings, zones: &[ZoneFile], file: &str) -> Resul
     }
 }
 
-/// The observation side shared by the roles that decide: probers in this process (or pullers
-/// of remote probers) and the aggregator publishing snapshots.
+/// The deciding side of the serving roles. What survives a reload: the published snapshot (and
+/// with it the verdicts), the observation board, overrides, history. What a reload replaces:
+/// the settings and one generation of probers (or pullers) and aggregator.
 struct Aggregation {
     published: Arc<ArcSwap<Snapshot>>,
-    links: Vec<Arc<ProberLink>>,
+    board: Arc<ObservationBoard>,
+    settings: Arc<ArcSwap<Settings>>,
+    links: Arc<ArcSwap<Vec<Arc<ProberLink>>>>,
     overrides: Option<Arc<OverrideStore>>,
     history: Arc<History>,
+    generation: CancellationToken,
 }
 
 /// `with_overrides`: open the override store of `admin.state_dir` (the serving roles).
@@ -103,60 +107,150 @@ fn start_aggregation(
     } else {
         None
     };
-    let history = Arc::new(History::default());
-    let board = Arc::new(ObservationBoard::new());
-    let published = Arc::new(ArcSwap::from_pointee(Aggregator::initial(settings)));
-    let links = if settings.prober_urls.is_empty() {
-        for region in &settings.regions {
-            probe::prober::spawn(
-                region,
-                &settings.endpoints,
-                &board,
-                metrics,
-                shutdown,
-                tasks,
-            )?;
-            // An in-process prober is always reachable.
-            metrics.prober_link(region, true, None);
-        }
-        Vec::new()
-    } else {
-        let secret = settings
-            .cluster
-            .token
-            .as_ref()
-            .ok_or_else(|| anyhow!("remote probers need cluster.token_file"))?;
-        let cluster = &settings.cluster;
-        exchange::pull::spawn(
-            settings
-                .prober_urls
-                .iter()
-                .map(|(r, u)| (r.clone(), u.clone())),
-            Arc::new(FleetKey::new(secret)),
-            &board,
-            metrics,
-            cluster.poll_interval,
-            cluster.poll_timeout,
-            cluster.stale_after,
-            shutdown,
-            tasks,
-        )?
-    };
-    let aggregator = Aggregator::new(
-        settings.clone(),
-        board,
-        published.clone(),
-        metrics.clone(),
-        overrides.clone(),
-        history.clone(),
-    );
-    tasks.spawn(aggregator.run(shutdown.clone()));
-    Ok(Aggregation {
-        published,
-        links,
+    let mut aggregation = Aggregation {
+        published: Arc::new(ArcSwap::from_pointee(Aggregator::initial(settings))),
+        board: Arc::new(ObservationBoard::new()),
+        settings: Arc::new(ArcSwap::new(settings.clone())),
+        links: Arc::new(ArcSwap::from_pointee(Vec::new())),
         overrides,
-        history,
-    })
+        history: Arc::new(History::default()),
+        generation: shutdown.child_token(),
+    };
+    let generation = aggregation.generation.clone();
+    aggregation.spawn_generation(settings, metrics, &generation, tasks)?;
+    Ok(aggregation)
+}
+
+impl Aggregation {
+    /// Starts probers (or pullers) and the aggregator for `settings`, stopped by `token`.
+    fn spawn_generation(
+        &mut self,
+        settings: &Arc<Settings>,
+        metrics: &Arc<Metrics>,
+        token: &CancellationToken,
+        tasks: &mut JoinSet<()>,
+    ) -> anyhow::Result<()> {
+        let links = if settings.prober_urls.is_empty() {
+            for region in &settings.regions {
+                probe::prober::spawn(
+                    region,
+                    &settings.endpoints,
+                    &self.board,
+                    metrics,
+                    token,
+                    tasks,
+                )?;
+                // An in-process prober is always reachable.
+                metrics.prober_link(region, true, None);
+            }
+            Vec::new()
+        } else {
+            let secret = settings
+                .cluster
+                .token
+                .as_ref()
+                .ok_or_else(|| anyhow!("remote probers need cluster.token_file"))?;
+            let cluster = &settings.cluster;
+            exchange::pull::spawn(
+                settings
+                    .prober_urls
+                    .iter()
+                    .map(|(r, u)| (r.clone(), u.clone())),
+                Arc::new(FleetKey::new(secret)),
+                &self.board,
+                metrics,
+                cluster.poll_interval,
+                cluster.poll_timeout,
+                cluster.stale_after,
+                token,
+                tasks,
+            )?
+        };
+        let aggregator = Aggregator::new(
+            settings.clone(),
+            self.board.clone(),
+            self.published.clone(),
+            metrics.clone(),
+            self.overrides.clone(),
+            self.history.clone(),
+        );
+        tasks.spawn(aggregator.run(token.clone()));
+        self.links.store(Arc::new(links));
+        Ok(())
+    }
+
+    /// Replaces the generation with one for `settings`: the new one starts before the old one
+    /// stops, and verdicts carry over through the published snapshot.
+    fn replace(
+        &mut self,
+        settings: Arc<Settings>,
+        metrics: &Arc<Metrics>,
+        shutdown: &CancellationToken,
+        tasks: &mut JoinSet<()>,
+    ) -> anyhow::Result<()> {
+        let next = shutdown.child_token();
+        self.spawn_generation(&settings, metrics, &next, tasks)?;
+        let old = std::mem::replace(&mut self.generation, next);
+        old.cancel();
+        self.settings.store(settings);
+        Ok(())
+    }
+}
+
+/// Requests to reload, from the admin API; each gets the outcome back.
+pub type ReloadRequests =
+    tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<String, Vec<String>>>>;
+
+/// Waits for SIGINT/SIGTERM, reloading on SIGHUP or an admin request with `reload`.
+async fn serve_until_shutdown<F, Fut>(
+    mut requests: tokio::sync::mpsc::Receiver<
+        tokio::sync::oneshot::Sender<Result<String, Vec<String>>>,
+    >,
+    metrics: &Metrics,
+    mut reload: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<String, Vec<String>>>,
+{
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<Option<()>>();
+        let reply = tokio::select! {
+            () = &mut stop => return,
+            _ = hup => None,
+            request = requests.recv() => request,
+        };
+        let outcome = reload().await;
+        match &outcome {
+            Ok(summary) => {
+                metrics.config_reloaded(true);
+                tracing::info!("configuration reloaded: {summary}");
+            }
+            Err(problems) => {
+                metrics.config_reloaded(false);
+                tracing::error!(
+                    "configuration reload failed; still serving the previous configuration:\n{}",
+                    problems.join("\n")
+                );
+            }
+        }
+        if let Some(reply) = reply {
+            if reply.send(outcome).is_err() {
+                tracing::debug!("the reload requester went away");
+            }
+        }
+    }
 }
 
 /// Binds the admin listener.
@@ -194,19 +288,20 @@ fn serve_admin(
 }
 
 fn admin_state(
-    settings: &Arc<Settings>,
     aggregation: &Aggregation,
     metrics: &Arc<Metrics>,
     route53: Option<Reports>,
+    reload: Option<ReloadRequests>,
 ) -> AdminState {
     AdminState {
-        settings: settings.clone(),
+        settings: aggregation.settings.clone(),
         snapshot: aggregation.published.clone(),
         metrics: metrics.clone(),
-        links: Arc::new(aggregation.links.clone()),
+        links: aggregation.links.clone(),
         route53,
         overrides: aggregation.overrides.clone(),
         history: aggregation.history.clone(),
+        reload,
     }
 }
 

@@ -8,7 +8,7 @@ use tokio::{task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Listening, admin_state, bind_admin, drain, serve_admin, shutdown_signal, start_aggregation,
+    Listening, admin_state, bind_admin, drain, serve_admin, serve_until_shutdown, start_aggregation,
 };
 use crate::{
     config::Settings,
@@ -45,9 +45,11 @@ async fn api(settings: &Settings, metrics: &Arc<Metrics>) -> Paced<Route53Client
     )
 }
 
-/// Runs the Route53 reconciler until SIGINT/SIGTERM.
+/// Runs the Route53 reconciler until SIGINT/SIGTERM; reloads the configuration on SIGHUP or
+/// `POST /v1/reload` (the Route53 endpoint and pacing take effect at the next restart).
 pub async fn run_route53(
     settings: Settings,
+    config: std::path::PathBuf,
     force: bool,
     on_listening: impl FnOnce(&Listening),
 ) -> anyhow::Result<()> {
@@ -61,11 +63,17 @@ pub async fn run_route53(
         dns: Vec::new(),
         admin: admin_listener.local_addr()?,
     };
-    let aggregation = start_aggregation(&settings, &metrics, true, &shutdown, &mut tasks)?;
+    let mut aggregation = start_aggregation(&settings, &metrics, true, &shutdown, &mut tasks)?;
     let reports: Reports = Arc::default();
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     serve_admin(
         admin_listener,
-        admin_state(&settings, &aggregation, &metrics, Some(reports.clone())),
+        admin_state(
+            &aggregation,
+            &metrics,
+            Some(reports.clone()),
+            Some(reload_tx),
+        ),
         None,
         &shutdown,
         &mut tasks,
@@ -73,7 +81,7 @@ pub async fn run_route53(
     let api = api(&settings, &metrics).await;
     let published = aggregation.published.clone();
     let stop = shutdown.clone();
-    let loop_settings = settings.clone();
+    let loop_settings = aggregation.settings.clone();
     let loop_metrics = metrics.clone();
     tasks.spawn(async move {
         reconcile_loop(
@@ -89,14 +97,31 @@ pub async fn run_route53(
     });
     tracing::info!(admin = %listening.admin, force, "Route53 reconciler is running");
     on_listening(&listening);
-    shutdown_signal().await;
+    serve_until_shutdown(reload_rx, &metrics, || {
+        let outcome = Settings::load(&config)
+            .map_err(|e| vec![e.to_string()])
+            .and_then(|next| {
+                require_targets(&next).map_err(|e| vec![e.to_string()])?;
+                let summary = format!(
+                    "{} records, {} endpoints",
+                    next.records.len(),
+                    next.endpoints.len()
+                );
+                aggregation
+                    .replace(Arc::new(next), &metrics, &shutdown, &mut tasks)
+                    .map_err(|e| vec![format!("{e:#}")])?;
+                Ok(summary)
+            });
+        async move { outcome }
+    })
+    .await;
     tracing::info!("shutting down the reconciler (nothing is deleted on shutdown)");
     drain(shutdown, tasks, None).await;
     Ok(())
 }
 
 async fn reconcile_loop(
-    settings: Arc<Settings>,
+    settings: Arc<arc_swap::ArcSwap<Settings>>,
     published: Arc<arc_swap::ArcSwap<crate::snapshot::Snapshot>>,
     api: impl Api,
     metrics: Arc<Metrics>,
@@ -104,7 +129,7 @@ async fn reconcile_loop(
     force: bool,
     shutdown: CancellationToken,
 ) {
-    let limits = CycleLimits {
+    let limits = |settings: &Settings| CycleLimits {
         max_change_fraction: settings.route53.max_change_fraction,
         min_change_cap: settings.route53.min_change_cap,
         insync_timeout: settings.route53.insync_timeout,
@@ -121,6 +146,8 @@ async fn reconcile_loop(
             () = shutdown.cancelled() => return,
         }
         let snapshot = published.load();
+        let settings = settings.load_full();
+        let limits = limits(&settings);
         let targets = desired::targets(&settings, &snapshot);
         let changed = last.as_ref() != Some(&targets);
         if !changed && Instant::now() < next_cycle {

@@ -28,24 +28,40 @@ use crate::{
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const TCP_RESPONSE_BUFFER: usize = 64;
 
+/// What the DNS server answers from, replaced whole on reload: the catalog of zones and the
+/// client-region table.
+pub struct DnsState {
+    pub catalog: Catalog,
+    pub clients: Arc<ClientRegions>,
+}
+
+impl DnsState {
+    pub fn new(
+        settings: &crate::config::Settings,
+        zones: Vec<super::ZoneFile>,
+        snapshot: &Arc<ArcSwap<Snapshot>>,
+    ) -> Result<Self, super::ZoneError> {
+        let clients = Arc::new(ClientRegions::new(settings.dns.client_regions.clone()));
+        let catalog = super::catalog(zones, snapshot, &clients)?;
+        Ok(Self { catalog, clients })
+    }
+}
+
 pub struct Frontend {
-    catalog: Catalog,
+    state: Arc<ArcSwap<DnsState>>,
     snapshot: Arc<ArcSwap<Snapshot>>,
-    clients: Arc<ClientRegions>,
     metrics: Arc<Metrics>,
 }
 
 impl Frontend {
     pub fn new(
-        catalog: Catalog,
+        state: Arc<ArcSwap<DnsState>>,
         snapshot: Arc<ArcSwap<Snapshot>>,
-        clients: Arc<ClientRegions>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            catalog,
+            state,
             snapshot,
-            clients,
             metrics,
         }
     }
@@ -53,8 +69,8 @@ impl Frontend {
     /// The ECS option to echo (RFC 7871): the query's, with the scope actually used: the
     /// matched client network for region-dependent answers, 0 for answers that are the same
     /// for every client.
-    fn ecs_echo(&self, request: &Request) -> Option<ClientSubnet> {
-        let located = self.clients.locate(request);
+    fn ecs_echo(&self, request: &Request, clients: &ClientRegions) -> Option<ClientSubnet> {
+        let located = clients.locate(request);
         let mut subnet = located.subnet?;
         let region_dependent = request.request_info().ok().is_some_and(|info| {
             let name = info.query.name().to_string();
@@ -131,6 +147,7 @@ impl RequestHandler for Frontend {
         mut response_handle: R,
     ) -> ResponseInfo {
         let protocol = request.protocol().to_string();
+        let state = self.state.load_full();
         let info = if self.undecided(request) {
             let edns = request.edns.as_ref().map(|req| {
                 let mut edns = hickory_proto::op::Edns::new();
@@ -151,21 +168,26 @@ impl RequestHandler for Frontend {
                     })
                 }
             }
-        } else if let Some(subnet) = self.ecs_echo(request) {
+        } else if let Some(subnet) = self.ecs_echo(request, &state.clients) {
             let echo = EcsEcho {
                 inner: response_handle,
                 subnet,
             };
-            self.catalog
+            state
+                .catalog
                 .handle_request::<EcsEcho<R>, T>(request, echo)
                 .await
         } else {
-            self.catalog
+            state
+                .catalog
                 .handle_request::<R, T>(request, response_handle)
                 .await
         };
-        self.metrics
-            .dns_response(&protocol, rcode_name(info.response_code));
+        self.metrics.dns_response(
+            &protocol,
+            qtype_name(request),
+            rcode_name(info.response_code),
+        );
         self.count_managed(request);
         info
     }
@@ -200,6 +222,27 @@ impl<R: ResponseHandler> ResponseHandler for EcsEcho<R> {
         edns.options_mut().insert(EdnsOption::Subnet(self.subnet));
         response.set_edns(&edns);
         self.inner.send_response(response).await
+    }
+}
+
+/// The query type, from a fixed set (others are "OTHER"), for metric labels.
+fn qtype_name(request: &Request) -> &'static str {
+    use hickory_proto::rr::RecordType as T;
+    match request.request_info().map(|i| i.query.query_type()) {
+        Ok(T::A) => "A",
+        Ok(T::AAAA) => "AAAA",
+        Ok(T::CNAME) => "CNAME",
+        Ok(T::MX) => "MX",
+        Ok(T::TXT) => "TXT",
+        Ok(T::NS) => "NS",
+        Ok(T::SOA) => "SOA",
+        Ok(T::SRV) => "SRV",
+        Ok(T::CAA) => "CAA",
+        Ok(T::PTR) => "PTR",
+        Ok(T::ANY) => "ANY",
+        Ok(T::AXFR) => "AXFR",
+        Ok(_) => "OTHER",
+        Err(_) => "NONE",
     }
 }
 

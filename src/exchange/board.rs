@@ -13,6 +13,13 @@ use tokio::sync::Notify;
 
 use crate::model::{EndpointId, Observation, Region};
 
+/// A process-wide increasing sequence for observations written to a board, so that probers and
+/// pullers restarted by a reload never write with a number lower than before.
+pub fn next_seq() -> u64 {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 #[derive(Default)]
 pub struct ObservationBoard {
     latest: Mutex<HashMap<(Region, EndpointId), Observation>>,

@@ -108,7 +108,6 @@ enum PollError {
 impl Puller {
     async fn run(self, poll_interval: Duration, shutdown: CancellationToken) {
         let region = self.link.region.clone();
-        let mut accepted_seq = 0u64;
         loop {
             let started = Instant::now();
             let result = tokio::select! {
@@ -118,8 +117,8 @@ impl Puller {
             let was_reachable = self.record(&result, started);
             match result {
                 Ok((report, _)) => {
-                    accepted_seq += 1;
-                    for observation in report.into_observations(started, accepted_seq) {
+                    let seq = super::board::next_seq();
+                    for observation in report.into_observations(started, seq) {
                         self.board.report(observation);
                     }
                     self.metrics.prober_poll(&region, "ok", None);

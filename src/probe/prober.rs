@@ -79,7 +79,7 @@ async fn run_endpoint(
         () = tokio::time::sleep(offset) => {}
         () = shutdown.cancelled() => return,
     }
-    for seq in 1u64.. {
+    loop {
         let started = Instant::now();
         let outcome = tokio::select! {
             outcome = checker.run() => outcome,
@@ -126,7 +126,7 @@ async fn run_endpoint(
             smoothed_rtt,
             last_failure: last_failure.clone(),
             observed_at: Instant::now(),
-            seq,
+            seq: crate::exchange::board::next_seq(),
         });
         let wait = jittered(check.interval).saturating_sub(started.elapsed());
         tokio::select! {

@@ -495,3 +495,143 @@ async fn deployment_files_are_valid_and_use_metrics_that_exist() {
 }
 
 use serde::Deserialize as _;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_a_good_configuration_and_keeps_the_old_one_on_a_bad_one() {
+    init();
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..2],
+        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
+    )
+    .await;
+    std::fs::write(
+        dir.path().join("admin-token"),
+        "admin-token-for-tests-0123456789\n",
+    )
+    .expect("token");
+    let path = dir.path().join("fleet.toml");
+    let config = |records: &str| {
+        format!(
+            r#"
+[[prober]]
+region = "r1"
+[check.web]
+port = {port}
+host = "app.test"
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+ca_file = "ca.pem"
+[dns]
+listen = ["127.0.0.1:0"]
+[admin]
+listen = "127.0.0.1:0"
+token_file = "admin-token"
+[[record]]
+name = "www.example.com"
+endpoints = [{{ name = "a", address = "{a}" }}]
+{records}
+"#,
+            port = backends[0].addr.port(),
+            a = ips[0],
+        )
+    };
+    std::fs::write(&path, config("")).expect("config");
+    let cfg = path.to_str().expect("path");
+    let dns = Vantage::start(&["dns", "--config", cfg], dir.path());
+    dns.wait_ready().await;
+    let admin = format!("http://{}", dns.admin);
+    let ask = |name: &'static str| {
+        let addr = dns.dns;
+        async move { udp_query(addr, &query_message(name, RecordType::A, false)).await }
+    };
+
+    // A good change: a new managed record and a new static record.
+    std::fs::write(&path, config(&format!("[[record]]\nname = \"api.example.com\"\nendpoints = [{{ name = \"b\", address = \"{}\" }}]\n", ips[1])))
+        .expect("config");
+    std::fs::write(
+        dir.path().join("zones/example.com.zone"),
+        format!("{EXAMPLE_ZONE}new IN A 192.0.2.77\n"),
+    )
+    .expect("zone");
+    let (code, out, err) = vantage_cli(&["reload", "--config", cfg, "--admin", &admin]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("reloaded: 2 records"), "{out}");
+    // The verdicts carried over: www never stops answering.
+    let www = ask("www.example.com.").await;
+    assert_eq!(
+        addresses(&www),
+        vec![std::net::IpAddr::V4(ips[0])],
+        "{www:?}"
+    );
+    assert_eq!(
+        addresses(&ask("new.example.com.").await),
+        vec!["192.0.2.77".parse::<std::net::IpAddr>().expect("ip")]
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the new record to answer",
+        || async {
+            (addresses(&ask("api.example.com.").await) == vec![std::net::IpAddr::V4(ips[1])])
+                .then_some(())
+        },
+    )
+    .await;
+
+    // A bad change is refused with every problem; the previous configuration stays in service.
+    std::fs::write(
+        &path,
+        config(
+            "[[record]]\nname = \"bad.example.com\"\nendpoints = [{ address = \"300.1.1.1\" }]\n",
+        ),
+    )
+    .expect("config");
+    let (code, _, err) = vantage_cli(&["reload", "--config", cfg, "--admin", &admin]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("record[1].endpoints[0].address: \"300.1.1.1\" is not an IP address"),
+        "{err}"
+    );
+    assert_eq!(
+        addresses(&ask("api.example.com.").await),
+        vec![std::net::IpAddr::V4(ips[1])],
+        "still the previous configuration"
+    );
+    let (_, text) = dns.get("/metrics").await;
+    let metrics = Exposition::parse(&text);
+    assert_eq!(
+        metrics.value("vantage_config_last_reload_successful", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        metrics.value("vantage_config_reloads_total", &[("result", "failure")]),
+        Some(1.0)
+    );
+
+    // SIGHUP reloads too: api goes away again.
+    std::fs::write(&path, config("")).expect("config");
+    dns.signal("HUP");
+    eventually(
+        Duration::from_secs(5),
+        "api to be gone after SIGHUP",
+        || async {
+            (ask("api.example.com.").await.metadata.response_code
+                == hickory_proto::op::ResponseCode::NXDomain)
+                .then_some(())
+        },
+    )
+    .await;
+    let (_, text) = dns.get("/metrics").await;
+    let metrics = Exposition::parse(&text);
+    assert_eq!(
+        metrics.value("vantage_config_reloads_total", &[("result", "success")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        metrics.value("vantage_config_last_reload_successful", &[]),
+        Some(1.0)
+    );
+}
