@@ -162,7 +162,11 @@ pub async fn clear(
     reason: &str,
     by: &str,
 ) -> Result<String, String> {
-    let mut url = target.url(&format!("v1/overrides/{endpoint}"))?;
+    let mut url = target.url("v1/overrides/")?;
+    url.path_segments_mut()
+        .map_err(|()| "the admin URL cannot have a path".to_string())?
+        .pop_if_empty()
+        .push(endpoint);
     url.query_pairs_mut()
         .append_pair("by", by)
         .append_pair("reason", reason);

@@ -300,6 +300,10 @@ impl Aggregator {
                 }));
             self.metrics.published(generation, snap.ready);
             let snap = Arc::new(snap);
+            if shutdown.is_cancelled() {
+                // Replaced by a reload: the new generation publishes from now on.
+                return;
+            }
             self.published.store(snap.clone());
             previous = snap;
             verdicts = next;

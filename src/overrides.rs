@@ -134,7 +134,9 @@ impl OverrideStore {
             path: file.display().to_string(),
             message: e.to_string(),
         })?;
-        std::fs::write(&tmp, body).map_err(io)?;
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&body).map_err(io)?;
+        f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &file).map_err(io)
     }
 
@@ -220,12 +222,17 @@ impl OverrideStore {
             for o in &expired {
                 next.remove(&o.endpoint);
             }
-            match self.persist(&next) {
-                Ok(()) => *entries = next,
-                Err(error) => tracing::error!(%error, "cannot persist expired overrides"),
+            if let Err(error) = self.persist(&next) {
+                tracing::error!(%error, "cannot persist expired overrides; they are out of force anyway");
             }
+            *entries = next;
         }
-        let active = entries.clone();
+        // Whatever happened on disk, an expired override is never in force.
+        let active: BTreeMap<EndpointId, Override> = entries
+            .iter()
+            .filter(|(_, o)| o.expires_unix_ms > now_ms)
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect();
         drop(entries);
         for o in expired {
             self.expired_total

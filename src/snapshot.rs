@@ -243,7 +243,9 @@ pub fn build(
             rest = parent;
         }
     }
-    let ready = records.values().all(|r| r.answer != Answer::NotReady);
+    // Readiness latches: once every record was decided, a record added by a reload does not
+    // take a serving process out of rotation (it answers SERVFAIL until decided).
+    let ready = previous.ready || records.values().all(|r| r.answer != Answer::NotReady);
     Snapshot {
         generation,
         ready,

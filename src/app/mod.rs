@@ -188,12 +188,57 @@ impl Aggregation {
         shutdown: &CancellationToken,
         tasks: &mut JoinSet<()>,
     ) -> anyhow::Result<()> {
+        let old_settings = self.settings.load_full();
+        // Endpoints whose probe target changed start over: what was seen of the old target
+        // (verdicts, observations) says nothing about the new one.
+        let changed: Vec<crate::model::EndpointId> = settings
+            .endpoints
+            .iter()
+            .filter(|e| {
+                old_settings
+                    .endpoint(&e.id)
+                    .is_some_and(|old| **old != ***e)
+            })
+            .map(|e| e.id.clone())
+            .collect();
+        for id in &changed {
+            self.board.forget(id);
+        }
+        // Stop the old generation first, so that it cannot publish over what follows.
+        self.generation.cancel();
+        // Publish the new records at once (a new name must not fall through to the zone file
+        // and answer NXDOMAIN), deciding from the verdicts that carry over.
+        let previous = self.published.load_full();
+        let mut verdicts = previous.verdicts.clone();
+        verdicts.retain(|id, _| !changed.contains(id) && settings.endpoint(id).is_some());
+        let mut snapshot = crate::snapshot::build(
+            &settings,
+            verdicts,
+            previous.overrides.clone(),
+            &previous,
+            previous.generation + 1,
+            false,
+        );
+        snapshot.quorum = previous.quorum.clone();
+        self.published.store(Arc::new(snapshot));
         let next = shutdown.child_token();
-        self.spawn_generation(&settings, metrics, &next, tasks)?;
-        let old = std::mem::replace(&mut self.generation, next);
-        old.cancel();
-        self.settings.store(settings);
-        Ok(())
+        match self.spawn_generation(&settings, metrics, &next, tasks) {
+            Ok(()) => {
+                self.generation = next;
+                self.settings.store(settings);
+                Ok(())
+            }
+            Err(e) => {
+                next.cancel();
+                // Keep serving with the previous configuration.
+                let again = shutdown.child_token();
+                if let Err(error) = self.spawn_generation(&old_settings, metrics, &again, tasks) {
+                    tracing::error!(%error, "cannot restart the previous generation after a failed reload");
+                }
+                self.generation = again;
+                Err(e)
+            }
+        }
     }
 }
 
@@ -216,6 +261,7 @@ async fn serve_until_shutdown<F, Fut>(
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let stop = shutdown_signal();
     tokio::pin!(stop);
+    let mut requests_open = true;
     loop {
         #[cfg(unix)]
         let hup = async {
@@ -228,8 +274,21 @@ async fn serve_until_shutdown<F, Fut>(
         let hup = std::future::pending::<Option<()>>();
         let reply = tokio::select! {
             () = &mut stop => return,
-            _ = hup => None,
-            request = requests.recv() => request,
+            signal = hup => {
+                if signal.is_none() {
+                    // The signal stream ended: no more SIGHUPs will come.
+                    hangup = None;
+                    continue;
+                }
+                None
+            }
+            request = requests.recv(), if requests_open => match request {
+                Some(reply) => Some(reply),
+                None => {
+                    requests_open = false;
+                    continue;
+                }
+            },
         };
         let outcome = reload().await;
         match &outcome {

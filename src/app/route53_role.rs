@@ -138,6 +138,8 @@ async fn reconcile_loop(
     let mut last: Option<BTreeMap<String, Vec<Target>>> = None;
     let mut next_cycle = Instant::now();
     let mut changed_at: Option<Instant> = None;
+    let mut propagating: Vec<Propagating> = Vec::new();
+    let mut last_insync_poll = Instant::now();
     // Conflicts and errors are logged when they appear, not every cycle.
     let mut logged: BTreeMap<String, String> = BTreeMap::new();
     loop {
@@ -148,6 +150,34 @@ async fn reconcile_loop(
         let snapshot = published.load();
         let settings = settings.load_full();
         let limits = limits(&settings);
+        // Propagation is followed without blocking new changes (every 2 s, one GetChange each).
+        if !propagating.is_empty() && last_insync_poll.elapsed() >= INSYNC_POLL {
+            last_insync_poll = Instant::now();
+            let mut still = Vec::new();
+            for p in propagating.drain(..) {
+                let done = reconcile::all_insync(&api, &p.changes).await;
+                let timed_out = p.since.elapsed() >= limits.insync_timeout;
+                if done || timed_out {
+                    if done {
+                        metrics.route53_insync_after(
+                            p.changed_at.unwrap_or(p.since).elapsed().as_secs_f64(),
+                        );
+                    } else {
+                        tracing::warn!(zone = %p.zone, timeout = ?limits.insync_timeout, "changes not INSYNC within the timeout");
+                    }
+                    if let Some(r) = reports
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .get_mut(&p.zone)
+                    {
+                        r.insync = Some(done);
+                    }
+                } else {
+                    still.push(p);
+                }
+            }
+            propagating = still;
+        }
         let targets = desired::targets(&settings, &snapshot);
         let changed = last.as_ref() != Some(&targets);
         if !changed && Instant::now() < next_cycle {
@@ -179,10 +209,15 @@ async fn reconcile_loop(
                 all_synced = false;
                 pending += report.steps.len();
             } else if !report.steps.is_empty() {
-                tracing::info!(zone, changes = report.steps.len(), insync = ?report.insync, "Route53 updated");
+                tracing::info!(zone, changes = report.steps.len(), "Route53 updated");
             }
-            if report.insync == Some(false) {
-                all_synced = false;
+            if !report.changes.is_empty() {
+                propagating.push(Propagating {
+                    zone: zone.clone(),
+                    changes: report.changes.clone(),
+                    since: Instant::now(),
+                    changed_at,
+                });
             }
             reports
                 .lock()
@@ -190,10 +225,8 @@ async fn reconcile_loop(
                 .insert(zone.clone(), report);
         }
         metrics.route53_state(&conflicts, pending, all_synced);
+        changed_at = None;
         if all_synced {
-            if let Some(at) = changed_at.take() {
-                metrics.route53_insync_after(at.elapsed().as_secs_f64());
-            }
             last = Some(targets);
             next_cycle = Instant::now() + settings.route53.interval;
         } else {
@@ -202,6 +235,18 @@ async fn reconcile_loop(
             next_cycle = Instant::now() + settings.route53.interval.min(Duration::from_secs(5));
         }
     }
+}
+
+/// How often applied changes are checked for INSYNC.
+const INSYNC_POLL: Duration = Duration::from_secs(2);
+
+/// Applied changes waiting to propagate.
+struct Propagating {
+    zone: String,
+    changes: Vec<String>,
+    since: Instant,
+    /// When the answer changed (for the verdict-to-INSYNC histogram).
+    changed_at: Option<Instant>,
 }
 
 /// What `vantage plan` found.

@@ -45,6 +45,14 @@ impl ObservationBoard {
         self.changed.notify_one();
     }
 
+    /// Forgets every observation of an endpoint (its probe target changed).
+    pub fn forget(&self, endpoint: &EndpointId) {
+        self.latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(_, e), _| e != endpoint);
+    }
+
     /// A copy of the latest observation per (region, endpoint).
     pub fn latest(&self) -> HashMap<(Region, EndpointId), Observation> {
         self.latest

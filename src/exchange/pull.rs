@@ -19,6 +19,9 @@ use super::{
 };
 use crate::{metrics::Metrics, model::Region};
 
+/// The largest report accepted (a report is a few hundred bytes per endpoint).
+const MAX_REPORT_BYTES: usize = 16 * 1024 * 1024;
+
 /// What an aggregator knows about its link to one prober.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LinkStatus {
@@ -200,10 +203,25 @@ impl Puller {
             .get(auth::REPORT_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = response
-            .bytes()
+        // Read at most MAX_REPORT_BYTES: the body is not trusted until its signature checks.
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_REPORT_BYTES as u64)
+        {
+            return Err(PollError::Rejected(Rejection::MalformedReport));
+        }
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| PollError::Unreachable(error_chain(&e)))?;
+            .map_err(|e| PollError::Unreachable(error_chain(&e)))?
+        {
+            if body.len() + chunk.len() > MAX_REPORT_BYTES {
+                return Err(PollError::Rejected(Rejection::MalformedReport));
+            }
+            body.extend_from_slice(&chunk);
+        }
         if !status.is_success() {
             return Err(PollError::Unreachable(format!(
                 "HTTP {status}: {}",

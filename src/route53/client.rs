@@ -23,7 +23,16 @@ impl Route53Client {
     pub async fn new(settings: &Route53Settings) -> Self {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(settings.region.clone()))
-            .retry_config(RetryConfig::disabled());
+            .retry_config(RetryConfig::disabled())
+            // A stalled request must not stall the reconciler.
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(std::time::Duration::from_secs(3))
+                    .read_timeout(std::time::Duration::from_secs(10))
+                    .operation_attempt_timeout(std::time::Duration::from_secs(15))
+                    .operation_timeout(std::time::Duration::from_secs(30))
+                    .build(),
+            );
         if let Some(url) = &settings.endpoint_url {
             loader = loader.endpoint_url(url.as_str().trim_end_matches('/'));
         }

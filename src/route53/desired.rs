@@ -20,6 +20,19 @@ pub fn targets(settings: &Settings, snapshot: &Snapshot) -> BTreeMap<String, Vec
         let Some(answer) = snapshot.records.get(&(record.name.clone(), record.kind)) else {
             continue;
         };
+        // Route53 is only written from real verdicts: a record with an endpoint that has never
+        // been decided by quorum (and is not overridden) is left as it is, even after the
+        // startup grace lets DNS answer it.
+        let undecided = record.endpoints.iter().any(|e| {
+            !snapshot.overrides.contains_key(&e.id)
+                && snapshot
+                    .verdicts
+                    .get(&e.id)
+                    .is_none_or(|v| v.health == crate::model::Health::Unknown)
+        });
+        if undecided {
+            continue;
+        }
         let rtype = record.kind.as_str();
         let simple = |ips: &[std::net::IpAddr]| {
             if ips.is_empty() {

@@ -22,6 +22,30 @@ pub fn marker(key: &Key, owner: &str) -> RecordSet {
     )
 }
 
+/// The marker that replaces `current` in a change batch: same owner, next revision. Deleting
+/// the exact marker read and creating its successor makes ownership part of the batch's
+/// compare-and-swap.
+pub fn next_marker(current: &RecordSet, owner: &str) -> RecordSet {
+    let rev = current
+        .values
+        .iter()
+        .find_map(|v| {
+            v.trim_matches('"')
+                .split(',')
+                .find_map(|f| f.strip_prefix("rev=").and_then(|r| r.parse::<u64>().ok()))
+        })
+        .unwrap_or(0);
+    RecordSet::new(
+        &current.name,
+        "TXT",
+        MARKER_TTL,
+        vec![format!(
+            "\"heritage=vantage,owner={owner},rev={}\"",
+            rev + 1
+        )],
+    )
+}
+
 /// The owner named by a marker record, if it is one of ours.
 pub fn owner_of(set: &RecordSet) -> Option<String> {
     if set.rtype != "TXT" {

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{
     Change, Key, RecordSet,
-    ownership::{marker, marker_name, owner_of},
+    ownership::{marker, marker_name, next_marker, owner_of},
 };
 
 /// One record group vantage should manage in a hosted zone.
@@ -92,6 +92,14 @@ impl Plan {
                         && d.set_identifier == new.set_identifier
                 });
                 match old {
+                    // Re-writing our own marker is the ownership guard, not a change.
+                    Some(i)
+                        if new.name.starts_with("_vantage.")
+                            && owner_of(deletes[i]).is_some()
+                            && owner_of(deletes[i]) == owner_of(new) =>
+                    {
+                        paired.insert(i);
+                    }
                     Some(i) => {
                         paired.insert(i);
                         steps.push(Step::Update {
@@ -192,6 +200,12 @@ pub fn plan(current: &[RecordSet], targets: &[Target]) -> Plan {
             if !have.contains(&new) {
                 changes.push(Change::Create(new.clone()));
             }
+        }
+        // Ownership is part of the compare-and-swap: the batch also deletes and re-creates the
+        // exact marker we read, so it fails whole if the group changed hands since.
+        if let (Some(m), false) = (marker_set, changes.is_empty()) {
+            changes.push(Change::Delete(m.clone()));
+            changes.push(Change::Create(next_marker(m, &target.owner)));
         }
         // Deletes before creates: Route53 applies a batch in order.
         changes.sort_by_key(|c| matches!(c, Change::Create(_)));

@@ -13,12 +13,11 @@ use std::{
 };
 
 use serde::Serialize;
-use tokio::time::Instant;
 
 use super::{
     api::{Api, ApiError, list_all},
     batch::{self, Limits},
-    plan::{self, Conflict, Plan, Step, Target},
+    plan::{self, Conflict, Plan, Step, Target, Unit},
 };
 use crate::metrics::Metrics;
 
@@ -45,6 +44,9 @@ pub struct ZoneReport {
     pub applied: bool,
     /// Why the plan was not applied, if it was not.
     pub error: Option<String>,
+    /// Change ids of the batches applied in this cycle.
+    pub changes: Vec<String>,
+    /// Whether those changes have propagated (updated by later polls).
     pub insync: Option<bool>,
 }
 
@@ -97,8 +99,10 @@ pub async fn reconcile_zone<A: Api + ?Sized>(
         conflicts: Vec::new(),
         applied: false,
         error: None,
+        changes: Vec::new(),
         insync: None,
     };
+    let mut last_units = None;
     for attempt in 1..=CAS_ATTEMPTS {
         let (current, plan) = match plan_zone(api, zone, targets).await {
             Ok(p) => p,
@@ -126,30 +130,63 @@ pub async fn reconcile_zone<A: Api + ?Sized>(
             metrics.route53_refused();
             return report;
         }
-        let batches = match batch::batches(&plan.units, Limits::default()) {
-            Ok(b) => b,
-            Err(e) => {
-                report.error = Some(e.to_string());
-                return report;
+        // The same plan refused twice is not a race: some group cannot be applied. Apply the
+        // groups one by one so that one bad group does not hold back the others.
+        let isolate = last_units.as_ref() == Some(&plan.units);
+        last_units = Some(plan.units.clone());
+        let mut units: Vec<&Unit> = Vec::new();
+        for unit in &plan.units {
+            match batch::batches(std::slice::from_ref(unit), Limits::default()) {
+                Ok(_) => units.push(unit),
+                Err(e) => report.conflicts.push(Conflict {
+                    key: unit.key.clone(),
+                    reason: e.to_string(),
+                }),
             }
+        }
+        let groups: Vec<Vec<Unit>> = if isolate {
+            units.iter().map(|u| vec![(*u).clone()]).collect()
+        } else {
+            vec![units.iter().map(|u| (*u).clone()).collect()]
         };
         let mut raced = false;
-        let mut change_ids = Vec::new();
-        for b in &batches {
-            match api
-                .change(zone, b, "vantage: health-checked failover")
-                .await
-            {
-                Ok(id) => change_ids.push(id),
-                Err(ApiError::InvalidChangeBatch(message)) => {
-                    tracing::info!(zone, attempt, %message, "Route53 refused a batch (records changed since we read them); re-reading");
-                    raced = true;
-                    break;
-                }
+        let mut failed = false;
+        for group in &groups {
+            let batches = match batch::batches(group, Limits::default()) {
+                Ok(b) => b,
                 Err(e) => {
-                    report.error = Some(format!("change failed: {e}"));
+                    report.error = Some(e.to_string());
                     return report;
                 }
+            };
+            for b in &batches {
+                match api
+                    .change(zone, b, "vantage: health-checked failover")
+                    .await
+                {
+                    Ok(id) => report.changes.push(id),
+                    Err(ApiError::InvalidChangeBatch(message)) if isolate => {
+                        for unit in group {
+                            report.conflicts.push(Conflict {
+                                key: unit.key.clone(),
+                                reason: format!("Route53 refuses this change: {message}"),
+                            });
+                        }
+                        failed = true;
+                    }
+                    Err(ApiError::InvalidChangeBatch(message)) => {
+                        tracing::info!(zone, attempt, %message, "Route53 refused a batch (records changed since we read them?); re-reading");
+                        raced = true;
+                        break;
+                    }
+                    Err(e) => {
+                        report.error = Some(format!("change failed: {e}"));
+                        return report;
+                    }
+                }
+            }
+            if raced {
+                break;
             }
         }
         if raced {
@@ -158,8 +195,11 @@ pub async fn reconcile_zone<A: Api + ?Sized>(
         for step in &report.steps {
             metrics.route53_change(step);
         }
-        report.insync = Some(wait_insync(api, &change_ids, limits.insync_timeout).await);
-        report.applied = true;
+        report.applied = !failed;
+        if failed {
+            report.error = Some("some groups could not be applied; see conflicts".into());
+            return report;
+        }
         // Applied; one more pass confirms (and catches a partly applied multi-batch plan).
         let (_, after) = match plan_zone(api, zone, targets).await {
             Ok(p) => p,
@@ -175,22 +215,16 @@ pub async fn reconcile_zone<A: Api + ?Sized>(
     report
 }
 
-async fn wait_insync<A: Api + ?Sized>(api: &A, ids: &[String], timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(250);
+/// Whether every change has propagated (one GetChange each; no waiting).
+pub async fn all_insync<A: Api + ?Sized>(api: &A, ids: &[String]) -> bool {
     for id in ids {
-        loop {
-            match api.is_insync(id).await {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => tracing::debug!(change = %id, error = %e, "GetChange failed"),
-            }
-            if Instant::now() + pause > deadline {
-                tracing::warn!(change = %id, ?timeout, "change not INSYNC within the timeout");
+        match api.is_insync(id).await {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => {
+                tracing::debug!(change = %id, error = %e, "GetChange failed");
                 return false;
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
     true
@@ -431,6 +465,93 @@ mod tests {
             .collect();
         let r = reconcile_zone(&fake, "Z1", &two, limits(), &metrics).await;
         assert!(r.applied, "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_group_route53_refuses_does_not_hold_back_the_others() {
+        struct Picky(FakeRoute53);
+        #[async_trait::async_trait]
+        impl Api for Picky {
+            async fn list_page(
+                &self,
+                zone: &str,
+                start: Option<&PageStart>,
+            ) -> Result<Page, ApiError> {
+                self.0.list_page(zone, start).await
+            }
+            async fn change(
+                &self,
+                zone: &str,
+                changes: &[Change],
+                comment: &str,
+            ) -> Result<String, ApiError> {
+                if changes.iter().any(|c| c.set().name == "bad.example.com.") {
+                    return Err(ApiError::InvalidChangeBatch(
+                        "RRSet of type A with DNS name bad.example.com. is not permitted".into(),
+                    ));
+                }
+                self.0.change(zone, changes, comment).await
+            }
+            async fn is_insync(&self, id: &str) -> Result<bool, ApiError> {
+                self.0.is_insync(id).await
+            }
+        }
+        let api = Picky(FakeRoute53::with(Vec::new()));
+        let metrics = Metrics::new();
+        let targets = [
+            target("bad.example.com.", "192.0.2.1"),
+            target("www.example.com.", "192.0.2.2"),
+        ];
+        let r = reconcile_zone(&api, "Z1", &targets, limits(), &metrics).await;
+        assert!(
+            api.0.state().contains(&a("www.example.com.", "192.0.2.2")),
+            "the good group is applied"
+        );
+        assert!(
+            r.conflicts
+                .iter()
+                .any(|c| c.key.name == "bad.example.com." && c.reason.contains("not permitted")),
+            "{r:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn ownership_is_part_of_the_compare_and_swap() {
+        let fake = FakeRoute53::with(Vec::new());
+        let metrics = Metrics::new();
+        reconcile_zone(
+            &fake,
+            "Z1",
+            &[target("www.example.com.", "192.0.2.1")],
+            limits(),
+            &metrics,
+        )
+        .await;
+        let (_, plan) = plan_zone(&fake, "Z1", &[target("www.example.com.", "192.0.2.2")])
+            .await
+            .expect("plan");
+        // Someone hands the group to another owner between our read and our write.
+        let key = Key {
+            name: "www.example.com.".into(),
+            rtype: "A".into(),
+        };
+        fake.change(
+            "Z1",
+            &[
+                Change::Delete(marker(&key, "prod")),
+                Change::Create(marker(&key, "other")),
+            ],
+            "handover",
+        )
+        .await
+        .expect("handover");
+        let batches = batch::batches(&plan.units, Limits::default()).expect("fits");
+        let r = fake.change("Z1", &batches[0], "stale").await;
+        assert!(
+            matches!(r, Err(ApiError::InvalidChangeBatch(_))),
+            "the stale batch fails whole: {r:?}"
+        );
+        assert!(fake.state().contains(&a("www.example.com.", "192.0.2.1")));
     }
 
     #[tokio::test]
