@@ -50,6 +50,27 @@ impl ManagedZone {
         }
     }
 
+    /// True if a wildcard of the zone file covers `name` (RFC 4592 section 3.3.1): the source of
+    /// synthesis `*.<closest encloser>` exists.
+    fn wildcard_covers(&self, name: &LowerName) -> bool {
+        let exists = |n: &LowerName| {
+            self.static_names.contains(n)
+                || self.static_names.iter().any(|s| s != n && n.zone_of(s))
+        };
+        let mut ancestor = name.base_name();
+        loop {
+            if exists(&ancestor) {
+                return Name::from(&ancestor)
+                    .prepend_label("*")
+                    .is_ok_and(|w| self.static_names.contains(&LowerName::new(&w)));
+            }
+            if ancestor == self.origin || ancestor.is_root() {
+                return false;
+            }
+            ancestor = ancestor.base_name();
+        }
+    }
+
     /// The zone file's answer for a name that exists because of managed records: the file's
     /// own data if it has the name, otherwise NODATA (never NXDOMAIN, never a wildcard: RFC 4592
     /// wildcards do not apply to names that exist).
@@ -147,6 +168,36 @@ impl ManagedZone {
     }
 }
 
+/// Answers keep the query's spelling of the name (0x20): records owned by the queried name are
+/// renamed to the query's original case.
+fn with_query_case(
+    found: LookupControlFlow<AuthLookup>,
+    name: &LowerName,
+    owner: &Name,
+) -> LookupControlFlow<AuthLookup> {
+    let rename = |mut found: AuthLookup| {
+        let additionals = found.take_additionals();
+        let records: Vec<Record> = found
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                if LowerName::new(&r.name) == *name {
+                    r.name = owner.clone();
+                }
+                r
+            })
+            .collect();
+        AuthLookup::answers(LookupRecords::Section(records), additionals)
+    };
+    match found {
+        LookupControlFlow::Continue(Ok(f)) if !f.is_empty() => {
+            LookupControlFlow::Continue(Ok(rename(f)))
+        }
+        LookupControlFlow::Break(Ok(f)) if !f.is_empty() => LookupControlFlow::Break(Ok(rename(f))),
+        other => other,
+    }
+}
+
 fn address_record(owner: &Name, ttl: u32, ip: IpAddr) -> Record {
     let rdata = match ip {
         IpAddr::V4(v4) => RData::A(A(v4)),
@@ -176,6 +227,29 @@ impl ZoneHandler for ManagedZone {
         request_info: Option<&RequestInfo<'_>>,
         options: LookupOptions,
     ) -> LookupControlFlow<AuthLookup> {
+        // The catalog asks for the SOA without a request only to put it in the authority
+        // section of a negative answer: its TTL is then min(TTL, MINIMUM) (RFC 2308 section 3).
+        if rtype == RecordType::SOA && name == &self.origin && request_info.is_none() {
+            return match self.file.lookup(name, rtype, None, options).await {
+                LookupControlFlow::Continue(Ok(found)) => {
+                    let records = found
+                        .iter()
+                        .map(|r| {
+                            let mut r = r.clone();
+                            if let RData::SOA(soa) = &r.data {
+                                r.ttl = r.ttl.min(soa.minimum);
+                            }
+                            r
+                        })
+                        .collect();
+                    LookupControlFlow::Continue(Ok(AuthLookup::answers(
+                        LookupRecords::Section(records),
+                        None,
+                    )))
+                }
+                other => other,
+            };
+        }
         let owner = Name::from(name);
         if let Some(answer) = self
             .managed(name, &owner, rtype, None, request_info, options)
@@ -211,7 +285,19 @@ impl ZoneHandler for ManagedZone {
             .await
         {
             Some(answer) => (answer, None),
-            None => self.file.search(request, options).await,
+            None => {
+                let (found, signer) = self.file.search(request, options).await;
+                let found = match found {
+                    // RFC 4592: a name covered by a wildcard exists; another type is NODATA.
+                    LookupControlFlow::Continue(Err(e))
+                        if e.is_nx_domain() && self.wildcard_covers(query.name()) =>
+                    {
+                        LookupControlFlow::Continue(Err(LookupError::NameExists))
+                    }
+                    other => other,
+                };
+                (with_query_case(found, query.name(), &owner), signer)
+            }
         }
     }
 

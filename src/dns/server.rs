@@ -6,7 +6,7 @@ use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{
-    Record,
+    LowerName, Record, RecordType,
     rdata::opt::{ClientSubnet, EdnsOption},
 };
 use hickory_server::{
@@ -33,6 +33,72 @@ const TCP_RESPONSE_BUFFER: usize = 64;
 pub struct DnsState {
     pub catalog: Catalog,
     pub clients: Arc<ClientRegions>,
+    /// Zone cuts below our zones (NS records not at an apex), answered with referrals.
+    delegations: Vec<Delegation>,
+}
+
+/// A zone cut: the delegated name, its NS records and the glue we hold for them.
+struct Delegation {
+    cut: LowerName,
+    ns: Vec<Record>,
+    glue: Vec<Record>,
+}
+
+fn delegations(zones: &[super::ZoneFile]) -> Vec<Delegation> {
+    let mut out = Vec::new();
+    for zone in zones {
+        let apex = LowerName::new(&zone.origin);
+        for (key, set) in &zone.records {
+            if key.record_type != RecordType::NS || key.name == apex {
+                continue;
+            }
+            let ns: Vec<Record> = set.records_without_rrsigs().cloned().collect();
+            let glue: Vec<Record> = ns
+                .iter()
+                .filter_map(|r| match &r.data {
+                    hickory_proto::rr::RData::NS(target) => Some(LowerName::new(&target.0)),
+                    _ => None,
+                })
+                .flat_map(|target| {
+                    zone.records
+                        .iter()
+                        .filter(move |(k, _)| {
+                            k.name == target
+                                && matches!(k.record_type, RecordType::A | RecordType::AAAA)
+                        })
+                        .flat_map(|(_, s)| s.records_without_rrsigs().cloned().collect::<Vec<_>>())
+                })
+                .collect();
+            out.push(Delegation {
+                cut: key.name.clone(),
+                ns,
+                glue,
+            });
+        }
+    }
+    out
+}
+
+impl DnsState {
+    /// The delegation covering a query, if the name is at or below a zone cut (DS queries
+    /// are answered by the parent, i.e. us).
+    fn referral(&self, request: &Request) -> Option<&Delegation> {
+        if request.metadata.message_type != MessageType::Query
+            || request.metadata.op_code != OpCode::Query
+            || request.edns.as_ref().is_some_and(|e| e.version() != 0)
+        {
+            return None;
+        }
+        let info = request.request_info().ok()?;
+        if info.query.query_type() == RecordType::DS {
+            return None;
+        }
+        let name = info.query.name();
+        self.delegations
+            .iter()
+            .filter(|d| d.cut.zone_of(name))
+            .max_by_key(|d| d.cut.num_labels())
+    }
 }
 
 impl DnsState {
@@ -42,8 +108,13 @@ impl DnsState {
         snapshot: &Arc<ArcSwap<Snapshot>>,
     ) -> Result<Self, super::ZoneError> {
         let clients = Arc::new(ClientRegions::new(settings.dns.client_regions.clone()));
+        let delegations = delegations(&zones);
         let catalog = super::catalog(zones, snapshot, &clients)?;
-        Ok(Self { catalog, clients })
+        Ok(Self {
+            catalog,
+            clients,
+            delegations,
+        })
     }
 }
 
@@ -148,7 +219,34 @@ impl RequestHandler for Frontend {
     ) -> ResponseInfo {
         let protocol = request.protocol().to_string();
         let state = self.state.load_full();
-        let info = if self.undecided(request) {
+        let info = if let Some(delegation) = state.referral(request) {
+            // A referral: the delegated zone's NS in authority, glue in additional, no AA.
+            let edns = request.edns.as_ref().map(|req| {
+                let mut edns = hickory_proto::op::Edns::new();
+                edns.set_max_payload(req.max_payload().max(512));
+                edns
+            });
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.authoritative = false;
+            metadata.response_code = ResponseCode::NoError;
+            let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
+                metadata,
+                std::iter::empty(),
+                delegation.ns.iter(),
+                std::iter::empty(),
+                delegation.glue.iter(),
+            );
+            match response_handle.send_response(response).await {
+                Ok(info) => info,
+                Err(error) => {
+                    tracing::debug!(%error, "cannot send a referral");
+                    ResponseInfo::from(Header {
+                        metadata,
+                        counts: HeaderCounts::default(),
+                    })
+                }
+            }
+        } else if self.undecided(request) {
             let edns = request.edns.as_ref().map(|req| {
                 let mut edns = hickory_proto::op::Edns::new();
                 edns.set_max_payload(req.max_payload().max(512));

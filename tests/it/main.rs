@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod demo;
+mod differential;
 mod dns_rfc;
 mod failover;
 mod multi_region;
