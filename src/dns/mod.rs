@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod handler;
+pub mod harness;
 pub mod server;
 pub mod zones;
 

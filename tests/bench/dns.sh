@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# DNS benchmark: vantage side by side with gdnsd, Knot and NSD serving the same zone on
+# loopback. Each server is pinned to CPU 0 and dnsperf to CPU 1; the figure that compares
+# servers is queries per second per server CPU-second (dnsperf saturates its own core first).
+#
+#   bash tests/bench/dns.sh [seconds per run, default 10]
+#
+# Installs dnsperf, gdnsd, knot and nsd from Debian's packages if missing (needs root), builds
+# vantage in release mode, and prints a Markdown table. Loopback only; stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DURATION="${1:-10}"
+
+packages=()
+command -v dnsperf >/dev/null 2>&1 || packages+=(dnsperf)
+[ -x /usr/sbin/gdnsd ] || packages+=(gdnsd)
+[ -x /usr/sbin/knotd ] || packages+=(knot)
+[ -x /usr/sbin/nsd ] || packages+=(nsd)
+if [ "${#packages[@]}" -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+cargo build --release --locked --quiet
+VANTAGE="$PWD/target/release/vantage"
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ZONE='$TTL 3600
+@   IN SOA ns1.example.com. hostmaster.example.com. ( 1 3600 600 604800 60 )
+@   IN NS  ns1.example.com.
+ns1 IN A   127.0.0.1
+static IN A 192.0.2.80
+mail IN MX 10 static.example.com.
+'
+mkdir -p "$WORK/zones" "$WORK/gdnsd/zones" "$WORK/knot" "$WORK/nsd"
+printf '%s' "$ZONE" > "$WORK/zones/example.com.zone"
+# The others serve the managed name statically (the same answer vantage computes).
+printf '%swww IN A 192.0.2.10\n' "$ZONE" > "$WORK/static-www.zone"
+cp "$WORK/static-www.zone" "$WORK/gdnsd/zones/example.com"
+
+printf 'static.example.com A\n' > "$WORK/q-static"
+printf 'www.example.com A\n' > "$WORK/q-managed"
+
+# vantage: static zone + managed www (one endpoint, TCP check against a local listener).
+python3 -c 'import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", 15301)); s.listen(128); time.sleep(100000)' &
+PIDS+=($!)
+cat > "$WORK/vantage.toml" <<TOML
+[[prober]]
+region = "bench"
+[check.t]
+protocol = "tcp"
+port = 15301
+[dns]
+listen = ["127.0.0.1:15310"]
+zones_dir = "$WORK/zones"
+[admin]
+listen = "127.0.0.1:15311"
+state_dir = "$WORK/state"
+[[record]]
+name = "www.example.com"
+ttl = 3600
+endpoints = [{ address = "192.0.2.10", check_address = "127.0.0.1" }]
+TOML
+
+cat > "$WORK/gdnsd/config" <<CONF
+options => { listen => [ 127.0.0.1:15320 ], zones_default_ttl => 3600 }
+CONF
+
+cat > "$WORK/knot/knot.conf" <<CONF
+server:
+    rundir: "$WORK/knot"
+    listen: 127.0.0.1@15330
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: "$WORK/knot"
+zone:
+  - domain: example.com
+    storage: "$WORK"
+    file: "static-www.zone"
+CONF
+
+cat > "$WORK/nsd/nsd.conf" <<CONF
+server:
+    ip-address: 127.0.0.1@15340
+    server-count: 1
+    username: ""
+    zonesdir: "$WORK"
+    pidfile: "$WORK/nsd/nsd.pid"
+    xfrdfile: "$WORK/nsd/xfrd.state"
+    zonelistfile: "$WORK/nsd/zone.list"
+    database: ""
+    chroot: ""
+remote-control:
+    control-enable: no
+zone:
+    name: example.com
+    zonefile: static-www.zone
+CONF
+
+start() { # name port command...
+    local name=$1 port=$2; shift 2
+    taskset -c 0 "$@" >"$WORK/$name.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 1 100); do
+        if dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/q-static" -n 1 >/dev/null 2>&1; then
+            echo "$pid"; return
+        fi
+        sleep 0.1
+    done
+    echo "$name did not start; see its log:" >&2; cat "$WORK/$name.log" >&2; exit 1
+}
+
+cpu_seconds() { # pid (all threads)
+    awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"
+}
+
+rss_mib() {
+    awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
+}
+
+run() { # name pid port queryfile
+    local name=$1 pid=$2 port=$3 queries=$4
+    local before after out
+    before=$(cpu_seconds "$pid")
+    out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$queries" -l "$DURATION" -c 4 -q 200 2>&1)
+    after=$(cpu_seconds "$pid")
+    local completed qps lat lost
+    completed=$(echo "$out" | awk '/Queries completed:/ { print $3 }')
+    lost=$(echo "$out" | awk '/Queries lost:/ { print $3 }')
+    qps=$(echo "$out" | awk '/Queries per second:/ { printf "%.0f", $4 }')
+    lat=$(echo "$out" | awk '/Average Latency/ { gsub(/[(),]/, ""); printf "%.3f ms (max %.3f ms)", $4 * 1000, $8 * 1000 }')
+    local cpu per_core
+    cpu=$(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.2f", a - b }')
+    per_core=$(awk -v q="$completed" -v c="$cpu" 'BEGIN { if (c > 0) printf "%.0f", q / c; else print "n/a" }')
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$qps" "$cpu" "$per_core" "$lat" "$lost" "$(rss_mib "$pid")"
+}
+
+echo "starting servers (pinned to CPU 0)..." >&2
+V=$(start vantage 15310 "$VANTAGE" dns --config "$WORK/vantage.toml")
+for _ in $(seq 1 100); do
+    curl -sf http://127.0.0.1:15311/readyz >/dev/null && break
+    sleep 0.1
+done
+G=$(start gdnsd 15320 /usr/sbin/gdnsd -c "$WORK/gdnsd" start)
+K=$(start knot 15330 /usr/sbin/knotd -c "$WORK/knot/knot.conf")
+N=$(start nsd 15340 /usr/sbin/nsd -d -c "$WORK/nsd/nsd.conf")
+
+echo
+echo "dnsperf: $DURATION s per run, 4 clients, 200 queries in flight, pinned to CPU 1"
+echo
+echo "| server and answer | qps | server CPU s | qps per server core | avg latency | lost | max RSS MiB |"
+echo "|---|---|---|---|---|---|---|"
+run "vantage static" "$V" 15310 "$WORK/q-static"
+run "vantage managed" "$V" 15310 "$WORK/q-managed"
+run "gdnsd static" "$G" 15320 "$WORK/q-static"
+run "gdnsd (www static)" "$G" 15320 "$WORK/q-managed"
+run "knot static" "$K" 15330 "$WORK/q-static"
+run "nsd static" "$N" 15340 "$WORK/q-static"
