@@ -25,8 +25,15 @@ VANTAGE="$PWD/target/release/vantage"
 
 WORK="$(mktemp -d)"
 PIDS=()
+descendants() { # pid: the pid and every process below it (NSD serves from forked children)
+    local p
+    echo "$1"
+    for p in $(pgrep -P "$1" || true); do descendants "$p"; done
+}
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    local all=()
+    for pid in "${PIDS[@]}"; do all+=($(descendants "$pid")); done
+    for pid in "${all[@]}"; do kill "$pid" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -98,6 +105,8 @@ server:
     zonelistfile: "$WORK/nsd/zone.list"
     database: ""
     chroot: ""
+    rrl-ratelimit: 0
+    rrl-whitelist-ratelimit: 0
 remote-control:
     control-enable: no
 zone:
@@ -105,22 +114,27 @@ zone:
     zonefile: static-www.zone
 CONF
 
+# Sets STARTED to the server's pid (not run in a subshell, so that cleanup knows every pid).
 start() { # name port command...
     local name=$1 port=$2; shift 2
     taskset -c 0 "$@" >"$WORK/$name.log" 2>&1 &
-    local pid=$!
-    PIDS+=("$pid")
+    STARTED=$!
+    PIDS+=("$STARTED")
     for _ in $(seq 1 100); do
         if dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/q-static" -n 1 >/dev/null 2>&1; then
-            echo "$pid"; return
+            return
         fi
         sleep 0.1
     done
     echo "$name did not start; see its log:" >&2; cat "$WORK/$name.log" >&2; exit 1
 }
 
-cpu_seconds() { # pid (all threads)
-    awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"
+cpu_seconds() {
+    local total=0 p
+    for p in $(descendants "$1"); do
+        total=$(awk -v t="$total" '{ print t + ($14 + $15) / 100 }' "/proc/$p/stat")
+    done
+    echo "$total"
 }
 
 rss_mib() {
@@ -145,14 +159,18 @@ run() { # name pid port queryfile
 }
 
 echo "starting servers (pinned to CPU 0)..." >&2
-V=$(start vantage 15310 "$VANTAGE" dns --config "$WORK/vantage.toml")
+start vantage 15310 "$VANTAGE" dns --config "$WORK/vantage.toml"
+V=$STARTED
 for _ in $(seq 1 100); do
     curl -sf http://127.0.0.1:15311/readyz >/dev/null && break
     sleep 0.1
 done
-G=$(start gdnsd 15320 /usr/sbin/gdnsd -c "$WORK/gdnsd" start)
-K=$(start knot 15330 /usr/sbin/knotd -c "$WORK/knot/knot.conf")
-N=$(start nsd 15340 /usr/sbin/nsd -d -c "$WORK/nsd/nsd.conf")
+start gdnsd 15320 /usr/sbin/gdnsd -c "$WORK/gdnsd" start
+G=$STARTED
+start knot 15330 /usr/sbin/knotd -c "$WORK/knot/knot.conf"
+K=$STARTED
+start nsd 15340 /usr/sbin/nsd -d -c "$WORK/nsd/nsd.conf"
+N=$STARTED
 
 echo
 echo "dnsperf: $DURATION s per run, 4 clients, 200 queries in flight, pinned to CPU 1"
