@@ -1,6 +1,6 @@
 //! The latest observation per (region, endpoint), shared by probers and the aggregator.
 //!
-//! In this version probers run inside the aggregating process and write to a shared board;
+//! In-process probers write to it directly, pullers write the observations of remote probers;
 //! the aggregator wakes on every report. Reports are kept by sequence number, so a late,
 //! older report never replaces a newer one.
 
