@@ -3,6 +3,7 @@
 //! `load` reports every problem at once, each with its path (`record[2].endpoints[0].address`).
 //! Relative paths in the file (`zones_dir`, `ca_file`) are relative to the file's directory.
 
+mod checks;
 mod raw;
 mod records;
 #[cfg(test)]
