@@ -137,6 +137,23 @@ struct OverrideArgs {
     by: Option<String>,
 }
 
+/// The admin API a client command talks to; exit code 2 when it cannot be resolved.
+fn admin_target(
+    admin: &AdminArgs,
+    with_token: bool,
+) -> Result<vantage::adminctl::Target, ExitCode> {
+    let token_file = if with_token {
+        admin.token_file.as_deref()
+    } else {
+        None
+    };
+    vantage::adminctl::Target::resolve(admin.config.as_deref(), admin.admin.as_deref(), token_file)
+        .map_err(|e| {
+            eprintln!("vantage: {e}");
+            ExitCode::from(2)
+        })
+}
+
 fn who(by: Option<String>) -> String {
     by.or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "unknown".into())
@@ -201,87 +218,48 @@ fn main() -> ExitCode {
             run(async move { app::run_probe(settings, region, listen, announce).await })
         }
         Command::Override { admin, command } => {
-            let target = match vantage::adminctl::Target::resolve(
-                admin.config.as_deref(),
-                admin.admin.as_deref(),
-                admin.token_file.as_deref(),
-            ) {
+            let target = match admin_target(&admin, true) {
                 Ok(t) => t,
-                Err(e) => {
-                    eprintln!("vantage: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             client(async move {
                 use vantage::adminctl;
+                let target = &target;
+                let set = |a: OverrideArgs, action: &'static str| async move {
+                    adminctl::set(
+                        target,
+                        &a.endpoint,
+                        action,
+                        &a.reason,
+                        &a.duration,
+                        &who(a.by),
+                    )
+                    .await
+                };
                 match command {
-                    OverrideCommand::Drain(a) => {
-                        adminctl::set(
-                            &target,
-                            &a.endpoint,
-                            "drain",
-                            &a.reason,
-                            &a.duration,
-                            &who(a.by),
-                        )
-                        .await
-                    }
-                    OverrideCommand::Up(a) => {
-                        adminctl::set(
-                            &target,
-                            &a.endpoint,
-                            "force_up",
-                            &a.reason,
-                            &a.duration,
-                            &who(a.by),
-                        )
-                        .await
-                    }
-                    OverrideCommand::Down(a) => {
-                        adminctl::set(
-                            &target,
-                            &a.endpoint,
-                            "force_down",
-                            &a.reason,
-                            &a.duration,
-                            &who(a.by),
-                        )
-                        .await
-                    }
+                    OverrideCommand::Drain(a) => set(a, "drain").await,
+                    OverrideCommand::Up(a) => set(a, "force_up").await,
+                    OverrideCommand::Down(a) => set(a, "force_down").await,
                     OverrideCommand::Clear {
                         endpoint,
                         reason,
                         by,
-                    } => adminctl::clear(&target, &endpoint, &reason, &who(by)).await,
-                    OverrideCommand::List => adminctl::list(&target).await,
+                    } => adminctl::clear(target, &endpoint, &reason, &who(by)).await,
+                    OverrideCommand::List => adminctl::list(target).await,
                 }
             })
         }
         Command::Reload { admin } => {
-            let target = match vantage::adminctl::Target::resolve(
-                admin.config.as_deref(),
-                admin.admin.as_deref(),
-                admin.token_file.as_deref(),
-            ) {
+            let target = match admin_target(&admin, true) {
                 Ok(t) => t,
-                Err(e) => {
-                    eprintln!("vantage: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             client(async move { vantage::adminctl::reload(&target).await })
         }
         Command::Status { admin } => {
-            let target = match vantage::adminctl::Target::resolve(
-                admin.config.as_deref(),
-                admin.admin.as_deref(),
-                None,
-            ) {
+            let target = match admin_target(&admin, false) {
                 Ok(t) => t,
-                Err(e) => {
-                    eprintln!("vantage: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             client(async move { vantage::adminctl::status(&target).await })
         }
