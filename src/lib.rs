@@ -29,3 +29,18 @@ pub fn install_crypto_provider() {
         tracing::debug!("a TLS crypto provider was already installed");
     }
 }
+
+/// An error and its causes on one line ("a: b: c"), skipping causes already in the text.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let s = e.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = e.source();
+    }
+    text
+}

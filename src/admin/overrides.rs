@@ -43,13 +43,9 @@ pub(super) fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), R
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let expected = token.bytes();
-    let same = presented.len() == expected.len()
-        && presented
-            .bytes()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
+    let same =
+        aws_lc_rs::constant_time::verify_slices_are_equal(presented.as_bytes(), token.bytes())
+            .is_ok();
     if same {
         Ok(())
     } else {

@@ -40,16 +40,8 @@ pub struct Listening {
 pub fn check(config: &Path) -> Result<(Settings, Vec<ZoneFile>), Vec<String>> {
     let settings = Settings::load(config).map_err(|e| vec![e.to_string()])?;
     let mut problems = Vec::new();
-    // Building each check reads its CA file, so a bad PEM is caught here, not at start.
-    for endpoint in &settings.endpoints {
-        if let Some(region) = settings.regions.first() {
-            if let Err(e) = probe::check::Checker::new(endpoint, region) {
-                let text = e.to_string();
-                if !problems.contains(&text) {
-                    problems.push(text);
-                }
-            }
-        }
+    if let Some(region) = settings.regions.first() {
+        problems.extend(check_setups(&settings, region));
     }
     let zones = match dns::zones::load_dir(&settings.dns.zones_dir) {
         Ok(zones) => zones,
@@ -66,6 +58,19 @@ pub fn check(config: &Path) -> Result<(Settings, Vec<ZoneFile>), Vec<String>> {
     } else {
         Err(problems)
     }
+}
+
+/// Builds one check per configured check (which reads its CA file), so that a bad PEM is
+/// reported by `check-config` rather than at start.
+fn check_setups(settings: &Settings, region: &crate::model::Region) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    settings
+        .endpoints
+        .iter()
+        .filter(|e| seen.insert(e.check.name.clone()))
+        .filter_map(|e| probe::check::Checker::new(e, region).err())
+        .map(|e| e.to_string())
+        .collect()
 }
 
 /// Cross-checks managed records against the zone files.

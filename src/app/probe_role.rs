@@ -38,11 +38,7 @@ pub fn check_probe(config: &Path, region: &str) -> Result<(Settings, Region), Ve
             config.display()
         ));
     }
-    for endpoint in &settings.endpoints {
-        if let Err(e) = probe::check::Checker::new(endpoint, &region) {
-            problems.push(e.to_string());
-        }
-    }
+    problems.extend(super::check_setups(&settings, &region));
     if problems.is_empty() {
         Ok((settings, region))
     } else {

@@ -372,12 +372,4 @@ impl Settings {
     pub fn endpoint(&self, id: &EndpointId) -> Option<&Arc<EndpointSpec>> {
         self.endpoints.iter().find(|e| &e.id == id)
     }
-
-    /// Checks by name, for display.
-    pub fn checks(&self) -> BTreeMap<&str, &CheckSpec> {
-        self.endpoints
-            .iter()
-            .map(|e| (e.check.name.as_str(), e.check.as_ref()))
-            .collect()
-    }
 }

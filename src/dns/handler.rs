@@ -20,7 +20,6 @@ use rand::Rng;
 
 use super::client::ClientRegions;
 use crate::{
-    config::RecordKind,
     model::Region,
     snapshot::{Answer, Snapshot, pick_weighted},
 };
@@ -30,6 +29,8 @@ pub struct ManagedZone {
     file: InMemoryZoneHandler,
     /// Names that own records in the zone file.
     static_names: HashSet<LowerName>,
+    /// Every node of the zone file's tree: its names and their ancestors (empty non-terminals).
+    static_nodes: HashSet<LowerName>,
     snapshot: Arc<ArcSwap<Snapshot>>,
     clients: Arc<ClientRegions>,
 }
@@ -41,10 +42,19 @@ impl ManagedZone {
         snapshot: Arc<ArcSwap<Snapshot>>,
         clients: Arc<ClientRegions>,
     ) -> Self {
+        let origin = file.origin().clone();
+        let mut static_nodes = HashSet::new();
+        for name in &static_names {
+            let mut node: LowerName = name.clone();
+            while origin.zone_of(&node) && static_nodes.insert(node.clone()) && node != origin {
+                node = node.base_name();
+            }
+        }
         Self {
-            origin: file.origin().clone(),
+            origin,
             file,
             static_names,
+            static_nodes,
             snapshot,
             clients,
         }
@@ -53,13 +63,9 @@ impl ManagedZone {
     /// True if a wildcard of the zone file covers `name` (RFC 4592 section 3.3.1): the source of
     /// synthesis `*.<closest encloser>` exists.
     fn wildcard_covers(&self, name: &LowerName) -> bool {
-        let exists = |n: &LowerName| {
-            self.static_names.contains(n)
-                || self.static_names.iter().any(|s| s != n && n.zone_of(s))
-        };
         let mut ancestor = name.base_name();
         loop {
-            if exists(&ancestor) {
+            if self.static_nodes.contains(&ancestor) {
                 return Name::from(&ancestor)
                     .prepend_label("*")
                     .is_ok_and(|w| self.static_names.contains(&LowerName::new(&w)));
@@ -115,13 +121,7 @@ impl ManagedZone {
             }
             return None;
         }
-        let kinds: &[RecordKind] = match rtype {
-            RecordType::A => &[RecordKind::A],
-            RecordType::AAAA => &[RecordKind::Aaaa],
-            // RFC 8482: a minimal answer to ANY; the managed addresses are the interesting part.
-            RecordType::ANY => &[RecordKind::A, RecordKind::Aaaa],
-            _ => &[],
-        };
+        let kinds = super::managed_kinds(rtype);
         let mut records = Vec::new();
         let mut found = false;
         for kind in kinds {

@@ -21,6 +21,17 @@ use hickory_server::{
 use crate::{config::Problem, config::Settings, snapshot::Snapshot};
 pub use zones::{ZoneError, ZoneFile};
 
+/// The managed record kinds a query type asks for (RFC 8482: ANY gets the addresses).
+pub(crate) fn managed_kinds(rtype: RecordType) -> &'static [crate::config::RecordKind] {
+    use crate::config::RecordKind;
+    match rtype {
+        RecordType::A => &[RecordKind::A],
+        RecordType::AAAA => &[RecordKind::Aaaa],
+        RecordType::ANY => &[RecordKind::A, RecordKind::Aaaa],
+        _ => &[],
+    }
+}
+
 /// Builds the catalog of every zone, each answering its managed names from `snapshot`.
 pub fn catalog(
     zones: Vec<ZoneFile>,

@@ -79,21 +79,44 @@ fn delegations(zones: &[super::ZoneFile]) -> Vec<Delegation> {
     out
 }
 
+/// What the front end needs to know of a query, worked out once per request.
+struct Query {
+    /// Lower-case, fully qualified; empty when the request has no single question.
+    name: String,
+    lower: Option<LowerName>,
+    rtype: RecordType,
+    /// A plain EDNS-0 query; anything else goes through the catalog's protocol checks.
+    plain: bool,
+}
+
+impl Query {
+    fn of(request: &Request) -> Self {
+        let info = request.request_info().ok();
+        Self {
+            name: info
+                .as_ref()
+                .map(|i| i.query.name().to_string())
+                .unwrap_or_default(),
+            lower: info.as_ref().map(|i| i.query.name().clone()),
+            rtype: info
+                .as_ref()
+                .map_or(RecordType::NULL, |i| i.query.query_type()),
+            plain: info.is_some()
+                && request.metadata.message_type == MessageType::Query
+                && request.metadata.op_code == OpCode::Query
+                && request.edns.as_ref().is_none_or(|e| e.version() == 0),
+        }
+    }
+}
+
 impl DnsState {
     /// The delegation covering a query, if the name is at or below a zone cut (DS queries
     /// are answered by the parent, i.e. us).
-    fn referral(&self, request: &Request) -> Option<&Delegation> {
-        if request.metadata.message_type != MessageType::Query
-            || request.metadata.op_code != OpCode::Query
-            || request.edns.as_ref().is_some_and(|e| e.version() != 0)
-        {
+    fn referral(&self, query: &Query) -> Option<&Delegation> {
+        let name = query.lower.as_ref()?;
+        if !query.plain || query.rtype == RecordType::DS {
             return None;
         }
-        let info = request.request_info().ok()?;
-        if info.query.query_type() == RecordType::DS {
-            return None;
-        }
-        let name = info.query.name();
         self.delegations
             .iter()
             .filter(|d| d.cut.zone_of(name))
@@ -140,73 +163,80 @@ impl Frontend {
     /// The ECS option to echo (RFC 7871): the query's, with the scope actually used: the
     /// matched client network for region-dependent answers, 0 for answers that are the same
     /// for every client.
-    fn ecs_echo(&self, request: &Request, clients: &ClientRegions) -> Option<ClientSubnet> {
+    fn ecs_echo(
+        request: &Request,
+        query: &Query,
+        snapshot: &Snapshot,
+        clients: &ClientRegions,
+    ) -> Option<ClientSubnet> {
         let located = clients.locate(request);
         let mut subnet = located.subnet?;
-        let region_dependent = request.request_info().ok().is_some_and(|info| {
-            let name = info.query.name().to_string();
-            let snapshot = self.snapshot.load();
-            [RecordKind::A, RecordKind::Aaaa].iter().any(|k| {
-                snapshot
-                    .records
-                    .get(&(name.clone(), *k))
-                    .is_some_and(|r| matches!(r.answer, Answer::ByRegion { .. }))
-            })
+        let region_dependent = [RecordKind::A, RecordKind::Aaaa].iter().any(|k| {
+            snapshot
+                .records
+                .get(&(query.name.clone(), *k))
+                .is_some_and(|r| matches!(r.answer, Answer::ByRegion { .. }))
         });
         subnet.set_scope_prefix(if region_dependent { located.scope } else { 0 });
         Some(subnet)
     }
 
     /// Counts an answer for a managed record by the reason behind it.
-    fn count_managed(&self, request: &Request) {
-        let Ok(info) = request.request_info() else {
-            return;
-        };
-        let (kind, qtype) = match info.query.query_type() {
-            hickory_proto::rr::RecordType::A => (RecordKind::A, "A"),
-            hickory_proto::rr::RecordType::AAAA => (RecordKind::Aaaa, "AAAA"),
+    fn count_managed(&self, query: &Query, snapshot: &Snapshot) {
+        let (kind, qtype) = match query.rtype {
+            RecordType::A => (RecordKind::A, "A"),
+            RecordType::AAAA => (RecordKind::Aaaa, "AAAA"),
             _ => return,
         };
-        let name = info.query.name().to_string();
-        let snapshot = self.snapshot.load();
-        if let Some(answer) = snapshot.records.get(&(name.clone(), kind)) {
+        if let Some(answer) = snapshot.records.get(&(query.name.clone(), kind)) {
             self.metrics
-                .managed_answer(&name, qtype, answer.reason.code());
+                .managed_answer(&query.name, qtype, answer.reason.code());
         }
     }
 
     /// True when the query asks for a managed record whose answer is not decided yet.
-    fn undecided(&self, request: &Request) -> bool {
-        // Anything but a plain EDNS-0 query goes through the catalog's protocol checks.
-        if request.metadata.message_type != MessageType::Query
-            || request.metadata.op_code != OpCode::Query
-            || request.edns.as_ref().is_some_and(|e| e.version() != 0)
-        {
-            return false;
+    fn undecided(query: &Query, snapshot: &Snapshot) -> bool {
+        query.plain
+            && snapshot.names.contains(&query.name)
+            && super::managed_kinds(query.rtype).iter().any(|k| {
+                snapshot
+                    .records
+                    .get(&(query.name.clone(), *k))
+                    .is_some_and(|r| r.answer == Answer::NotReady)
+            })
+    }
+}
+
+/// Sends a response the front end builds itself (referral, SERVFAIL): a fresh EDNS if the
+/// request had one, and a header for the metrics even if the send fails.
+async fn send_own<'a, R: ResponseHandler>(
+    request: &Request,
+    mut response_handle: R,
+    metadata: Metadata,
+    authorities: impl Iterator<Item = &'a Record> + Send + 'a,
+    additionals: impl Iterator<Item = &'a Record> + Send + 'a,
+) -> ResponseInfo {
+    let edns = request.edns.as_ref().map(|req| {
+        let mut edns = hickory_proto::op::Edns::new();
+        edns.set_max_payload(req.max_payload().max(512));
+        edns
+    });
+    let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
+        metadata,
+        std::iter::empty(),
+        authorities,
+        std::iter::empty(),
+        additionals,
+    );
+    match response_handle.send_response(response).await {
+        Ok(info) => info,
+        Err(error) => {
+            tracing::debug!(%error, rcode = ?metadata.response_code, "cannot send a response");
+            ResponseInfo::from(Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            })
         }
-        let Ok(info) = request.request_info() else {
-            return false;
-        };
-        let snapshot = self.snapshot.load();
-        if snapshot.names.is_empty() {
-            return false;
-        }
-        let name = info.query.name().to_string();
-        if !snapshot.names.contains(&name) {
-            return false;
-        }
-        let kinds: &[RecordKind] = match info.query.query_type() {
-            hickory_proto::rr::RecordType::A => &[RecordKind::A],
-            hickory_proto::rr::RecordType::AAAA => &[RecordKind::Aaaa],
-            hickory_proto::rr::RecordType::ANY => &[RecordKind::A, RecordKind::Aaaa],
-            _ => &[],
-        };
-        kinds.iter().any(|k| {
-            snapshot
-                .records
-                .get(&(name.clone(), *k))
-                .is_some_and(|r| r.answer == Answer::NotReady)
-        })
     }
 }
 
@@ -215,58 +245,35 @@ impl RequestHandler for Frontend {
     async fn handle_request<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
-        mut response_handle: R,
+        response_handle: R,
     ) -> ResponseInfo {
-        let protocol = request.protocol().to_string();
+        let query = Query::of(request);
         let state = self.state.load_full();
-        let info = if let Some(delegation) = state.referral(request) {
+        let snapshot = self.snapshot.load();
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        let info = if let Some(delegation) = state.referral(&query) {
             // A referral: the delegated zone's NS in authority, glue in additional, no AA.
-            let edns = request.edns.as_ref().map(|req| {
-                let mut edns = hickory_proto::op::Edns::new();
-                edns.set_max_payload(req.max_payload().max(512));
-                edns
-            });
-            let mut metadata = Metadata::response_from_request(&request.metadata);
             metadata.authoritative = false;
             metadata.response_code = ResponseCode::NoError;
-            let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
+            send_own(
+                request,
+                response_handle,
+                metadata,
+                delegation.ns.iter(),
+                delegation.glue.iter(),
+            )
+            .await
+        } else if Self::undecided(&query, &snapshot) {
+            metadata.response_code = ResponseCode::ServFail;
+            send_own(
+                request,
+                response_handle,
                 metadata,
                 std::iter::empty(),
-                delegation.ns.iter(),
                 std::iter::empty(),
-                delegation.glue.iter(),
-            );
-            match response_handle.send_response(response).await {
-                Ok(info) => info,
-                Err(error) => {
-                    tracing::debug!(%error, "cannot send a referral");
-                    ResponseInfo::from(Header {
-                        metadata,
-                        counts: HeaderCounts::default(),
-                    })
-                }
-            }
-        } else if self.undecided(request) {
-            let edns = request.edns.as_ref().map(|req| {
-                let mut edns = hickory_proto::op::Edns::new();
-                edns.set_max_payload(req.max_payload().max(512));
-                edns
-            });
-            let response = MessageResponseBuilder::new(&request.queries, edns.as_ref())
-                .error_msg(&request.metadata, ResponseCode::ServFail);
-            match response_handle.send_response(response).await {
-                Ok(info) => info,
-                Err(error) => {
-                    tracing::debug!(%error, "cannot send SERVFAIL");
-                    let mut metadata = Metadata::response_from_request(&request.metadata);
-                    metadata.response_code = ResponseCode::ServFail;
-                    ResponseInfo::from(Header {
-                        metadata,
-                        counts: HeaderCounts::default(),
-                    })
-                }
-            }
-        } else if let Some(subnet) = self.ecs_echo(request, &state.clients) {
+            )
+            .await
+        } else if let Some(subnet) = Self::ecs_echo(request, &query, &snapshot, &state.clients) {
             let echo = EcsEcho {
                 inner: response_handle,
                 subnet,
@@ -282,11 +289,11 @@ impl RequestHandler for Frontend {
                 .await
         };
         self.metrics.dns_response(
-            &protocol,
-            qtype_name(request),
+            protocol_name(request.protocol()),
+            qtype_name(query.rtype),
             rcode_name(info.response_code),
         );
-        self.count_managed(request);
+        self.count_managed(&query, &snapshot);
         info
     }
 }
@@ -323,24 +330,34 @@ impl<R: ResponseHandler> ResponseHandler for EcsEcho<R> {
     }
 }
 
+/// The transport, for metric labels.
+fn protocol_name(protocol: hickory_server::net::xfer::Protocol) -> &'static str {
+    use hickory_server::net::xfer::Protocol as P;
+    match protocol {
+        P::Udp => "udp",
+        P::Tcp => "tcp",
+        _ => "other",
+    }
+}
+
 /// The query type, from a fixed set (others are "OTHER"), for metric labels.
-fn qtype_name(request: &Request) -> &'static str {
-    use hickory_proto::rr::RecordType as T;
-    match request.request_info().map(|i| i.query.query_type()) {
-        Ok(T::A) => "A",
-        Ok(T::AAAA) => "AAAA",
-        Ok(T::CNAME) => "CNAME",
-        Ok(T::MX) => "MX",
-        Ok(T::TXT) => "TXT",
-        Ok(T::NS) => "NS",
-        Ok(T::SOA) => "SOA",
-        Ok(T::SRV) => "SRV",
-        Ok(T::CAA) => "CAA",
-        Ok(T::PTR) => "PTR",
-        Ok(T::ANY) => "ANY",
-        Ok(T::AXFR) => "AXFR",
-        Ok(_) => "OTHER",
-        Err(_) => "NONE",
+fn qtype_name(rtype: RecordType) -> &'static str {
+    use RecordType as T;
+    match rtype {
+        T::A => "A",
+        T::AAAA => "AAAA",
+        T::CNAME => "CNAME",
+        T::MX => "MX",
+        T::TXT => "TXT",
+        T::NS => "NS",
+        T::SOA => "SOA",
+        T::SRV => "SRV",
+        T::CAA => "CAA",
+        T::PTR => "PTR",
+        T::ANY => "ANY",
+        T::AXFR => "AXFR",
+        T::NULL => "NONE",
+        _ => "OTHER",
     }
 }
 

@@ -22,20 +22,6 @@ pub struct ZoneFile {
 }
 
 impl ZoneFile {
-    /// The zone's name, fully qualified (`example.com.`).
-    pub fn origin(&self) -> String {
-        self.origin.to_ascii()
-    }
-
-    /// Number of record sets in the file.
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
     /// True if `name` (lower case, fully qualified) is at or below this zone's origin.
     pub fn contains(&self, name: &LowerName) -> bool {
         LowerName::new(&self.origin).zone_of(name)

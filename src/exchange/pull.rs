@@ -196,7 +196,7 @@ impl Puller {
             .header(auth::REQUEST_HEADER, request_auth)
             .send()
             .await
-            .map_err(|e| PollError::Unreachable(error_chain(&e)))?;
+            .map_err(|e| PollError::Unreachable(crate::error_chain(&e)))?;
         let status = response.status();
         let signature = response
             .headers()
@@ -215,7 +215,7 @@ impl Puller {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| PollError::Unreachable(error_chain(&e)))?
+            .map_err(|e| PollError::Unreachable(crate::error_chain(&e)))?
         {
             if body.len() + chunk.len() > MAX_REPORT_BYTES {
                 return Err(PollError::Rejected(Rejection::MalformedReport));
@@ -256,18 +256,4 @@ impl Puller {
         }
         Ok((report, signed_at))
     }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let s = e.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        source = e.source();
-    }
-    text
 }

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::{
     ObservationBoard,
-    auth::{self, FleetKey, Rejection},
+    auth::{self, FleetKey},
     wire::Report,
 };
 use crate::{metrics::Metrics, model::Region};
@@ -118,17 +118,4 @@ async fn observations(State(state): State<ProberState>, headers: HeaderMap) -> R
         body,
     )
         .into_response()
-}
-
-/// For tests and tools: is this rejection worth a metric label? (All are.)
-pub fn labels() -> [&'static str; 7] {
-    [
-        Rejection::Unauthenticated.label(),
-        Rejection::Malformed.label(),
-        Rejection::BadSignature.label(),
-        Rejection::Stale.label(),
-        Rejection::Replayed.label(),
-        Rejection::WrongRegion.label(),
-        Rejection::MalformedReport.label(),
-    ]
 }

@@ -248,7 +248,7 @@ fn classify(error: &reqwest::Error) -> ProbeOutcome {
     } else {
         FailureKind::Protocol
     });
-    ProbeOutcome::fail(kind, chain(error))
+    ProbeOutcome::fail(kind, crate::error_chain(error))
 }
 
 fn tls_kind(e: &(dyn StdError + 'static)) -> Option<FailureKind> {
@@ -256,19 +256,4 @@ fn tls_kind(e: &(dyn StdError + 'static)) -> Option<FailureKind> {
         rustls::Error::InvalidCertificate(_) => FailureKind::Certificate,
         _ => FailureKind::TlsHandshake,
     })
-}
-
-/// The error and its causes on one line.
-fn chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let s = e.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        source = e.source();
-    }
-    text
 }

@@ -69,27 +69,13 @@ where
             }
         }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
-            ApiError::Transport(error_chain(&e))
+            ApiError::Transport(crate::error_chain(&e))
         }
         SdkError::ResponseError(_) if status.is_some_and(|s| s >= 500) => {
-            ApiError::Server(error_chain(&e))
+            ApiError::Server(crate::error_chain(&e))
         }
-        _ => ApiError::Other(error_chain(&e)),
+        _ => ApiError::Other(crate::error_chain(&e)),
     }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let s = e.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        source = e.source();
-    }
-    text
 }
 
 fn from_sdk(set: &types::ResourceRecordSet) -> RecordSet {

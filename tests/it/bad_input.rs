@@ -1,21 +1,13 @@
 //! Bad input gets clear errors naming the place; a malformed packet does not disturb the server.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use hickory_proto::{op::ResponseCode, rr::RecordType};
 
 use crate::support::*;
 
 fn check_config(path: &std::path::Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vantage"))
-        .args(["check-config", path.to_str().expect("path")])
-        .output()
-        .expect("run check-config");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    run_vantage(&["check-config", path.to_str().expect("path")], &[])
 }
 
 #[test]
@@ -132,10 +124,7 @@ async fn malformed_packets_do_not_disturb_the_server() {
         ),
     )
     .expect("write");
-    let vantage = Vantage::start(
-        &["dns", "--config", path.to_str().expect("path")],
-        dir.path(),
-    );
+    let vantage = Vantage::dns(&path, dir.path());
     let valid = query_message("static.example.com.", RecordType::A, false);
     let good = valid.to_vec().expect("encode");
     let garbage: Vec<Vec<u8>> = vec![

@@ -120,10 +120,7 @@ async fn vantage_answers_like_knot() {
         ),
     )
     .expect("config");
-    let vantage = Vantage::start(
-        &["dns", "--config", path.to_str().expect("path")],
-        dir.path(),
-    );
+    let vantage = Vantage::dns(&path, dir.path());
     vantage.wait_ready().await;
     // Knot: the same data, www static.
     let knot = knot(dir.path(), &format!("{BASE_ZONE}www IN A 192.0.2.10\n")).await;

@@ -58,10 +58,7 @@ endpoints = [{{ address = "{ip}" }}]
         ),
     )
     .expect("config");
-    let vantage = Vantage::start(
-        &["dns", "--config", path.to_str().expect("path")],
-        dir.path(),
-    );
+    let vantage = Vantage::dns(&path, dir.path());
     vantage.wait_ready().await;
     (dir, backends, vantage, IpAddr::V4(ips[0]))
 }

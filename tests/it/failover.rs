@@ -89,10 +89,7 @@ async fn answer_fails_over_when_the_primary_stops_and_returns_when_it_is_back() 
     let port = backends[0].addr.port();
     let config_path = dir.path().join("fleet.toml");
     std::fs::write(&config_path, config(dir.path(), &ips, port, &pki.ca_file)).expect("config");
-    let vantage = Vantage::start(
-        &["dns", "--config", config_path.to_str().expect("path")],
-        dir.path(),
-    );
+    let vantage = Vantage::dns(&config_path, dir.path());
     vantage.wait_ready().await;
 
     let primary = IpAddr::V4(ips[0]);
@@ -295,10 +292,7 @@ async fn managed_names_are_not_answered_from_guesses_before_the_first_quorum_rou
         .replace("timeout = \"150ms\"", "timeout = \"90ms\"");
     let config_path = dir.path().join("fleet.toml");
     std::fs::write(&config_path, text).expect("config");
-    let mut vantage = Vantage::start(
-        &["dns", "--config", config_path.to_str().expect("path")],
-        dir.path(),
-    );
+    let mut vantage = Vantage::dns(&config_path, dir.path());
 
     let reply = udp_query(
         vantage.dns,
@@ -363,10 +357,7 @@ async fn each_failed_check_reports_its_failure_kind() {
         );
     let config_path = dir.path().join("fleet.toml");
     std::fs::write(&config_path, text).expect("config");
-    let vantage = Vantage::start(
-        &["dns", "--config", config_path.to_str().expect("path")],
-        dir.path(),
-    );
+    let vantage = Vantage::dns(&config_path, dir.path());
     vantage.wait_ready().await;
     let status = vantage.status().await;
     let kind_of = |id: &str| {
@@ -468,10 +459,7 @@ endpoints = [{{ address = "192.0.2.50", check_address = "{b}" }}]
     );
     let config_path = dir.path().join("fleet.toml");
     std::fs::write(&config_path, text).expect("config");
-    let vantage = Vantage::start(
-        &["dns", "--config", config_path.to_str().expect("path")],
-        dir.path(),
-    );
+    let vantage = Vantage::dns(&config_path, dir.path());
     vantage.wait_ready().await;
     let status = vantage.status().await;
     for e in status["endpoints"].as_array().expect("endpoints") {

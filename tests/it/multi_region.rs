@@ -193,10 +193,7 @@ async fn fleet(timing: &Timing, extra: &str) -> Fleet {
         config(dir.path(), timing, port, &urls, direct, backend_ips, extra),
     )
     .expect("dns config");
-    let dns = Vantage::start(
-        &["dns", "--config", path.to_str().expect("path")],
-        dir.path(),
-    );
+    let dns = Vantage::dns(&path, dir.path());
     dns.wait_ready().await;
     Fleet {
         _dir: dir,
@@ -594,10 +591,7 @@ async fn forged_old_replayed_and_misdirected_reports_are_rejected_and_counted() 
         ),
     )
     .expect("config");
-    let dns = Vantage::start(
-        &["dns", "--config", path.to_str().expect("path")],
-        dir.path(),
-    );
+    let dns = Vantage::dns(&path, dir.path());
     let rejected = |reason: &'static str| {
         let dns = &dns;
         async move {

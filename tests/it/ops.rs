@@ -53,15 +53,7 @@ fn matrix_row(dom: &str, endpoint: &str) -> String {
 }
 
 fn vantage_cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vantage"))
-        .args(args)
-        .output()
-        .expect("run vantage");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    run_vantage(args, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -220,16 +220,7 @@ fn plan(path: &std::path::Path, json: bool) -> (i32, String, String) {
     if json {
         args.push("--json");
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_vantage"))
-        .args(&args)
-        .envs(vantage_env())
-        .output()
-        .expect("run plan");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    run_vantage(&args, &vantage_env())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -274,6 +274,11 @@ pub struct Vantage {
 }
 
 impl Vantage {
+    /// Starts `vantage dns --config <config>`.
+    pub fn dns(config: &Path, dir: &Path) -> Vantage {
+        Self::start(&["dns", "--config", config.to_str().expect("path")], dir)
+    }
+
     /// Starts `vantage <args>` and waits for its machine-readable listening line.
     pub fn start(args: &[&str], dir: &Path) -> Vantage {
         Self::start_with_env(args, dir, &[])
@@ -406,6 +411,20 @@ impl Drop for Vantage {
             eprintln!("---- vantage stderr ----\n{}", self.stderr());
         }
     }
+}
+
+/// Runs the vantage binary to completion: (exit code, stdout, stderr).
+pub fn run_vantage(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vantage"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run vantage");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 /// A minimal HTTP/1.1 client for the admin API (GET or POST, no body).
