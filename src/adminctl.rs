@@ -6,6 +6,7 @@ use std::{net::IpAddr, path::Path};
 use serde_json::{Value, json};
 
 /// Where the admin API is, and the token for writes.
+#[derive(Debug, Clone)]
 pub struct Target {
     pub base: url::Url,
     pub token: Option<String>,
@@ -89,12 +90,110 @@ fn admin_of(config: &Path) -> Result<(std::net::SocketAddr, Option<String>), Str
     Ok((listen, token))
 }
 
+/// One HTTP client for many requests to several admin APIs (`vantage drill` polls them).
+#[derive(Clone)]
+pub struct Session {
+    http: reqwest::Client,
+}
+
+impl Session {
+    /// Every request gives up after `timeout`.
+    pub fn new(timeout: std::time::Duration) -> Result<Session, String> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Session { http })
+    }
+
+    /// `GET /v1/status`.
+    pub async fn status(&self, target: &Target) -> Result<Value, String> {
+        let request = self.http.get(target.url("v1/status")?);
+        reply(request.send().await.map_err(|e| e.to_string())?).await
+    }
+
+    /// `POST /v1/overrides`; `duration` as in the API ("90s").
+    pub async fn set_override(
+        &self,
+        target: &Target,
+        endpoint: &str,
+        action: &str,
+        reason: &str,
+        duration: &str,
+        by: &str,
+    ) -> Result<Value, String> {
+        let request = self
+            .http
+            .post(target.url("v1/overrides")?)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(json!({"endpoint": endpoint, "action": action, "reason": reason, "for": duration, "by": by}).to_string());
+        self.send(target, request).await
+    }
+
+    /// Sends a request with the admin token; the JSON reply, or the error it carries.
+    async fn send(
+        &self,
+        target: &Target,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Value, String> {
+        reply(
+            bearer(target, request)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?,
+        )
+        .await
+    }
+
+    /// `DELETE /v1/overrides/{endpoint}`.
+    pub async fn clear_override(
+        &self,
+        target: &Target,
+        endpoint: &str,
+        reason: &str,
+        by: &str,
+    ) -> Result<(), String> {
+        let request = self
+            .http
+            .delete(override_url(target, endpoint, reason, by)?);
+        self.send(target, request).await.map(drop)
+    }
+
+    /// `POST /v1/drills`: hands a drill result to a serving process.
+    pub async fn post_drill(&self, target: &Target, result: &Value) -> Result<(), String> {
+        let request = self
+            .http
+            .post(target.url("v1/drills")?)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(result.to_string());
+        self.send(target, request).await?;
+        Ok(())
+    }
+}
+
+fn override_url(
+    target: &Target,
+    endpoint: &str,
+    reason: &str,
+    by: &str,
+) -> Result<url::Url, String> {
+    let mut url = target.url("v1/overrides/")?;
+    url.path_segments_mut()
+        .map_err(|()| "the admin URL cannot have a path".to_string())?
+        .pop_if_empty()
+        .push(endpoint);
+    url.query_pairs_mut()
+        .append_pair("by", by)
+        .append_pair("reason", reason);
+    Ok(url)
+}
+
+/// How long the CLI's admin requests may take.
+const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .map_err(|e| e.to_string())
+    Session::new(CLIENT_TIMEOUT).map(|s| s.http)
 }
 
 async fn reply(response: reqwest::Response) -> Result<Value, String> {
@@ -135,17 +234,9 @@ pub async fn set(
     duration: &str,
     by: &str,
 ) -> Result<String, String> {
-    let request = client()?
-        .post(target.url("v1/overrides")?)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(json!({"endpoint": endpoint, "action": action, "reason": reason, "for": duration, "by": by}).to_string());
-    let body = reply(
-        bearer(target, request)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?,
-    )
-    .await?;
+    let body = Session::new(CLIENT_TIMEOUT)?
+        .set_override(target, endpoint, action, reason, duration, by)
+        .await?;
     let o = &body["override"];
     Ok(format!(
         "{} {} for {duration}: {} (by {})",
@@ -162,22 +253,9 @@ pub async fn clear(
     reason: &str,
     by: &str,
 ) -> Result<String, String> {
-    let mut url = target.url("v1/overrides/")?;
-    url.path_segments_mut()
-        .map_err(|()| "the admin URL cannot have a path".to_string())?
-        .pop_if_empty()
-        .push(endpoint);
-    url.query_pairs_mut()
-        .append_pair("by", by)
-        .append_pair("reason", reason);
-    let request = client()?.delete(url);
-    reply(
-        bearer(target, request)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?,
-    )
-    .await?;
+    Session::new(CLIENT_TIMEOUT)?
+        .clear_override(target, endpoint, reason, by)
+        .await?;
     Ok(format!("override on {endpoint} cleared"))
 }
 

@@ -10,6 +10,7 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod dns;
+pub mod drill;
 pub mod exchange;
 pub mod metrics;
 pub mod model;

@@ -1,6 +1,6 @@
 //! The `vantage` command line: parse arguments, set up logging, run a role, map errors to exit codes.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use vantage::{app, demo};
@@ -80,6 +80,39 @@ enum Command {
     Reload {
         #[command(flatten)]
         admin: AdminArgs,
+    },
+    /// Fail one endpoint of a record on purpose and time detection, response and recovery on
+    /// every server, then the failback; compare the RTO with the record's rto target.
+    /// Exit 0: done (target met or none), 3: target missed or not recovered in time,
+    /// 4: refused (the drill would cause an outage), 130: interrupted (restored), 1: error.
+    Drill {
+        /// The fleet configuration file ([[server]] lists the fleet's DNS servers and reconciler).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The managed record, e.g. www.example.com.
+        #[arg(long)]
+        record: String,
+        /// A or AAAA, when the name has both.
+        #[arg(long = "type", value_parser = ["A", "AAAA", "a", "aaaa"])]
+        kind: Option<String>,
+        /// The endpoint to fail (default: the one the record answers now).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Do not inject anything: wait for the operator to break the endpoint, then to repair it.
+        #[arg(long)]
+        real: bool,
+        /// Keep the failure in place this long after every server has recovered, e.g. 5m.
+        #[arg(long, default_value = "0s")]
+        hold: String,
+        /// How long to wait for each half of the drill (default: drill.timeout, 2m).
+        #[arg(long)]
+        timeout: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Who runs the drill (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
     },
     /// Validate a configuration file and the zone files it names; exit non-zero on any problem.
     CheckConfig {
@@ -307,6 +340,40 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Drill {
+            config,
+            record,
+            kind,
+            endpoint,
+            real,
+            hold,
+            timeout,
+            json,
+            by,
+        } => drill(
+            &config,
+            vantage::drill::Options {
+                record,
+                kind: kind.map(|k| {
+                    if k.eq_ignore_ascii_case("AAAA") {
+                        vantage::config::RecordKind::Aaaa
+                    } else {
+                        vantage::config::RecordKind::A
+                    }
+                }),
+                endpoint,
+                mode: if real {
+                    vantage::drill::observe::Mode::Real
+                } else {
+                    vantage::drill::observe::Mode::Override
+                },
+                hold: Duration::ZERO,
+                by: who(by),
+            },
+            &hold,
+            timeout.as_deref(),
+            json,
+        ),
         Command::Demo {
             dns_listen,
             admin_listen,
@@ -324,6 +391,11 @@ fn main() -> ExitCode {
                 Some(demo::routes(backends.faults)),
                 |listening| {
                     announce(listening);
+                    if let Err(error) =
+                        demo::write_fleet_file(port, &listening.dns, listening.admin, &state)
+                    {
+                        tracing::warn!(%error, "cannot write the demo's fleet file (vantage drill)");
+                    }
                     println!(
                         "{}",
                         demo::instructions(port, &listening.dns, listening.admin, &state)
@@ -334,6 +406,118 @@ fn main() -> ExitCode {
             backends_stop.cancel();
             result
         }),
+    }
+}
+
+/// `vantage drill`: see the command's help for the exit codes.
+fn drill(
+    config: &std::path::Path,
+    mut options: vantage::drill::Options,
+    hold: &str,
+    timeout: Option<&str>,
+    json: bool,
+) -> ExitCode {
+    use vantage::drill::{self, Outcome};
+    let mut settings = match vantage::config::Settings::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let duration = |flag: &str, text: &str| {
+        vantage::config::parse_duration(text).map_err(|e| {
+            eprintln!("vantage drill: {flag} {text:?}: {e}");
+            ExitCode::from(2)
+        })
+    };
+    options.hold = match duration("--hold", hold) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    if let Some(text) = timeout {
+        match duration("--timeout", text) {
+            Ok(d) if !d.is_zero() => settings.drill.timeout = d,
+            Ok(_) => {
+                eprintln!("vantage drill: --timeout must be greater than zero");
+                return ExitCode::from(2);
+            }
+            Err(code) => return code,
+        }
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("vantage: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(drill::run(settings, options, interrupted(), |line| {
+        eprintln!("vantage drill: {line}");
+    }));
+    match outcome {
+        Ok(Outcome::Refused(problems)) => {
+            eprintln!("vantage drill: refused, nothing was changed:");
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            ExitCode::from(4)
+        }
+        Ok(Outcome::Interrupted { restored }) => {
+            if restored {
+                eprintln!("vantage drill: interrupted; the drill's overrides are cleared");
+            } else {
+                eprintln!(
+                    "vantage drill: interrupted; some overrides could NOT be cleared: use vantage override clear"
+                );
+            }
+            ExitCode::from(130)
+        }
+        Ok(Outcome::Finished(report)) => {
+            if json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.table());
+            }
+            if report.aborted.is_some() || report.met() == Some(false) {
+                ExitCode::from(3)
+            } else if !report.restored {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e @ drill::DrillError::Usage(_)) => {
+            eprintln!("vantage drill: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("vantage drill: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -39,6 +39,15 @@ pub struct Metrics {
     reloads: IntCounterVec,
     reload_ok: IntGauge,
     dns_queries: IntCounterVec,
+    drills: DrillMetrics,
+}
+
+/// The last drill of every record (from `vantage drill`, kept by serving processes).
+struct DrillMetrics {
+    last: prometheus::GaugeVec,
+    rto: prometheus::GaugeVec,
+    target: prometheus::GaugeVec,
+    met: IntGaugeVec,
 }
 
 /// Metrics of the Route53 reconciler.
@@ -292,6 +301,32 @@ impl Metrics {
         )
         .expect("valid metric");
         reload_ok.set(1);
+        let gauge = |name: &str, help: &str| {
+            prometheus::GaugeVec::new(Opts::new(name, help), &["record", "type"])
+                .expect("valid metric")
+        };
+        let drills = DrillMetrics {
+            last: gauge(
+                "vantage_drill_last_timestamp_seconds",
+                "Unix time of the record's last failover drill; 0 for a record with an rto target that was never drilled.",
+            ),
+            rto: gauge(
+                "vantage_drill_rto_seconds",
+                "Recovery time measured by the record's last drill (absent when it did not recover within the drill's timeout).",
+            ),
+            target: gauge(
+                "vantage_drill_rto_target_seconds",
+                "The record's rto target from the configuration.",
+            ),
+            met: IntGaugeVec::new(
+                Opts::new(
+                    "vantage_drill_target_met",
+                    "1 when the record's last drill met its rto target, 0 when it missed it.",
+                ),
+                &["record", "type"],
+            )
+            .expect("valid metric"),
+        };
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "vantage_build_info",
@@ -336,6 +371,10 @@ impl Metrics {
             Box::new(reloads.clone()),
             Box::new(reload_ok.clone()),
             Box::new(build_info),
+            Box::new(drills.last.clone()),
+            Box::new(drills.rto.clone()),
+            Box::new(drills.target.clone()),
+            Box::new(drills.met.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -362,6 +401,40 @@ impl Metrics {
             dns_queries,
             reloads,
             reload_ok,
+            drills,
+        }
+    }
+
+    /// The drill gauges from the latest results and the records' targets (set at scrape time,
+    /// so that they follow reloads).
+    pub fn drills(
+        &self,
+        records: &[crate::config::RecordSpec],
+        results: &[crate::drill::results::DrillResult],
+    ) {
+        let d = &self.drills;
+        for g in [&d.last, &d.rto, &d.target] {
+            g.reset();
+        }
+        d.met.reset();
+        for r in records {
+            let labels = [r.name.as_str(), r.kind.as_str()];
+            if let Some(rto) = r.rto {
+                d.target.with_label_values(&labels).set(rto.as_secs_f64());
+                d.last.with_label_values(&labels).set(0.0);
+            }
+        }
+        for r in results {
+            let labels = [r.record.as_str(), r.kind.as_str()];
+            d.last
+                .with_label_values(&labels)
+                .set(r.finished_unix_ms as f64 / 1000.0);
+            if let Some(ms) = r.rto_ms {
+                d.rto.with_label_values(&labels).set(ms as f64 / 1000.0);
+            }
+            if let Some(met) = r.met {
+                d.met.with_label_values(&labels).set(i64::from(met));
+            }
         }
     }
 

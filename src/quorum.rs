@@ -27,6 +27,8 @@ pub struct Vote {
     pub last_rtt: Option<Duration>,
     pub smoothed_rtt: Option<Duration>,
     pub last_failure: Option<(FailureKind, String)>,
+    /// Consecutive failed checks (0 after a success).
+    pub failures: u32,
     /// The prober is presumed cut off (it sees every endpoint Down while others see some Up):
     /// its Down vote does not count.
     pub impaired: bool,
@@ -119,6 +121,7 @@ pub fn votes_for(
                     last_rtt: None,
                     smoothed_rtt: None,
                     last_failure: None,
+                    failures: 0,
                     impaired: false,
                 },
                 Some(obs) => {
@@ -131,6 +134,7 @@ pub fn votes_for(
                         last_rtt: obs.last_rtt,
                         smoothed_rtt: obs.smoothed_rtt,
                         last_failure: obs.last_failure.clone(),
+                        failures: obs.failures,
                         impaired: false,
                     }
                 }
@@ -263,6 +267,7 @@ mod tests {
             last_rtt: None,
             smoothed_rtt: None,
             last_failure: None,
+            failures: 0,
             impaired: false,
         }
     }

@@ -22,6 +22,7 @@ pub use status::status_json;
 use crate::{
     aggregator::History,
     config::Settings,
+    drill::results::{DrillResult, DrillResults},
     exchange::pull::ProberLink,
     metrics::Metrics,
     overrides::OverrideStore,
@@ -41,6 +42,8 @@ pub struct AdminState {
     pub route53: Option<Reports>,
     /// Operator overrides (serving roles only).
     pub overrides: Option<Arc<OverrideStore>>,
+    /// The last drill result per record (serving roles only).
+    pub drills: Option<Arc<DrillResults>>,
     pub history: Arc<History>,
     /// Where reload requests go (roles that can reload).
     pub reload: Option<crate::app::ReloadRequests>,
@@ -60,6 +63,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/overrides", get(overrides::list).post(overrides::set))
         .route("/v1/overrides/{endpoint}", delete(overrides::clear))
         .route("/v1/reload", axum::routing::post(reload))
+        .route("/v1/drills", get(drills).post(record_drill))
         .with_state(state)
 }
 
@@ -100,7 +104,58 @@ async fn reload(
     }
 }
 
+/// `GET /v1/drills`: the last drill result per record.
+async fn drills(State(state): State<AdminState>) -> Json<Value> {
+    let latest = state
+        .drills
+        .as_ref()
+        .map(|d| d.latest())
+        .unwrap_or_default();
+    Json(json!({"drills": latest}))
+}
+
+/// `POST /v1/drills`: `vantage drill` reports a result (admin token required).
+async fn record_drill(
+    State(state): State<AdminState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, Json<Value>) {
+    if let Err(reply) = overrides::authorize(&state, &headers) {
+        return reply;
+    }
+    let Some(store) = &state.drills else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "this process keeps no drill results"})),
+        );
+    };
+    let result: DrillResult = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": format!("not a drill result: {e}")})),
+            );
+        }
+    };
+    match store.record(result) {
+        Ok(()) => (StatusCode::OK, Json(json!({"recorded": true}))),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot keep a drill result");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": e.to_string()})),
+            )
+        }
+    }
+}
+
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    if let Some(drills) = &state.drills {
+        state
+            .metrics
+            .drills(&state.settings.load().records, &drills.latest());
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -148,6 +203,13 @@ async fn status(State(state): State<AdminState>) -> Json<Value> {
     }
     doc["overrides"] = json!(snapshot.overrides.values().collect::<Vec<_>>());
     doc["transitions"] = json!(state.history.recent());
+    doc["drills"] = json!(
+        state
+            .drills
+            .as_ref()
+            .map(|d| d.latest())
+            .unwrap_or_default()
+    );
     doc["audit"] = json!(
         state
             .overrides

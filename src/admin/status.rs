@@ -85,6 +85,7 @@ pub fn status_json(
                                 "last_rtt_ms": vote.last_rtt.map(millis),
                                 "smoothed_rtt_ms": vote.smoothed_rtt.map(millis),
                                 "impaired": vote.impaired,
+                                "consecutive_failures": vote.failures,
                                 "last_failure": vote.last_failure.as_ref().map(|(k, d)| json!({"kind": k, "detail": d})),
                             })
                         })

@@ -21,6 +21,7 @@ use crate::{
     aggregator::{Aggregator, History},
     config::Settings,
     dns::{self, ZoneFile},
+    drill::results::DrillResults,
     exchange::{self, ObservationBoard, auth::FleetKey, pull::ProberLink},
     metrics::Metrics,
     overrides::OverrideStore,
@@ -92,6 +93,7 @@ struct Aggregation {
     settings: Arc<ArcSwap<Settings>>,
     links: Arc<ArcSwap<Vec<Arc<ProberLink>>>>,
     overrides: Option<Arc<OverrideStore>>,
+    drills: Option<Arc<DrillResults>>,
     history: Arc<History>,
     generation: CancellationToken,
 }
@@ -112,12 +114,21 @@ fn start_aggregation(
     } else {
         None
     };
+    let drills = if with_overrides {
+        Some(Arc::new(
+            DrillResults::open(&settings.admin.state_dir)
+                .map_err(|e| anyhow!("cannot open the drill results (admin.state_dir): {e}"))?,
+        ))
+    } else {
+        None
+    };
     let mut aggregation = Aggregation {
         published: Arc::new(ArcSwap::from_pointee(Aggregator::initial(settings))),
         board: Arc::new(ObservationBoard::new()),
         settings: Arc::new(ArcSwap::new(settings.clone())),
         links: Arc::new(ArcSwap::from_pointee(Vec::new())),
         overrides,
+        drills,
         history: Arc::new(History::default()),
         generation: shutdown.child_token(),
     };
@@ -364,6 +375,7 @@ fn admin_state(
         links: aggregation.links.clone(),
         route53,
         overrides: aggregation.overrides.clone(),
+        drills: aggregation.drills.clone(),
         history: aggregation.history.clone(),
         reload,
     }

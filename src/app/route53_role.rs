@@ -18,7 +18,7 @@ use crate::{
         client::Route53Client,
         desired,
         plan::Target,
-        reconcile::{self, CycleLimits, Reports},
+        reconcile::{self, AppliedChange, CycleLimits, Reports},
         retry::{Backoff, Paced},
     },
 };
@@ -171,6 +171,10 @@ async fn reconcile_loop(
                         .get_mut(&p.zone)
                     {
                         r.insync = Some(done);
+                        if let Some(change) = r.last_change.as_mut().filter(|c| c.ids == p.changes)
+                        {
+                            change.insync_unix_ms = done.then(crate::exchange::auth::unix_ms);
+                        }
                     }
                 } else {
                     still.push(p);
@@ -190,7 +194,7 @@ async fn reconcile_loop(
         let mut conflicts = Vec::new();
         let mut pending = 0;
         for (zone, zone_targets) in &targets {
-            let report =
+            let mut report =
                 reconcile::reconcile_zone(&api, zone, zone_targets, limits, &metrics).await;
             for c in &report.conflicts {
                 conflicts.push(c.key.name.clone());
@@ -219,10 +223,12 @@ async fn reconcile_loop(
                     changed_at,
                 });
             }
-            reports
+            let mut reports = reports
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(zone.clone(), report);
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            report.last_change = AppliedChange::of(&report)
+                .or_else(|| reports.get(zone).and_then(|r| r.last_change.clone()));
+            reports.insert(zone.clone(), report);
         }
         metrics.route53_state(&conflicts, pending, all_synced);
         changed_at = None;

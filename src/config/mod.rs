@@ -48,6 +48,10 @@ pub mod defaults {
     pub const ROUTE53_MIN_CHANGE_CAP: u32 = 10;
     pub const ROUTE53_INSYNC_TIMEOUT: Duration = Duration::from_secs(120);
     pub const ROUTE53_REQUESTS_PER_SECOND: f64 = 5.0;
+    /// How long a drill waits for each phase before it counts the target as missed.
+    pub const DRILL_TIMEOUT: Duration = Duration::from_secs(120);
+    /// How often a drill looks at every server while it waits.
+    pub const DRILL_POLL_INTERVAL: Duration = Duration::from_millis(50);
     /// The shortest fleet secret accepted.
     pub const MIN_TOKEN_BYTES: usize = 16;
 }
@@ -67,6 +71,46 @@ pub struct Settings {
     pub dns: DnsSettings,
     pub admin: AdminSettings,
     pub route53: Route53Settings,
+    /// The fleet's serving processes as listed in `[[server]]` (empty: only this host's).
+    pub servers: Vec<FleetServer>,
+    pub drill: DrillSettings,
+}
+
+/// A serving process of the fleet: where `vantage drill` queries its DNS and reaches its
+/// admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetServer {
+    pub name: String,
+    pub role: ServerRole,
+    /// Where it answers DNS (role `dns`).
+    pub dns: Option<SocketAddr>,
+    pub admin: url::Url,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerRole {
+    /// `vantage dns`: answers DNS from its snapshot.
+    Dns,
+    /// `vantage route53`: pushes answers to Route53.
+    Route53,
+}
+
+impl ServerRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerRole::Dns => "dns",
+            ServerRole::Route53 => "route53",
+        }
+    }
+}
+
+/// How `vantage drill` waits and what else it asks.
+#[derive(Debug, Clone)]
+pub struct DrillSettings {
+    pub timeout: Duration,
+    pub poll_interval: Duration,
+    /// Name servers of the Route53 hosted zones, asked over DNS once a change is INSYNC.
+    pub route53_nameservers: Vec<SocketAddr>,
 }
 
 /// How the Route53 reconciler talks to Route53.
@@ -251,6 +295,8 @@ pub struct RecordSpec {
     pub when_all_down: WhenAllDown,
     pub endpoints: Vec<RecordEndpoint>,
     pub route53: Option<Route53Target>,
+    /// The recovery time objective: how long a failover may take, end to end (drills).
+    pub rto: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]

@@ -24,6 +24,28 @@ pub struct RawConfig {
     pub record: Vec<RawRecord>,
     #[serde(default)]
     pub route53: RawRoute53,
+    #[serde(default)]
+    pub server: Vec<RawServer>,
+    #[serde(default)]
+    pub drill: RawDrill,
+}
+
+/// A serving process of the fleet (for `vantage drill`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub name: String,
+    pub role: Option<String>,
+    pub dns: Option<String>,
+    pub admin: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrill {
+    pub timeout: Option<String>,
+    pub poll_interval: Option<String>,
+    pub route53_nameservers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +142,7 @@ pub struct RawRecord {
     #[serde(default)]
     pub endpoints: Vec<RawEndpoint>,
     pub route53: Option<RawRoute53Target>,
+    pub rto: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,13 +178,14 @@ pub fn structural_problems(table: &toml::Table) -> Vec<super::Problem> {
             "dns" => add(key.clone(), fits::<RawDns>(value)),
             "admin" => add(key.clone(), fits::<RawAdmin>(value)),
             "route53" => add(key.clone(), fits::<RawRoute53>(value)),
-            "prober" | "record" => match value.as_array() {
+            "drill" => add(key.clone(), fits::<RawDrill>(value)),
+            "prober" | "record" | "server" => match value.as_array() {
                 Some(items) => {
                     for (i, item) in items.iter().enumerate() {
-                        let result = if key == "prober" {
-                            fits::<RawProber>(item)
-                        } else {
-                            fits::<RawRecord>(item)
+                        let result = match key.as_str() {
+                            "prober" => fits::<RawProber>(item),
+                            "record" => fits::<RawRecord>(item),
+                            _ => fits::<RawServer>(item),
                         };
                         add(format!("{key}[{i}]"), result);
                     }
@@ -185,7 +209,7 @@ pub fn structural_problems(table: &toml::Table) -> Vec<super::Problem> {
             other => add(
                 other.to_string(),
                 Err(
-                    "unknown section; expected cluster, prober, check, dns, admin, record or route53".into(),
+                    "unknown section; expected cluster, prober, check, dns, admin, record, route53, server or drill".into(),
                 ),
             ),
         }

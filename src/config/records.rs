@@ -1,6 +1,6 @@
 //! Validation of `[[record]]` tables and their endpoints.
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
 
 use super::{
     CheckSpec, EndpointSpec, Policy, RecordEndpoint, RecordKind, RecordSpec, Route53Target,
@@ -274,6 +274,10 @@ pub(super) fn validate_record(
             take_over: t.take_over.unwrap_or(false),
         })
     });
+    let rto = raw
+        .rto
+        .as_ref()
+        .map(|text| p.duration(&format!("{path}.rto"), Some(text), Duration::ZERO));
     let spec = RecordSpec {
         name: name?,
         kind,
@@ -282,6 +286,7 @@ pub(super) fn validate_record(
         when_all_down,
         endpoints: record_endpoints,
         route53,
+        rto,
     };
     Some((spec, targets))
 }

@@ -161,3 +161,46 @@ fn stale_after_must_cover_the_reporting_gap() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn fleet_servers_drill_settings_and_rto_are_validated() {
+    let good = format!(
+        "{GOOD}\n[[server]]\nname = \"ns1\"\ndns = \"192.0.2.53:53\"\nadmin = \"http://10.0.0.1:8053\"\n\
+         [[server]]\nname = \"r53\"\nrole = \"route53\"\nadmin = \"http://10.0.0.2:8053\"\n\
+         [drill]\ntimeout = \"90s\"\n"
+    )
+    .replace("check = \"web\"\n", "check = \"web\"\n    rto = \"45s\"\n");
+    let s = Settings::from_toml(&good, "t.toml", Path::new(".")).expect("valid");
+    assert_eq!(s.servers.len(), 2);
+    assert_eq!(s.servers[1].role, super::ServerRole::Route53);
+    assert_eq!(s.servers[1].dns, None);
+    assert_eq!(s.drill.timeout, std::time::Duration::from_secs(90));
+    assert_eq!(s.records[0].rto, Some(std::time::Duration::from_secs(45)));
+
+    let bad = format!(
+        "{GOOD}\n[[server]]\nname = \"ns1\"\nadmin = \"http://10.0.0.1:8053\"\n\
+         [[server]]\nname = \"ns1\"\nrole = \"primary\"\nadmin = \"x\"\n\
+         [[server]]\nname = \"ns3\"\ndns = \"10.0.0.3\"\nadmin = \"ftp://x\"\n\
+         [drill]\npoll_interval = \"often\"\nroute53_nameservers = [\"ns-1.awsdns\"]\n"
+    )
+    .replace("check = \"web\"\n", "check = \"web\"\n    rto = \"fast\"\n");
+    let p = problems(&bad);
+    for want in [
+        "server[0].dns: missing",
+        "server[1].name: \"ns1\" is listed twice",
+        "server[1].role: \"primary\" is not a role",
+        "server[1].admin: \"x\" is not an http(s) URL",
+        "server[2].admin: \"ftp://x\" is not an http(s) URL",
+        "server[2].dns: \"10.0.0.3\" is not an address:port",
+        "drill.poll_interval: not a duration",
+        "drill.route53_nameservers[0]:",
+        "record[0].rto: not a duration",
+    ] {
+        assert!(p.iter().any(|x| x.starts_with(want)), "{want} in {p:#?}");
+    }
+    let unknown = problems(&format!("{GOOD}\n[drill]\nwait = \"1s\"\n"));
+    assert!(
+        unknown.iter().any(|x| x.starts_with("drill")),
+        "{unknown:?}"
+    );
+}

@@ -9,8 +9,9 @@ use std::{
 };
 
 use super::{
-    AdminSettings, CheckSpec, Cluster, DnsSettings, EndpointSpec, Problem, QuorumRule, RecordKind,
-    RecordSpec, Route53Settings, Secret, Settings, checks, defaults,
+    AdminSettings, CheckSpec, Cluster, DnsSettings, DrillSettings, EndpointSpec, FleetServer,
+    Problem, QuorumRule, RecordKind, RecordSpec, Route53Settings, Secret, ServerRole, Settings,
+    checks, defaults,
     raw::{RawConfig, RawQuorum},
     records,
 };
@@ -138,6 +139,8 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
     };
 
     let route53 = validate_route53(&raw, &mut p);
+    let servers = validate_servers(&raw, &mut p);
+    let drill = validate_drill(&raw, &mut p);
     if p.0.is_empty() {
         Ok(Settings {
             cluster,
@@ -148,6 +151,8 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
             dns,
             admin,
             route53,
+            servers,
+            drill,
         })
     } else {
         Err(p.0)
@@ -436,6 +441,90 @@ fn validate_route53(raw: &RawConfig, p: &mut Problems) -> Route53Settings {
             defaults::ROUTE53_INSYNC_TIMEOUT,
         ),
         requests_per_second,
+    }
+}
+
+fn validate_servers(raw: &RawConfig, p: &mut Problems) -> Vec<FleetServer> {
+    let mut servers = Vec::new();
+    let mut names: Vec<&str> = Vec::new();
+    for (i, s) in raw.server.iter().enumerate() {
+        let path = format!("server[{i}]");
+        if s.name.trim().is_empty() {
+            p.add(format!("{path}.name"), "must not be empty");
+        } else if names.contains(&s.name.as_str()) {
+            p.add(
+                format!("{path}.name"),
+                format!("{:?} is listed twice", s.name),
+            );
+        }
+        names.push(&s.name);
+        let role = match s.role.as_deref().unwrap_or("dns") {
+            "dns" => Some(ServerRole::Dns),
+            "route53" => Some(ServerRole::Route53),
+            other => {
+                p.add(
+                    format!("{path}.role"),
+                    format!("{other:?} is not a role; use \"dns\" or \"route53\""),
+                );
+                None
+            }
+        };
+        let dns = match &s.dns {
+            Some(text) => parse_socket(text)
+                .map_err(|e| p.add(format!("{path}.dns"), e))
+                .ok(),
+            None => {
+                if role == Some(ServerRole::Dns) {
+                    p.add(
+                        format!("{path}.dns"),
+                        "missing; give the address:port where this server answers DNS",
+                    );
+                }
+                None
+            }
+        };
+        let admin = match url::Url::parse(&s.admin) {
+            Ok(url) if url.scheme() == "http" || url.scheme() == "https" => Some(url),
+            _ => {
+                p.add(
+                    format!("{path}.admin"),
+                    format!(
+                        "{:?} is not an http(s) URL (e.g. \"http://10.0.0.1:8053\")",
+                        s.admin
+                    ),
+                );
+                None
+            }
+        };
+        if let (Some(role), Some(admin)) = (role, admin) {
+            servers.push(FleetServer {
+                name: s.name.clone(),
+                role,
+                dns,
+                admin,
+            });
+        }
+    }
+    servers
+}
+
+fn validate_drill(raw: &RawConfig, p: &mut Problems) -> DrillSettings {
+    let d = &raw.drill;
+    let mut route53_nameservers = Vec::new();
+    for (i, text) in d.route53_nameservers.iter().flatten().enumerate() {
+        match parse_socket(text) {
+            Ok(addr) => route53_nameservers.push(addr),
+            Err(e) => p.add(format!("drill.route53_nameservers[{i}]"), e),
+        }
+    }
+    DrillSettings {
+        timeout: p.duration("drill.timeout", d.timeout.as_ref(), defaults::DRILL_TIMEOUT),
+        poll_interval: p.duration(
+            "drill.poll_interval",
+            d.poll_interval.as_ref(),
+            defaults::DRILL_POLL_INTERVAL,
+        ),
+        route53_nameservers,
     }
 }
 

@@ -248,7 +248,15 @@ pub fn settings(
     admin: SocketAddr,
     state: &Path,
 ) -> Result<(Settings, Vec<zones::ZoneFile>), DemoError> {
-    let text = FLEET
+    let text = fleet_text(port, dns, admin);
+    let settings = Settings::from_toml(&text, "demo fleet (embedded)", state)?;
+    let zone = zones::parse_zone(Path::new("example.com.zone"), ZONE)?;
+    Ok((settings, vec![zone]))
+}
+
+/// The demo's fleet configuration with the backends' port and the listen addresses.
+fn fleet_text(port: u16, dns: SocketAddr, admin: SocketAddr) -> String {
+    FLEET
         .replace("port = PORT", &format!("port = {port}"))
         .replace(
             "listen = [\"127.0.0.1:5353\"]",
@@ -257,10 +265,26 @@ pub fn settings(
         .replace(
             "listen = \"127.0.0.1:8053\"",
             &format!("listen = \"{admin}\"\ntoken_file = \"admin-token\"\nstate_dir = \".\""),
-        );
-    let settings = Settings::from_toml(&text, "demo fleet (embedded)", state)?;
-    let zone = zones::parse_zone(Path::new("example.com.zone"), ZONE)?;
-    Ok((settings, vec![zone]))
+        )
+}
+
+/// Writes the running demo's fleet (with the addresses it bound) and zone into its state
+/// directory, for the client commands (`vantage drill --config`).
+pub fn write_fleet_file(
+    port: u16,
+    dns: &[SocketAddr],
+    admin: SocketAddr,
+    state: &Path,
+) -> Result<std::path::PathBuf, DemoError> {
+    let dns = dns
+        .first()
+        .copied()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 5353)));
+    std::fs::create_dir_all(state.join("zones"))?;
+    std::fs::write(state.join("zones").join("example.com.zone"), ZONE)?;
+    let file = state.join("fleet.toml");
+    std::fs::write(&file, fleet_text(port, dns, admin))?;
+    Ok(file)
 }
 
 /// What to try, printed when the demo starts.
@@ -295,6 +319,10 @@ pub fn instructions(port: u16, dns: &[SocketAddr], admin: SocketAddr, state: &Pa
         format!(
             "Drain an endpoint: vantage override --admin {a} --token-file {} drain euw1 --reason maintenance --for 10m",
             state.join("admin-token").display()
+        ),
+        format!(
+            "Failover drill (RTO of www): vantage drill --config {} --record www.example.com",
+            state.join("fleet.toml").display()
         ),
         format!("Metrics: curl -s {a}/metrics      Stop: Ctrl-C"),
     ]

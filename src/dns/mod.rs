@@ -6,6 +6,7 @@
 pub mod client;
 pub mod handler;
 pub mod harness;
+pub mod query;
 pub mod server;
 pub mod zones;
 

@@ -48,6 +48,44 @@ pub struct ZoneReport {
     pub changes: Vec<String>,
     /// Whether those changes have propagated (updated by later polls).
     pub insync: Option<bool>,
+    /// The latest cycle that applied changes to this zone (kept by later cycles that did not).
+    pub last_change: Option<AppliedChange>,
+}
+
+/// Changes applied to a zone in one cycle, and when they were submitted and became INSYNC.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppliedChange {
+    pub ids: Vec<String>,
+    /// The record names the changes touched (not the ownership markers).
+    pub records: Vec<String>,
+    pub submitted_unix_ms: u64,
+    pub insync_unix_ms: Option<u64>,
+}
+
+impl AppliedChange {
+    /// The change applied by this cycle's report, if it applied any.
+    pub fn of(report: &ZoneReport) -> Option<AppliedChange> {
+        if report.changes.is_empty() {
+            return None;
+        }
+        let mut records: Vec<String> = report
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Create { new } | Step::Update { new, .. } => new.name.clone(),
+                Step::Delete { old } => old.name.clone(),
+            })
+            .filter(|name| !name.starts_with("_vantage."))
+            .collect();
+        records.sort();
+        records.dedup();
+        Some(AppliedChange {
+            ids: report.changes.clone(),
+            records,
+            submitted_unix_ms: crate::exchange::auth::unix_ms(),
+            insync_unix_ms: None,
+        })
+    }
 }
 
 /// The latest report per zone, for the status API.
@@ -101,6 +139,7 @@ pub async fn reconcile_zone<A: Api + ?Sized>(
         error: None,
         changes: Vec::new(),
         insync: None,
+        last_change: None,
     };
     let mut last_units = None;
     for attempt in 1..=CAS_ATTEMPTS {

@@ -20,6 +20,7 @@ fn record(policy: Policy, when_all_down: WhenAllDown, n: u8) -> RecordSpec {
             })
             .collect(),
         route53: None,
+        rto: None,
     }
 }
 

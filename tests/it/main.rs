@@ -5,6 +5,7 @@ mod bad_input;
 mod demo;
 mod differential;
 mod dns_rfc;
+mod drill;
 mod failover;
 mod multi_region;
 mod ops;

@@ -472,6 +472,25 @@ async fn deployment_files_are_valid_and_use_metrics_that_exist() {
         &query_message("www.example.com.", RecordType::A, false),
     )
     .await;
+    // The drill README shows, against the demo (its result feeds the drill metrics).
+    let instructions = demo.stdout_rest.lock().expect("lock").join("\n");
+    let fleet = instructions
+        .split("vantage drill --config ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the demo names its fleet file for drills:\n{instructions}"))
+        .to_string();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        run_vantage(
+            &["drill", "--config", &fleet, "--record", "www.example.com"],
+            &[],
+        )
+    })
+    .await
+    .expect("drill");
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("target 10.00 s: met"), "{stdout}");
+    assert!(stdout.contains("127.0.0.3"), "fails over to euw1: {stdout}");
     let (_, text) = demo.get("/metrics").await;
     let exposition = Exposition::parse(&text);
     let rules = std::fs::read_to_string(root.join("prometheus/alerts.yml")).expect("rules");

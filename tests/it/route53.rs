@@ -86,13 +86,27 @@ async fn create_zone(client: &Client, name: &str) -> String {
 }
 
 async fn put(client: &Client, zone: &str, name: &str, rtype: RrType, value: &str) {
-    let set = ResourceRecordSet::builder()
+    put_values(client, zone, name, rtype, &[value], 300).await;
+}
+
+/// Writes a record set as an operator would, with UPSERT: moto remembers every CREATE and
+/// refuses a later CREATE equal to one of them even after the batch deleted the set.
+async fn put_values(
+    client: &Client,
+    zone: &str,
+    name: &str,
+    rtype: RrType,
+    values: &[&str],
+    ttl: i64,
+) {
+    let mut set = ResourceRecordSet::builder()
         .name(name)
         .r#type(rtype)
-        .ttl(300)
-        .resource_records(ResourceRecord::builder().value(value).build().expect("rr"))
-        .build()
-        .expect("set");
+        .ttl(ttl);
+    for value in values {
+        set = set.resource_records(ResourceRecord::builder().value(*value).build().expect("rr"));
+    }
+    let set = set.build().expect("set");
     client
         .change_resource_record_sets()
         .hosted_zone_id(zone)
@@ -100,7 +114,7 @@ async fn put(client: &Client, zone: &str, name: &str, rtype: RrType, value: &str
             ChangeBatch::builder()
                 .changes(
                     Change::builder()
-                        .action(ChangeAction::Create)
+                        .action(ChangeAction::Upsert)
                         .resource_record_set(set)
                         .build()
                         .expect("change"),
@@ -505,4 +519,157 @@ async fn throttling_is_retried_with_backoff() {
     );
     assert!(reconciler.stderr().contains("retrying"));
     task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_times_the_route53_change_until_it_is_insync_and_fails_back() {
+    init();
+    let moto = Moto::start().await;
+    let r53 = client(&moto.url);
+    let zone = create_zone(&r53, "example.com.").await;
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    std::fs::write(dir.path().join("admin-token"), "drill-admin-token").expect("token");
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..2],
+        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
+    )
+    .await;
+    let base = config(
+        dir.path(),
+        &zone,
+        &moto.url,
+        &ips,
+        backends[0].addr.port(),
+        &pki.ca_file,
+    )
+    // One active-active record (see below for why it is pre-created).
+    .split("[[record]]")
+    .next()
+    .expect("config")
+    .replace("[dns]\n", "[dns]\nlisten = [\"127.0.0.1:0\"]\n")
+        + &format!(
+            r#"
+[[record]]
+name = "api.example.com"
+policy = "all"
+rto = "2m"
+endpoints = [{{ name = "a", address = "{a}" }}, {{ name = "b", address = "{b}" }}]
+route53 = {{ zone_id = "{zone}", owner = "test" }}
+"#,
+            a = ips[0],
+            b = ips[1]
+        );
+    let with_state = |state: &str| {
+        base.replace(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n",
+            &format!(
+                "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin-token\"\nstate_dir = \"{state}\"\n"
+            ),
+        )
+    };
+    // api already holds both addresses and our marker, written with UPSERT: moto refuses a
+    // CREATE equal to an earlier CREATE of the zone even after the batch's DELETE (Route53
+    // applies a batch in order), and the drill's failback re-creates the starting value.
+    put_values(
+        &r53,
+        &zone,
+        "api.example.com",
+        RrType::A,
+        &[&ips[0].to_string(), &ips[1].to_string()],
+        30,
+    )
+    .await;
+    put_values(
+        &r53,
+        &zone,
+        "_vantage.a.api.example.com",
+        RrType::Txt,
+        &["\"heritage=vantage,owner=test\""],
+        300,
+    )
+    .await;
+    let dns_file = dir.path().join("dns.toml");
+    std::fs::write(&dns_file, with_state("dns-state")).expect("config");
+    let r53_file = dir.path().join("r53.toml");
+    std::fs::write(&r53_file, with_state("r53-state")).expect("config");
+    let dns = Vantage::dns(&dns_file, dir.path());
+    let reconciler = Vantage::start_with_env(
+        &["route53", "--config", r53_file.to_str().expect("path")],
+        dir.path(),
+        &vantage_env(),
+    );
+    let both = vec![ips[0].to_string(), ips[1].to_string()];
+    dns.wait_ready().await;
+    reconciler.wait_ready().await;
+
+    let fleet = dir.path().join("fleet.toml");
+    std::fs::write(
+        &fleet,
+        format!(
+            "{}\n[[server]]\nname = \"ns1\"\ndns = \"{}\"\nadmin = \"http://{}/\"\n\n[[server]]\nname = \"r53\"\nrole = \"route53\"\nadmin = \"http://{}/\"\n",
+            with_state("drill-state"),
+            dns.dns,
+            dns.admin,
+            reconciler.admin
+        ),
+    )
+    .expect("fleet");
+    let fleet = fleet.to_str().expect("path").to_string();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        run_vantage(
+            &[
+                "drill",
+                "--config",
+                &fleet,
+                "--record",
+                "api.example.com",
+                "--json",
+                "--timeout",
+                "30s",
+            ],
+            &vantage_env(),
+        )
+    })
+    .await
+    .expect("drill");
+    assert_eq!(
+        code,
+        0,
+        "stdout:\n{stdout}\nstderr:\n{stderr}\nreconciler: {}",
+        reconciler.status().await["route53"]
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let servers = report["servers"].as_array().expect("servers");
+    let route53 = servers
+        .iter()
+        .find(|s| s["role"] == "route53")
+        .unwrap_or_else(|| panic!("a Route53 row: {report:#}"));
+    assert_eq!(route53["baseline"], serde_json::json!([ips[0], ips[1]]));
+    assert_eq!(route53["during"], serde_json::json!([ips[1]]), "{report:#}");
+    for half in ["failure", "failback"] {
+        let p = &route53[half];
+        let submitted = p["response_ms"].as_u64().expect("change submitted");
+        let insync = p["recovery_ms"].as_u64().expect("INSYNC");
+        assert!(submitted <= insync, "{report:#}");
+    }
+    assert_eq!(
+        report["rto_ms"], route53["failure"]["recovery_ms"],
+        "Route53 is the slowest path here: {report:#}"
+    );
+    assert_eq!(report["met"], true);
+    // Failed back: Route53 holds both again, and the reconciler kept the result.
+    assert_eq!(
+        values_of(&records(&r53, &zone).await, "api.example.com.", "A"),
+        Some(both)
+    );
+    let (_, text) = reconciler.get("/metrics").await;
+    assert_eq!(
+        Exposition::parse(&text).value(
+            "vantage_drill_target_met",
+            &[("record", "api.example.com."), ("type", "A")]
+        ),
+        Some(1.0)
+    );
 }

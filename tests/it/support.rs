@@ -16,7 +16,7 @@ use std::{
 
 use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, Query},
-    rr::{Name, RData, RecordType},
+    rr::{Name, RecordType},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -515,17 +515,7 @@ pub async fn tcp_query(server: SocketAddr, message: &Message) -> Message {
 
 /// The A/AAAA addresses in a reply's answer section, sorted.
 pub fn addresses(reply: &Message) -> Vec<IpAddr> {
-    let mut ips: Vec<IpAddr> = reply
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        })
-        .collect();
-    ips.sort();
-    ips
+    vantage::dns::query::answer_addresses(reply)
 }
 
 /// A parsed Prometheus text exposition: samples by (name, sorted labels), plus HELP and TYPE.
