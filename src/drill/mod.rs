@@ -197,7 +197,11 @@ pub async fn run(
         return Ok(Outcome::Refused(problems));
     }
     let views: Vec<ServerView> = views.into_iter().flatten().collect();
-    let (endpoint, address) = choose_endpoint(&record, &options, &views[0])?;
+    let first_dns = members
+        .iter()
+        .position(|m| m.server.role == ServerRole::Dns)
+        .unwrap_or(0);
+    let (endpoint, address) = choose_endpoint(&record, &options, &views[first_dns])?;
     let drill = Drill {
         settings,
         record,
@@ -222,6 +226,18 @@ pub async fn run(
             Err(problem) => problems.push(problem),
         }
         seen[i].change_before = view.last_change.as_ref().map(|c| c.submitted_unix_ms);
+        // A real drill starts its clock at the first failed check: none may be failing yet.
+        if options.mode == Mode::Real
+            && view
+                .endpoints
+                .get(&drill.endpoint)
+                .is_some_and(|e| e.failing)
+        {
+            problems.push(format!(
+                "{}: a check of {} is failing already; start the drill when it passes",
+                m.server.name, drill.endpoint
+            ));
+        }
     }
     if !problems.is_empty() {
         return Ok(Outcome::Refused(problems));
