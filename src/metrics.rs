@@ -9,8 +9,8 @@ use std::{
 };
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::model::{EndpointId, Health, ProbeOutcome, Region};
@@ -493,15 +493,22 @@ impl Metrics {
 
     /// An answer for a managed record, with the reason code of its current answer.
     pub fn managed_answer(&self, record: &str, qtype: &str, reason: &str) {
-        self.dns_queries
-            .with_label_values(&[record, qtype, reason])
-            .inc();
+        self.managed_answer_counter(record, qtype, reason).inc();
     }
 
     pub fn dns_response(&self, protocol: &str, qtype: &str, rcode: &str) {
+        self.dns_response_counter(protocol, qtype, rcode).inc();
+    }
+
+    /// The counter `dns_response` increments, for callers that count the same answer again.
+    pub fn dns_response_counter(&self, protocol: &str, qtype: &str, rcode: &str) -> IntCounter {
         self.dns_responses
             .with_label_values(&[protocol, qtype, rcode])
-            .inc();
+    }
+
+    /// The counter `managed_answer` increments.
+    pub fn managed_answer_counter(&self, record: &str, qtype: &str, reason: &str) -> IntCounter {
+        self.dns_queries.with_label_values(&[record, qtype, reason])
     }
 
     /// Sets the per-record answer gauge; a record's series with its previous reason is removed

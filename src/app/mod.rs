@@ -385,14 +385,12 @@ fn admin_state(
 async fn drain(
     shutdown: CancellationToken,
     mut tasks: JoinSet<()>,
-    server: Option<hickory_server::Server<dns::server::Frontend>>,
+    server: Option<dns::server::DnsServer>,
 ) {
     shutdown.cancel();
     let drained = tokio::time::timeout(Duration::from_secs(5), async {
-        if let Some(mut server) = server {
-            if let Err(error) = server.shutdown_gracefully().await {
-                tracing::warn!(%error, "DNS server stopped with an error");
-            }
+        if let Some(server) = server {
+            server.shutdown().await;
         }
         while tasks.join_next().await.is_some() {}
     })

@@ -1,6 +1,6 @@
-//! The request path without sockets: decode a packet, run it through the front end (catalog,
-//! zone handlers, managed answers), return the encoded response. Used by the fuzz target
-//! (`fuzz/`) and by the property test that feeds it random packets.
+//! The UDP request path without sockets: the answer cache, then decode, front end (catalog,
+//! zone handlers, managed answers) and encode. Used by the fuzz target (`fuzz/`) and by the
+//! property tests that feed it random packets and check the cache against the full path.
 
 use std::{
     net::SocketAddr,
@@ -9,19 +9,10 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use hickory_proto::{
-    op::{Header, HeaderCounts, Message},
-    rr::Record,
-    serialize::binary::BinEncoder,
-};
-use hickory_server::{
-    net::{NetError, runtime::TokioTime, xfer::Protocol},
-    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
-    zone_handler::MessageResponse,
-};
 
 use super::{
     server::{DnsState, Frontend},
+    udp::{ThreadCache, UdpAnswerer},
     zones,
 };
 use crate::{
@@ -47,43 +38,17 @@ name = "api.example.com"
 type = "AAAA"
 policy = "all"
 endpoints = [{ name = "six", address = "2001:db8::6" }]
+[[record]]
+name = "img.example.com"
+policy = "weighted"
+endpoints = [{ name = "w1", address = "192.0.2.11" }, { name = "w2", address = "192.0.2.12" }]
 "#;
 
 const ZONE: &str = include_str!("../../zones/example.com.zone");
 
-/// Collects the encoded response instead of sending it.
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Option<Vec<u8>>>>);
-
-#[async_trait::async_trait]
-impl ResponseHandler for Sink {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        response.destructive_emit(&mut encoder)?;
-        let metadata = Message::from_vec(&bytes)
-            .map_err(|e| NetError::from(e.to_string()))?
-            .metadata;
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(bytes);
-        Ok(ResponseInfo::from(Header {
-            metadata,
-            counts: HeaderCounts::default(),
-        }))
-    }
-}
-
 pub struct Harness {
-    frontend: Frontend,
+    answerer: UdpAnswerer,
+    cache: Mutex<ThreadCache>,
 }
 
 impl Harness {
@@ -113,29 +78,43 @@ impl Harness {
         let published = Arc::new(ArcSwap::from_pointee(snap));
         let state = DnsState::new(&settings, vec![zone], &published).map_err(|e| e.to_string())?;
         Ok(Self {
-            frontend: Frontend::new(
+            answerer: UdpAnswerer::new(Frontend::new(
                 Arc::new(ArcSwap::from_pointee(state)),
                 published,
                 Arc::new(Metrics::new()),
-            ),
+            )),
+            cache: Mutex::new(ThreadCache::default()),
         })
     }
 
-    /// Handles one packet as if it came over UDP; None when it is not a decodable request
-    /// (the server drops those).
+    /// Handles one packet as the UDP server does (the answer cache first, then the full
+    /// path); None when the server would not reply.
     pub async fn handle(&self, packet: &[u8]) -> Option<Vec<u8>> {
-        let source: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 5353));
-        let request = Request::from_bytes(packet.to_vec(), source, Protocol::Udp).ok()?;
-        let sink = Sink::default();
-        self.frontend
-            .handle_request::<Sink, TokioTime>(&request, sink.clone())
-            .await;
-        sink.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+        let mut out = Vec::new();
+        if self.answerer.cached(&mut self.lock(), packet, &mut out) {
+            return Some(out);
+        }
+        let full = self.answerer.full(packet, source()).await?;
+        Some(self.answerer.remember(&mut self.lock(), packet, full))
     }
+
+    /// Handles one packet with the full path only (what the cache must reproduce).
+    pub async fn handle_uncached(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        Some(self.answerer.full(packet, source()).await?.response)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ThreadCache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn source() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5353))
 }
 
 #[cfg(test)]
 mod tests {
+    use hickory_proto::op::Message;
     use proptest::prelude::*;
 
     use super::*;
@@ -162,6 +141,123 @@ mod tests {
             .expect("reply");
         let m = Message::from_vec(&reply).expect("decode");
         assert_eq!(m.answers.len(), 1);
+    }
+
+    /// A query with every knob the cache key has: ID, name case, type, RD, EDNS size and DO.
+    fn shaped(id: u16, name: &str, rtype: u16, rd: bool, edns: Option<(u16, bool)>) -> Vec<u8> {
+        let mut p = id.to_be_bytes().to_vec();
+        p.extend_from_slice(&[
+            u8::from(rd),
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            u8::from(edns.is_some()),
+        ]);
+        for label in name.trim_end_matches('.').split('.') {
+            p.push(label.len() as u8);
+            p.extend_from_slice(label.as_bytes());
+        }
+        p.push(0);
+        p.extend_from_slice(&rtype.to_be_bytes());
+        p.extend_from_slice(&[0, 1]);
+        if let Some((size, dnssec_ok)) = edns {
+            p.extend_from_slice(&[0, 0, 41]);
+            p.extend_from_slice(&size.to_be_bytes());
+            p.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+        }
+        p
+    }
+
+    const NAMES: [&str; 12] = [
+        "example.com.",
+        "www.example.com.",
+        "api.example.com.",
+        "mail.example.com.",
+        "ns1.example.com.",
+        "docs.example.com.",
+        "_sip._tcp.example.com.",
+        "nothing.example.com.",
+        "a.b.www.example.com.",
+        "_tcp.example.com.",
+        "example.org.",
+        "com.",
+    ];
+    // A, NS, CNAME, SOA, MX, TXT, AAAA, SRV, DS, ANY, CAA, AXFR, TYPE65280
+    const TYPES: [u16; 13] = [1, 2, 5, 6, 15, 16, 28, 33, 43, 255, 257, 252, 65280];
+
+    fn recase(name: &str, mask: u64) -> String {
+        name.chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if mask >> (i % 64) & 1 == 1 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn weighted_answers_are_never_replayed_from_the_cache() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let h = Harness::new().expect("harness");
+        for id in 0..50 {
+            rt.block_on(h.handle(&shaped(id, "img.example.com.", 1, true, None)))
+                .expect("reply");
+        }
+        assert_eq!(
+            h.lock().answers().len(),
+            0,
+            "a weighted answer varies by query"
+        );
+        rt.block_on(h.handle(&shaped(1, "www.example.com.", 1, true, None)))
+            .expect("reply");
+        assert_eq!(
+            h.lock().answers().len(),
+            1,
+            "a failover answer is the same for everyone"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+        /// Whatever was cached first, a replayed answer is byte for byte what the full path
+        /// gives the second asker (its ID, its letter case, its EDNS).
+        #[test]
+        fn cached_answers_equal_the_full_path(
+            name in 0usize..NAMES.len(),
+            rtype in 0usize..TYPES.len(),
+            (first_id, second_id) in (any::<u16>(), any::<u16>()),
+            (first_case, second_case) in (any::<u64>(), any::<u64>()),
+            rd in any::<bool>(),
+            edns in prop::option::of((prop::sample::select(vec![0u16, 512, 1232, 4096]), any::<bool>())),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let h = Harness::new().expect("harness");
+            let (name, rtype) = (NAMES[name], TYPES[rtype]);
+            let first = shaped(first_id, &recase(name, first_case), rtype, rd, edns);
+            let second = shaped(second_id, &recase(name, second_case), rtype, rd, edns);
+            let primed = rt.block_on(h.handle(&first));
+            let replayed = rt.block_on(h.handle(&second));
+            let expected = rt.block_on(h.handle_uncached(&second));
+            prop_assert_eq!(primed.is_some(), expected.is_some());
+            prop_assert_eq!(&replayed, &expected, "{} type {}", name, rtype);
+            // The same question again (another ID): from the cache when it may be.
+            let mut again = second.clone();
+            again[..2].copy_from_slice(&first_id.wrapping_add(1).to_be_bytes());
+            let replayed = rt.block_on(h.handle(&again));
+            let expected = rt.block_on(h.handle_uncached(&again));
+            prop_assert_eq!(&replayed, &expected, "{} type {} (repeated)", name, rtype);
+        }
     }
 
     proptest! {

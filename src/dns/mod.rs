@@ -3,11 +3,13 @@
 //! hickory types stay inside this module. `zones` loads files, `handler` answers one zone,
 //! `server` is the UDP/TCP front end.
 
+pub mod answer_cache;
 pub mod client;
 pub mod handler;
 pub mod harness;
 pub mod query;
 pub mod server;
+pub mod udp;
 pub mod zones;
 
 use std::sync::Arc;

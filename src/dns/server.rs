@@ -15,7 +15,7 @@ use hickory_server::{
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
     zone_handler::{Catalog, MessageResponse, MessageResponseBuilder},
 };
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 use super::client::ClientRegions;
 use crate::{
@@ -141,6 +141,7 @@ impl DnsState {
     }
 }
 
+#[derive(Clone)]
 pub struct Frontend {
     state: Arc<ArcSwap<DnsState>>,
     snapshot: Arc<ArcSwap<Snapshot>>,
@@ -158,6 +159,52 @@ impl Frontend {
             snapshot,
             metrics,
         }
+    }
+
+    /// Where the answer state lives (the answer cache compares it to what it was built from).
+    pub fn sources(&self) -> (&ArcSwap<DnsState>, &ArcSwap<Snapshot>) {
+        (&self.state, &self.snapshot)
+    }
+
+    /// What the full path counted for the response to `request`, when that response may be
+    /// replayed from the answer cache: not for answers that vary from query to query
+    /// (weighted) or by client (latency), nor for SERVFAIL.
+    pub fn replay_counters(
+        &self,
+        request: &Request,
+        rcode: ResponseCode,
+    ) -> Option<Vec<prometheus::IntCounter>> {
+        let query = Query::of(request);
+        let snapshot = self.snapshot.load();
+        let varies = super::managed_kinds(query.rtype).iter().any(|k| {
+            snapshot
+                .records
+                .get(&(query.name.clone(), *k))
+                .is_some_and(|r| matches!(r.answer, Answer::Weighted(_) | Answer::ByRegion { .. }))
+        });
+        if !query.plain || varies || rcode == ResponseCode::ServFail {
+            return None;
+        }
+        let mut counters = vec![self.metrics.dns_response_counter(
+            protocol_name(request.protocol()),
+            qtype_name(query.rtype),
+            rcode_name(rcode),
+        )];
+        let managed = match query.rtype {
+            RecordType::A => Some((RecordKind::A, "A")),
+            RecordType::AAAA => Some((RecordKind::Aaaa, "AAAA")),
+            _ => None,
+        };
+        if let Some((kind, qtype)) = managed
+            && let Some(answer) = snapshot.records.get(&(query.name.clone(), kind))
+        {
+            counters.push(self.metrics.managed_answer_counter(
+                &query.name,
+                qtype,
+                answer.reason.code(),
+            ));
+        }
+        Some(counters)
     }
 
     /// The ECS option to echo (RFC 7871): the query's, with the scope actually used: the
@@ -376,30 +423,42 @@ pub fn rcode_name(code: ResponseCode) -> &'static str {
     }
 }
 
-/// Bound DNS sockets: for each listen address a UDP socket and a TCP listener on the same port.
+/// Bound DNS sockets: for each listen address, UDP sockets sharing the port (SO_REUSEPORT,
+/// one per serving thread) and a TCP listener on the same port.
 pub struct Bound {
-    pub sockets: Vec<(UdpSocket, TcpListener)>,
+    pub sockets: Vec<(Vec<std::net::UdpSocket>, TcpListener)>,
 }
 
 impl Bound {
     pub fn addresses(&self) -> Vec<SocketAddr> {
         self.sockets
             .iter()
-            .filter_map(|(udp, _)| udp.local_addr().ok())
+            .filter_map(|(udp, _)| udp.first()?.local_addr().ok())
             .collect()
     }
 }
 
+/// How many UDP sockets (and serving threads) each listen address gets: one per CPU this
+/// process may run on, at most 8.
+pub fn udp_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
 /// Binds every listen address; port 0 picks a free port shared by UDP and TCP.
 /// IPv6 sockets are IPv6-only, so that `0.0.0.0:53` and `[::]:53` can be listed together.
-pub async fn bind(listen: &[SocketAddr]) -> io::Result<Bound> {
+pub async fn bind(listen: &[SocketAddr], udp_per_address: usize) -> io::Result<Bound> {
     let mut sockets = Vec::new();
     for addr in listen {
         let mut attempts = 0;
         loop {
-            let udp = udp_socket(*addr).map_err(|e| annotate(e, "UDP", addr))?;
-            let port = udp.local_addr()?.port();
-            match tcp_listener(SocketAddr::new(addr.ip(), port)) {
+            let first = udp_socket(*addr).map_err(|e| annotate(e, "UDP", addr))?;
+            let port = first.local_addr()?.port();
+            let at = SocketAddr::new(addr.ip(), port);
+            let mut udp = vec![first];
+            for _ in 1..udp_per_address.max(1) {
+                udp.push(udp_socket(at).map_err(|e| annotate(e, "UDP", addr))?);
+            }
+            match tcp_listener(at) {
                 Ok(tcp) => {
                     sockets.push((udp, tcp));
                     break;
@@ -425,18 +484,20 @@ fn socket(
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    socket.set_nonblocking(true)?;
     Ok(socket)
 }
 
-fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// A blocking UDP socket with SO_REUSEPORT, so that several can share the address.
+fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = socket(addr, socket2::Type::DGRAM, socket2::Protocol::UDP)?;
+    socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = socket(addr, socket2::Type::STREAM, socket2::Protocol::TCP)?;
+    socket.set_nonblocking(true)?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
@@ -447,12 +508,35 @@ fn annotate(e: io::Error, proto: &str, addr: &SocketAddr) -> io::Error {
     io::Error::new(e.kind(), format!("cannot bind DNS {proto} {addr}: {e}"))
 }
 
-/// Starts serving; the returned server is stopped with `shutdown_gracefully`.
-pub fn serve(frontend: Frontend, bound: Bound) -> Server<Frontend> {
-    let mut server = Server::new(frontend);
-    for (udp, tcp) in bound.sockets {
-        server.register_socket(udp);
-        server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+/// The running DNS server: hickory's for TCP, our threads for UDP.
+pub struct DnsServer {
+    tcp: Server<Frontend>,
+    udp: super::udp::UdpServer,
+}
+
+impl DnsServer {
+    /// Stops both, letting requests in progress finish.
+    pub async fn shutdown(mut self) {
+        if let Err(error) = self.tcp.shutdown_gracefully().await {
+            tracing::warn!(%error, "DNS TCP server stopped with an error");
+        }
+        let udp = self.udp;
+        let _ = tokio::task::spawn_blocking(move || udp.stop()).await;
     }
-    server
+}
+
+/// Starts serving (from within the runtime that runs the full request path).
+pub fn serve(frontend: Frontend, bound: Bound) -> io::Result<DnsServer> {
+    let mut tcp = Server::new(frontend.clone());
+    let mut udp_sockets = Vec::new();
+    for (udp, listener) in bound.sockets {
+        udp_sockets.extend(udp);
+        tcp.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+    }
+    let udp = super::udp::UdpServer::start(
+        udp_sockets,
+        super::udp::UdpAnswerer::new(frontend),
+        tokio::runtime::Handle::current(),
+    )?;
+    Ok(DnsServer { tcp, udp })
 }

@@ -1,0 +1,276 @@
+//! DNS over UDP: several sockets per address (SO_REUSEPORT), each read by its own thread.
+//! A repeated question is answered from the thread's answer cache; anything else goes through
+//! the full request path (hickory's catalog behind our front end) on the runtime, exactly as
+//! hickory's own UDP server would run it, and its response is cached when it may be replayed.
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use hickory_proto::{
+    op::{Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode},
+    rr::Record,
+    serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder},
+};
+use hickory_server::{
+    net::{NetError, runtime::TokioTime, xfer::Protocol},
+    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
+    zone_handler::MessageResponse,
+};
+
+use super::{answer_cache::AnswerCache, server::Frontend};
+use crate::snapshot::Snapshot;
+
+/// Responses kept per serving thread (at about 100 bytes each).
+const CACHE_ENTRIES: usize = 20_000;
+/// How often an idle serving thread checks whether it should stop.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// Answers UDP packets: from the cache, or through the full request path.
+#[derive(Clone)]
+pub struct UdpAnswerer {
+    frontend: Frontend,
+}
+
+/// A response of the full path, and what replaying it counts (None: not to be cached).
+pub struct FullAnswer {
+    pub response: Vec<u8>,
+    pub replay: Option<Vec<prometheus::IntCounter>>,
+}
+
+impl UdpAnswerer {
+    pub fn new(frontend: Frontend) -> Self {
+        Self { frontend }
+    }
+
+    /// The full request path for one packet from `src`, as hickory's UDP server runs it: no
+    /// reply to fewer than 12 bytes or to a response, FORMERR to an undecodable request.
+    pub async fn full(&self, packet: &[u8], src: SocketAddr) -> Option<FullAnswer> {
+        Self::run(&self.frontend, packet, src).await
+    }
+
+    /// Caches a full-path answer that may be replayed; returns the response.
+    pub fn remember(&self, cache: &mut ThreadCache, packet: &[u8], full: FullAnswer) -> Vec<u8> {
+        if let Some(counters) = full.replay {
+            cache.answers.insert(packet, &full.response, counters);
+        }
+        full.response
+    }
+
+    async fn run(frontend: &Frontend, packet: &[u8], src: SocketAddr) -> Option<FullAnswer> {
+        let mut decoder = BinDecoder::new(packet);
+        let header = Header::read(&mut decoder).ok()?;
+        let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
+            Ok(request) => request,
+            Err(_) => {
+                return Some(FullAnswer {
+                    response: formerr(&header.metadata)?,
+                    replay: None,
+                });
+            }
+        };
+        if request.metadata.message_type == MessageType::Response {
+            return None;
+        }
+        let sink = UdpSink::default();
+        let info = frontend
+            .handle_request::<UdpSink, TokioTime>(&request, sink.clone())
+            .await;
+        let response = sink
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        Some(FullAnswer {
+            replay: frontend.replay_counters(&request, info.response_code),
+            response,
+        })
+    }
+
+    /// Writes the cached response into `out`; false on a miss. Empties the cache first when
+    /// the zones or the snapshot changed since it was filled.
+    pub fn cached(&self, cache: &mut ThreadCache, packet: &[u8], out: &mut Vec<u8>) -> bool {
+        let (state, snapshot) = self.frontend.sources();
+        let state = state.load();
+        let snapshot = snapshot.load();
+        let same = cache
+            .built_from
+            .as_ref()
+            .is_some_and(|(s, n)| Arc::ptr_eq(s, &state) && Arc::ptr_eq(n, &snapshot));
+        if !same {
+            cache.answers.clear();
+            // Holding the Arcs keeps their addresses from being reused by later states.
+            cache.built_from = Some((Arc::clone(&state), Arc::clone(&snapshot)));
+        }
+        cache.answers.answer(packet, out)
+    }
+}
+
+/// A serving thread's cache, and the answer state it was filled from.
+pub struct ThreadCache {
+    answers: AnswerCache,
+    built_from: Option<(Arc<super::server::DnsState>, Arc<Snapshot>)>,
+}
+
+impl ThreadCache {
+    pub fn answers(&mut self) -> &mut AnswerCache {
+        &mut self.answers
+    }
+}
+
+impl Default for ThreadCache {
+    fn default() -> Self {
+        Self {
+            answers: AnswerCache::new(CACHE_ENTRIES),
+            built_from: None,
+        }
+    }
+}
+
+/// FORMERR for a request whose header could be read but not the rest, as hickory answers it.
+fn formerr(request: &Metadata) -> Option<Vec<u8>> {
+    let mut metadata = Metadata::response_from_request(request);
+    metadata.response_code = ResponseCode::FormErr;
+    let header = Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    };
+    let mut bytes = Vec::with_capacity(12);
+    header.emit(&mut BinEncoder::new(&mut bytes)).ok()?;
+    Some(bytes)
+}
+
+/// Collects the encoded response, truncated to what the client can take over UDP (its EDNS
+/// buffer size, or 512 bytes without EDNS), as hickory's UDP handler encodes it.
+#[derive(Clone, Default)]
+struct UdpSink(Arc<Mutex<Option<Vec<u8>>>>);
+
+#[async_trait::async_trait]
+impl ResponseHandler for UdpSink {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let id = response.metadata().id;
+        let max = response.edns().map_or(512, |e| e.max_payload());
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(max);
+        let info = match response.destructive_emit(&mut encoder) {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::error!(%error, "cannot encode a response");
+                bytes.clear();
+                let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
+                metadata.response_code = ResponseCode::ServFail;
+                let header = Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                };
+                header.emit(&mut BinEncoder::new(&mut bytes))?;
+                ResponseInfo::from(header)
+            }
+        };
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(bytes);
+        Ok(info)
+    }
+}
+
+/// The UDP serving threads; `stop` ends them.
+pub struct UdpServer {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl UdpServer {
+    /// One thread per socket; the full request path runs on `runtime`.
+    pub fn start(
+        sockets: Vec<std::net::UdpSocket>,
+        answerer: UdpAnswerer,
+        runtime: tokio::runtime::Handle,
+    ) -> io::Result<UdpServer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (i, socket) in sockets.into_iter().enumerate() {
+            socket.set_read_timeout(Some(STOP_CHECK))?;
+            let answerer = answerer.clone();
+            let runtime = runtime.clone();
+            let stop = stop.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("dns-udp-{i}"))
+                    .spawn(move || serve(&socket, &answerer, &runtime, &stop))?,
+            );
+        }
+        Ok(UdpServer { stop, threads })
+    }
+
+    /// Stops every thread (each notices within `STOP_CHECK`) and waits for them.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve(
+    socket: &std::net::UdpSocket,
+    answerer: &UdpAnswerer,
+    runtime: &tokio::runtime::Handle,
+    stop: &AtomicBool,
+) {
+    let mut cache = ThreadCache::default();
+    let mut buf = vec![0u8; 65_535];
+    let mut out = Vec::with_capacity(4096);
+    while !stop.load(Ordering::Relaxed) {
+        let (n, src) = match socket.recv_from(&mut buf) {
+            Ok(received) => received,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "UDP receive failed");
+                continue;
+            }
+        };
+        // Never answer to a source that cannot be a client (reflection).
+        if src.port() == 0 || src.ip().is_unspecified() {
+            continue;
+        }
+        let packet = &buf[..n];
+        let response = if answerer.cached(&mut cache, packet, &mut out) {
+            &out
+        } else {
+            match runtime.block_on(answerer.full(packet, src)) {
+                Some(full) => {
+                    out = answerer.remember(&mut cache, packet, full);
+                    &out
+                }
+                None => continue,
+            }
+        };
+        if let Err(error) = socket.send_to(response, src) {
+            tracing::debug!(%error, %src, "UDP send failed");
+        }
+    }
+}
