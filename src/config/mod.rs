@@ -312,6 +312,8 @@ pub struct DnsSettings {
     pub zones_dir: PathBuf,
     /// Client networks -> region, most specific first (latency steering).
     pub client_regions: Vec<(ipnet::IpNet, Region)>,
+    /// Networks allowed to transfer the zones (AXFR/IXFR over TCP); empty: nobody.
+    pub allow_transfer: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]

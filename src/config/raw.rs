@@ -118,6 +118,7 @@ pub struct RawDns {
     pub listen: Option<Vec<String>>,
     pub zones_dir: Option<String>,
     pub client_regions: Option<BTreeMap<String, String>>,
+    pub allow_transfer: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -198,6 +198,11 @@ fn fleet_servers_drill_settings_and_rto_are_validated() {
     ] {
         assert!(p.iter().any(|x| x.starts_with(want)), "{want} in {p:#?}");
     }
+    let transfer = problems(&format!(
+        "{GOOD}\n[dns]\nallow_transfer = [\"192.0.2.0/24\", \"secondary\"]\n"
+    ));
+    assert_eq!(transfer.len(), 1, "{transfer:?}");
+    assert!(transfer[0].starts_with("dns.allow_transfer[1]: \"secondary\" is not a network"));
     let unknown = problems(&format!("{GOOD}\n[drill]\nwait = \"1s\"\n"));
     assert!(
         unknown.iter().any(|x| x.starts_with("drill")),

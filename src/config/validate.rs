@@ -350,12 +350,7 @@ fn validate_dns(raw: &RawConfig, base: &Path, regions: &[Region], p: &mut Proble
     let mut client_regions = Vec::new();
     for (net, region) in raw.dns.client_regions.iter().flatten() {
         let path = format!("dns.client_regions.{net:?}");
-        let parsed = net.trim().parse::<ipnet::IpNet>().or_else(|_| {
-            net.trim()
-                .parse::<std::net::IpAddr>()
-                .map(ipnet::IpNet::from)
-        });
-        let Ok(parsed) = parsed else {
+        let Some(parsed) = parse_network(net) else {
             p.add(
                 path,
                 "not a network; write it as \"198.51.100.0/24\" or \"2001:db8::/32\"",
@@ -372,10 +367,23 @@ fn validate_dns(raw: &RawConfig, base: &Path, regions: &[Region], p: &mut Proble
     }
     // Most specific network first, so that the first match is the longest prefix.
     client_regions.sort_by_key(|entry| std::cmp::Reverse(entry.0.prefix_len()));
+    let mut allow_transfer = Vec::new();
+    for (i, net) in raw.dns.allow_transfer.iter().flatten().enumerate() {
+        match parse_network(net) {
+            Some(net) => allow_transfer.push(net),
+            None => p.add(
+                format!("dns.allow_transfer[{i}]"),
+                format!(
+                    "{net:?} is not a network; write it as \"192.0.2.0/24\" or \"2001:db8::1\""
+                ),
+            ),
+        }
+    }
     DnsSettings {
         listen,
         zones_dir,
         client_regions,
+        allow_transfer,
     }
 }
 
@@ -526,6 +534,14 @@ fn validate_drill(raw: &RawConfig, p: &mut Problems) -> DrillSettings {
         ),
         route53_nameservers,
     }
+}
+
+/// A network (`198.51.100.0/24`) or a single address.
+fn parse_network(text: &str) -> Option<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .ok()
 }
 
 fn parse_socket(text: &str) -> Result<SocketAddr, String> {

@@ -50,7 +50,8 @@ pub fn catalog(
             zone.origin,
             zone.records,
             ZoneType::Primary,
-            AxfrPolicy::Deny,
+            // Who may transfer is decided by the front end (dns.allow_transfer).
+            AxfrPolicy::AllowAll,
         )
         .map_err(|message| ZoneError::Content { file, message })?;
         catalog.upsert(

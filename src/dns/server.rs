@@ -35,6 +35,8 @@ pub struct DnsState {
     pub clients: Arc<ClientRegions>,
     /// Zone cuts below our zones (NS records not at an apex), answered with referrals.
     delegations: Vec<Delegation>,
+    /// Networks allowed to transfer the zones over TCP.
+    allow_transfer: Vec<ipnet::IpNet>,
 }
 
 /// A zone cut: the delegated name, its NS records and the glue we hold for them.
@@ -110,6 +112,17 @@ impl Query {
 }
 
 impl DnsState {
+    /// A zone transfer (AXFR, IXFR) this client may not have: only over TCP, only from
+    /// `dns.allow_transfer`.
+    fn transfer_refused(&self, request: &Request, query: &Query) -> bool {
+        matches!(query.rtype, RecordType::AXFR | RecordType::IXFR)
+            && (request.protocol() != hickory_server::net::xfer::Protocol::Tcp
+                || !self
+                    .allow_transfer
+                    .iter()
+                    .any(|net| net.contains(&request.src().ip())))
+    }
+
     /// The delegation covering a query, if the name is at or below a zone cut (DS queries
     /// are answered by the parent, i.e. us).
     fn referral(&self, query: &Query) -> Option<&Delegation> {
@@ -137,6 +150,7 @@ impl DnsState {
             catalog,
             clients,
             delegations,
+            allow_transfer: settings.dns.allow_transfer.clone(),
         })
     }
 }
@@ -308,6 +322,16 @@ impl RequestHandler for Frontend {
                 metadata,
                 delegation.ns.iter(),
                 delegation.glue.iter(),
+            )
+            .await
+        } else if state.transfer_refused(request, &query) {
+            metadata.response_code = ResponseCode::Refused;
+            send_own(
+                request,
+                response_handle,
+                metadata,
+                std::iter::empty(),
+                std::iter::empty(),
             )
             .await
         } else if Self::undecided(&query, &snapshot) {

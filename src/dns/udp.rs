@@ -26,7 +26,6 @@ use hickory_server::{
 };
 
 use super::{answer_cache::AnswerCache, server::Frontend};
-use crate::snapshot::Snapshot;
 
 /// Responses kept per serving thread (at about 100 bytes each).
 const CACHE_ENTRIES: usize = 20_000;
@@ -99,15 +98,15 @@ impl UdpAnswerer {
     pub fn cached(&self, cache: &mut ThreadCache, packet: &[u8], out: &mut Vec<u8>) -> bool {
         let (state, snapshot) = self.frontend.sources();
         let state = state.load();
-        let snapshot = snapshot.load();
+        let answers = snapshot.load().answers_generation;
         let same = cache
             .built_from
             .as_ref()
-            .is_some_and(|(s, n)| Arc::ptr_eq(s, &state) && Arc::ptr_eq(n, &snapshot));
+            .is_some_and(|(s, a)| Arc::ptr_eq(s, &state) && *a == answers);
         if !same {
             cache.answers.clear();
-            // Holding the Arcs keeps their addresses from being reused by later states.
-            cache.built_from = Some((Arc::clone(&state), Arc::clone(&snapshot)));
+            // Holding the state keeps its address from being reused by a later one.
+            cache.built_from = Some((Arc::clone(&state), answers));
         }
         cache.answers.answer(packet, out)
     }
@@ -116,7 +115,8 @@ impl UdpAnswerer {
 /// A serving thread's cache, and the answer state it was filled from.
 pub struct ThreadCache {
     answers: AnswerCache,
-    built_from: Option<(Arc<super::server::DnsState>, Arc<Snapshot>)>,
+    /// The zones and the snapshot's answers generation the entries were made from.
+    built_from: Option<(Arc<super::server::DnsState>, u64)>,
 }
 
 impl ThreadCache {

@@ -24,6 +24,9 @@ use crate::{
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub generation: u64,
+    /// Changes only when what DNS answers changes (records, names, readiness): caches of
+    /// answers stay valid while it stays the same.
+    pub answers_generation: u64,
     /// True when every record has a decided answer.
     pub ready: bool,
     pub records: BTreeMap<(String, RecordKind), RecordAnswer>,
@@ -246,8 +249,11 @@ pub fn build(
     // Readiness latches: once every record was decided, a record added by a reload does not
     // take a serving process out of rotation (it answers SERVFAIL until decided).
     let ready = previous.ready || records.values().all(|r| r.answer != Answer::NotReady);
+    let same_answers =
+        previous.records == records && previous.names == names && previous.ready == ready;
     Snapshot {
         generation,
+        answers_generation: previous.answers_generation + u64::from(!same_answers),
         ready,
         records,
         names,

@@ -233,3 +233,58 @@ proptest! {
         prop_assert_eq!(r.answer.addresses().is_empty(), up.is_empty());
     }
 }
+
+#[test]
+fn the_answers_generation_moves_only_when_answers_change() {
+    let settings = crate::config::Settings::from_toml(
+        "[[prober]]\nregion = \"a\"\n[check.t]\nprotocol = \"tcp\"\nport = 9\n\
+         [[record]]\nname = \"www.example.com\"\n\
+         endpoints = [{ name = \"one\", address = \"192.0.2.1\" }, { name = \"two\", address = \"192.0.2.2\" }]\n",
+        "t.toml",
+        std::path::Path::new("."),
+    )
+    .expect("settings");
+    let verdicts = |one: Health| -> BTreeMap<EndpointId, crate::quorum::Verdict> {
+        [("one", one), ("two", Health::Up)]
+            .into_iter()
+            .map(|(id, health)| {
+                let mut v = crate::quorum::Verdict::unknown(1);
+                v.health = health;
+                (EndpointId::new(id), v)
+            })
+            .collect()
+    };
+    let first = build(
+        &settings,
+        verdicts(Health::Up),
+        BTreeMap::new(),
+        &Snapshot::default(),
+        1,
+        false,
+    );
+    let same = build(
+        &settings,
+        verdicts(Health::Up),
+        BTreeMap::new(),
+        &first,
+        2,
+        false,
+    );
+    assert_eq!(
+        same.answers_generation, first.answers_generation,
+        "new votes, same answers"
+    );
+    let moved = build(
+        &settings,
+        verdicts(Health::Down),
+        BTreeMap::new(),
+        &same,
+        3,
+        false,
+    );
+    assert_eq!(
+        moved.answers_generation,
+        same.answers_generation + 1,
+        "failed over"
+    );
+}

@@ -2,6 +2,7 @@
 # DNS benchmark: vantage side by side with gdnsd, Knot and NSD serving the same zone on
 # loopback. Each server is pinned to CPU 0 and dnsperf to CPU 1; the figure that compares
 # servers is queries per second per server CPU-second (dnsperf saturates its own core first).
+# Latency percentiles come from a second, rate-limited run with dnsperf's per-query report.
 #
 #   bash tests/bench/dns.sh [seconds per run, default 10]
 #
@@ -155,7 +156,17 @@ run() { # name pid port queryfile
     local cpu per_core
     cpu=$(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.2f", a - b }')
     per_core=$(awk -v q="$completed" -v c="$cpu" 'BEGIN { if (c > 0) printf "%.0f", q / c; else print "n/a" }')
-    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$qps" "$cpu" "$per_core" "$lat" "$lost" "$(rss_mib "$pid")"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$qps" "$cpu" "$per_core" "$lat" "$(percentiles "$port" "$queries")" "$lost" "$(rss_mib "$pid")"
+}
+
+# Latency percentiles at a fixed load (RATE qps for 5 s), from dnsperf's per-query report.
+RATE=50000
+percentiles() { # port queryfile
+    taskset -c 1 dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l 5 -c 4 -Q "$RATE" -v 2>/dev/null |
+        awk '/^> / { print $NF * 1000 }' | sort -n |
+        awk '{ v[NR] = $1 } END { if (NR == 0) { print "n/a"; exit }
+             p50 = v[int(NR * 0.50) > 0 ? int(NR * 0.50) : 1]; p99 = v[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1]
+             printf "%.3f / %.3f ms", p50, p99 }'
 }
 
 echo "starting servers (pinned to CPU 0)..." >&2
@@ -175,8 +186,8 @@ N=$STARTED
 echo
 echo "dnsperf: $DURATION s per run, 4 clients, 200 queries in flight, pinned to CPU 1"
 echo
-echo "| server and answer | qps | server CPU s | qps per server core | avg latency | lost | max RSS MiB |"
-echo "|---|---|---|---|---|---|---|"
+echo "| server and answer | qps | server CPU s | qps per server core | avg latency | p50 / p99 at ${RATE} qps | lost | max RSS MiB |"
+echo "|---|---|---|---|---|---|---|---|"
 run "vantage static" "$V" 15310 "$WORK/q-static"
 run "vantage managed" "$V" 15310 "$WORK/q-managed"
 run "gdnsd static" "$G" 15320 "$WORK/q-static"

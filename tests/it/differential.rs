@@ -32,6 +32,13 @@ sub IN NS ns.sub.example.com.
 ns.sub IN A 192.0.2.53
 _sip._tcp IN SRV 10 60 5060 static.example.com.
 @ IN CAA 0 issue "letsencrypt.org"
+big IN TXT "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+big IN TXT "1111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111"
+big IN TXT "2222222222222222222222222222222222222222222222222222222222222222222222222222222222222222222222222222"
+big IN TXT "3333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333"
+big IN TXT "4444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444"
+big IN TXT "5555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555"
+big IN TXT "6666666666666666666666666666666666666666666666666666666666666666666666666666666666666666666666666666"
 "#;
 
 struct Knot {
@@ -100,6 +107,21 @@ fn shape(m: &Message) -> String {
     )
 }
 
+/// A truncated response's sections are the server's choice (RFC 2181 9: the client retries
+/// over TCP); what must match is everything else, and the sections when not truncated.
+fn shape_tc(m: &Message) -> String {
+    if m.metadata.truncation {
+        format!(
+            "rcode={:?} aa={} tc=true edns={}",
+            m.metadata.response_code,
+            m.metadata.authoritative,
+            m.edns.is_some()
+        )
+    } else {
+        shape(m)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vantage_answers_like_knot() {
     init();
@@ -150,17 +172,115 @@ async fn vantage_answers_like_knot() {
         ("www.example.com.", RecordType::AAAA, false),
         ("wWw.example.com.", RecordType::A, false),
         ("www.example.org.", RecordType::A, false),
+        ("static.example.com.", RecordType::ANY, false),
+        ("www.example.com.", RecordType::ANY, true),
     ];
     let mut differences = Vec::new();
+    let mut compare = |what: String, ours: String, theirs: String| {
+        if ours != theirs {
+            differences.push(format!("{what}:\n vantage {ours}\n knot    {theirs}"));
+        }
+    };
     for (name, rtype, edns) in queries {
         let q = query_message(name, *rtype, *edns);
-        let ours = shape(&udp_query(vantage.dns, &q).await);
-        let theirs = shape(&udp_query(knot.addr, &q).await);
-        if ours != theirs {
-            differences.push(format!(
-                "{name} {rtype}:\n vantage {ours}\n knot    {theirs}"
-            ));
+        compare(
+            format!("{name} {rtype}"),
+            shape(&udp_query(vantage.dns, &q).await),
+            shape(&udp_query(knot.addr, &q).await),
+        );
+    }
+
+    // Protocol cases: each query as raw bytes, compared over UDP (and TCP where it says so).
+    let unknown_option = {
+        let mut q = query_message("static.example.com.", RecordType::A, true);
+        if let Some(edns) = q.edns.as_mut() {
+            edns.options_mut()
+                .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
+                    65001,
+                    vec![1, 2, 3],
+                ));
         }
+        q
+    };
+    let version_1 = {
+        let mut q = query_message("static.example.com.", RecordType::A, true);
+        if let Some(edns) = q.edns.as_mut() {
+            edns.set_version(1);
+        }
+        q
+    };
+    let small_buffer = {
+        let mut q = query_message("big.example.com.", RecordType::TXT, true);
+        if let Some(edns) = q.edns.as_mut() {
+            edns.set_max_payload(512);
+        }
+        q
+    };
+    let mut cases: Vec<(&str, Message, bool)> = vec![
+        (
+            "big TXT without EDNS (truncated over UDP)",
+            query_message("big.example.com.", RecordType::TXT, false),
+            true,
+        ),
+        ("big TXT with a 512-byte EDNS buffer", small_buffer, true),
+        (
+            "big TXT with EDNS 1232",
+            query_message("big.example.com.", RecordType::TXT, true),
+            true,
+        ),
+        ("unknown EDNS option", unknown_option, false),
+        ("EDNS version 1 (BADVERS)", version_1, false),
+        (
+            "managed name, other type (NODATA)",
+            query_message("www.example.com.", RecordType::TXT, true),
+            false,
+        ),
+        (
+            "managed name, MX (NODATA)",
+            query_message("www.example.com.", RecordType::MX, false),
+            false,
+        ),
+    ];
+    for opcode in [
+        hickory_proto::op::OpCode::Status,
+        hickory_proto::op::OpCode::Unknown(7),
+    ] {
+        let mut q = query_message("static.example.com.", RecordType::A, false);
+        q.metadata.op_code = opcode;
+        cases.push(("unknown opcode (NOTIMP)", q, false));
+    }
+    for (what, q, tcp_too) in cases {
+        compare(
+            format!("{what} over UDP"),
+            shape_tc(&udp_query(vantage.dns, &q).await),
+            shape_tc(&udp_query(knot.addr, &q).await),
+        );
+        if tcp_too {
+            compare(
+                format!("{what} over TCP"),
+                shape(&tcp_query(vantage.dns, &q).await),
+                shape(&tcp_query(knot.addr, &q).await),
+            );
+        }
+    }
+    // Transfers are refused by both (Knot says NOTAUTH, vantage REFUSED like BIND and NSD):
+    // nobody is in dns.allow_transfer here.
+    for rtype in [RecordType::AXFR, RecordType::IXFR] {
+        let xfr = query_message("example.com.", rtype, false);
+        let ours = tcp_query(vantage.dns, &xfr).await;
+        let theirs = tcp_query(knot.addr, &xfr).await;
+        assert_eq!(
+            ours.metadata.response_code,
+            hickory_proto::op::ResponseCode::Refused
+        );
+        assert!(ours.answers.is_empty(), "{rtype} refused without data");
+        assert!(
+            matches!(
+                theirs.metadata.response_code,
+                hickory_proto::op::ResponseCode::Refused | hickory_proto::op::ResponseCode::NotAuth
+            ),
+            "knot refuses {rtype} too"
+        );
     }
     assert!(
         differences.is_empty(),

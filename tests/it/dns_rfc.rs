@@ -38,6 +38,7 @@ ca_file = "{ca}"
 [dns]
 listen = ["127.0.0.1:0", "[::1]:0"]
 zones_dir = "{zones}"
+allow_transfer = ["::1"]
 [admin]
 listen = "127.0.0.1:0"
 [[record]]
@@ -193,9 +194,34 @@ async fn protocol_rules_hold_for_managed_and_static_names() {
     .await;
     assert_eq!(addresses(&reply), vec![ip]);
 
-    // rfc5936: AXFR is refused unless allowed.
-    let reply = tcp_query(dns, &query_message("example.com.", RecordType::AXFR, false)).await;
+    // rfc5936: AXFR is refused unless allowed (dns.allow_transfer = ["::1"]): from
+    // 127.0.0.1 refused, from ::1 over TCP the zone file's records between two SOAs, over UDP
+    // refused.
+    let axfr = query_message("example.com.", RecordType::AXFR, false);
+    let reply = tcp_query(dns, &axfr).await;
     assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+    let v6 = vantage.dns_all[1];
+    let reply = tcp_query(v6, &axfr).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    let types: Vec<RecordType> = reply.answers.iter().map(|r| r.record_type()).collect();
+    assert_eq!(types.first(), Some(&RecordType::SOA), "{types:?}");
+    assert_eq!(types.last(), Some(&RecordType::SOA), "{types:?}");
+    assert!(
+        reply
+            .answers
+            .iter()
+            .any(|r| r.name.to_ascii() == "ns1.example.com." && r.record_type() == RecordType::A),
+        "the zone's records are transferred"
+    );
+    let reply = udp_query(v6, &axfr).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+    let ixfr = query_message("example.com.", RecordType::IXFR, false);
+    let reply = tcp_query(dns, &ixfr).await;
+    assert_eq!(
+        reply.metadata.response_code,
+        ResponseCode::Refused,
+        "IXFR too"
+    );
 
     // rfc1035: an unknown opcode gets NOTIMP.
     let mut q = query_message("www.example.com.", RecordType::A, false);
