@@ -312,6 +312,14 @@ impl RequestHandler for Frontend {
         let state = self.state.load_full();
         let snapshot = self.snapshot.load();
         let mut metadata = Metadata::response_from_request(&request.metadata);
+        // A transfer this client may not have; a managed record not decided yet.
+        let refusal = if state.transfer_refused(request, &query) {
+            Some(ResponseCode::Refused)
+        } else if Self::undecided(&query, &snapshot) {
+            Some(ResponseCode::ServFail)
+        } else {
+            None
+        };
         let info = if let Some(delegation) = state.referral(&query) {
             // A referral: the delegated zone's NS in authority, glue in additional, no AA.
             metadata.authoritative = false;
@@ -324,18 +332,8 @@ impl RequestHandler for Frontend {
                 delegation.glue.iter(),
             )
             .await
-        } else if state.transfer_refused(request, &query) {
-            metadata.response_code = ResponseCode::Refused;
-            send_own(
-                request,
-                response_handle,
-                metadata,
-                std::iter::empty(),
-                std::iter::empty(),
-            )
-            .await
-        } else if Self::undecided(&query, &snapshot) {
-            metadata.response_code = ResponseCode::ServFail;
+        } else if let Some(rcode) = refusal {
+            metadata.response_code = rcode;
             send_own(
                 request,
                 response_handle,

@@ -228,6 +228,8 @@ impl UdpServer {
     }
 }
 
+/// One serving thread: receives up to `BATCH` queries at once, answers each (cache, else the
+/// full path), sends the answers at once.
 fn serve(
     socket: &std::net::UdpSocket,
     answerer: &UdpAnswerer,
@@ -235,15 +237,19 @@ fn serve(
     stop: &AtomicBool,
 ) {
     let mut cache = ThreadCache::default();
-    let mut buf = vec![0u8; 65_535];
-    let mut out = Vec::with_capacity(4096);
+    let mut receiver = mmsg::Receiver::new();
+    let mut sender = mmsg::Sender::new();
+    let mut answers: Vec<Vec<u8>> = (0..mmsg::BATCH).map(|_| Vec::with_capacity(512)).collect();
+    let mut replies: Vec<(usize, SocketAddr)> = Vec::with_capacity(mmsg::BATCH);
     while !stop.load(Ordering::Relaxed) {
-        let (n, src) = match socket.recv_from(&mut buf) {
+        let received = match receiver.receive(socket) {
             Ok(received) => received,
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) =>
             {
                 continue;
@@ -253,24 +259,190 @@ fn serve(
                 continue;
             }
         };
-        // Never answer to a source that cannot be a client (reflection).
-        if src.port() == 0 || src.ip().is_unspecified() {
-            continue;
-        }
-        let packet = &buf[..n];
-        let response = if answerer.cached(&mut cache, packet, &mut out) {
-            &out
-        } else {
-            match runtime.block_on(answerer.full(packet, src)) {
-                Some(full) => {
-                    out = answerer.remember(&mut cache, packet, full);
-                    &out
-                }
-                None => continue,
+        replies.clear();
+        for (i, (packet, src)) in received.into_iter().enumerate() {
+            // Never answer to a source that cannot be a client (reflection).
+            if src.port() == 0 || src.ip().is_unspecified() {
+                continue;
             }
-        };
-        if let Err(error) = socket.send_to(response, src) {
-            tracing::debug!(%error, %src, "UDP send failed");
+            let out = &mut answers[i];
+            if !answerer.cached(&mut cache, packet, out) {
+                match runtime.block_on(answerer.full(packet, src)) {
+                    Some(full) => *out = answerer.remember(&mut cache, packet, full),
+                    None => continue,
+                }
+            }
+            replies.push((i, src));
+        }
+        sender.send(socket, &answers, &replies);
+    }
+}
+
+/// Batched receive and send: `recvmmsg`/`sendmmsg` on Linux, one datagram at a time elsewhere.
+mod mmsg {
+    use std::{io, net::SocketAddr};
+
+    /// Datagrams per system call.
+    pub const BATCH: usize = 32;
+    /// The largest query read (as hickory's UDP server reads).
+    const MAX_QUERY: usize = 4096;
+
+    pub struct Receiver {
+        buffers: Vec<[u8; MAX_QUERY]>,
+        /// (buffer, length, source) of each datagram of the last receive.
+        received: Vec<(usize, usize, SocketAddr)>,
+        #[cfg(target_os = "linux")]
+        headers: nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
+    }
+
+    impl Receiver {
+        pub fn new() -> Self {
+            Self {
+                buffers: vec![[0; MAX_QUERY]; BATCH],
+                received: Vec::with_capacity(BATCH),
+                #[cfg(target_os = "linux")]
+                headers: nix::sys::socket::MultiHeaders::preallocate(BATCH, None),
+            }
+        }
+
+        /// Waits for a datagram (up to the socket's read timeout) and returns it with every
+        /// other one already waiting, up to `BATCH`, each with its source.
+        pub fn receive(
+            &mut self,
+            socket: &std::net::UdpSocket,
+        ) -> io::Result<Vec<(&[u8], SocketAddr)>> {
+            self.fill(socket)?;
+            Ok(self
+                .received
+                .iter()
+                .map(|&(i, len, source)| (&self.buffers[i][..len], source))
+                .collect())
+        }
+
+        #[cfg(target_os = "linux")]
+        fn fill(&mut self, socket: &std::net::UdpSocket) -> io::Result<()> {
+            use std::{io::IoSliceMut, os::fd::AsRawFd};
+
+            use nix::sys::socket::{MsgFlags, recvmmsg};
+            self.received.clear();
+            let mut slices: Vec<[IoSliceMut<'_>; 1]> = self
+                .buffers
+                .iter_mut()
+                .map(|b| [IoSliceMut::new(&mut b[..])])
+                .collect();
+            let messages = recvmmsg(
+                socket.as_raw_fd(),
+                &mut self.headers,
+                slices.iter_mut(),
+                MsgFlags::MSG_WAITFORONE,
+                None,
+            )
+            .map_err(io::Error::from)?;
+            for (i, message) in messages.enumerate() {
+                // A datagram longer than the buffer was cut: not a query we serve.
+                if message.flags.contains(MsgFlags::MSG_TRUNC) {
+                    continue;
+                }
+                if let Some(source) = message.address.as_ref().and_then(std_address) {
+                    self.received.push((i, message.bytes, source));
+                }
+            }
+            Ok(())
+        }
+
+        #[cfg(not(target_os = "linux"))]
+        fn fill(&mut self, socket: &std::net::UdpSocket) -> io::Result<()> {
+            self.received.clear();
+            let (len, source) = socket.recv_from(&mut self.buffers[0])?;
+            self.received.push((0, len, source));
+            Ok(())
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn std_address(address: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
+        address
+            .as_sockaddr_in()
+            .map(|v4| SocketAddr::V4((*v4).into()))
+            .or_else(|| {
+                address
+                    .as_sockaddr_in6()
+                    .map(|v6| SocketAddr::V6((*v6).into()))
+            })
+    }
+
+    pub struct Sender {
+        #[cfg(target_os = "linux")]
+        headers: nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
+    }
+
+    impl Sender {
+        pub fn new() -> Self {
+            Self {
+                #[cfg(target_os = "linux")]
+                headers: nix::sys::socket::MultiHeaders::preallocate(BATCH, None),
+            }
+        }
+
+        /// Sends `answers[i]` to each (i, destination); a destination that fails is skipped.
+        #[cfg(target_os = "linux")]
+        pub fn send(
+            &mut self,
+            socket: &std::net::UdpSocket,
+            answers: &[Vec<u8>],
+            replies: &[(usize, SocketAddr)],
+        ) {
+            use std::{io::IoSlice, os::fd::AsRawFd};
+
+            use nix::{
+                errno::Errno,
+                sys::socket::{ControlMessage, MsgFlags, SockaddrStorage, sendmmsg},
+            };
+            let mut start = 0;
+            while start < replies.len() {
+                let pending = &replies[start..];
+                let slices: Vec<[IoSlice<'_>; 1]> = pending
+                    .iter()
+                    .map(|(i, _)| [IoSlice::new(&answers[*i])])
+                    .collect();
+                let destinations: Vec<Option<SockaddrStorage>> = pending
+                    .iter()
+                    .map(|(_, to)| Some(SockaddrStorage::from(*to)))
+                    .collect();
+                let no_control: [ControlMessage<'_>; 0] = [];
+                match sendmmsg(
+                    socket.as_raw_fd(),
+                    &mut self.headers,
+                    &slices,
+                    &destinations,
+                    no_control,
+                    MsgFlags::empty(),
+                ) {
+                    Ok(sent) => match sent.count() {
+                        0 => break,
+                        n => start += n,
+                    },
+                    Err(Errno::EINTR) => {}
+                    Err(error) => {
+                        tracing::debug!(%error, to = %pending[0].1, "UDP send failed");
+                        start += 1;
+                    }
+                }
+            }
+        }
+
+        #[cfg(not(target_os = "linux"))]
+        pub fn send(
+            &mut self,
+            socket: &std::net::UdpSocket,
+            answers: &[Vec<u8>],
+            replies: &[(usize, SocketAddr)],
+        ) {
+            for (i, to) in replies {
+                if let Err(error) = socket.send_to(&answers[*i], to) {
+                    tracing::debug!(%error, %to, "UDP send failed");
+                }
+            }
         }
     }
 }
