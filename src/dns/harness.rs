@@ -203,6 +203,24 @@ mod tests {
             .collect()
     }
 
+    /// Found by the fuzzer: a question name with a compression pointer into the header was
+    /// echoed verbatim, making the response unreadable. It gets FORMERR, without the question.
+    #[tokio::test]
+    async fn a_question_with_a_compression_pointer_gets_formerr() {
+        let h = Harness::new().expect("harness");
+        let mut packet = vec![0, 9, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        packet.extend_from_slice(&[3, b'w', b'w', b'w', 0xc0, 2, 0, 1, 0, 1]);
+        for reply in [h.handle(&packet).await, h.handle_uncached(&packet).await] {
+            let reply = Message::from_vec(&reply.expect("a reply")).expect("readable");
+            assert_eq!(
+                reply.metadata.response_code,
+                hickory_proto::op::ResponseCode::FormErr
+            );
+            assert_eq!(reply.metadata.id, 9);
+            assert!(reply.queries.is_empty());
+        }
+    }
+
     #[test]
     fn weighted_answers_are_never_replayed_from_the_cache() {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -9,11 +9,12 @@ use hickory_proto::rr::{
     LowerName, Record, RecordType,
     rdata::opt::{ClientSubnet, EdnsOption},
 };
+use hickory_proto::serialize::binary::BinDecoder;
 use hickory_server::{
     Server,
     net::{NetError, runtime::Time},
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
-    zone_handler::{Catalog, MessageResponse, MessageResponseBuilder},
+    zone_handler::{Catalog, MessageResponse, MessageResponseBuilder, Queries},
 };
 use tokio::net::TcpListener;
 
@@ -268,6 +269,52 @@ impl Frontend {
     }
 }
 
+/// A question name with a compression pointer or an extended label type: in a question it can
+/// only point back into the header, and hickory would echo it verbatim, making the response
+/// unreadable.
+fn malformed_question(request: &Request) -> bool {
+    let bytes = request.queries.as_bytes();
+    let mut at = 0;
+    for _ in 0..request.queries.len() {
+        loop {
+            let Some(&len) = bytes.get(at) else {
+                return true;
+            };
+            if len == 0 {
+                at += 1;
+                break;
+            }
+            if len & 0xc0 != 0 {
+                return true;
+            }
+            at += 1 + usize::from(len);
+        }
+        at += 4;
+    }
+    false
+}
+
+/// FORMERR without the question (echoing a malformed one would make the reply unreadable).
+async fn send_formerr<R: ResponseHandler>(
+    request: &Request,
+    mut response_handle: R,
+    metadata: Metadata,
+) -> ResponseInfo {
+    let header_only = ResponseInfo::from(Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    });
+    let Ok(no_question) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
+        return header_only;
+    };
+    let response = MessageResponseBuilder::new(&no_question, None)
+        .error_msg(&request.metadata, ResponseCode::FormErr);
+    response_handle
+        .send_response(response)
+        .await
+        .unwrap_or(header_only)
+}
+
 /// Sends a response the front end builds itself (referral, SERVFAIL): a fresh EDNS if the
 /// request had one, and a header for the metrics even if the send fails.
 async fn send_own<'a, R: ResponseHandler>(
@@ -320,7 +367,10 @@ impl RequestHandler for Frontend {
         } else {
             None
         };
-        let info = if let Some(delegation) = state.referral(&query) {
+        let info = if malformed_question(request) {
+            metadata.response_code = ResponseCode::FormErr;
+            send_formerr(request, response_handle, metadata).await
+        } else if let Some(delegation) = state.referral(&query) {
             // A referral: the delegated zone's NS in authority, glue in additional, no AA.
             metadata.authoritative = false;
             metadata.response_code = ResponseCode::NoError;
