@@ -267,9 +267,19 @@ fn serve(
             }
             let out = &mut answers[i];
             if !answerer.cached(&mut cache, packet, out) {
-                match runtime.block_on(answerer.full(packet, src)) {
-                    Some(full) => *out = answerer.remember(&mut cache, packet, full),
-                    None => continue,
+                // A panic in the request path must not stop this socket: the kernel keeps
+                // sending it its share of the clients.
+                let full = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    runtime.block_on(answerer.full(packet, src))
+                }));
+                match full {
+                    Ok(Some(full)) => *out = answerer.remember(&mut cache, packet, full),
+                    Ok(None) => continue,
+                    Err(_) => {
+                        tracing::error!(%src, "the request path panicked; no reply");
+                        cache = ThreadCache::default();
+                        continue;
+                    }
                 }
             }
             replies.push((i, src));
