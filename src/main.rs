@@ -84,7 +84,8 @@ enum Command {
     /// Fail one endpoint of a record on purpose and time detection, response and recovery on
     /// every server, then the failback; compare the RTO with the record's rto target.
     /// Exit 0: done (target met or none), 3: target missed or not recovered in time,
-    /// 4: refused (the drill would cause an outage), 130: interrupted (restored), 1: error.
+    /// 4: refused (the drill would cause an outage), 5: an override could not be cleared,
+    /// 130: interrupted (restored), 2: bad arguments, 1: error.
     Drill {
         /// The fleet configuration file ([[server]] lists the fleet's DNS servers and reconciler).
         #[arg(long, short)]
@@ -453,7 +454,9 @@ fn drill(
         }
     };
     let outcome = runtime.block_on(drill::run(settings, options, interrupted(), |line| {
-        eprintln!("vantage drill: {line}");
+        // Never panic on a closed stderr: the drill must get to its cleanup.
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "vantage drill: {line}");
     }));
     match outcome {
         Ok(Outcome::Refused(problems)) => {
@@ -463,15 +466,15 @@ fn drill(
             }
             ExitCode::from(4)
         }
-        Ok(Outcome::Interrupted { restored }) => {
-            if restored {
-                eprintln!("vantage drill: interrupted; the drill's overrides are cleared");
-            } else {
-                eprintln!(
-                    "vantage drill: interrupted; some overrides could NOT be cleared: use vantage override clear"
-                );
-            }
+        Ok(Outcome::Interrupted { restored: true }) => {
+            eprintln!("vantage drill: interrupted; the drill's overrides are cleared");
             ExitCode::from(130)
+        }
+        Ok(Outcome::Interrupted { restored: false }) => {
+            eprintln!(
+                "vantage drill: interrupted; some overrides could NOT be cleared: use vantage override clear"
+            );
+            ExitCode::from(5)
         }
         Ok(Outcome::Finished(report)) => {
             if json {
@@ -479,10 +482,10 @@ fn drill(
             } else {
                 print!("{}", report.table());
             }
-            if report.aborted.is_some() || report.met() == Some(false) {
+            if !report.restored {
+                ExitCode::from(5)
+            } else if report.aborted.is_some() || report.met() == Some(false) {
                 ExitCode::from(3)
-            } else if !report.restored {
-                ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
             }
@@ -490,6 +493,10 @@ fn drill(
         Err(e @ drill::DrillError::Usage(_)) => {
             eprintln!("vantage drill: {e}");
             ExitCode::from(2)
+        }
+        Err(e @ drill::DrillError::NotRestored(_)) => {
+            eprintln!("vantage drill: {e}");
+            ExitCode::from(5)
         }
         Err(e) => {
             eprintln!("vantage drill: {e}");
@@ -503,14 +510,19 @@ async fn interrupted() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        // SIGHUP too: a lost terminal must not leave the endpoint failed.
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(mut term), Ok(mut hup)) => {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}
+                    _ = hup.recv() => {}
                 }
             }
-            Err(_) => {
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }

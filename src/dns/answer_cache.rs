@@ -73,25 +73,33 @@ struct Entry {
     counters: Vec<IntCounter>,
 }
 
+/// Responses larger than this are not kept (they are rare, and would let a client fill the
+/// cache with few queries).
+const MAX_RESPONSE: usize = 1232;
+
 /// One serving thread's cache.
 pub struct AnswerCache {
     entries: HashMap<Box<[u8]>, Entry>,
     key: Vec<u8>,
-    capacity: usize,
+    /// Bytes held (keys and responses), at most `budget`; it starts over when full.
+    held: usize,
+    budget: usize,
 }
 
 impl AnswerCache {
-    /// A cache of at most `capacity` responses (it starts over when full).
-    pub fn new(capacity: usize) -> Self {
+    /// A cache holding at most `budget` bytes of keys and responses.
+    pub fn new(budget: usize) -> Self {
         Self {
             entries: HashMap::new(),
             key: Vec::with_capacity(MAX_QUERY),
-            capacity,
+            held: 0,
+            budget,
         }
     }
 
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.held = 0;
     }
 
     pub fn len(&self) -> usize {
@@ -131,12 +139,14 @@ impl AnswerCache {
             && response[..2] == packet[..2]
             && response[4..6] == [0, 1]
             && response[question.clone()] == packet[question];
-        if !answers_it {
+        if !answers_it || response.len() > MAX_RESPONSE {
             return;
         }
-        if self.entries.len() >= self.capacity {
-            self.entries.clear();
+        let size = self.key.len() + response.len();
+        if self.held + size > self.budget {
+            self.clear();
         }
+        self.held += size;
         self.entries.insert(
             self.key.clone().into_boxed_slice(),
             Entry {
@@ -249,12 +259,16 @@ mod tests {
         let mut other_name = response_to(&q);
         other_name[13] = b'W';
         cache.insert(&q, &other_name, Vec::new());
+        let mut large = response_to(&q);
+        large.resize(MAX_RESPONSE + 1, 0);
+        cache.insert(&q, &large, Vec::new());
         assert!(cache.is_empty());
     }
 
     #[test]
     fn a_full_cache_starts_over() {
-        let mut cache = AnswerCache::new(2);
+        // Room for two entries of these sizes (a key of 27 bytes, a response of 34).
+        let mut cache = AnswerCache::new(2 * (27 + 34));
         for name in ["a.example", "b.example", "c.example"] {
             let q = query(1, name, None);
             cache.insert(&q, &response_to(&q), Vec::new());

@@ -67,7 +67,7 @@ pub async fn addresses(
     })
 }
 
-/// The A/AAAA addresses in a message's answer section, sorted.
+/// The A/AAAA addresses in a message's answer section, sorted, each once.
 pub fn answer_addresses(message: &Message) -> Vec<IpAddr> {
     let mut addresses: Vec<IpAddr> = message
         .answers
@@ -79,6 +79,7 @@ pub fn answer_addresses(message: &Message) -> Vec<IpAddr> {
         })
         .collect();
     addresses.sort();
+    addresses.dedup();
     addresses
 }
 

@@ -27,8 +27,8 @@ use hickory_server::{
 
 use super::{answer_cache::AnswerCache, server::Frontend};
 
-/// Responses kept per serving thread (at about 100 bytes each).
-const CACHE_ENTRIES: usize = 20_000;
+/// Bytes of cached responses (and their keys) per serving thread.
+const CACHE_BYTES: usize = 4 << 20;
 /// How often an idle serving thread checks whether it should stop.
 const STOP_CHECK: Duration = Duration::from_millis(100);
 
@@ -128,7 +128,7 @@ impl ThreadCache {
 impl Default for ThreadCache {
     fn default() -> Self {
         Self {
-            answers: AnswerCache::new(CACHE_ENTRIES),
+            answers: AnswerCache::new(CACHE_BYTES),
             built_from: None,
         }
     }
@@ -203,28 +203,42 @@ impl UdpServer {
         answerer: UdpAnswerer,
         runtime: tokio::runtime::Handle,
     ) -> io::Result<UdpServer> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
+        // Built first, so that the threads started so far stop if a later one fails.
+        let mut server = UdpServer {
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+        };
         for (i, socket) in sockets.into_iter().enumerate() {
             socket.set_read_timeout(Some(STOP_CHECK))?;
             let answerer = answerer.clone();
             let runtime = runtime.clone();
-            let stop = stop.clone();
-            threads.push(
+            let stop = server.stop.clone();
+            server.threads.push(
                 std::thread::Builder::new()
                     .name(format!("dns-udp-{i}"))
                     .spawn(move || serve(&socket, &answerer, &runtime, &stop))?,
             );
         }
-        Ok(UdpServer { stop, threads })
+        Ok(server)
     }
 
     /// Stops every thread (each notices within `STOP_CHECK`) and waits for them.
-    pub fn stop(self) {
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for UdpServer {
+    /// Threads never outlive their server (they would keep the sockets and an old state).
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 
@@ -255,7 +269,9 @@ fn serve(
                 continue;
             }
             Err(error) => {
+                // Not a timeout: do not spin on an error that persists.
                 tracing::debug!(%error, "UDP receive failed");
+                std::thread::sleep(std::time::Duration::from_millis(10));
                 continue;
             }
         };

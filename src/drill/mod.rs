@@ -70,6 +70,8 @@ pub enum DrillError {
 const ROUTE53_READ_EVERY: Duration = Duration::from_secs(1);
 /// Admin API requests and DNS queries give up after this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reading a hosted zone gives up after this.
+const ROUTE53_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The processes a drill acts on: `[[server]]`, or this host's DNS and admin listeners.
 pub fn fleet(settings: &Settings) -> Vec<FleetServer> {
@@ -115,6 +117,8 @@ struct Drill {
     session: Session,
     route53: Option<Route53Client>,
     mode: Mode,
+    /// The reason of the drill's overrides, unique to this drill: only those are cleared.
+    reason: String,
 }
 
 /// The state of one member between polls.
@@ -204,11 +208,16 @@ pub async fn run(
     let (endpoint, address) = choose_endpoint(&record, &options, &views[first_dns])?;
     let drill = Drill {
         settings,
-        record,
+        record: record.clone(),
         endpoint,
         address,
         members,
         session,
+        reason: format!(
+            "failover drill of {} ({:08x})",
+            record.name,
+            rand::random::<u32>()
+        ),
         route53,
         mode: options.mode,
     };
@@ -221,6 +230,26 @@ pub async fn run(
             &drill.endpoint,
             drill.address,
         ));
+        // The override applies to the endpoint, so to every record that answers it.
+        for other in drill.settings.records.iter().filter(|r| {
+            (r.name != drill.record.name || r.kind != drill.record.kind)
+                && r.endpoints.iter().any(|e| e.id.as_str() == drill.endpoint)
+        }) {
+            let key = format!("{} {}", other.name, other.kind.as_str());
+            if view
+                .answers
+                .get(&key)
+                .is_some_and(|a| a.contains(&drill.address))
+            {
+                problems.extend(observe::outage(
+                    &m.server.name,
+                    view,
+                    other,
+                    &drill.endpoint,
+                    drill.address,
+                ));
+            }
+        }
         match baseline(&drill, m, view).await {
             Ok(values) => seen[i].baseline = values,
             Err(problem) => problems.push(problem),
@@ -257,8 +286,7 @@ pub async fn run(
     let mut restored = true;
     for target in &pending {
         if let Err(e) = drill
-            .session
-            .clear_override(target, &drill.endpoint, "drill ended", &options.by)
+            .clear_ours(target, "drill ended", &options.by, &progress)
             .await
         {
             progress(&format!(
@@ -382,7 +410,11 @@ async fn baseline(
                     drill.record.name, reply.rcode
                 ));
             }
-            if observe::deterministic(&drill.record) && !reply.addresses.contains(&drill.address) {
+            if !observe::deterministic(&drill.record) {
+                // Weighted and latency answers vary: the snapshot's answer is the baseline.
+                return Ok(view.answer.clone().unwrap_or(reply.addresses));
+            }
+            if !reply.addresses.contains(&drill.address) {
                 return Err(format!(
                     "{name} ({dns}) answers {} for {}, not {} ({})",
                     observe::list(&reply.addresses),
@@ -391,7 +423,14 @@ async fn baseline(
                     drill.address
                 ));
             }
-            Ok(view.answer.clone().unwrap_or(reply.addresses))
+            if view.answer.as_ref() != Some(&reply.addresses) {
+                return Err(format!(
+                    "{name} ({dns}) answers {} over DNS while its status says {}: it is changing, try again",
+                    observe::list(&reply.addresses),
+                    observe::list(view.answer.as_deref().unwrap_or_default()),
+                ));
+            }
+            Ok(reply.addresses)
         }
         (ServerRole::Dns, None) => Err(format!("{name} has no DNS address")),
         (ServerRole::Route53, _) => {
@@ -422,9 +461,18 @@ impl Drill {
         let (Some(api), Some(target)) = (&self.route53, &self.record.route53) else {
             return Ok(Vec::new());
         };
-        let sets = crate::route53::api::list_all(api as &dyn Api, &target.zone_id)
-            .await
-            .map_err(|e| format!("Route53 {}: {e}", target.zone_id))?;
+        let sets = tokio::time::timeout(
+            ROUTE53_TIMEOUT,
+            crate::route53::api::list_all(api as &dyn Api, &target.zone_id),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "Route53 {}: no answer within {ROUTE53_TIMEOUT:?}",
+                target.zone_id
+            )
+        })?
+        .map_err(|e| format!("Route53 {}: {e}", target.zone_id))?;
         Ok(observe::route53_values(&sets, &self.record))
     }
 
@@ -449,21 +497,22 @@ impl Drill {
                 ));
                 let start = Instant::now();
                 for m in &self.members {
+                    // Listed before the request: it may take effect even if the reply is lost.
+                    set_on
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(m.target.clone());
                     self.session
                         .set_override(
                             &m.target,
                             &self.endpoint,
                             "force_down",
-                            &format!("failover drill of {}", self.record.name),
+                            &self.reason,
                             &format!("{}s", expiry.as_secs()),
                             &options.by,
                         )
                         .await
                         .map_err(|e| format!("{}: cannot set the override: {e}", m.server.name))?;
-                    set_on
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(m.target.clone());
                 }
                 start
             }
@@ -489,9 +538,6 @@ impl Drill {
             ));
             tokio::time::sleep(options.hold).await;
         }
-        for s in &mut seen {
-            s.change_before = None;
-        }
         let looks = self.look_all(true).await;
         for (s, look) in seen.iter_mut().zip(&looks) {
             if let Ok(view) = &look.view {
@@ -506,17 +552,26 @@ impl Drill {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .clone();
+                let mut cleared = true;
                 for target in targets {
-                    self.session
-                        .clear_override(&target, &self.endpoint, "drill failback", &options.by)
+                    match self
+                        .clear_ours(&target, "drill failback", &options.by, progress)
                         .await
-                        .map_err(|e| format!("{}: cannot clear the override: {e}", target.base))?;
-                    set_on
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .retain(|t| t.base != target.base);
+                    {
+                        Ok(()) => set_on
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .retain(|t| t.base != target.base),
+                        Err(e) => {
+                            aborted.get_or_insert(format!(
+                                "failback: cannot clear the override at {}: {e}",
+                                target.base
+                            ));
+                            cleared = false;
+                        }
+                    }
                 }
-                Some(restart)
+                cleared.then_some(restart)
             }
             Mode::Real if aborted.is_none() => {
                 progress(&format!(
@@ -524,7 +579,13 @@ impl Drill {
                     timeout.as_secs(),
                     self.endpoint
                 ));
-                Some(self.wait_for_checks(false, timeout).await?)
+                match self.wait_for_checks(false, timeout).await {
+                    Ok(restart) => Some(restart),
+                    Err(e) => {
+                        aborted = Some(format!("failback: {e}"));
+                        None
+                    }
+                }
             }
             Mode::Real => None,
         };
@@ -565,6 +626,46 @@ impl Drill {
             aborted,
             restored: true,
         })
+    }
+
+    /// Clears the drill's override on one server: only if the override in force there is
+    /// this drill's (an operator's override is left alone, and said so); gone already is fine.
+    async fn clear_ours(
+        &self,
+        target: &Target,
+        why: &str,
+        by: &str,
+        progress: &impl Fn(&str),
+    ) -> Result<(), String> {
+        let doc = self.session.status(target).await?;
+        let current = doc["overrides"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|o| o["endpoint"].as_str() == Some(self.endpoint.as_str()));
+        match current {
+            None => Ok(()),
+            Some(o) if o["reason"].as_str() == Some(self.reason.as_str()) => {
+                match self
+                    .session
+                    .clear_override(target, &self.endpoint, why, by)
+                    .await
+                {
+                    Err(e) if e.starts_with("HTTP 404") => Ok(()),
+                    other => other,
+                }
+            }
+            Some(o) => {
+                progress(&format!(
+                    "{}: left the {} override on {} in force: it is not the drill's ({})",
+                    target.base,
+                    o["action"].as_str().unwrap_or("?"),
+                    self.endpoint,
+                    o["reason"].as_str().unwrap_or("")
+                ));
+                Ok(())
+            }
+        }
     }
 
     /// How long checks take to notice a real failure of the endpoint: fall x interval, plus
@@ -654,9 +755,22 @@ impl Drill {
                 )
             });
         }
-        let mut looks: Vec<(usize, Look)> = tasks.join_all().await;
-        looks.sort_by_key(|(i, _)| *i);
-        looks.into_iter().map(|(_, l)| l).collect()
+        let mut looks: Vec<Option<Look>> = (0..self.members.len()).map(|_| None).collect();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((i, look)) = joined {
+                looks[i] = Some(look);
+            }
+        }
+        looks
+            .into_iter()
+            .map(|look| {
+                look.unwrap_or_else(|| Look {
+                    at: Instant::now(),
+                    view: Err("the look at this server failed".into()),
+                    dns: None,
+                })
+            })
+            .collect()
     }
 
     /// Polls every member until each has reached every phase of `half`, or the timeout.
@@ -687,7 +801,12 @@ impl Drill {
                 let reached = self
                     .phases_reached(m, s, &view, look.dns.as_ref(), route53, half)
                     .await;
-                let at = look.at.saturating_duration_since(start);
+                // The Route53 checks may have asked name servers since the look.
+                let seen_at = match m.server.role {
+                    ServerRole::Route53 => Instant::now(),
+                    ServerRole::Dns => look.at,
+                };
+                let at = seen_at.saturating_duration_since(start);
                 let p = &mut s.phases;
                 // Phases are ordered: a later one seen first implies the earlier ones.
                 if reached.2 && p.recovery.is_none() {

@@ -31,6 +31,8 @@ pub struct ServerView {
     pub quorum: bool,
     /// The record's answer in the server's snapshot (`None`: the server does not have it).
     pub answer: Option<Vec<IpAddr>>,
+    /// Every record's answer, by "name type".
+    pub answers: BTreeMap<String, Vec<IpAddr>>,
     pub endpoints: BTreeMap<String, EndpointView>,
     /// Overrides in force: endpoint -> action.
     pub overrides: BTreeMap<String, String>,
@@ -60,6 +62,18 @@ pub fn view(doc: &Value, record: &RecordSpec) -> ServerView {
             .filter(|r| r["state"].as_str() == Some("answer"))
             .map(|r| sorted(addresses(&r["answer"])))
     });
+    let answers = doc["records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["state"].as_str() == Some("answer"))
+        .filter_map(|r| {
+            Some((
+                format!("{} {}", r["name"].as_str()?, r["type"].as_str()?),
+                sorted(addresses(&r["answer"])),
+            ))
+        })
+        .collect();
     let endpoints = doc["endpoints"]
         .as_array()
         .into_iter()
@@ -110,6 +124,7 @@ pub fn view(doc: &Value, record: &RecordSpec) -> ServerView {
         ready: doc["ready"].as_bool().unwrap_or(false),
         quorum: doc["quorum"]["state"].as_str() == Some("quorum"),
         answer,
+        answers,
         endpoints,
         overrides,
         last_change,
@@ -182,6 +197,19 @@ pub fn refusals(
         )),
         Some(_) => {}
     }
+    problems.extend(outage(name, view, record, endpoint, address));
+    problems
+}
+
+/// Why failing `endpoint` would leave `record` without an answer on this server: no other
+/// endpoint (with another address) is Up by quorum and free of a down or drain override.
+pub fn outage(
+    name: &str,
+    view: &ServerView,
+    record: &RecordSpec,
+    endpoint: &str,
+    address: IpAddr,
+) -> Option<String> {
     let targets: Vec<&str> = record
         .endpoints
         .iter()
@@ -214,8 +242,10 @@ pub fn refusals(
                 }
             })
             .collect();
-        problems.push(format!(
-            "{name}: no failover target is Up by quorum ({}); failing {endpoint} would cause an outage",
+        return Some(format!(
+            "{name}: {} {} has no failover target Up by quorum ({}); failing {endpoint} would cause an outage",
+            record.name,
+            record.kind.as_str(),
             if others.is_empty() {
                 "the record has no other endpoint".to_string()
             } else {
@@ -223,7 +253,7 @@ pub fn refusals(
             }
         ));
     }
-    problems
+    None
 }
 
 pub fn list(addresses: &[IpAddr]) -> String {

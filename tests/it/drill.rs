@@ -222,6 +222,26 @@ impl Fleet {
         .await;
     }
 
+    /// `vantage override --admin ... ARGS` against one server, as an operator runs it.
+    fn override_cli(
+        &self,
+        server: &Vantage,
+        args: &[&str],
+    ) -> impl FnOnce() -> (i32, String, String) + Send + 'static {
+        let mut all: Vec<String> = vec![
+            "override".into(),
+            "--admin".into(),
+            format!("http://{}/", server.admin),
+            "--token-file".into(),
+            self.dir.path().join("admin-token").display().to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        move || {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            run_vantage(&refs, &[])
+        }
+    }
+
     fn drill(&self, args: &[&str]) -> DrillRun {
         let mut all = vec![
             "drill",
@@ -483,10 +503,37 @@ async fn drills_refuse_to_cause_an_outage_and_restore_when_interrupted() {
             vec![fleet.b()]
         );
     }
+    // Meanwhile an operator drains a on ns1 (replacing the drill's override there): the drill
+    // must leave that one alone.
+    let operator = fleet.override_cli(&fleet.ns[0], &["drain", "a", "--reason", "maintenance"]);
+    let (code, _, stderr) = tokio::task::spawn_blocking(operator)
+        .await
+        .expect("override");
+    assert_eq!(code, 0, "{stderr}");
+    eventually(
+        Duration::from_secs(5),
+        "the drain to be in force",
+        || async {
+            let o = overrides(&fleet.ns[0]).await;
+            (o.len() == 1 && o[0]["action"] == "drain").then_some(())
+        },
+    )
+    .await;
     run.signal("INT");
     let (code, _, stderr) = run.finish().await;
     assert_eq!(code, 130, "{stderr}");
     assert!(stderr.contains("overrides are cleared"), "{stderr}");
+    assert!(stderr.contains("not the drill's (maintenance)"), "{stderr}");
+    let kept = overrides(&fleet.ns[0]).await;
+    assert!(
+        kept.len() == 1 && kept[0]["action"] == "drain" && kept[0]["reason"] == "maintenance",
+        "the operator's drain is kept: {kept:?}"
+    );
+    let operator = fleet.override_cli(&fleet.ns[0], &["clear", "a"]);
+    let (code, _, stderr) = tokio::task::spawn_blocking(operator)
+        .await
+        .expect("override");
+    assert_eq!(code, 0, "{stderr}");
     for server in &fleet.ns {
         eventually(
             Duration::from_secs(5),
@@ -497,7 +544,10 @@ async fn drills_refuse_to_cause_an_outage_and_restore_when_interrupted() {
         fleet
             .wait_answer(server, "www.example.com.", &[fleet.a()])
             .await;
-        let audit = server.status().await["audit"].clone();
+    }
+    // On ns2 the drill's own override was in force, and the drill cleared it.
+    {
+        let audit = fleet.ns[1].status().await["audit"].clone();
         assert!(
             audit
                 .as_array()
