@@ -109,7 +109,17 @@ impl Session {
 
     /// `GET /v1/status`.
     pub async fn status(&self, target: &Target) -> Result<Value, String> {
-        let request = self.http.get(target.url("v1/status")?);
+        self.get(target, "v1/status").await
+    }
+
+    /// `GET /v1/overrides`: the overrides in force.
+    pub async fn overrides(&self, target: &Target) -> Result<Value, String> {
+        self.get(target, "v1/overrides").await
+    }
+
+    /// A JSON document of the admin API (reads need no token).
+    async fn get(&self, target: &Target, path: &str) -> Result<Value, String> {
+        let request = self.http.get(target.url(path)?);
         reply(request.send().await.map_err(|e| e.to_string())?).await
     }
 
@@ -287,14 +297,7 @@ pub async fn reload(target: &Target) -> Result<String, String> {
 }
 
 pub async fn list(target: &Target) -> Result<String, String> {
-    let body = reply(
-        client()?
-            .get(target.url("v1/overrides")?)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?,
-    )
-    .await?;
+    let body = Session::new(CLIENT_TIMEOUT)?.overrides(target).await?;
     let rows: Vec<Vec<String>> = body["overrides"]
         .as_array()
         .cloned()
@@ -317,14 +320,7 @@ pub async fn list(target: &Target) -> Result<String, String> {
 }
 
 pub async fn status(target: &Target) -> Result<String, String> {
-    let body = reply(
-        client()?
-            .get(target.url("v1/status")?)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?,
-    )
-    .await?;
+    let body = Session::new(CLIENT_TIMEOUT)?.status(target).await?;
     Ok(render_status(&body))
 }
 

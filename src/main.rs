@@ -315,12 +315,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(error) => {
-                    eprintln!("vantage: cannot start the runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
             };
             match runtime.block_on(app::plan(settings)) {
                 Ok(outcome) => {
@@ -446,12 +442,8 @@ fn drill(
             Err(code) => return code,
         }
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(error) => {
-            eprintln!("vantage: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let outcome = runtime.block_on(drill::run(settings, options, interrupted(), |line| {
         // Never panic on a closed stderr: the drill must get to its cleanup.
@@ -533,14 +525,17 @@ async fn interrupted() {
     }
 }
 
+/// The tokio runtime for a command; None (after saying why) if it cannot start.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new()
+        .map_err(|error| eprintln!("vantage: cannot start the runtime: {error}"))
+        .ok()
+}
+
 /// Runs a client command: prints its output, or the error with exit code 1.
 fn client(command: impl std::future::Future<Output = Result<String, String>>) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(error) => {
-            eprintln!("vantage: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(command) {
         Ok(text) => {
@@ -563,12 +558,8 @@ fn announce(listening: &app::Listening) {
 }
 
 fn run(main: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(error) => {
-            eprintln!("vantage: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(main) {
         Ok(()) => ExitCode::SUCCESS,

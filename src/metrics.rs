@@ -491,11 +491,6 @@ impl Metrics {
             .inc();
     }
 
-    /// An answer for a managed record, with the reason code of its current answer.
-    pub fn managed_answer(&self, record: &str, qtype: &str, reason: &str) {
-        self.managed_answer_counter(record, qtype, reason).inc();
-    }
-
     pub fn dns_response(&self, protocol: &str, qtype: &str, rcode: &str) {
         self.dns_response_counter(protocol, qtype, rcode).inc();
     }
@@ -506,7 +501,7 @@ impl Metrics {
             .with_label_values(&[protocol, qtype, rcode])
     }
 
-    /// The counter `managed_answer` increments.
+    /// Answers for a managed record by the reason behind them.
     pub fn managed_answer_counter(&self, record: &str, qtype: &str, reason: &str) -> IntCounter {
         self.dns_queries.with_label_values(&[record, qtype, reason])
     }

@@ -124,20 +124,15 @@ impl OverrideStore {
 
     fn persist(&self, entries: &BTreeMap<EndpointId, Override>) -> Result<(), OverrideError> {
         let file = self.dir.join("overrides.json");
-        let tmp = self.dir.join("overrides.json.tmp");
-        let io = |source| OverrideError::Io {
-            path: file.display().to_string(),
-            source,
-        };
         let list: Vec<&Override> = entries.values().collect();
         let body = serde_json::to_vec_pretty(&list).map_err(|e| OverrideError::Corrupt {
             path: file.display().to_string(),
             message: e.to_string(),
         })?;
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&body).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &file).map_err(io)
+        crate::write_atomically(&file, &body).map_err(|source| OverrideError::Io {
+            path: file.display().to_string(),
+            source,
+        })
     }
 
     fn audit(&self, entry: AuditEntry) {

@@ -205,21 +205,26 @@ impl Frontend {
             qtype_name(query.rtype),
             rcode_name(rcode),
         )];
-        let managed = match query.rtype {
-            RecordType::A => Some((RecordKind::A, "A")),
-            RecordType::AAAA => Some((RecordKind::Aaaa, "AAAA")),
-            _ => None,
-        };
-        if let Some((kind, qtype)) = managed
-            && let Some(answer) = snapshot.records.get(&(query.name.clone(), kind))
-        {
-            counters.push(self.metrics.managed_answer_counter(
-                &query.name,
-                qtype,
-                answer.reason.code(),
-            ));
-        }
+        counters.extend(self.managed_counter(&query, &snapshot));
         Some(counters)
+    }
+
+    /// The counter of answers for the managed record a query asks for, if it asks for one.
+    fn managed_counter(
+        &self,
+        query: &Query,
+        snapshot: &Snapshot,
+    ) -> Option<prometheus::IntCounter> {
+        let (kind, qtype) = match query.rtype {
+            RecordType::A => (RecordKind::A, "A"),
+            RecordType::AAAA => (RecordKind::Aaaa, "AAAA"),
+            _ => return None,
+        };
+        let answer = snapshot.records.get(&(query.name.clone(), kind))?;
+        Some(
+            self.metrics
+                .managed_answer_counter(&query.name, qtype, answer.reason.code()),
+        )
     }
 
     /// The ECS option to echo (RFC 7871): the query's, with the scope actually used: the
@@ -245,14 +250,8 @@ impl Frontend {
 
     /// Counts an answer for a managed record by the reason behind it.
     fn count_managed(&self, query: &Query, snapshot: &Snapshot) {
-        let (kind, qtype) = match query.rtype {
-            RecordType::A => (RecordKind::A, "A"),
-            RecordType::AAAA => (RecordKind::Aaaa, "AAAA"),
-            _ => return,
-        };
-        if let Some(answer) = snapshot.records.get(&(query.name.clone(), kind)) {
-            self.metrics
-                .managed_answer(&query.name, qtype, answer.reason.code());
+        if let Some(counter) = self.managed_counter(query, snapshot) {
+            counter.inc();
         }
     }
 

@@ -637,7 +637,7 @@ impl Drill {
         by: &str,
         progress: &impl Fn(&str),
     ) -> Result<(), String> {
-        let doc = self.session.status(target).await?;
+        let doc = self.session.overrides(target).await?;
         let current = doc["overrides"]
             .as_array()
             .into_iter()

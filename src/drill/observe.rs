@@ -52,17 +52,7 @@ pub struct Change {
 
 /// Reads a `/v1/status` document.
 pub fn view(doc: &Value, record: &RecordSpec) -> ServerView {
-    let answer = doc["records"].as_array().and_then(|records| {
-        records
-            .iter()
-            .find(|r| {
-                r["name"].as_str() == Some(record.name.as_str())
-                    && r["type"].as_str() == Some(record.kind.as_str())
-            })
-            .filter(|r| r["state"].as_str() == Some("answer"))
-            .map(|r| sorted(addresses(&r["answer"])))
-    });
-    let answers = doc["records"]
+    let answers: BTreeMap<String, Vec<IpAddr>> = doc["records"]
         .as_array()
         .into_iter()
         .flatten()
@@ -74,6 +64,9 @@ pub fn view(doc: &Value, record: &RecordSpec) -> ServerView {
             ))
         })
         .collect();
+    let answer = answers
+        .get(&format!("{} {}", record.name, record.kind.as_str()))
+        .cloned();
     let endpoints = doc["endpoints"]
         .as_array()
         .into_iter()

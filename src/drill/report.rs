@@ -59,16 +59,18 @@ pub struct Report {
 impl Report {
     /// Time until every server (and Route53) serves the new value; none if one never did.
     pub fn rto(&self) -> Option<Duration> {
-        self.servers
-            .iter()
-            .map(|s| s.failure.recovery)
-            .try_fold(Duration::ZERO, |max, r| r.map(|r| max.max(r)))
+        self.slowest(|s| s.failure.recovery)
     }
 
     pub fn failback(&self) -> Option<Duration> {
+        self.slowest(|s| s.failback.recovery)
+    }
+
+    /// The latest of one phase across servers; none if a server never reached it.
+    fn slowest(&self, phase: impl Fn(&ServerResult) -> Option<Duration>) -> Option<Duration> {
         self.servers
             .iter()
-            .map(|s| s.failback.recovery)
+            .map(phase)
             .try_fold(Duration::ZERO, |max, r| r.map(|r| max.max(r)))
     }
 

@@ -4,7 +4,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::Write,
     path::{Path, PathBuf},
     sync::{Mutex, PoisonError},
 };
@@ -105,20 +104,13 @@ impl DrillResults {
         entries: &BTreeMap<(String, String), DrillResult>,
     ) -> Result<(), ResultsError> {
         let path = self.file.display().to_string();
-        let io = |source| ResultsError::Io {
-            path: path.clone(),
-            source,
-        };
         let list: Vec<&DrillResult> = entries.values().collect();
         let body = serde_json::to_vec_pretty(&list).map_err(|e| ResultsError::Corrupt {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let tmp = self.file.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&body).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.file).map_err(io)
+        crate::write_atomically(&self.file, &body)
+            .map_err(|source| ResultsError::Io { path, source })
     }
 }
 
