@@ -521,16 +521,16 @@ impl Metrics {
                 .with_label_values(&[record, kind, reason])
                 .set(count as i64);
             let key = (record.to_string(), kind.to_string());
-            if let Some(old) = reasons.insert(key, reason.to_string()) {
-                if old != reason {
-                    // The series may not exist (first round); nothing to remove then.
-                    if self
-                        .record_answers
-                        .remove_label_values(&[record, kind, &old])
-                        .is_err()
-                    {
-                        tracing::debug!(record, kind, reason = %old, "no series to remove");
-                    }
+            if let Some(old) = reasons.insert(key, reason.to_string())
+                && old != reason
+            {
+                // The series may not exist (first round); nothing to remove then.
+                if self
+                    .record_answers
+                    .remove_label_values(&[record, kind, &old])
+                    .is_err()
+                {
+                    tracing::debug!(record, kind, reason = %old, "no series to remove");
                 }
             }
         }

@@ -320,10 +320,10 @@ async fn serve_until_shutdown<F, Fut>(
                 );
             }
         }
-        if let Some(reply) = reply {
-            if reply.send(outcome).is_err() {
-                tracing::debug!("the reload requester went away");
-            }
+        if let Some(reply) = reply
+            && reply.send(outcome).is_err()
+        {
+            tracing::debug!("the reload requester went away");
         }
     }
 }

@@ -150,19 +150,19 @@ pub(super) fn validate_check(
             p.add(format!("{path}.{field}"), "only applies to https checks");
         }
     }
-    if let Some(host) = &raw.host {
-        if let Err(e) = check_dns_name(host) {
-            p.add(format!("{path}.host"), e);
-        }
+    if let Some(host) = &raw.host
+        && let Err(e) = check_dns_name(host)
+    {
+        p.add(format!("{path}.host"), e);
     }
     let ca_file = raw.ca_file.as_ref().map(|f| base.join(f));
-    if let Some(f) = &ca_file {
-        if !f.is_file() {
-            p.add(
-                format!("{path}.ca_file"),
-                format!("{} does not exist", f.display()),
-            );
-        }
+    if let Some(f) = &ca_file
+        && !f.is_file()
+    {
+        p.add(
+            format!("{path}.ca_file"),
+            format!("{} does not exist", f.display()),
+        );
     }
     CheckSpec {
         name: name.to_string(),

@@ -198,13 +198,13 @@ pub(super) fn validate_record(
             Some(s) => Some(Region::new(s.trim())),
             None => None,
         };
-        if let Some(name) = &e.name {
-            if name.trim().is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                p.add(
-                    format!("{epath}.name"),
-                    format!("{name:?} is not a usable endpoint name"),
-                );
-            }
+        if let Some(name) = &e.name
+            && (name.trim().is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            p.add(
+                format!("{epath}.name"),
+                format!("{name:?} is not a usable endpoint name"),
+            );
         }
         let (Some(address), Some(dial), Some(check), Some(rname)) =
             (address, dial, check, name.as_ref())

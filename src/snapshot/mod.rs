@@ -391,10 +391,10 @@ fn nearest(
             }
         }
         samples.sort_by_key(|(_, rtt)| *rtt);
-        if let Some((_, median)) = samples.get(samples.len().saturating_sub(1) / 2) {
-            if default.is_none_or(|(d, _)| *median < d) {
-                default = Some((*median, i));
-            }
+        if let Some((_, median)) = samples.get(samples.len().saturating_sub(1) / 2)
+            && default.is_none_or(|(d, _)| *median < d)
+        {
+            default = Some((*median, i));
         }
     }
     let default = default.map_or(up[0], |(_, i)| i);
