@@ -39,6 +39,7 @@ pub struct Metrics {
     reloads: IntCounterVec,
     reload_ok: IntGauge,
     dns_queries: IntCounterVec,
+    xdp_packets: IntCounterVec,
     drills: DrillMetrics,
 }
 
@@ -287,6 +288,14 @@ impl Metrics {
             &["record", "qtype", "reason"],
         )
         .expect("valid metric");
+        let xdp_packets = IntCounterVec::new(
+            Opts::new(
+                "vantage_dns_xdp_packets_total",
+                "UDP packets taken by the AF_XDP path (dns.xdp), by interface and outcome: replied (on the XDP ring), replied_by_socket (too big for a frame or the link), no_reply.",
+            ),
+            &["interface", "outcome"],
+        )
+        .expect("valid metric");
         let reloads = IntCounterVec::new(
             Opts::new(
                 "vantage_config_reloads_total",
@@ -368,6 +377,7 @@ impl Metrics {
             Box::new(overrides.clone()),
             Box::new(override_changes.clone()),
             Box::new(dns_queries.clone()),
+            Box::new(xdp_packets.clone()),
             Box::new(reloads.clone()),
             Box::new(reload_ok.clone()),
             Box::new(build_info),
@@ -399,6 +409,7 @@ impl Metrics {
             overrides,
             override_changes,
             dns_queries,
+            xdp_packets,
             reloads,
             reload_ok,
             drills,
@@ -499,6 +510,11 @@ impl Metrics {
     pub fn dns_response_counter(&self, protocol: &str, qtype: &str, rcode: &str) -> IntCounter {
         self.dns_responses
             .with_label_values(&[protocol, qtype, rcode])
+    }
+
+    /// Packets of the AF_XDP path on `interface` with this outcome.
+    pub fn xdp_packet_counter(&self, interface: &str, outcome: &str) -> IntCounter {
+        self.xdp_packets.with_label_values(&[interface, outcome])
     }
 
     /// Answers for a managed record by the reason behind them.

@@ -63,7 +63,8 @@ pub async fn run(
         aggregation.published.clone(),
         metrics.clone(),
     );
-    let server = dns::server::serve(frontend, bound).context("cannot start the DNS server")?;
+    let server = dns::server::serve(frontend, bound, &settings.dns.xdp)
+        .context("cannot start the DNS server")?;
 
     tracing::info!(dns = ?listening.dns, admin = %listening.admin, probers = settings.regions.len(),
         endpoints = settings.endpoints.len(), records = settings.records.len(), "vantage is serving");
@@ -106,6 +107,9 @@ fn reload(
     let mut notes = Vec::new();
     if settings.dns.listen != first.dns.listen || settings.admin.listen != first.admin.listen {
         notes.push("listen addresses changed: they take effect at the next restart".to_string());
+    }
+    if settings.dns.xdp != first.dns.xdp {
+        notes.push("dns.xdp changed: it takes effect at the next restart".to_string());
     }
     if settings.admin.state_dir != first.admin.state_dir {
         notes.push("admin.state_dir changed: it takes effect at the next restart".to_string());

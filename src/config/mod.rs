@@ -314,6 +314,8 @@ pub struct DnsSettings {
     pub client_regions: Vec<(ipnet::IpNet, Region)>,
     /// Networks allowed to transfer the zones (AXFR/IXFR over TCP); empty: nobody.
     pub allow_transfer: Vec<ipnet::IpNet>,
+    /// Interfaces whose UDP queries are served over AF_XDP (Linux); empty: sockets only.
+    pub xdp: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -119,6 +119,7 @@ pub struct RawDns {
     pub zones_dir: Option<String>,
     pub client_regions: Option<BTreeMap<String, String>>,
     pub allow_transfer: Option<Vec<String>>,
+    pub xdp: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -379,11 +379,31 @@ fn validate_dns(raw: &RawConfig, base: &Path, regions: &[Region], p: &mut Proble
             ),
         }
     }
+    let mut xdp = Vec::new();
+    for (i, name) in raw.dns.xdp.iter().flatten().enumerate() {
+        let path = format!("dns.xdp[{i}]");
+        if !cfg!(target_os = "linux") {
+            p.add(path, "AF_XDP is only available on Linux; remove dns.xdp");
+        } else if name.is_empty()
+            || name.len() > 15
+            || name.contains(|c: char| c == '/' || c.is_whitespace())
+        {
+            p.add(
+                path,
+                format!("{name:?} is not a network interface name (as `ip link` lists them)"),
+            );
+        } else if xdp.contains(name) {
+            p.add(path, format!("{name:?} is listed twice"));
+        } else {
+            xdp.push(name.clone());
+        }
+    }
     DnsSettings {
         listen,
         zones_dir,
         client_regions,
         allow_transfer,
+        xdp,
     }
 }
 

@@ -10,6 +10,8 @@ pub mod harness;
 pub mod query;
 pub mod server;
 pub mod udp;
+#[cfg(target_os = "linux")]
+pub mod xdp;
 pub mod zones;
 
 use std::sync::Arc;

@@ -181,6 +181,10 @@ impl Frontend {
         (&self.state, &self.snapshot)
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// What the full path counted for the response to `request`, when that response may be
     /// replayed from the answer cache: not for answers that vary from query to query
     /// (weighted) or by client (latency), nor for SERVFAIL.
@@ -579,10 +583,13 @@ fn annotate(e: io::Error, proto: &str, addr: &SocketAddr) -> io::Error {
     io::Error::new(e.kind(), format!("cannot bind DNS {proto} {addr}: {e}"))
 }
 
-/// The running DNS server: hickory's for TCP, our threads for UDP.
+/// The running DNS server: hickory's for TCP, our threads for UDP (sockets, and AF_XDP on
+/// the interfaces `dns.xdp` lists).
 pub struct DnsServer {
     tcp: Server<Frontend>,
     udp: super::udp::UdpServer,
+    #[cfg(target_os = "linux")]
+    xdp: Option<super::xdp::XdpServer>,
 }
 
 impl DnsServer {
@@ -591,23 +598,57 @@ impl DnsServer {
         if let Err(error) = self.tcp.shutdown_gracefully().await {
             tracing::warn!(%error, "DNS TCP server stopped with an error");
         }
+        #[cfg(target_os = "linux")]
+        let xdp = self.xdp.take();
         let udp = self.udp;
-        let _ = tokio::task::spawn_blocking(move || udp.stop()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            #[cfg(target_os = "linux")]
+            drop(xdp);
+            udp.stop();
+        })
+        .await;
     }
 }
 
-/// Starts serving (from within the runtime that runs the full request path).
-pub fn serve(frontend: Frontend, bound: Bound) -> io::Result<DnsServer> {
+/// Starts serving (from within the runtime that runs the full request path); UDP to the
+/// bound addresses arriving on the interfaces in `xdp` is served over AF_XDP (Linux).
+pub fn serve(frontend: Frontend, bound: Bound, xdp: &[String]) -> io::Result<DnsServer> {
+    let listen = bound.addresses();
     let mut tcp = Server::new(frontend.clone());
     let mut udp_sockets = Vec::new();
+    let mut first_sockets = Vec::new();
     for (udp, listener) in bound.sockets {
+        if let Some(first) = udp.first() {
+            first_sockets.push(first.try_clone()?);
+        }
         udp_sockets.extend(udp);
         tcp.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
     }
-    let udp = super::udp::UdpServer::start(
-        udp_sockets,
-        super::udp::UdpAnswerer::new(frontend),
-        tokio::runtime::Handle::current(),
-    )?;
-    Ok(DnsServer { tcp, udp })
+    let answerer = super::udp::UdpAnswerer::new(frontend);
+    let runtime = tokio::runtime::Handle::current();
+    let udp = super::udp::UdpServer::start(udp_sockets, answerer.clone(), runtime.clone())?;
+    #[cfg(target_os = "linux")]
+    let xdp = match xdp {
+        [] => None,
+        interfaces => Some(super::xdp::XdpServer::start(
+            interfaces,
+            &listen,
+            &first_sockets,
+            &answerer,
+            &runtime,
+        )?),
+    };
+    #[cfg(not(target_os = "linux"))]
+    if !xdp.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "dns.xdp: AF_XDP is only available on Linux",
+        ));
+    }
+    Ok(DnsServer {
+        tcp,
+        udp,
+        #[cfg(target_os = "linux")]
+        xdp,
+    })
 }

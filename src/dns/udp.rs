@@ -49,6 +49,10 @@ impl UdpAnswerer {
         Self { frontend }
     }
 
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        self.frontend.metrics()
+    }
+
     /// The full request path for one packet from `src`, as hickory's UDP server runs it: no
     /// reply to fewer than 12 bytes or to a response, FORMERR to an undecodable request.
     pub async fn full(&self, packet: &[u8], src: SocketAddr) -> Option<FullAnswer> {
@@ -91,6 +95,38 @@ impl UdpAnswerer {
             replay: frontend.replay_counters(&request, info.response_code),
             response,
         })
+    }
+
+    /// Writes the response to one query from `src` into `out`: from the cache, else through
+    /// the full path on `runtime` (and cached when it may be replayed). False: no reply.
+    pub fn respond(
+        &self,
+        cache: &mut ThreadCache,
+        runtime: &tokio::runtime::Handle,
+        packet: &[u8],
+        src: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if self.cached(cache, packet, out) {
+            return true;
+        }
+        // A panic in the request path must not stop the serving thread: the kernel keeps
+        // sending it its share of the clients.
+        let full = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(self.full(packet, src))
+        }));
+        match full {
+            Ok(Some(full)) => {
+                *out = self.remember(cache, packet, full);
+                true
+            }
+            Ok(None) => false,
+            Err(_) => {
+                tracing::error!(%src, "the request path panicked; no reply");
+                *cache = ThreadCache::default();
+                false
+            }
+        }
     }
 
     /// Writes the cached response into `out`; false on a miss. Empties the cache first when
@@ -281,24 +317,9 @@ fn serve(
             if src.port() == 0 || src.ip().is_unspecified() {
                 continue;
             }
-            let out = &mut answers[i];
-            if !answerer.cached(&mut cache, packet, out) {
-                // A panic in the request path must not stop this socket: the kernel keeps
-                // sending it its share of the clients.
-                let full = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    runtime.block_on(answerer.full(packet, src))
-                }));
-                match full {
-                    Ok(Some(full)) => *out = answerer.remember(&mut cache, packet, full),
-                    Ok(None) => continue,
-                    Err(_) => {
-                        tracing::error!(%src, "the request path panicked; no reply");
-                        cache = ThreadCache::default();
-                        continue;
-                    }
-                }
+            if answerer.respond(&mut cache, runtime, packet, src, &mut answers[i]) {
+                replies.push((i, src));
             }
-            replies.push((i, src));
         }
         sender.send(socket, &answers, &replies);
     }

@@ -11,3 +11,4 @@ mod multi_region;
 mod ops;
 mod route53;
 mod support;
+mod xdp;
