@@ -3,11 +3,15 @@
 # loopback. Each server is pinned to CPU 0 and dnsperf to CPU 1; the figure that compares
 # servers is queries per second per server CPU-second (dnsperf saturates its own core first).
 # Latency percentiles come from a second, rate-limited run with dnsperf's per-query report.
+# vantage runs twice: with its UDP sockets, and with `dns.xdp = ["lo"]` (AF_XDP), the latter
+# last and alone, since its XDP program on lo sees every loopback packet while attached.
 #
 #   bash tests/bench/dns.sh [seconds per run, default 10]
 #
 # Installs dnsperf, gdnsd, knot and nsd from Debian's packages if missing (needs root), builds
 # vantage in release mode, and prints a Markdown table. Loopback only; stops by itself.
+# For the AF_XDP run it sets net.ipv4.conf.lo.route_localnet and accept_local to 1 (IPv4
+# replies injected on lo are martians otherwise) and restores them at exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION="${1:-10}"
@@ -31,8 +35,12 @@ descendants() { # pid: the pid and every process below it (NSD serves from forke
     echo "$1"
     for p in $(pgrep -P "$1" || true); do descendants "$p"; done
 }
+SYSCTLS=(net.ipv4.conf.lo.route_localnet net.ipv4.conf.lo.accept_local)
+SAVED=()
+for key in "${SYSCTLS[@]}"; do SAVED+=("$(sysctl -n "$key")"); done
 cleanup() {
-    local all=()
+    local all=() i
+    for i in "${!SYSCTLS[@]}"; do sysctl -qw "${SYSCTLS[$i]}=${SAVED[$i]}" || true; done
     for pid in "${PIDS[@]}"; do all+=($(descendants "$pid")); done
     for pid in "${all[@]}"; do kill "$pid" 2>/dev/null || true; done
     rm -rf "$WORK"
@@ -75,6 +83,9 @@ name = "www.example.com"
 ttl = 3600
 endpoints = [{ address = "192.0.2.10", check_address = "127.0.0.1" }]
 TOML
+
+sed -e 's/15310/15312/; s/15311/15313/; s/^zones_dir = .*/&\nxdp = ["lo"]/' \
+    -e "s|$WORK/state|$WORK/state-xdp|" "$WORK/vantage.toml" > "$WORK/vantage-xdp.toml"
 
 cat > "$WORK/gdnsd/config" <<CONF
 options => { listen => [ 127.0.0.1:15320 ], zones_default_ttl => 3600 }
@@ -194,3 +205,13 @@ run "gdnsd static" "$G" 15320 "$WORK/q-static"
 run "gdnsd (www static)" "$G" 15320 "$WORK/q-managed"
 run "knot static" "$K" 15330 "$WORK/q-static"
 run "nsd static" "$N" 15340 "$WORK/q-static"
+
+for key in "${SYSCTLS[@]}"; do sysctl -qw "$key=1"; done
+start "vantage-xdp" 15312 "$VANTAGE" dns --config "$WORK/vantage-xdp.toml"
+X=$STARTED
+for _ in $(seq 1 100); do
+    curl -sf http://127.0.0.1:15313/readyz >/dev/null && break
+    sleep 0.1
+done
+run "vantage static, AF_XDP" "$X" 15312 "$WORK/q-static"
+run "vantage managed, AF_XDP" "$X" 15312 "$WORK/q-managed"

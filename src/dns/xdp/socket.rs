@@ -124,6 +124,12 @@ impl<T: Copy> Ring<T> {
         }
     }
 
+    /// How many published entries the other side has not taken yet.
+    fn unconsumed(&self) -> u32 {
+        let head = self.producer().load(Ordering::Relaxed);
+        head.wrapping_sub(self.consumer().load(Ordering::Acquire))
+    }
+
     // As the consumer (receive and completion rings).
 
     /// How many entries are ready.
@@ -340,14 +346,18 @@ impl XskSocket {
         let _ = self.fill.put(&mut self.fill_pending, frame);
     }
 
-    /// Publishes the frames queued for transmission and recycled, asks the kernel to send,
-    /// and recycles the frames it has finished sending.
+    /// Publishes the frames queued for transmission and recycled, asks the kernel to send
+    /// them all, and recycles the frames it has finished sending.
     pub fn flush(&mut self) {
-        let sending = self.tx_pending > 0;
         self.tx.publish(&mut self.tx_pending);
-        if sending {
+        // The kernel sends a bounded batch per call (and says EAGAIN): call until it has taken
+        // every frame, so that no reply waits for the next query to be sent.
+        for _ in 0..FRAMES {
+            if self.tx.unconsumed() == 0 {
+                break;
+            }
             // SAFETY: a zero-length send on our socket only kicks transmission.
-            unsafe {
+            let ret = unsafe {
                 libc::sendto(
                     self.fd.as_raw_fd(),
                     std::ptr::null(),
@@ -357,6 +367,16 @@ impl XskSocket {
                     0,
                 )
             };
+            if ret < 0 {
+                let error = io::Error::last_os_error();
+                if !matches!(
+                    error.raw_os_error(),
+                    Some(libc::EAGAIN | libc::EBUSY | libc::EINTR)
+                ) {
+                    tracing::debug!(%error, "AF_XDP transmit failed");
+                    break;
+                }
+            }
         }
         let done = self.completion.ready();
         for i in 0..done {
