@@ -249,6 +249,33 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any bytes: parsing never panics, and a parsed datagram's reply parses back to the
+        /// same ends, swapped, with a valid checksum.
+        #[test]
+        fn any_frame_parses_or_is_refused(
+            mut bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            v6 in proptest::bool::ANY,
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..100),
+        ) {
+            // Half the cases start as a plausible header, so that the checks past it run.
+            if bytes.len() > 14 && bytes[0] & 1 == 0 {
+                bytes[12..14].copy_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
+                if !v6 {
+                    bytes[14] = 0x45;
+                }
+            }
+            if let Some(query) = parse(&bytes) {
+                let mut frame = bytes.clone();
+                frame.resize(headers(query.source.ip()) + payload.len(), 0);
+                let len = reply(&mut frame, &query, &payload).expect("sized to fit");
+                let back = parse(&frame[..len]).expect("the reply parses");
+                proptest::prop_assert_eq!((back.source, back.destination), (query.destination, query.source));
+                proptest::prop_assert!(verifies(&frame[..len], &back));
+            }
+        }
+    }
+
     #[test]
     fn refuses_what_is_not_a_plain_udp_datagram() {
         let client: SocketAddr = "192.0.2.7:40000".parse().unwrap();
