@@ -613,7 +613,6 @@ impl DnsServer {
 /// Starts serving (from within the runtime that runs the full request path); UDP to the
 /// bound addresses arriving on the interfaces in `xdp` is served over AF_XDP (Linux).
 pub fn serve(frontend: Frontend, bound: Bound, xdp: &[String]) -> io::Result<DnsServer> {
-    let listen = bound.addresses();
     let mut tcp = Server::new(frontend.clone());
     let mut udp_sockets = Vec::new();
     let mut first_sockets = Vec::new();
@@ -632,7 +631,6 @@ pub fn serve(frontend: Frontend, bound: Bound, xdp: &[String]) -> io::Result<Dns
         [] => None,
         interfaces => Some(super::xdp::XdpServer::start(
             interfaces,
-            &listen,
             &first_sockets,
             &answerer,
             &runtime,

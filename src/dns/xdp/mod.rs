@@ -11,7 +11,7 @@ mod socket;
 use std::{
     io,
     net::{SocketAddr, UdpSocket},
-    os::fd::OwnedFd,
+    os::fd::{AsRawFd, OwnedFd},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -102,23 +102,26 @@ impl Interface {
 struct Serving {
     interface: String,
     max_frame: usize,
-    /// The UDP sockets of the listen addresses, for replies too big for a frame or the link.
-    sockets: Vec<UdpSocket>,
+    /// The UDP socket of each listen address, for replies too big for a frame or the link.
+    sockets: Vec<(SocketAddr, UdpSocket)>,
     answerer: UdpAnswerer,
     runtime: tokio::runtime::Handle,
     stop: Arc<AtomicBool>,
 }
 
 impl XdpServer {
-    /// Attaches to every interface in `interfaces`, taking the UDP packets for `listen`;
-    /// `sockets` are the bound UDP sockets of those addresses.
+    /// Attaches to every interface in `interfaces`, taking the UDP packets for the addresses
+    /// `sockets` (one bound UDP socket per listen address) are bound to.
     pub fn start(
         interfaces: &[String],
-        listen: &[SocketAddr],
         sockets: &[UdpSocket],
         answerer: &UdpAnswerer,
         runtime: &tokio::runtime::Handle,
     ) -> io::Result<Self> {
+        let listen: Vec<SocketAddr> = sockets
+            .iter()
+            .map(UdpSocket::local_addr)
+            .collect::<io::Result<_>>()?;
         // Built first, so that what was started so far stops if a later step fails.
         let mut server = Self {
             stop: Arc::new(AtomicBool::new(false)),
@@ -153,9 +156,10 @@ impl XdpServer {
                 let serving = Serving {
                     interface: interface.name.clone(),
                     max_frame: interface.max_frame,
-                    sockets: sockets
+                    sockets: listen
                         .iter()
-                        .map(UdpSocket::try_clone)
+                        .zip(sockets)
+                        .map(|(a, s)| Ok((*a, s.try_clone()?)))
                         .collect::<io::Result<_>>()?,
                     answerer: answerer.clone(),
                     runtime: runtime.clone(),
@@ -167,7 +171,7 @@ impl XdpServer {
                         .spawn(move || serving.serve(socket))?,
                 );
             }
-            let program = program::load(&program::assemble(listen, map_fd(&map)))
+            let program = program::load(&program::assemble(&listen, map.as_raw_fd()))
                 .map_err(|e| context("cannot load the XDP program", e))?;
             let link = program::attach(&program, interface.index)
                 .map_err(|e| context("cannot attach the XDP program", e))?;
@@ -201,11 +205,6 @@ impl Drop for XdpServer {
     fn drop(&mut self) {
         self.halt();
     }
-}
-
-fn map_fd(map: &OwnedFd) -> i32 {
-    use std::os::fd::AsRawFd;
-    map.as_raw_fd()
 }
 
 /// What became of one packet.
@@ -277,9 +276,8 @@ impl Serving {
         }
         socket.recycle(received.addr);
         let local = datagram.destination;
-        let by = self.sockets.iter().find(|s| {
-            s.local_addr()
-                .is_ok_and(|a| a == local || (a.port() == local.port() && a.ip().is_unspecified()))
+        let by = self.sockets.iter().find_map(|(a, s)| {
+            (*a == local || (a.port() == local.port() && a.ip().is_unspecified())).then_some(s)
         });
         match by.map(|s| s.send_to(answer, client)) {
             Some(Ok(_)) => Outcome::RepliedBySocket,
