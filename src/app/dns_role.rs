@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use arc_swap::ArcSwap;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -42,9 +42,7 @@ pub async fn run(
     };
 
     let mut aggregation = start_aggregation(&settings, &metrics, true, &shutdown, &mut tasks)?;
-    let state = Arc::new(ArcSwap::from_pointee(
-        DnsState::new(&settings, zones, &aggregation.published).map_err(|e| anyhow!("{e}"))?,
-    ));
+    let state = Arc::new(ArcSwap::from_pointee(DnsState::new(&settings, zones)));
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     serve_admin(
         admin_listener,
@@ -127,8 +125,7 @@ fn reload(
         }
     );
     let settings = Arc::new(settings);
-    let next =
-        DnsState::new(&settings, zones, &aggregation.published).map_err(|e| vec![e.to_string()])?;
+    let next = DnsState::new(&settings, zones);
     aggregation
         .replace(settings, metrics, shutdown, tasks)
         .map_err(|e| vec![format!("{e:#}")])?;

@@ -37,6 +37,8 @@ pub mod defaults {
     pub const HTTP_PATH: &str = "/";
     pub const EXPECT_STATUS: [u16; 1] = [200];
     pub const DNS_LISTEN: &str = "0.0.0.0:53";
+    /// The largest UDP response (RFC 6891 section 6.2.5; Knot and NSD use 1232 too).
+    pub const MAX_UDP_PAYLOAD: u16 = 1232;
     pub const ZONES_DIR: &str = "zones";
     pub const ADMIN_LISTEN: &str = "127.0.0.1:8053";
     pub const STATE_DIR: &str = "state";
@@ -316,6 +318,11 @@ pub struct DnsSettings {
     pub allow_transfer: Vec<ipnet::IpNet>,
     /// Interfaces whose UDP queries are served over AF_XDP (Linux); empty: sockets only.
     pub xdp: Vec<String>,
+    /// The largest UDP response, whatever the client offers (RFC 6891 section 6.2.5; 1232
+    /// like Knot and NSD, to avoid IP fragmentation).
+    pub max_udp_payload: u16,
+    /// Leave out the optional additional records (addresses of NS, MX, SRV targets).
+    pub minimal_responses: bool,
 }
 
 #[derive(Debug, Clone)]

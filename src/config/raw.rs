@@ -120,6 +120,8 @@ pub struct RawDns {
     pub client_regions: Option<BTreeMap<String, String>>,
     pub allow_transfer: Option<Vec<String>>,
     pub xdp: Option<Vec<String>>,
+    pub max_udp_payload: Option<u16>,
+    pub minimal_responses: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -398,12 +398,21 @@ fn validate_dns(raw: &RawConfig, base: &Path, regions: &[Region], p: &mut Proble
             xdp.push(name.clone());
         }
     }
+    let max_udp_payload = raw.dns.max_udp_payload.unwrap_or(defaults::MAX_UDP_PAYLOAD);
+    if max_udp_payload < 512 {
+        p.add(
+            "dns.max_udp_payload",
+            format!("{max_udp_payload} is below 512, the size every DNS client accepts (RFC 1035)"),
+        );
+    }
     DnsSettings {
         listen,
         zones_dir,
         client_regions,
         allow_transfer,
         xdp,
+        max_udp_payload: max_udp_payload.max(512),
+        minimal_responses: raw.dns.minimal_responses.unwrap_or(false),
     }
 }
 

@@ -3,12 +3,9 @@
 
 use std::net::IpAddr;
 
-use hickory_proto::{
-    op::Edns,
-    rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption},
-};
-use hickory_server::server::Request;
 use ipnet::IpNet;
+
+use super::wire::ClientSubnet;
 
 use crate::model::Region;
 
@@ -33,11 +30,12 @@ impl ClientRegions {
         Self { table }
     }
 
-    pub fn locate(&self, request: &Request) -> Located {
-        match request.edns.as_ref().and_then(subnet) {
+    /// The region of a client at `source` that sent `ecs`, if any.
+    pub fn locate(&self, source: IpAddr, ecs: Option<ClientSubnet>) -> Located {
+        match ecs {
             Some(ecs) => self.locate_subnet(ecs),
             None => Located {
-                region: self.region_of(IpNet::from(request.src().ip())),
+                region: self.region_of(IpNet::from(source)),
                 subnet: None,
                 scope: 0,
             },
@@ -45,10 +43,10 @@ impl ClientRegions {
     }
 
     fn locate_subnet(&self, ecs: ClientSubnet) -> Located {
-        let source = ecs.source_prefix();
+        let source = ecs.source_prefix;
         // A source prefix of 0 asks us not to use the client's address.
         let network = (source > 0)
-            .then(|| IpNet::new(ecs.addr(), source).ok().map(|n| n.trunc()))
+            .then(|| IpNet::new(ecs.addr, source).ok().map(|n| n.trunc()))
             .flatten();
         let Some(network) = network else {
             return Located {
@@ -93,13 +91,6 @@ impl ClientRegions {
     }
 }
 
-fn subnet(edns: &Edns) -> Option<ClientSubnet> {
-    match edns.option(EdnsCode::Subnet) {
-        Some(EdnsOption::Subnet(s)) => Some(*s),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,7 +110,11 @@ mod tests {
     }
 
     fn ecs(addr: &str, prefix: u8) -> Located {
-        table().locate_subnet(ClientSubnet::new(addr.parse().expect("ip"), prefix, 0))
+        table().locate_subnet(ClientSubnet {
+            addr: addr.parse().expect("ip"),
+            source_prefix: prefix,
+            scope_prefix: 0,
+        })
     }
 
     #[test]

@@ -1,73 +1,24 @@
 //! Authoritative DNS: static zones from files plus managed records from the snapshot.
 //!
-//! hickory types stay inside this module. `zones` loads files, `handler` answers one zone,
-//! `server` is the UDP/TCP front end.
+//! `zones` loads files into `zone` stores; `answer` decides what a question gets (pure);
+//! `wire` parses queries and writes responses; `server` is the one request path that UDP
+//! (`udp`, with its `answer_cache`), AF_XDP (`xdp`), TCP and the `harness` call.
 
+pub mod answer;
 pub mod answer_cache;
 pub mod client;
-pub mod handler;
 pub mod harness;
 pub mod query;
 pub mod server;
 pub mod udp;
+pub mod wire;
 #[cfg(target_os = "linux")]
 pub mod xdp;
+pub mod zone;
 pub mod zones;
 
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
-use hickory_proto::rr::{LowerName, Name, RecordType};
-use hickory_server::{
-    store::in_memory::InMemoryZoneHandler,
-    zone_handler::{AxfrPolicy, Catalog, ZoneType},
-};
-
-use crate::{config::Problem, config::Settings, snapshot::Snapshot};
+use crate::{config::Problem, config::Settings};
 pub use zones::{ZoneError, ZoneFile};
-
-/// The managed record kinds a query type asks for (RFC 8482: ANY gets the addresses).
-pub(crate) fn managed_kinds(rtype: RecordType) -> &'static [crate::config::RecordKind] {
-    use crate::config::RecordKind;
-    match rtype {
-        RecordType::A => &[RecordKind::A],
-        RecordType::AAAA => &[RecordKind::Aaaa],
-        RecordType::ANY => &[RecordKind::A, RecordKind::Aaaa],
-        _ => &[],
-    }
-}
-
-/// Builds the catalog of every zone, each answering its managed names from `snapshot`.
-pub fn catalog(
-    zones: Vec<ZoneFile>,
-    snapshot: &Arc<ArcSwap<Snapshot>>,
-    clients: &Arc<client::ClientRegions>,
-) -> Result<Catalog, ZoneError> {
-    let mut catalog = Catalog::new();
-    for zone in zones {
-        let file = zone.path.display().to_string();
-        let origin = LowerName::new(&zone.origin);
-        let static_names = zone.records.keys().map(|k| k.name.clone()).collect();
-        let handler = InMemoryZoneHandler::new(
-            zone.origin,
-            zone.records,
-            ZoneType::Primary,
-            // Who may transfer is decided by the front end (dns.allow_transfer).
-            AxfrPolicy::AllowAll,
-        )
-        .map_err(|message| ZoneError::Content { file, message })?;
-        catalog.upsert(
-            origin,
-            vec![Arc::new(handler::ManagedZone::new(
-                handler,
-                static_names,
-                snapshot.clone(),
-                clients.clone(),
-            ))],
-        );
-    }
-    Ok(catalog)
-}
 
 /// Problems between managed records and zone files: a record outside every zone, below a
 /// delegation, or at a name that holds a static CNAME.
@@ -75,21 +26,20 @@ pub fn check_records(settings: &Settings, zones: &[ZoneFile]) -> Vec<Problem> {
     let mut problems = Vec::new();
     for (i, record) in settings.records.iter().enumerate() {
         let path = format!("record[{i}].name");
-        let Ok(name) = Name::from_ascii(&record.name) else {
+        let Some(lower) = wire::from_dotted(&record.name.to_ascii_lowercase()) else {
             problems.push(Problem {
                 path,
                 message: format!("{} is not a DNS name", record.name),
             });
             continue;
         };
-        let lower = LowerName::new(&name);
         // The most specific zone containing the name.
         let Some(zone) = zones
             .iter()
             .filter(|z| z.contains(&lower))
-            .max_by_key(|z| z.origin.num_labels())
+            .max_by_key(|z| z.zone.origin().len())
         else {
-            let known: Vec<String> = zones.iter().map(|z| z.origin.to_string()).collect();
+            let known: Vec<String> = zones.iter().map(|z| z.origin.clone()).collect();
             problems.push(Problem {
                 path,
                 message: format!(
@@ -104,7 +54,7 @@ pub fn check_records(settings: &Settings, zones: &[ZoneFile]) -> Vec<Problem> {
             });
             continue;
         };
-        if zone.types_at(&lower).contains(&RecordType::CNAME) {
+        if zone.types_at(&lower).contains(&wire::TYPE_CNAME) {
             problems.push(Problem {
                 path: path.clone(),
                 message: format!(
@@ -115,8 +65,8 @@ pub fn check_records(settings: &Settings, zones: &[ZoneFile]) -> Vec<Problem> {
             });
         }
         let static_type = match record.kind {
-            crate::config::RecordKind::A => RecordType::A,
-            crate::config::RecordKind::Aaaa => RecordType::AAAA,
+            crate::config::RecordKind::A => wire::TYPE_A,
+            crate::config::RecordKind::Aaaa => wire::TYPE_AAAA,
         };
         if zone.types_at(&lower).contains(&static_type) {
             problems.push(Problem {
@@ -129,21 +79,16 @@ pub fn check_records(settings: &Settings, zones: &[ZoneFile]) -> Vec<Problem> {
                 ),
             });
         }
-        let apex = LowerName::new(&zone.origin);
-        let mut ancestor = lower.clone();
-        while ancestor != apex && !ancestor.is_root() {
-            if zone.types_at(&ancestor).contains(&RecordType::NS) {
-                problems.push(Problem {
-                    path: path.clone(),
-                    message: format!(
-                        "{} is below the delegation {ancestor} in {}",
-                        record.name,
-                        zone.path.display()
-                    ),
-                });
-                break;
-            }
-            ancestor = ancestor.base_name();
+        if let Some(cut) = zone.zone.cut_above(&lower) {
+            problems.push(Problem {
+                path: path.clone(),
+                message: format!(
+                    "{} is below the delegation {} in {}",
+                    record.name,
+                    wire::to_text(cut),
+                    zone.path.display()
+                ),
+            });
         }
     }
     problems

@@ -62,7 +62,7 @@ pub async fn addresses(
         .await
         .map_err(|_| format!("no reply from {server} within {timeout:?}"))??;
     Ok(Reply {
-        rcode: super::server::rcode_name(reply.metadata.response_code).to_string(),
+        rcode: super::server::rcode_name(u16::from(reply.metadata.response_code)).to_string(),
         addresses: answer_addresses(&reply),
     })
 }

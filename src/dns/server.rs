@@ -1,159 +1,86 @@
-//! The DNS front end: UDP and TCP listeners, the not-ready gate, and response metrics,
-//! around hickory's `Catalog` of our zones.
+//! The DNS front end: one transport-neutral request path (parse, answer, write) that the UDP
+//! threads, the AF_XDP path, the TCP listener and the harness all call, with the not-ready
+//! gate, zone transfers, EDNS and response metrics.
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
-use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{
-    LowerName, Record, RecordType,
-    rdata::opt::{ClientSubnet, EdnsOption},
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
 };
-use hickory_proto::serialize::binary::BinDecoder;
-use hickory_server::{
-    Server,
-    net::{NetError, runtime::Time},
-    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
-    zone_handler::{Catalog, MessageResponse, MessageResponseBuilder, Queries},
-};
-use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-use super::client::ClientRegions;
-use crate::{
-    config::RecordKind,
-    metrics::Metrics,
-    snapshot::{Answer, Snapshot},
+use super::{
+    answer::{Catalog, Question, Reply, Set},
+    client::ClientRegions,
+    wire::{self, OptOut, Parsed, Section, Writer},
 };
+use crate::{config::RecordKind, metrics::Metrics, snapshot::Snapshot};
 
 /// Idle TCP connections are closed after this long.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-const TCP_RESPONSE_BUFFER: usize = 64;
+/// A started TCP message must be read, or a response written, within this long.
+const TCP_IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// TCP connections served at once; more are closed at accept.
+const TCP_MAX_CLIENTS: usize = 256;
+/// The largest message over TCP (RFC 1035 section 4.2.2).
+const TCP_MAX_MESSAGE: usize = 65_535;
+/// Bytes of records per message of a zone transfer.
+const TRANSFER_MESSAGE: usize = 16_384;
 
-/// What the DNS server answers from, replaced whole on reload: the catalog of zones and the
-/// client-region table.
+/// The transport a request came over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// What the DNS server answers from, replaced whole on reload: the zones with their managed
+/// names, the client-region table and the answering options.
 pub struct DnsState {
     pub catalog: Catalog,
     pub clients: Arc<ClientRegions>,
-    /// Zone cuts below our zones (NS records not at an apex), answered with referrals.
-    delegations: Vec<Delegation>,
     /// Networks allowed to transfer the zones over TCP.
     allow_transfer: Vec<ipnet::IpNet>,
+    max_udp_payload: u16,
+    minimal: bool,
 }
 
-/// A zone cut: the delegated name, its NS records and the glue we hold for them.
-struct Delegation {
-    cut: LowerName,
-    ns: Vec<Record>,
-    glue: Vec<Record>,
-}
-
-fn delegations(zones: &[super::ZoneFile]) -> Vec<Delegation> {
-    let mut out = Vec::new();
-    for zone in zones {
-        let apex = LowerName::new(&zone.origin);
-        for (key, set) in &zone.records {
-            if key.record_type != RecordType::NS || key.name == apex {
-                continue;
-            }
-            let ns: Vec<Record> = set.records_without_rrsigs().cloned().collect();
-            let glue: Vec<Record> = ns
-                .iter()
-                .filter_map(|r| match &r.data {
-                    hickory_proto::rr::RData::NS(target) => Some(LowerName::new(&target.0)),
-                    _ => None,
-                })
-                .flat_map(|target| {
-                    zone.records
-                        .iter()
-                        .filter(move |(k, _)| {
-                            k.name == target
-                                && matches!(k.record_type, RecordType::A | RecordType::AAAA)
-                        })
-                        .flat_map(|(_, s)| s.records_without_rrsigs().cloned().collect::<Vec<_>>())
-                })
-                .collect();
-            out.push(Delegation {
-                cut: key.name.clone(),
-                ns,
-                glue,
-            });
-        }
-    }
-    out
-}
-
-/// What the front end needs to know of a query, worked out once per request.
-struct Query {
-    /// Lower-case, fully qualified; empty when the request has no single question.
-    name: String,
-    lower: Option<LowerName>,
-    rtype: RecordType,
-    /// A plain EDNS-0 query; anything else goes through the catalog's protocol checks.
-    plain: bool,
-}
-
-impl Query {
-    fn of(request: &Request) -> Self {
-        let info = request.request_info().ok();
+impl DnsState {
+    pub fn new(settings: &crate::config::Settings, zones: Vec<super::ZoneFile>) -> Self {
         Self {
-            name: info
-                .as_ref()
-                .map(|i| i.query.name().to_string())
-                .unwrap_or_default(),
-            lower: info.as_ref().map(|i| i.query.name().clone()),
-            rtype: info
-                .as_ref()
-                .map_or(RecordType::NULL, |i| i.query.query_type()),
-            plain: info.is_some()
-                && request.metadata.message_type == MessageType::Query
-                && request.metadata.op_code == OpCode::Query
-                && request.edns.as_ref().is_none_or(|e| e.version() == 0),
-        }
-    }
-}
-
-impl DnsState {
-    /// A zone transfer (AXFR, IXFR) this client may not have: only over TCP, only from
-    /// `dns.allow_transfer`.
-    fn transfer_refused(&self, request: &Request, query: &Query) -> bool {
-        matches!(query.rtype, RecordType::AXFR | RecordType::IXFR)
-            && (request.protocol() != hickory_server::net::xfer::Protocol::Tcp
-                || !self
-                    .allow_transfer
-                    .iter()
-                    .any(|net| net.contains(&request.src().ip())))
-    }
-
-    /// The delegation covering a query, if the name is at or below a zone cut (DS queries
-    /// are answered by the parent, i.e. us).
-    fn referral(&self, query: &Query) -> Option<&Delegation> {
-        let name = query.lower.as_ref()?;
-        if !query.plain || query.rtype == RecordType::DS {
-            return None;
-        }
-        self.delegations
-            .iter()
-            .filter(|d| d.cut.zone_of(name))
-            .max_by_key(|d| d.cut.num_labels())
-    }
-}
-
-impl DnsState {
-    pub fn new(
-        settings: &crate::config::Settings,
-        zones: Vec<super::ZoneFile>,
-        snapshot: &Arc<ArcSwap<Snapshot>>,
-    ) -> Result<Self, super::ZoneError> {
-        let clients = Arc::new(ClientRegions::new(settings.dns.client_regions.clone()));
-        let delegations = delegations(&zones);
-        let catalog = super::catalog(zones, snapshot, &clients)?;
-        Ok(Self {
-            catalog,
-            clients,
-            delegations,
+            catalog: Catalog::new(
+                zones.into_iter().map(|z| z.zone).collect(),
+                &settings.records,
+            ),
+            clients: Arc::new(ClientRegions::new(settings.dns.client_regions.clone())),
             allow_transfer: settings.dns.allow_transfer.clone(),
-        })
+            max_udp_payload: settings.dns.max_udp_payload,
+            minimal: settings.dns.minimal_responses,
+        }
     }
+
+    /// A zone transfer this client may have: over TCP, from `dns.allow_transfer`.
+    fn transfer_allowed(&self, transport: Transport, src: SocketAddr) -> bool {
+        transport == Transport::Tcp && self.allow_transfer.iter().any(|n| n.contains(&src.ip()))
+    }
+}
+
+/// The response of the full path to one packet, and what replaying it counts (None: not to
+/// be replayed from a cache).
+pub struct FullAnswer {
+    pub response: Vec<u8>,
+    pub replay: Option<Vec<prometheus::IntCounter>>,
 }
 
 #[derive(Clone)]
@@ -161,6 +88,11 @@ pub struct Frontend {
     state: Arc<ArcSwap<DnsState>>,
     snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
+}
+
+/// Header flags of a response to `q`: QR, the opcode, RD and CD copied.
+fn response_flags(opcode: u8, rd: bool, cd: bool) -> u16 {
+    0x8000 | (u16::from(opcode & 0x0f) << 11) | (u16::from(rd) << 8) | (u16::from(cd) << 4)
 }
 
 impl Frontend {
@@ -185,315 +117,319 @@ impl Frontend {
         &self.metrics
     }
 
-    /// What the full path counted for the response to `request`, when that response may be
-    /// replayed from the answer cache: not for answers that vary from query to query
-    /// (weighted) or by client (latency), nor for SERVFAIL.
-    pub fn replay_counters(
+    /// The full path for one UDP packet from `src`; None: no reply (too short, a response).
+    pub fn respond_udp(&self, packet: &[u8], src: SocketAddr) -> Option<FullAnswer> {
+        let mut out = Vec::new();
+        let replay = self.respond(packet, src, Transport::Udp, &mut |m| out.push(m))?;
+        out.pop().map(|response| FullAnswer { response, replay })
+    }
+
+    /// The full path for one TCP message from `src`: every message to send back (several
+    /// for a zone transfer).
+    pub fn respond_tcp(&self, packet: &[u8], src: SocketAddr) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        self.respond(packet, src, Transport::Tcp, &mut |m| out.push(m));
+        out
+    }
+
+    /// Answers one request, handing each response message to `send`; returns what replaying
+    /// the response counts when it may be replayed (None also when nothing was sent).
+    fn respond(
         &self,
-        request: &Request,
-        rcode: ResponseCode,
-    ) -> Option<Vec<prometheus::IntCounter>> {
-        let query = Query::of(request);
+        packet: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+        send: &mut dyn FnMut(Vec<u8>),
+    ) -> Option<Option<Vec<prometheus::IntCounter>>> {
+        let q = match wire::parse(packet) {
+            Parsed::Drop => return None,
+            Parsed::FormErr {
+                id,
+                flags,
+                question,
+                edns,
+            } => {
+                let state = self.state.load();
+                let opt = edns.map(|e| OptOut {
+                    payload: state.max_udp_payload,
+                    dnssec_ok: e.dnssec_ok,
+                    client_subnet: None,
+                });
+                let opcode = ((flags >> 11) & 0x0f) as u8;
+                let w = Writer::new(Vec::with_capacity(64), id, question, TCP_MAX_MESSAGE);
+                // RD and CD are copied (RFC 1035 section 4.1.1), except for a request with
+                // several questions, whose header we do not trust (as NSD).
+                let trusted = u16::from_be_bytes([packet[4], packet[5]]) <= 1;
+                send(w.finish(
+                    response_flags(
+                        opcode,
+                        trusted && flags & 0x0100 != 0,
+                        trusted && flags & 0x0010 != 0,
+                    ),
+                    wire::RCODE_FORMERR,
+                    opt.as_ref(),
+                ));
+                self.metrics.dns_response(
+                    transport.name(),
+                    "NONE",
+                    rcode_name(wire::RCODE_FORMERR),
+                );
+                return Some(None);
+            }
+            Parsed::Query(q) => q,
+        };
+        let state = self.state.load();
         let snapshot = self.snapshot.load();
-        let varies = super::managed_kinds(query.rtype).iter().any(|k| {
-            snapshot
-                .records
-                .get(&(query.name.clone(), *k))
-                .is_some_and(|r| matches!(r.answer, Answer::Weighted(_) | Answer::ByRegion { .. }))
+        let located = state
+            .clients
+            .locate(src.ip(), q.edns.and_then(|e| e.client_subnet));
+        let mut opt = q.edns.map(|e| OptOut {
+            payload: state.max_udp_payload,
+            dnssec_ok: e.dnssec_ok,
+            client_subnet: None,
         });
-        if !query.plain || varies || rcode == ResponseCode::ServFail {
-            return None;
+        let limit = match (transport, q.edns) {
+            (Transport::Tcp, _) => TCP_MAX_MESSAGE,
+            (Transport::Udp, None) => 512,
+            (Transport::Udp, Some(e)) => usize::from(e.payload.clamp(512, state.max_udp_payload)),
+        };
+        let flags = response_flags(q.opcode, q.rd, q.cd);
+        let plain = q.opcode == wire::OPCODE_QUERY
+            && q.edns.is_none_or(|e| e.version == 0)
+            && q.qclass == wire::CLASS_IN;
+        let rcode_only = if q.edns.is_some_and(|e| e.version != 0) {
+            Some(wire::RCODE_BADVERS)
+        } else if q.opcode != wire::OPCODE_QUERY {
+            Some(wire::RCODE_NOTIMP)
+        } else if q.qclass != wire::CLASS_IN {
+            // We hold class IN data only: any other class is refused, as Knot and NSD do.
+            Some(wire::RCODE_REFUSED)
+        } else {
+            None
+        };
+        let qtype = qtype_name(q.qtype);
+        if let Some(rcode) = rcode_only {
+            let w = Writer::new(Vec::with_capacity(64), q.id, Some(q.question()), limit);
+            send(w.finish(flags, rcode, opt.as_ref()));
+            self.metrics
+                .dns_response(transport.name(), qtype, rcode_name(rcode));
+            return Some(None);
         }
-        let mut counters = vec![self.metrics.dns_response_counter(
-            protocol_name(request.protocol()),
-            qtype_name(query.rtype),
-            rcode_name(rcode),
-        )];
-        counters.extend(self.managed_counter(&query, &snapshot));
-        Some(counters)
+        if matches!(q.qtype, wire::TYPE_AXFR | wire::TYPE_IXFR) {
+            let rcode = self.transfer(&state, &q, transport, src, flags, opt.as_ref(), send);
+            self.metrics
+                .dns_response(transport.name(), qtype, rcode_name(rcode));
+            return Some(None);
+        }
+        let question = Question {
+            name: &q.lower,
+            qtype: q.qtype,
+            region: located.region.as_ref(),
+            roll: rand::random(),
+            minimal: state.minimal,
+        };
+        let reply = state.catalog.answer(&snapshot, &question);
+        if let (Some(opt), Some(mut subnet)) = (opt.as_mut(), located.subnet) {
+            // RFC 7871 section 7.2.1: the scope is the prefix the answer actually depends on.
+            subnet.scope_prefix = if reply.region_dependent {
+                located.scope
+            } else {
+                0
+            };
+            opt.client_subnet = Some(subnet);
+        }
+        let room = limit.saturating_sub(opt.as_ref().map_or(0, OptOut::len));
+        let (response, rcode) = write_reply(&q, &reply, flags, room, opt.as_ref());
+        send(response);
+        let counter = self
+            .metrics
+            .dns_response_counter(transport.name(), qtype, rcode_name(rcode));
+        counter.inc();
+        let managed = self.managed_counter(&state, &snapshot, &q.lower, q.qtype);
+        if let Some(c) = &managed {
+            c.inc();
+        }
+        let replayable = plain && !reply.varies && rcode != wire::RCODE_SERVFAIL;
+        Some(replayable.then(|| std::iter::once(counter).chain(managed).collect()))
     }
 
     /// The counter of answers for the managed record a query asks for, if it asks for one.
     fn managed_counter(
         &self,
-        query: &Query,
+        state: &DnsState,
         snapshot: &Snapshot,
+        name: &[u8],
+        qtype: u16,
     ) -> Option<prometheus::IntCounter> {
-        let (kind, qtype) = match query.rtype {
-            RecordType::A => (RecordKind::A, "A"),
-            RecordType::AAAA => (RecordKind::Aaaa, "AAAA"),
+        let (kind, qtype) = match qtype {
+            wire::TYPE_A => (RecordKind::A, "A"),
+            wire::TYPE_AAAA => (RecordKind::Aaaa, "AAAA"),
             _ => return None,
         };
-        let answer = snapshot.records.get(&(query.name.clone(), kind))?;
+        let key = state.catalog.managed_key(name, kind)?;
+        let answer = snapshot.records.get(key)?;
         Some(
             self.metrics
-                .managed_answer_counter(&query.name, qtype, answer.reason.code()),
+                .managed_answer_counter(&key.0, qtype, answer.reason.code()),
         )
     }
 
-    /// The ECS option to echo (RFC 7871): the query's, with the scope actually used: the
-    /// matched client network for region-dependent answers, 0 for answers that are the same
-    /// for every client.
-    fn ecs_echo(
-        request: &Request,
-        query: &Query,
-        snapshot: &Snapshot,
-        clients: &ClientRegions,
-    ) -> Option<ClientSubnet> {
-        let located = clients.locate(request);
-        let mut subnet = located.subnet?;
-        let region_dependent = [RecordKind::A, RecordKind::Aaaa].iter().any(|k| {
-            snapshot
-                .records
-                .get(&(query.name.clone(), *k))
-                .is_some_and(|r| matches!(r.answer, Answer::ByRegion { .. }))
-        });
-        subnet.set_scope_prefix(if region_dependent { located.scope } else { 0 });
-        Some(subnet)
-    }
-
-    /// Counts an answer for a managed record by the reason behind it.
-    fn count_managed(&self, query: &Query, snapshot: &Snapshot) {
-        if let Some(counter) = self.managed_counter(query, snapshot) {
-            counter.inc();
+    /// A zone transfer (AXFR; IXFR is answered with the whole zone, RFC 1995 section 4):
+    /// SOA, every other RRset, SOA again, in as many messages as needed. The zone files' data
+    /// only: managed answers change with health and are not transferred.
+    #[allow(clippy::too_many_arguments)]
+    fn transfer(
+        &self,
+        state: &DnsState,
+        q: &wire::Query<'_>,
+        transport: Transport,
+        src: SocketAddr,
+        flags: u16,
+        opt: Option<&OptOut>,
+        send: &mut dyn FnMut(Vec<u8>),
+    ) -> u16 {
+        let refuse = |rcode: u16, send: &mut dyn FnMut(Vec<u8>)| {
+            let w = Writer::new(Vec::new(), q.id, Some(q.question()), TCP_MAX_MESSAGE);
+            send(w.finish(flags, rcode, opt));
+            rcode
+        };
+        if !state.transfer_allowed(transport, src) {
+            return refuse(wire::RCODE_REFUSED, send);
         }
-    }
-
-    /// True when the query asks for a managed record whose answer is not decided yet.
-    fn undecided(query: &Query, snapshot: &Snapshot) -> bool {
-        query.plain
-            && snapshot.names.contains(&query.name)
-            && super::managed_kinds(query.rtype).iter().any(|k| {
-                snapshot
-                    .records
-                    .get(&(query.name.clone(), *k))
-                    .is_some_and(|r| r.answer == Answer::NotReady)
-            })
+        let Some(zone) = state
+            .catalog
+            .zone_for(&q.lower)
+            .filter(|z| z.origin() == q.lower.as_slice())
+        else {
+            return refuse(wire::RCODE_NOTAUTH, send);
+        };
+        let Some(soa) = zone.apex().get(wire::TYPE_SOA) else {
+            return refuse(wire::RCODE_SERVFAIL, send);
+        };
+        let flags = flags | 0x0400;
+        let new_message = || {
+            Writer::new(
+                Vec::with_capacity(4096),
+                q.id,
+                Some(q.question()),
+                TRANSFER_MESSAGE,
+            )
+        };
+        let mut w = new_message();
+        let records = zone
+            .rrsets()
+            .filter(|(_, s)| s.rtype != wire::TYPE_SOA)
+            .flat_map(|(owner, s)| s.rdatas().map(move |r| (owner, s.rtype, s.ttl, r)));
+        let soa_rdata = soa.first().unwrap_or_default();
+        let all = std::iter::once((zone.origin(), wire::TYPE_SOA, soa.ttl, soa_rdata))
+            .chain(records)
+            .chain(std::iter::once((
+                zone.origin(),
+                wire::TYPE_SOA,
+                soa.ttl,
+                soa_rdata,
+            )));
+        for (owner, rtype, ttl, rdata) in all {
+            if !w.record(Section::Answer, Some(owner), rtype, ttl, rdata) {
+                send(std::mem::replace(&mut w, new_message()).finish(flags, 0, opt));
+                w.record(Section::Answer, Some(owner), rtype, ttl, rdata);
+            }
+        }
+        send(w.finish(flags, 0, opt));
+        wire::RCODE_NOERROR
     }
 }
 
-/// A question name with a compression pointer or an extended label type: in a question it can
-/// only point back into the header, and hickory would echo it verbatim, making the response
-/// unreadable.
-fn malformed_question(request: &Request) -> bool {
-    let bytes = request.queries.as_bytes();
-    let mut at = 0;
-    for _ in 0..request.queries.len() {
-        loop {
-            let Some(&len) = bytes.get(at) else {
-                return true;
-            };
-            if len == 0 {
-                at += 1;
+/// Writes one RRset whole; false (nothing written) if it does not fit.
+fn write_set(w: &mut Writer, section: Section, set: &Set<'_>) -> bool {
+    let mark = w.mark();
+    let owner = set.owner.as_deref();
+    let fits = set
+        .data
+        .each(|rdata| w.record(section, owner, set.rtype, set.ttl, rdata));
+    if !fits {
+        w.rollback(mark);
+    }
+    fits
+}
+
+/// Writes the reply within `room` bytes (the OPT's room kept apart). A reply whose answer,
+/// authority or required glue does not fit is truncated to the header, question and OPT
+/// (RFC 2181 section 9); optional additional records are left out whole RRsets at a time.
+/// Returns the message and its rcode.
+fn write_reply(
+    q: &wire::Query<'_>,
+    reply: &Reply<'_>,
+    flags: u16,
+    room: usize,
+    opt: Option<&OptOut>,
+) -> (Vec<u8>, u16) {
+    let mut w = Writer::new(Vec::with_capacity(512), q.id, Some(q.question()), room);
+    let mut flags = flags;
+    if reply.aa {
+        flags |= 0x0400;
+    }
+    let required = reply
+        .answer
+        .iter()
+        .map(|s| (Section::Answer, s))
+        .chain(reply.authority.iter().map(|s| (Section::Authority, s)))
+        .chain(
+            reply.additional[..reply.required_additional]
+                .iter()
+                .map(|s| (Section::Additional, s)),
+        );
+    let mut truncated = false;
+    for (section, set) in required {
+        if !write_set(&mut w, section, set) {
+            truncated = true;
+            break;
+        }
+    }
+    if truncated {
+        w.clear_records();
+        flags |= 0x0200;
+    } else {
+        for set in &reply.additional[reply.required_additional..] {
+            if !write_set(&mut w, Section::Additional, set) {
                 break;
             }
-            if len & 0xc0 != 0 {
-                return true;
-            }
-            at += 1 + usize::from(len);
-        }
-        at += 4;
-    }
-    false
-}
-
-/// FORMERR without the question (echoing a malformed one would make the reply unreadable).
-async fn send_formerr<R: ResponseHandler>(
-    request: &Request,
-    mut response_handle: R,
-    metadata: Metadata,
-) -> ResponseInfo {
-    let header_only = ResponseInfo::from(Header {
-        metadata,
-        counts: HeaderCounts::default(),
-    });
-    let Ok(no_question) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
-        return header_only;
-    };
-    let response = MessageResponseBuilder::new(&no_question, None)
-        .error_msg(&request.metadata, ResponseCode::FormErr);
-    response_handle
-        .send_response(response)
-        .await
-        .unwrap_or(header_only)
-}
-
-/// Sends a response the front end builds itself (referral, SERVFAIL): a fresh EDNS if the
-/// request had one, and a header for the metrics even if the send fails.
-async fn send_own<'a, R: ResponseHandler>(
-    request: &Request,
-    mut response_handle: R,
-    metadata: Metadata,
-    authorities: impl Iterator<Item = &'a Record> + Send + 'a,
-    additionals: impl Iterator<Item = &'a Record> + Send + 'a,
-) -> ResponseInfo {
-    let edns = request.edns.as_ref().map(|req| {
-        let mut edns = hickory_proto::op::Edns::new();
-        edns.set_max_payload(req.max_payload().max(512));
-        edns
-    });
-    let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
-        metadata,
-        std::iter::empty(),
-        authorities,
-        std::iter::empty(),
-        additionals,
-    );
-    match response_handle.send_response(response).await {
-        Ok(info) => info,
-        Err(error) => {
-            tracing::debug!(%error, rcode = ?metadata.response_code, "cannot send a response");
-            ResponseInfo::from(Header {
-                metadata,
-                counts: HeaderCounts::default(),
-            })
         }
     }
-}
-
-#[async_trait::async_trait]
-impl RequestHandler for Frontend {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        response_handle: R,
-    ) -> ResponseInfo {
-        let query = Query::of(request);
-        let state = self.state.load_full();
-        let snapshot = self.snapshot.load();
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        // A transfer this client may not have; a managed record not decided yet.
-        let refusal = if state.transfer_refused(request, &query) {
-            Some(ResponseCode::Refused)
-        } else if Self::undecided(&query, &snapshot) {
-            Some(ResponseCode::ServFail)
-        } else {
-            None
-        };
-        let info = if malformed_question(request) {
-            metadata.response_code = ResponseCode::FormErr;
-            send_formerr(request, response_handle, metadata).await
-        } else if let Some(delegation) = state.referral(&query) {
-            // A referral: the delegated zone's NS in authority, glue in additional, no AA.
-            metadata.authoritative = false;
-            metadata.response_code = ResponseCode::NoError;
-            send_own(
-                request,
-                response_handle,
-                metadata,
-                delegation.ns.iter(),
-                delegation.glue.iter(),
-            )
-            .await
-        } else if let Some(rcode) = refusal {
-            metadata.response_code = rcode;
-            send_own(
-                request,
-                response_handle,
-                metadata,
-                std::iter::empty(),
-                std::iter::empty(),
-            )
-            .await
-        } else if let Some(subnet) = Self::ecs_echo(request, &query, &snapshot, &state.clients) {
-            let echo = EcsEcho {
-                inner: response_handle,
-                subnet,
-            };
-            state
-                .catalog
-                .handle_request::<EcsEcho<R>, T>(request, echo)
-                .await
-        } else {
-            state
-                .catalog
-                .handle_request::<R, T>(request, response_handle)
-                .await
-        };
-        self.metrics.dns_response(
-            protocol_name(request.protocol()),
-            qtype_name(query.rtype),
-            rcode_name(info.response_code),
-        );
-        self.count_managed(&query, &snapshot);
-        info
-    }
-}
-
-/// Adds the client subnet option, with its scope, to the response's EDNS (hickory's catalog
-/// builds a fresh EDNS without it).
-#[derive(Clone)]
-struct EcsEcho<R> {
-    inner: R,
-    subnet: ClientSubnet,
-}
-
-#[async_trait::async_trait]
-impl<R: ResponseHandler> ResponseHandler for EcsEcho<R> {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let mut response = response;
-        let Some(edns) = response.edns() else {
-            return self.inner.send_response(response).await;
-        };
-        let mut edns = edns.clone();
-        edns.options_mut().insert(EdnsOption::Subnet(self.subnet));
-        response.set_edns(&edns);
-        self.inner.send_response(response).await
-    }
-}
-
-/// The transport, for metric labels.
-fn protocol_name(protocol: hickory_server::net::xfer::Protocol) -> &'static str {
-    use hickory_server::net::xfer::Protocol as P;
-    match protocol {
-        P::Udp => "udp",
-        P::Tcp => "tcp",
-        _ => "other",
-    }
+    (w.finish(flags, reply.rcode, opt), reply.rcode)
 }
 
 /// The query type, from a fixed set (others are "OTHER"), for metric labels.
-fn qtype_name(rtype: RecordType) -> &'static str {
-    use RecordType as T;
+fn qtype_name(rtype: u16) -> &'static str {
     match rtype {
-        T::A => "A",
-        T::AAAA => "AAAA",
-        T::CNAME => "CNAME",
-        T::MX => "MX",
-        T::TXT => "TXT",
-        T::NS => "NS",
-        T::SOA => "SOA",
-        T::SRV => "SRV",
-        T::CAA => "CAA",
-        T::PTR => "PTR",
-        T::ANY => "ANY",
-        T::AXFR => "AXFR",
-        T::NULL => "NONE",
+        wire::TYPE_A => "A",
+        wire::TYPE_AAAA => "AAAA",
+        wire::TYPE_CNAME => "CNAME",
+        wire::TYPE_MX => "MX",
+        wire::TYPE_TXT => "TXT",
+        wire::TYPE_NS => "NS",
+        wire::TYPE_SOA => "SOA",
+        wire::TYPE_SRV => "SRV",
+        257 => "CAA",
+        wire::TYPE_PTR => "PTR",
+        wire::TYPE_ANY => "ANY",
+        wire::TYPE_AXFR => "AXFR",
         _ => "OTHER",
     }
 }
 
 /// The conventional mnemonic of a response code (RFC 6895 registry), for metric labels.
-pub fn rcode_name(code: ResponseCode) -> &'static str {
+pub fn rcode_name(code: u16) -> &'static str {
     match code {
-        ResponseCode::NoError => "NOERROR",
-        ResponseCode::FormErr => "FORMERR",
-        ResponseCode::ServFail => "SERVFAIL",
-        ResponseCode::NXDomain => "NXDOMAIN",
-        ResponseCode::NotImp => "NOTIMP",
-        ResponseCode::Refused => "REFUSED",
-        ResponseCode::NotAuth => "NOTAUTH",
-        ResponseCode::BADVERS => "BADVERS",
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        6 => "YXDOMAIN",
+        9 => "NOTAUTH",
+        16 => "BADVERS",
         _ => "OTHER",
     }
 }
@@ -583,20 +519,22 @@ fn annotate(e: io::Error, proto: &str, addr: &SocketAddr) -> io::Error {
     io::Error::new(e.kind(), format!("cannot bind DNS {proto} {addr}: {e}"))
 }
 
-/// The running DNS server: hickory's for TCP, our threads for UDP (sockets, and AF_XDP on
-/// the interfaces `dns.xdp` lists).
+/// The running DNS server: our threads for UDP (sockets, and AF_XDP on the interfaces
+/// `dns.xdp` lists), a task per listener for TCP.
 pub struct DnsServer {
-    tcp: Server<Frontend>,
+    tcp: Vec<tokio::task::JoinHandle<()>>,
+    stop: CancellationToken,
     udp: super::udp::UdpServer,
     #[cfg(target_os = "linux")]
     xdp: Option<super::xdp::XdpServer>,
 }
 
 impl DnsServer {
-    /// Stops both, letting requests in progress finish.
+    /// Stops accepting and stops the UDP threads; TCP exchanges in progress finish.
     pub async fn shutdown(mut self) {
-        if let Err(error) = self.tcp.shutdown_gracefully().await {
-            tracing::warn!(%error, "DNS TCP server stopped with an error");
+        self.stop.cancel();
+        for task in self.tcp.drain(..) {
+            let _ = task.await;
         }
         #[cfg(target_os = "linux")]
         let xdp = self.xdp.take();
@@ -610,10 +548,81 @@ impl DnsServer {
     }
 }
 
-/// Starts serving (from within the runtime that runs the full request path); UDP to the
-/// bound addresses arriving on the interfaces in `xdp` is served over AF_XDP (Linux).
+/// Accepts TCP clients (at most `TCP_MAX_CLIENTS` at once) until `stop`.
+async fn serve_tcp(listener: TcpListener, frontend: Frontend, stop: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(TCP_MAX_CLIENTS));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    // Full: the client retries later; serving it would starve the others.
+                    continue;
+                };
+                let frontend = frontend.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    tcp_connection(stream, peer, &frontend, &stop).await;
+                    drop(slot);
+                });
+            }
+            Err(error) => {
+                // Out of descriptors or similar: back off instead of spinning.
+                tracing::debug!(%error, "DNS TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// One TCP client: length-prefixed messages (RFC 1035 section 4.2.2), answered in order,
+/// until it goes idle, is too slow or sends something unreadable.
+async fn tcp_connection(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    frontend: &Frontend,
+    stop: &CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut message = Vec::new();
+    loop {
+        let mut len = [0u8; 2];
+        let read = tokio::select! {
+            read = tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len)) => read,
+            () = stop.cancelled() => return,
+        };
+        if !matches!(read, Ok(Ok(_))) {
+            return;
+        }
+        message.resize(usize::from(u16::from_be_bytes(len)), 0);
+        if !matches!(
+            tokio::time::timeout(TCP_IO_TIMEOUT, stream.read_exact(&mut message)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        for response in frontend.respond_tcp(&message, peer) {
+            let mut out = Vec::with_capacity(response.len() + 2);
+            out.extend_from_slice(&(response.len() as u16).to_be_bytes());
+            out.extend_from_slice(&response);
+            if !matches!(
+                tokio::time::timeout(TCP_IO_TIMEOUT, stream.write_all(&out)).await,
+                Ok(Ok(()))
+            ) {
+                return;
+            }
+        }
+    }
+}
+
+/// Starts serving (from within a runtime); UDP to the bound addresses arriving on the
+/// interfaces in `xdp` is served over AF_XDP (Linux).
 pub fn serve(frontend: Frontend, bound: Bound, xdp: &[String]) -> io::Result<DnsServer> {
-    let mut tcp = Server::new(frontend.clone());
+    let stop = CancellationToken::new();
+    let mut tcp = Vec::new();
     let mut udp_sockets = Vec::new();
     let mut first_sockets = Vec::new();
     for (udp, listener) in bound.sockets {
@@ -621,11 +630,14 @@ pub fn serve(frontend: Frontend, bound: Bound, xdp: &[String]) -> io::Result<Dns
             first_sockets.push(first.try_clone()?);
         }
         udp_sockets.extend(udp);
-        tcp.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+        tcp.push(tokio::spawn(serve_tcp(
+            listener,
+            frontend.clone(),
+            stop.clone(),
+        )));
     }
     let answerer = super::udp::UdpAnswerer::new(frontend);
-    let runtime = tokio::runtime::Handle::current();
-    let udp = super::udp::UdpServer::start(udp_sockets, answerer.clone(), runtime.clone())?;
+    let udp = super::udp::UdpServer::start(udp_sockets, answerer.clone())?;
     #[cfg(target_os = "linux")]
     let xdp = match xdp {
         [] => None,
@@ -633,7 +645,6 @@ pub fn serve(frontend: Frontend, bound: Bound, xdp: &[String]) -> io::Result<Dns
             interfaces,
             &first_sockets,
             &answerer,
-            &runtime,
         )?),
     };
     #[cfg(not(target_os = "linux"))]
@@ -645,6 +656,7 @@ pub fn serve(frontend: Frontend, bound: Bound, xdp: &[String]) -> io::Result<Dns
     }
     Ok(DnsServer {
         tcp,
+        stop,
         udp,
         #[cfg(target_os = "linux")]
         xdp,

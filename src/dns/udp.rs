@@ -1,31 +1,22 @@
 //! DNS over UDP: several sockets per address (SO_REUSEPORT), each read by its own thread.
 //! A repeated question is answered from the thread's answer cache; anything else goes through
-//! the full request path (hickory's catalog behind our front end) on the runtime, exactly as
-//! hickory's own UDP server would run it, and its response is cached when it may be replayed.
+//! the full request path (the front end), and its response is cached when it may be replayed.
 
 use std::{
     io,
     net::SocketAddr,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
     time::Duration,
 };
 
-use hickory_proto::{
-    op::{Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode},
-    rr::Record,
-    serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder},
+use super::{
+    answer_cache::AnswerCache,
+    server::{Frontend, FullAnswer},
 };
-use hickory_server::{
-    net::{NetError, runtime::TokioTime, xfer::Protocol},
-    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
-    zone_handler::MessageResponse,
-};
-
-use super::{answer_cache::AnswerCache, server::Frontend};
 
 /// Bytes of cached responses (and their keys) per serving thread.
 const CACHE_BYTES: usize = 4 << 20;
@@ -38,12 +29,6 @@ pub struct UdpAnswerer {
     frontend: Frontend,
 }
 
-/// A response of the full path, and what replaying it counts (None: not to be cached).
-pub struct FullAnswer {
-    pub response: Vec<u8>,
-    pub replay: Option<Vec<prometheus::IntCounter>>,
-}
-
 impl UdpAnswerer {
     pub fn new(frontend: Frontend) -> Self {
         Self { frontend }
@@ -53,10 +38,10 @@ impl UdpAnswerer {
         self.frontend.metrics()
     }
 
-    /// The full request path for one packet from `src`, as hickory's UDP server runs it: no
-    /// reply to fewer than 12 bytes or to a response, FORMERR to an undecodable request.
-    pub async fn full(&self, packet: &[u8], src: SocketAddr) -> Option<FullAnswer> {
-        Self::run(&self.frontend, packet, src).await
+    /// The full request path for one packet from `src`: no reply to fewer than 12 bytes or to
+    /// a response, FORMERR to a malformed request.
+    pub fn full(&self, packet: &[u8], src: SocketAddr) -> Option<FullAnswer> {
+        self.frontend.respond_udp(packet, src)
     }
 
     /// Caches a full-path answer that may be replayed; returns the response.
@@ -67,42 +52,11 @@ impl UdpAnswerer {
         full.response
     }
 
-    async fn run(frontend: &Frontend, packet: &[u8], src: SocketAddr) -> Option<FullAnswer> {
-        let mut decoder = BinDecoder::new(packet);
-        let header = Header::read(&mut decoder).ok()?;
-        let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
-            Ok(request) => request,
-            Err(_) => {
-                return Some(FullAnswer {
-                    response: formerr(&header.metadata)?,
-                    replay: None,
-                });
-            }
-        };
-        if request.metadata.message_type == MessageType::Response {
-            return None;
-        }
-        let sink = UdpSink::default();
-        let info = frontend
-            .handle_request::<UdpSink, TokioTime>(&request, sink.clone())
-            .await;
-        let response = sink
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()?;
-        Some(FullAnswer {
-            replay: frontend.replay_counters(&request, info.response_code),
-            response,
-        })
-    }
-
     /// Writes the response to one query from `src` into `out`: from the cache, else through
-    /// the full path on `runtime` (and cached when it may be replayed). False: no reply.
+    /// the full path (and cached when it may be replayed). False: no reply.
     pub fn respond(
         &self,
         cache: &mut ThreadCache,
-        runtime: &tokio::runtime::Handle,
         packet: &[u8],
         src: SocketAddr,
         out: &mut Vec<u8>,
@@ -112,9 +66,8 @@ impl UdpAnswerer {
         }
         // A panic in the request path must not stop the serving thread: the kernel keeps
         // sending it its share of the clients.
-        let full = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            runtime.block_on(self.full(packet, src))
-        }));
+        let full =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.full(packet, src)));
         match full {
             Ok(Some(full)) => {
                 *out = self.remember(cache, packet, full);
@@ -170,62 +123,6 @@ impl Default for ThreadCache {
     }
 }
 
-/// FORMERR for a request whose header could be read but not the rest, as hickory answers it.
-fn formerr(request: &Metadata) -> Option<Vec<u8>> {
-    let mut metadata = Metadata::response_from_request(request);
-    metadata.response_code = ResponseCode::FormErr;
-    let header = Header {
-        metadata,
-        counts: HeaderCounts::default(),
-    };
-    let mut bytes = Vec::with_capacity(12);
-    header.emit(&mut BinEncoder::new(&mut bytes)).ok()?;
-    Some(bytes)
-}
-
-/// Collects the encoded response, truncated to what the client can take over UDP (its EDNS
-/// buffer size, or 512 bytes without EDNS), as hickory's UDP handler encodes it.
-#[derive(Clone, Default)]
-struct UdpSink(Arc<Mutex<Option<Vec<u8>>>>);
-
-#[async_trait::async_trait]
-impl ResponseHandler for UdpSink {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let id = response.metadata().id;
-        let max = response.edns().map_or(512, |e| e.max_payload());
-        let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(max);
-        let info = match response.destructive_emit(&mut encoder) {
-            Ok(info) => info,
-            Err(error) => {
-                tracing::error!(%error, "cannot encode a response");
-                bytes.clear();
-                let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
-                metadata.response_code = ResponseCode::ServFail;
-                let header = Header {
-                    metadata,
-                    counts: HeaderCounts::default(),
-                };
-                header.emit(&mut BinEncoder::new(&mut bytes))?;
-                ResponseInfo::from(header)
-            }
-        };
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(bytes);
-        Ok(info)
-    }
-}
-
 /// The UDP serving threads; `stop` ends them.
 pub struct UdpServer {
     stop: Arc<AtomicBool>,
@@ -233,11 +130,10 @@ pub struct UdpServer {
 }
 
 impl UdpServer {
-    /// One thread per socket; the full request path runs on `runtime`.
+    /// One thread per socket.
     pub fn start(
         sockets: Vec<std::net::UdpSocket>,
         answerer: UdpAnswerer,
-        runtime: tokio::runtime::Handle,
     ) -> io::Result<UdpServer> {
         // Built first, so that the threads started so far stop if a later one fails.
         let mut server = UdpServer {
@@ -247,12 +143,11 @@ impl UdpServer {
         for (i, socket) in sockets.into_iter().enumerate() {
             socket.set_read_timeout(Some(STOP_CHECK))?;
             let answerer = answerer.clone();
-            let runtime = runtime.clone();
             let stop = server.stop.clone();
             server.threads.push(
                 std::thread::Builder::new()
                     .name(format!("dns-udp-{i}"))
-                    .spawn(move || serve(&socket, &answerer, &runtime, &stop))?,
+                    .spawn(move || serve(&socket, &answerer, &stop))?,
             );
         }
         Ok(server)
@@ -280,12 +175,7 @@ impl Drop for UdpServer {
 
 /// One serving thread: receives up to `BATCH` queries at once, answers each (cache, else the
 /// full path), sends the answers at once.
-fn serve(
-    socket: &std::net::UdpSocket,
-    answerer: &UdpAnswerer,
-    runtime: &tokio::runtime::Handle,
-    stop: &AtomicBool,
-) {
+fn serve(socket: &std::net::UdpSocket, answerer: &UdpAnswerer, stop: &AtomicBool) {
     let mut cache = ThreadCache::default();
     let mut receiver = mmsg::Receiver::new();
     let mut sender = mmsg::Sender::new();
@@ -317,7 +207,7 @@ fn serve(
             if src.port() == 0 || src.ip().is_unspecified() {
                 continue;
             }
-            if answerer.respond(&mut cache, runtime, packet, src, &mut answers[i]) {
+            if answerer.respond(&mut cache, packet, src, &mut answers[i]) {
                 replies.push((i, src));
             }
         }

@@ -4,36 +4,41 @@
 //! of the entry that failed (hickory's parser does not report positions, so the failing entry is
 //! located by parsing prefixes that end on entry boundaries).
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use hickory_proto::{
-    rr::{LowerName, Name, RecordSet, RecordType, RrKey},
-    serialize::txt::Parser,
+    rr::{LowerName, Name},
+    serialize::{
+        binary::{BinEncodable, BinEncoder, NameEncoding},
+        txt::Parser,
+    },
 };
 
-/// A parsed zone file.
+use super::{
+    wire,
+    zone::{Zone, ZoneBuilder},
+};
+
+/// A loaded zone file.
 pub struct ZoneFile {
-    pub(super) origin: Name,
-    pub(super) path: PathBuf,
-    pub(super) records: BTreeMap<RrKey, RecordSet>,
+    /// The zone's name in presentation form ("example.com.").
+    pub origin: String,
+    pub path: PathBuf,
+    pub zone: Zone,
 }
 
 impl ZoneFile {
-    /// True if `name` (lower case, fully qualified) is at or below this zone's origin.
-    pub fn contains(&self, name: &LowerName) -> bool {
-        LowerName::new(&self.origin).zone_of(name)
+    /// True if `name` (lower case wire form) is at or below this zone's origin.
+    pub fn contains(&self, name: &[u8]) -> bool {
+        wire::is_at_or_below(name, self.zone.origin())
     }
 
-    /// Record types present at `name` in this file.
-    pub fn types_at(&self, name: &LowerName) -> Vec<RecordType> {
-        self.records
-            .keys()
-            .filter(|k| &k.name == name)
-            .map(|k| k.record_type)
-            .collect()
+    /// Record types present at `name` (lower case wire form) in this file.
+    pub fn types_at(&self, name: &[u8]) -> Vec<u16> {
+        self.zone
+            .node(name)
+            .map(|(_, n)| n.sets().iter().map(|s| s.rtype).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -141,52 +146,34 @@ pub fn parse_zone(path: &Path, text: &str) -> Result<ZoneFile, ZoneError> {
             ),
         });
     }
-    let apex = LowerName::new(&parsed_origin);
-    if !records
-        .keys()
-        .any(|k| k.name == apex && k.record_type == RecordType::SOA)
-    {
-        return Err(ZoneError::Content {
-            file,
-            message: format!("no SOA record at the zone apex {parsed_origin}; add one"),
-        });
-    }
-    if !records
-        .keys()
-        .any(|k| k.name == apex && k.record_type == RecordType::NS)
-    {
-        return Err(ZoneError::Content {
-            file,
-            message: format!(
-                "no NS records at the zone apex {parsed_origin}; add the name servers"
-            ),
-        });
-    }
-    for key in records.keys() {
-        if !apex.zone_of(&key.name) {
-            return Err(ZoneError::Content {
-                file,
-                message: format!("{} is outside the zone {parsed_origin}", key.name),
-            });
-        }
-        if key.record_type == RecordType::CNAME
-            && records
-                .keys()
-                .any(|k| k.name == key.name && k.record_type != RecordType::CNAME)
-        {
-            return Err(ZoneError::Content {
-                file,
-                message: format!(
-                    "{} has a CNAME and other data (RFC 1034 section 3.6.2)",
-                    key.name
-                ),
-            });
+    let content = |message: String| ZoneError::Content {
+        file: file.clone(),
+        message,
+    };
+    let origin_wire = parsed_origin
+        .to_bytes()
+        .map_err(|e| content(e.to_string()))?;
+    let mut builder = ZoneBuilder::new(&origin_wire);
+    for set in records.values() {
+        for record in set.records_without_rrsigs() {
+            let owner = record.name.to_bytes().map_err(|e| content(e.to_string()))?;
+            let mut rdata = Vec::new();
+            let mut encoder = BinEncoder::new(&mut rdata);
+            encoder.set_name_encoding(NameEncoding::Uncompressed);
+            record
+                .data
+                .emit(&mut encoder)
+                .map_err(|e| content(format!("{}: {e}", record.name)))?;
+            builder
+                .add(&owner, u16::from(record.record_type()), record.ttl, &rdata)
+                .map_err(content)?;
         }
     }
+    let zone = builder.finish().map_err(content)?;
     Ok(ZoneFile {
-        origin: parsed_origin,
+        origin: wire::to_text(zone.origin()),
         path: path.to_path_buf(),
-        records,
+        zone,
     })
 }
 
@@ -263,10 +250,8 @@ www IN A 192.0.2.1\n";
     #[test]
     fn parses_a_good_zone() {
         let z = parse_zone(Path::new("zones/example.com.zone"), ZONE).expect("valid");
-        assert_eq!(z.origin.to_ascii(), "example.com.");
-        assert!(z.contains(&LowerName::from(
-            Name::from_ascii("WWW.example.com.").expect("name")
-        )));
+        assert_eq!(z.origin, "example.com.");
+        assert!(z.contains(&wire::from_dotted("www.example.com.").expect("name")));
     }
 
     #[test]

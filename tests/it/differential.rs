@@ -2,18 +2,12 @@
 //! tests/run), the same queries over UDP, the responses compared section by section.
 //! A managed record is compared with Knot serving the same data statically.
 
-use std::{
-    net::SocketAddr,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
-
 use hickory_proto::{
     op::Message,
     rr::{Record, RecordType},
 };
 
-use crate::support::*;
+use crate::{references::knot, support::*};
 
 const BASE_ZONE: &str = r#"$TTL 3600
 @   IN SOA ns1.example.com. hostmaster.example.com. ( 7 3600 600 604800 60 )
@@ -40,52 +34,6 @@ big IN TXT "44444444444444444444444444444444444444444444444444444444444444444444
 big IN TXT "5555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555"
 big IN TXT "6666666666666666666666666666666666666666666666666666666666666666666666666666666666666666666666666666"
 "#;
-
-struct Knot {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Knot {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn knot(dir: &std::path::Path, zone: &str) -> Knot {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("free port")
-        .port();
-    std::fs::create_dir_all(dir.join("knot/zones")).expect("dir");
-    std::fs::write(dir.join("knot/zones/example.com.zone"), zone).expect("zone");
-    let conf = format!(
-        "server:\n    rundir: \"{run}\"\n    listen: 127.0.0.1@{port}\ndatabase:\n    storage: \"{run}\"\nzone:\n  - domain: example.com\n    storage: \"{run}/zones\"\n    file: \"example.com.zone\"\n",
-        run = dir.join("knot").display()
-    );
-    std::fs::write(dir.join("knot/knot.conf"), conf).expect("conf");
-    let child = Command::new("/usr/sbin/knotd")
-        .args(["-c", dir.join("knot/knot.conf").to_str().expect("path")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start knotd (tests/run installs the knot package)");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let probe = query_message("static.example.com.", RecordType::A, false);
-    eventually(Duration::from_secs(15), "knotd to answer", || async {
-        udp_exchange(
-            addr,
-            &probe.to_vec().expect("encode"),
-            Duration::from_millis(200),
-        )
-        .await
-        .map(|_| ())
-    })
-    .await;
-    Knot { child, addr }
-}
 
 /// A response reduced to what must match: rcode, AA, TC, EDNS presence, and each section as a
 /// sorted list of records in presentation form (owner case included).
@@ -145,7 +93,12 @@ async fn vantage_answers_like_knot() {
     let vantage = Vantage::dns(&path, dir.path());
     vantage.wait_ready().await;
     // Knot: the same data, www static.
-    let knot = knot(dir.path(), &format!("{BASE_ZONE}www IN A 192.0.2.10\n")).await;
+    let knot = knot(
+        dir.path(),
+        "example.com",
+        &format!("{BASE_ZONE}www IN A 192.0.2.10\n"),
+    )
+    .await;
 
     let queries: &[(&str, RecordType, bool)] = &[
         ("static.example.com.", RecordType::A, false),

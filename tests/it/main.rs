@@ -2,6 +2,7 @@
 //! certificates, DNS over real UDP and TCP sockets on loopback.
 
 mod bad_input;
+mod conformance;
 mod demo;
 mod differential;
 mod dns_rfc;
@@ -9,6 +10,7 @@ mod drill;
 mod failover;
 mod multi_region;
 mod ops;
+mod references;
 mod route53;
 mod support;
 mod xdp;

@@ -86,8 +86,16 @@ async fn xdp_path_replies_like_the_socket_path() {
         ),
     )
     .expect("zone");
-    config(dir.path(), "sockets.toml", backend, ips[0], "");
-    config(dir.path(), "xdp.toml", backend, ips[0], "xdp = [\"lo\"]");
+    // A server maximum above the 1232-byte default, so that replies too big for a frame exist.
+    let big = "max_udp_payload = 65535";
+    config(dir.path(), "sockets.toml", backend, ips[0], big);
+    config(
+        dir.path(),
+        "xdp.toml",
+        backend,
+        ips[0],
+        &format!("xdp = [\"lo\"]\n{big}"),
+    );
     let plain = Vantage::dns(&dir.path().join("sockets.toml"), dir.path());
     let fast = Vantage::dns(&dir.path().join("xdp.toml"), dir.path());
     plain.wait_ready().await;

@@ -105,7 +105,6 @@ struct Serving {
     /// The UDP socket of each listen address, for replies too big for a frame or the link.
     sockets: Vec<(SocketAddr, UdpSocket)>,
     answerer: UdpAnswerer,
-    runtime: tokio::runtime::Handle,
     stop: Arc<AtomicBool>,
 }
 
@@ -116,7 +115,6 @@ impl XdpServer {
         interfaces: &[String],
         sockets: &[UdpSocket],
         answerer: &UdpAnswerer,
-        runtime: &tokio::runtime::Handle,
     ) -> io::Result<Self> {
         let listen: Vec<SocketAddr> = sockets
             .iter()
@@ -162,7 +160,6 @@ impl XdpServer {
                         .map(|(a, s)| Ok((*a, s.try_clone()?)))
                         .collect::<io::Result<_>>()?,
                     answerer: answerer.clone(),
-                    runtime: runtime.clone(),
                     stop: server.stop.clone(),
                 };
                 server.threads.push(
@@ -258,13 +255,9 @@ impl Serving {
         // Never answer to a source that cannot be a client (reflection).
         let replying = client.port() != 0
             && !client.ip().is_unspecified()
-            && self.answerer.respond(
-                cache,
-                &self.runtime,
-                &frame[datagram.payload.clone()],
-                client,
-                answer,
-            );
+            && self
+                .answerer
+                .respond(cache, &frame[datagram.payload.clone()], client, answer);
         if !replying {
             socket.recycle(received.addr);
             return Outcome::NoReply;

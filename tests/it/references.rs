@@ -1,0 +1,100 @@
+//! The reference servers of the differential tests, Knot DNS and NSD (both installed by
+//! tests/run), each serving one zone on a free loopback port and stopped when dropped.
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use hickory_proto::rr::RecordType;
+
+use crate::support::*;
+
+pub struct Reference {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port free on loopback for both UDP and TCP.
+fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("free port");
+        let port = udp.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+async fn started(name: &'static str, child: Child, port: u16, probe: &str) -> Reference {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let reference = Reference { child, addr };
+    let query = query_message(probe, RecordType::SOA, false)
+        .to_vec()
+        .expect("encode");
+    eventually(
+        Duration::from_secs(15),
+        &format!("{name} to answer"),
+        || {
+            let query = query.clone();
+            async move {
+                udp_exchange(addr, &query, Duration::from_millis(200))
+                    .await
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+    reference
+}
+
+/// Knot DNS serving `zone` as `origin` (no trailing dot), with its default settings.
+pub async fn knot(dir: &Path, origin: &str, zone: &str) -> Reference {
+    let port = free_port();
+    let run = dir.join("knot");
+    std::fs::create_dir_all(run.join("zones")).expect("dir");
+    std::fs::write(run.join(format!("zones/{origin}.zone")), zone).expect("zone");
+    let conf = format!(
+        "server:\n    rundir: \"{run}\"\n    listen: 127.0.0.1@{port}\ndatabase:\n    storage: \"{run}\"\nzone:\n  - domain: {origin}\n    storage: \"{run}/zones\"\n    file: \"{origin}.zone\"\n",
+        run = run.display()
+    );
+    std::fs::write(run.join("knot.conf"), conf).expect("conf");
+    let child = Command::new("/usr/sbin/knotd")
+        .args(["-c", run.join("knot.conf").to_str().expect("path")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start knotd (tests/run installs the knot package)");
+    started("knot", child, port, &format!("{origin}.")).await
+}
+
+/// NSD serving `zone` as `origin` (no trailing dot), in the foreground, rate limiting off.
+pub async fn nsd(dir: &Path, origin: &str, zone: &str) -> Reference {
+    let port = free_port();
+    let run = dir.join("nsd");
+    std::fs::create_dir_all(&run).expect("dir");
+    std::fs::write(run.join(format!("{origin}.zone")), zone).expect("zone");
+    let conf = format!(
+        "server:\n  ip-address: 127.0.0.1@{port}\n  port: {port}\n  zonesdir: \"{run}\"\n  username: \"\"\n  chroot: \"\"\n  pidfile: \"{run}/nsd.pid\"\n  database: \"\"\n  xfrdfile: \"{run}/xfrd.state\"\n  zonelistfile: \"{run}/zone.list\"\n  xfrdir: \"{run}\"\n  logfile: \"{run}/nsd.log\"\n  server-count: 1\n  rrl-ratelimit: 0\n  hide-version: yes\nremote-control:\n  control-enable: no\nzone:\n  name: {origin}\n  zonefile: \"{origin}.zone\"\n",
+        run = run.display()
+    );
+    std::fs::write(run.join("nsd.conf"), conf).expect("conf");
+    let child = Command::new("/usr/sbin/nsd")
+        .args(["-d", "-c", run.join("nsd.conf").to_str().expect("path")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nsd (tests/run installs the nsd package)");
+    started("nsd", child, port, &format!("{origin}.")).await
+}
