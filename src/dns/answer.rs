@@ -266,6 +266,10 @@ impl Catalog {
                         ttl: dname.ttl,
                         data: Data::One(target.clone()),
                     });
+                    if q.qtype == TYPE_CNAME {
+                        // The synthesized CNAME is what was asked for.
+                        break;
+                    }
                     owner = Some(Cow::Owned(target.clone()));
                     Cow::Owned(wire::lower(&target))
                 }

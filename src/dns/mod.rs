@@ -15,6 +15,7 @@ pub mod wire;
 #[cfg(target_os = "linux")]
 pub mod xdp;
 pub mod zone;
+pub mod zonefile;
 pub mod zones;
 
 use crate::{config::Problem, config::Settings};

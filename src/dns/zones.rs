@@ -1,22 +1,14 @@
-//! Static zones: RFC 1035 zone files from the zones directory, parsed by hickory.
+//! Static zones: RFC 1035 zone files from the zones directory, read by `zonefile` into
+//! `zone` stores.
 //!
-//! A file named `<origin>.zone` holds the zone `<origin>.`. Errors name the file and the line
-//! of the entry that failed (hickory's parser does not report positions, so the failing entry is
-//! located by parsing prefixes that end on entry boundaries).
+//! A file named `<origin>.zone` holds the zone `<origin>.`. Errors name the file and the line.
 
 use std::path::{Path, PathBuf};
-
-use hickory_proto::{
-    rr::{LowerName, Name},
-    serialize::{
-        binary::{BinEncodable, BinEncoder, NameEncoding},
-        txt::Parser,
-    },
-};
 
 use super::{
     wire,
     zone::{Zone, ZoneBuilder},
+    zonefile,
 };
 
 /// A loaded zone file.
@@ -111,65 +103,30 @@ pub fn load_dir(dir: &Path) -> Result<Vec<ZoneFile>, Vec<ZoneError>> {
     }
 }
 
-/// Parses one zone file's text; the origin comes from the file name.
+/// Parses one zone file's text; the origin comes from the file name. `$INCLUDE` may read
+/// files of the file's own directory (the zones directory) only.
 pub fn parse_zone(path: &Path, text: &str) -> Result<ZoneFile, ZoneError> {
     let file = path.display().to_string();
     let origin = path
         .file_stem()
         .and_then(|s| s.to_str())
-        .and_then(|s| Name::from_ascii(format!("{}.", s.trim_end_matches('.'))).ok())
-        .filter(|n| n.num_labels() > 0)
+        .map(|s| s.trim_end_matches('.'))
+        .filter(|s| !s.is_empty())
+        .and_then(|s| zonefile_name(s.as_bytes()))
         .ok_or_else(|| ZoneError::Name { file: file.clone() })?;
-    let parse = |text: &str| {
-        Parser::new(
-            text.to_string(),
-            Some(path.to_path_buf()),
-            Some(origin.clone()),
-        )
-        .parse()
-    };
-    let (parsed_origin, records) = match parse(text) {
-        Ok(ok) => ok,
-        Err(e) => {
-            return Err(ZoneError::Parse {
-                line: failing_line(text, &parse),
-                file,
-                message: e.to_string(),
-            });
-        }
-    };
-    if LowerName::new(&parsed_origin) != LowerName::new(&origin) {
-        return Err(ZoneError::Content {
-            file,
-            message: format!(
-                "the file holds zone {parsed_origin} but its name says {origin}; rename the file or fix $ORIGIN"
-            ),
-        });
-    }
-    let content = |message: String| ZoneError::Content {
-        file: file.clone(),
-        message,
-    };
-    let origin_wire = parsed_origin
-        .to_bytes()
-        .map_err(|e| content(e.to_string()))?;
-    let mut builder = ZoneBuilder::new(&origin_wire);
-    for set in records.values() {
-        for record in set.records_without_rrsigs() {
-            let owner = record.name.to_bytes().map_err(|e| content(e.to_string()))?;
-            let mut rdata = Vec::new();
-            let mut encoder = BinEncoder::new(&mut rdata);
-            encoder.set_name_encoding(NameEncoding::Uncompressed);
-            record
-                .data
-                .emit(&mut encoder)
-                .map_err(|e| content(format!("{}: {e}", record.name)))?;
-            builder
-                .add(&owner, u16::from(record.record_type()), record.ttl, &rdata)
-                .map_err(content)?;
-        }
-    }
-    let zone = builder.finish().map_err(content)?;
+    let root = path.parent().unwrap_or(Path::new("."));
+    let mut builder = ZoneBuilder::new(&origin);
+    zonefile::read(path, text.as_bytes(), &origin, root, &mut |record| {
+        builder.add(&record.owner, record.rtype, record.ttl, &record.rdata)
+    })
+    .map_err(|e| ZoneError::Parse {
+        file: e.file.display().to_string(),
+        line: e.line,
+        message: e.message,
+    })?;
+    let zone = builder
+        .finish()
+        .map_err(|message| ZoneError::Content { file, message })?;
     Ok(ZoneFile {
         origin: wire::to_text(zone.origin()),
         path: path.to_path_buf(),
@@ -177,64 +134,11 @@ pub fn parse_zone(path: &Path, text: &str) -> Result<ZoneFile, ZoneError> {
     })
 }
 
-/// The 1-based line where the first failing entry starts: the shortest prefix of whole entries
-/// that fails to parse ends with it.
-fn failing_line<T, E>(text: &str, parse: &impl Fn(&str) -> Result<T, E>) -> usize {
-    let ends = entry_ends(text);
-    // Binary search for the smallest number of entries whose prefix fails.
-    let (mut lo, mut hi) = (0usize, ends.len());
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        let prefix = &text[..ends[mid].0];
-        if parse(prefix).is_err() {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    ends.get(lo.min(ends.len().saturating_sub(1)))
-        .map_or(1, |(_, start_line)| *start_line)
-}
-
-/// For every entry (a line, or lines joined by parentheses): (byte offset of its end, its first line).
-fn entry_ends(text: &str) -> Vec<(usize, usize)> {
-    let mut ends = Vec::new();
-    let (mut depth, mut in_quote, mut in_comment, mut escaped) = (0i32, false, false, false);
-    let mut line = 1;
-    let mut entry_start_line = 1;
-    for (i, c) in text.char_indices() {
-        if in_comment {
-            if c == '\n' {
-                in_comment = false;
-            } else {
-                continue;
-            }
-        }
-        if escaped {
-            escaped = false;
-            if c != '\n' {
-                continue;
-            }
-        }
-        match c {
-            '\\' => escaped = true,
-            '"' => in_quote = !in_quote,
-            ';' if !in_quote => in_comment = true,
-            '(' if !in_quote => depth += 1,
-            ')' if !in_quote => depth -= 1,
-            '\n' => {
-                line += 1;
-                if depth <= 0 && !in_quote {
-                    ends.push((i + 1, entry_start_line));
-                    entry_start_line = line;
-                    depth = 0;
-                }
-            }
-            _ => {}
-        }
-    }
-    ends.push((text.len(), entry_start_line));
-    ends
+/// The zone named by a file name ("example.com" from "example.com.zone"), escapes allowed.
+fn zonefile_name(stem: &[u8]) -> Option<Vec<u8>> {
+    let mut text = stem.to_vec();
+    text.push(b'.');
+    zonefile::absolute_name(&text)
 }
 
 #[cfg(test)]

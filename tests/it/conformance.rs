@@ -59,12 +59,28 @@ deep.ent    A     192.0.2.7
 a.b.c.d.ent3 TXT  "deep"
 sub         NS    ns.sub
 sub         NS    ns.other.example.net.
+sub         DS    12345 13 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF
 ns.sub      A     192.0.2.54
 ns.sub      AAAA  2001:db8::54
 deleg2      NS    ns1
 _sip._tcp   SRV   10 60 5060 static
 _sip._tcp   SRV   20 60 5060 mail
 _dmarc      TXT   "v=DMARC1; p=none"
+dname       DNAME dtarget
+dtarget     A     192.0.2.60
+x.dtarget   A     192.0.2.61
+x.dtarget   TXT   "via dname"
+outdname    DNAME example.net.
+to-dname    CNAME x.dname
+loc         LOC   42 21 54 N 71 06 18 W -24m 30m
+_443._tcp.tlsa TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+naptr       NAPTR 100 10 "S" "SIP+D2U" "" _sip._udp
+uri         URI   10 1 "https://example.com/"
+https       HTTPS 1 . alpn=h2,h3 port=443
+-lead       A     192.0.2.62
+under_score A     192.0.2.63
+esc\.dot   TXT   "\195\169" "quote\"d" "semi;colon"
+gen         TYPE65534 \# 4 0a000001
 highttl 2147483648 A 192.0.2.5
 ptr         PTR   static
 hinfo       HINFO "PC" "Linux"
@@ -124,6 +140,21 @@ const NAMES: &[&str] = &[
     "hinfo",
     "sshfp",
     "highttl",
+    "dname",
+    "x.dname",
+    "y.x.dname",
+    "nope.dname",
+    "z.outdname",
+    "to-dname",
+    "loc",
+    "_443._tcp.tlsa",
+    "naptr",
+    "uri",
+    "https",
+    "-lead",
+    "under_score",
+    "esc\\.dot",
+    "gen",
     "www",
     "WwW",
     "v6",
@@ -136,7 +167,7 @@ const NAMES: &[&str] = &[
 ];
 
 /// Types asked of every name.
-const TYPES: &[u16] = &[1, 28, 2, 5, 6, 15, 16, 33, 43, 255, 12, 257];
+const TYPES: &[u16] = &[1, 28, 2, 5, 6, 15, 16, 33, 43, 255, 12, 257, 39, 29, 65534];
 
 /// Managed records of vantage's configuration, and the same data as static records for the
 /// references.
@@ -165,10 +196,21 @@ fn wire_name(name: &str) -> Vec<u8> {
     } else {
         format!("{name}.example.com")
     };
-    for label in full.split('.') {
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
+    // Labels split at dots that are not escaped ("esc\\.dot" is one label).
+    let mut label = Vec::new();
+    let mut chars = full.bytes();
+    while let Some(c) = chars.next() {
+        match c {
+            b'\\' => label.extend(chars.next()),
+            b'.' => {
+                out.push(label.len() as u8);
+                out.append(&mut label);
+            }
+            _ => label.push(c),
+        }
     }
+    out.push(label.len() as u8);
+    out.append(&mut label);
     out.push(0);
     out
 }
