@@ -129,6 +129,8 @@ fn reload(
     aggregation
         .replace(settings, metrics, shutdown, tasks)
         .map_err(|e| vec![format!("{e:#}")])?;
-    state.store(Arc::new(next));
+    let old = state.swap(Arc::new(next));
+    // The old zones are freed away from the request path, once nothing reads them.
+    tokio::task::spawn_blocking(move || dns::server::release(old));
     Ok(summary)
 }

@@ -54,11 +54,15 @@ pub struct DnsState {
     allow_transfer: Vec<ipnet::IpNet>,
     max_udp_payload: u16,
     minimal: bool,
+    /// Different for every state built (answer caches compare it).
+    generation: u64,
 }
 
 impl DnsState {
     pub fn new(settings: &crate::config::Settings, zones: Vec<super::ZoneFile>) -> Self {
+        static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Self {
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             catalog: Catalog::new(
                 zones.into_iter().map(|z| z.zone).collect(),
                 &settings.records,
@@ -70,9 +74,32 @@ impl DnsState {
         }
     }
 
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// A zone transfer this client may have: over TCP, from `dns.allow_transfer`.
     fn transfer_allowed(&self, transport: Transport, src: SocketAddr) -> bool {
         transport == Transport::Tcp && self.allow_transfer.iter().any(|n| n.contains(&src.ip()))
+    }
+}
+
+/// Frees a replaced state once nothing else holds it (waiting up to 10 s for requests in
+/// progress), and gives the memory back to the system: a reloaded large zone must not leave
+/// the process at twice its size.
+pub fn release(old: Arc<DnsState>) {
+    for _ in 0..1000 {
+        if Arc::strong_count(&old) == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(old);
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel; it has no
+    // preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

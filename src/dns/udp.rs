@@ -88,14 +88,10 @@ impl UdpAnswerer {
         let (state, snapshot) = self.frontend.sources();
         let state = state.load();
         let answers = snapshot.load().answers_generation;
-        let same = cache
-            .built_from
-            .as_ref()
-            .is_some_and(|(s, a)| Arc::ptr_eq(s, &state) && *a == answers);
-        if !same {
+        let now = (state.generation(), answers);
+        if cache.built_from != Some(now) {
             cache.answers.clear();
-            // Holding the state keeps its address from being reused by a later one.
-            cache.built_from = Some((Arc::clone(&state), answers));
+            cache.built_from = Some(now);
         }
         cache.answers.answer(packet, out)
     }
@@ -105,7 +101,8 @@ impl UdpAnswerer {
 pub struct ThreadCache {
     answers: AnswerCache,
     /// The zones and the snapshot's answers generation the entries were made from.
-    built_from: Option<(Arc<super::server::DnsState>, u64)>,
+    /// (zones generation, snapshot answers generation).
+    built_from: Option<(u64, u64)>,
 }
 
 impl ThreadCache {

@@ -2,7 +2,7 @@
 //! each with its RRsets as wire-format RDATA. Built once per load by [`ZoneBuilder`], which
 //! enforces the rules a zone must meet; never modified afterwards.
 
-use std::collections::{HashMap, hash_map::Entry};
+use std::collections::HashMap;
 
 use super::wire::{
     self, TYPE_CNAME, TYPE_DNAME, TYPE_DS, TYPE_NS, TYPE_NSEC, TYPE_RRSIG, TYPE_SOA,
@@ -36,7 +36,7 @@ impl RRset {
 /// A name in the zone; no RRsets for an empty non-terminal.
 #[derive(Debug, Default, Clone)]
 pub struct Node {
-    sets: Vec<RRset>,
+    sets: Box<[RRset]>,
 }
 
 impl Node {
@@ -57,7 +57,7 @@ impl Node {
 pub struct Zone {
     /// Lower case, wire form.
     origin: Box<[u8]>,
-    nodes: HashMap<Box<[u8]>, Node>,
+    nodes: HashMap<Box<[u8]>, Node, NameHasher>,
 }
 
 impl Zone {
@@ -120,13 +120,24 @@ impl Zone {
     }
 }
 
-/// An RRset being collected: (type, TTL, RDATAs).
-type PendingSet = (u16, u32, Vec<Vec<u8>>);
+/// A record being collected: its owner (an index into the names), type, TTL and where its
+/// RDATA is in the arena.
+struct Pending {
+    name: u32,
+    rtype: u16,
+    ttl: u32,
+    at: u32,
+    len: u16,
+}
 
-/// Collects records, then checks and freezes them into a [`Zone`].
+/// Collects records, then checks and freezes them into a [`Zone`]. Records go into one flat
+/// list and one byte arena, so that loading a large zone costs few allocations.
 pub struct ZoneBuilder {
     origin: Vec<u8>,
-    nodes: HashMap<Box<[u8]>, Vec<PendingSet>>,
+    names: HashMap<Box<[u8]>, u32, NameHasher>,
+    records: Vec<Pending>,
+    arena: Vec<u8>,
+    scratch: Vec<u8>,
 }
 
 /// Why a record or a zone was refused.
@@ -137,38 +148,54 @@ impl ZoneBuilder {
     pub fn new(origin: &[u8]) -> Self {
         Self {
             origin: wire::lower(origin),
-            nodes: HashMap::new(),
+            names: HashMap::default(),
+            records: Vec::new(),
+            arena: Vec::new(),
+            scratch: Vec::with_capacity(wire::MAX_NAME),
         }
+    }
+
+    /// Makes room for about `records` records (a large zone then loads without regrowing).
+    pub fn reserve(&mut self, records: usize) {
+        self.names.reserve(records);
+        self.records.reserve(records);
+        self.arena.reserve(records * 8);
     }
 
     /// Adds one record (owner in wire form, any case). A record repeated exactly is kept once
     /// (RFC 2181 section 5); a TTL above 2^31 - 1 is served as 0 (RFC 2181 section 8); a TTL
     /// differing within an RRset takes the first one's (RFC 2181 section 5.2).
     pub fn add(&mut self, owner: &[u8], rtype: u16, ttl: u32, rdata: &[u8]) -> Result<(), Refusal> {
-        let owner = wire::lower(owner);
-        if !wire::is_at_or_below(&owner, &self.origin) {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(owner);
+        wire::lower_in_place(&mut self.scratch);
+        if !wire::is_at_or_below(&self.scratch, &self.origin) {
             return Err(format!(
                 "{} is outside the zone {}",
-                wire::to_text(&owner),
+                wire::to_text(&self.scratch),
                 wire::to_text(&self.origin)
             ));
         }
-        if rdata.len() > usize::from(u16::MAX) {
-            return Err("the record data is longer than 65535 bytes".into());
-        }
-        let ttl = if ttl > i32::MAX as u32 { 0 } else { ttl };
-        let sets = match self.nodes.entry(owner.into_boxed_slice()) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(Vec::with_capacity(1)),
-        };
-        match sets.iter_mut().find(|(t, _, _)| *t == rtype) {
-            Some((_, _, rdatas)) => {
-                if !rdatas.iter().any(|r| r == rdata) {
-                    rdatas.push(rdata.to_vec());
-                }
+        let len = u16::try_from(rdata.len())
+            .map_err(|_| "the record data is longer than 65535 bytes".to_string())?;
+        let at = u32::try_from(self.arena.len())
+            .map_err(|_| "the zone holds more than 4 GiB of record data".to_string())?;
+        let next = self.names.len() as u32;
+        let name = match self.names.get(self.scratch.as_slice()) {
+            Some(&i) => i,
+            None => {
+                self.names.insert(self.scratch.as_slice().into(), next);
+                next
             }
-            None => sets.push((rtype, ttl, vec![rdata.to_vec()])),
-        }
+        };
+        self.arena.extend_from_slice(rdata);
+        self.records.push(Pending {
+            name,
+            rtype,
+            ttl: if ttl > i32::MAX as u32 { 0 } else { ttl },
+            at,
+            len,
+        });
         Ok(())
     }
 
@@ -176,9 +203,47 @@ impl ZoneBuilder {
     /// CNAME alone at its name (RFC 1034 section 3.6.2, RFC 2181 section 10.1), one DNAME at
     /// most (RFC 6672 section 2.4) and no CNAME beside it. Empty non-terminals are added.
     pub fn finish(self) -> Result<Zone, Refusal> {
-        let origin_text = wire::to_text(&self.origin);
-        let apex = self.nodes.get(self.origin.as_slice());
-        let has = |t: u16| apex.is_some_and(|s| s.iter().any(|(x, _, _)| *x == t));
+        let ZoneBuilder {
+            origin,
+            names,
+            mut records,
+            arena,
+            ..
+        } = self;
+        let origin_text = wire::to_text(&origin);
+        let mut by_index: Vec<Box<[u8]>> = vec![Box::from(&[][..]); names.len()];
+        for (name, i) in names {
+            by_index[i as usize] = name;
+        }
+        // Group by name, then type; file order is kept inside a group (stable sort).
+        records.sort_by_key(|r| (r.name, r.rtype));
+        let mut nodes: HashMap<Box<[u8]>, Node, NameHasher> =
+            HashMap::with_capacity_and_hasher(by_index.len() + by_index.len() / 8, NameHasher);
+        let mut start = 0;
+        while start < records.len() {
+            let name_index = records[start].name;
+            let mut end = start;
+            while end < records.len() && records[end].name == name_index {
+                end += 1;
+            }
+            let name = std::mem::take(&mut by_index[name_index as usize]);
+            let node = node_of(&name, &records[start..end], &arena, &origin, &origin_text)?;
+            // Ancestors up to the apex exist, as empty non-terminals if nothing else.
+            let mut up = wire::parent(&name);
+            while let Some(p) = up {
+                if p.len() < origin.len() || nodes.contains_key(p) {
+                    break;
+                }
+                nodes.insert(p.into(), Node::default());
+                up = wire::parent(p);
+            }
+            nodes.insert(name, node);
+            start = end;
+        }
+        drop(records);
+        drop(arena);
+        let apex = nodes.get(origin.as_slice());
+        let has = |t: u16| apex.is_some_and(|n| n.get(t).is_some());
         if !has(TYPE_SOA) {
             return Err(format!(
                 "no SOA record at the zone apex {origin_text}; add one"
@@ -189,91 +254,131 @@ impl ZoneBuilder {
                 "no NS records at the zone apex {origin_text}; add the name servers"
             ));
         }
-        let mut nodes: HashMap<Box<[u8]>, Node> = HashMap::with_capacity(self.nodes.len() * 2);
-        for (name, sets) in self.nodes {
-            let text = || wire::to_text(&name);
-            for (rtype, _, rdatas) in &sets {
-                if *rtype == TYPE_SOA && (*name != *self.origin || rdatas.len() > 1) {
-                    return Err(format!(
-                        "{}: an SOA record is allowed only once, at the apex {origin_text}",
-                        text()
-                    ));
-                }
-                if matches!(*rtype, TYPE_CNAME | TYPE_DNAME) && rdatas.len() > 1 {
-                    return Err(format!(
-                        "{} has more than one {} record (RFC 2181 section 10.1, RFC 6672 section 2.4)",
-                        text(),
-                        if *rtype == TYPE_CNAME {
-                            "CNAME"
-                        } else {
-                            "DNAME"
-                        }
-                    ));
-                }
-            }
-            let cname = sets.iter().any(|(t, _, _)| *t == TYPE_CNAME);
-            // RFC 4035 section 2.5: RRSIG and NSEC may sit beside a CNAME.
-            if cname
-                && sets
-                    .iter()
-                    .any(|(t, _, _)| !matches!(*t, TYPE_CNAME | TYPE_RRSIG | TYPE_NSEC))
-            {
-                return Err(format!(
-                    "{} has a CNAME and other data (RFC 1034 section 3.6.2)",
-                    text()
-                ));
-            }
-            if cname && *name == *self.origin {
-                return Err(format!(
-                    "{} has a CNAME at the zone apex (the apex needs SOA and NS)",
-                    text()
-                ));
-            }
-            let node = Node {
-                sets: sets
-                    .into_iter()
-                    .map(|(rtype, ttl, rdatas)| {
-                        let mut data =
-                            Vec::with_capacity(rdatas.iter().map(|r| r.len() + 2).sum::<usize>());
-                        for r in rdatas {
-                            data.extend_from_slice(&(r.len() as u16).to_be_bytes());
-                            data.extend_from_slice(&r);
-                        }
-                        RRset {
-                            rtype,
-                            ttl,
-                            data: data.into_boxed_slice(),
-                        }
-                    })
-                    .collect(),
-            };
-            // Ancestors up to the apex exist, as empty non-terminals if nothing else.
-            let mut up = wire::parent(&name);
-            while let Some(p) = up {
-                if p.len() < self.origin.len() || nodes.contains_key(p) {
-                    break;
-                }
-                nodes.insert(p.into(), Node::default());
-                up = wire::parent(p);
-            }
-            match nodes.entry(name) {
-                Entry::Occupied(mut e) => *e.get_mut() = node,
-                Entry::Vacant(e) => {
-                    e.insert(node);
-                }
-            }
-        }
-        nodes.shrink_to_fit();
         // A DS belongs at a delegation (RFC 4035 section 2.4), never at the apex.
-        if nodes[self.origin.as_slice()].get(TYPE_DS).is_some() {
+        if has(TYPE_DS) {
             return Err(format!(
                 "{origin_text} has a DS record at the apex; DS records belong in the parent zone"
             ));
         }
+        nodes.shrink_to_fit();
         Ok(Zone {
-            origin: self.origin.into_boxed_slice(),
+            origin: origin.into_boxed_slice(),
             nodes,
         })
+    }
+}
+
+/// The node of one name from its records (sorted by type), with the checks that concern one
+/// name.
+fn node_of(
+    name: &[u8],
+    records: &[Pending],
+    arena: &[u8],
+    origin: &[u8],
+    origin_text: &str,
+) -> Result<Node, Refusal> {
+    let text = || wire::to_text(name);
+    let mut sets: Vec<RRset> = Vec::with_capacity(1);
+    let mut start = 0;
+    while start < records.len() {
+        let rtype = records[start].rtype;
+        let mut end = start;
+        while end < records.len() && records[end].rtype == rtype {
+            end += 1;
+        }
+        let mut rdatas: Vec<&[u8]> = Vec::with_capacity(end - start);
+        for r in &records[start..end] {
+            let rdata = &arena[r.at as usize..r.at as usize + usize::from(r.len)];
+            if !rdatas.contains(&rdata) {
+                rdatas.push(rdata);
+            }
+        }
+        if rtype == TYPE_SOA && (name != origin || rdatas.len() > 1) {
+            return Err(format!(
+                "{}: an SOA record is allowed only once, at the apex {origin_text}",
+                text()
+            ));
+        }
+        if matches!(rtype, TYPE_CNAME | TYPE_DNAME) && rdatas.len() > 1 {
+            return Err(format!(
+                "{} has more than one {} record (RFC 2181 section 10.1, RFC 6672 section 2.4)",
+                text(),
+                if rtype == TYPE_CNAME {
+                    "CNAME"
+                } else {
+                    "DNAME"
+                }
+            ));
+        }
+        let mut data = Vec::with_capacity(rdatas.iter().map(|r| r.len() + 2).sum());
+        for r in rdatas {
+            data.extend_from_slice(&(r.len() as u16).to_be_bytes());
+            data.extend_from_slice(r);
+        }
+        sets.push(RRset {
+            rtype,
+            ttl: records[start].ttl,
+            data: data.into_boxed_slice(),
+        });
+        start = end;
+    }
+    let cname = sets.iter().any(|s| s.rtype == TYPE_CNAME);
+    // RFC 4035 section 2.5: RRSIG and NSEC may sit beside a CNAME.
+    if cname
+        && sets
+            .iter()
+            .any(|s| !matches!(s.rtype, TYPE_CNAME | TYPE_RRSIG | TYPE_NSEC))
+    {
+        return Err(format!(
+            "{} has a CNAME and other data (RFC 1034 section 3.6.2)",
+            text()
+        ));
+    }
+    if cname && name == origin {
+        return Err(format!(
+            "{} has a CNAME at the zone apex (the apex needs SOA and NS)",
+            text()
+        ));
+    }
+    Ok(Node {
+        sets: sets.into_boxed_slice(),
+    })
+}
+
+/// A fast hash for the names of our own zones (FxHash's mixing; zone data is the operator's,
+/// so flooding the table with collisions is not a stranger's option).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NameHasher;
+
+impl std::hash::BuildHasher for NameHasher {
+    type Hasher = FxHasher;
+
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher(0)
+    }
+}
+
+pub struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write(&n.to_le_bytes());
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

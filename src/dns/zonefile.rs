@@ -22,14 +22,14 @@ const DEFAULT_TTL: u32 = 3600;
 
 /// One record read from a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
+pub struct Record<'a> {
     /// Wire form, as written (case kept).
-    pub owner: Vec<u8>,
+    pub owner: &'a [u8],
     pub rtype: u16,
     pub ttl: u32,
-    pub rdata: Vec<u8>,
+    pub rdata: &'a [u8],
     /// Where it was written.
-    pub file: PathBuf,
+    pub file: &'a Path,
     pub line: usize,
 }
 
@@ -47,40 +47,47 @@ impl std::fmt::Display for ParseError {
     }
 }
 
-/// A token of an entry: its text as written (escapes kept), whether it was quoted, its line.
-#[derive(Debug, Clone)]
-struct Token {
-    text: Vec<u8>,
+/// A token of an entry: its text as written (escapes kept, quotes removed), whether it was
+/// quoted, its line.
+#[derive(Debug, Clone, Copy)]
+struct Token<'a> {
+    text: &'a [u8],
     quoted: bool,
     line: usize,
 }
 
 /// An entry: its tokens, whether it started with blank space (the owner is the previous one).
-struct Entry {
-    tokens: Vec<Token>,
+struct Entry<'a> {
+    tokens: Vec<Token<'a>>,
     blank_owner: bool,
     line: usize,
 }
 
-/// Splits a file's text into entries.
-fn entries(text: &[u8]) -> Result<Vec<Entry>, (usize, String)> {
-    let mut out = Vec::new();
+/// Splits a file's text into entries, handing each to `out` as soon as it is complete (a
+/// large zone is never held as tokens all at once; one entry's token list is reused).
+fn entries<'a, E>(
+    text: &'a [u8],
+    out: &mut dyn FnMut(&Entry<'a>) -> Result<(), E>,
+    lexical: impl Fn(usize, String) -> E,
+) -> Result<(), E> {
     let mut i = 0;
     let mut line = 1;
     let mut depth = 0usize;
-    let mut current: Option<Entry> = None;
+    let mut entry = Entry {
+        tokens: Vec::with_capacity(16),
+        blank_owner: false,
+        line: 1,
+    };
     let mut start_of_line = true;
     while i < text.len() {
         let c = text[i];
         if std::mem::take(&mut start_of_line) && depth == 0 {
-            if let Some(entry) = current.take().filter(|e| !e.tokens.is_empty()) {
-                out.push(entry);
+            if !entry.tokens.is_empty() {
+                out(&entry)?;
             }
-            current = Some(Entry {
-                tokens: Vec::new(),
-                blank_owner: c == b' ' || c == b'\t',
-                line,
-            });
+            entry.tokens.clear();
+            entry.blank_owner = c == b' ' || c == b'\t';
+            entry.line = line;
         }
         match c {
             b'\n' => {
@@ -100,88 +107,69 @@ fn entries(text: &[u8]) -> Result<Vec<Entry>, (usize, String)> {
             }
             b')' => {
                 if depth == 0 {
-                    return Err((line, "')' without '('".into()));
+                    return Err(lexical(line, "')' without '('".into()));
                 }
                 depth -= 1;
                 i += 1;
             }
             b'"' => {
                 let start_line = line;
-                let mut s = Vec::new();
+                let start = i + 1;
                 i += 1;
                 loop {
                     let Some(&b) = text.get(i) else {
-                        return Err((start_line, "a quoted string is not closed".into()));
+                        return Err(lexical(start_line, "a quoted string is not closed".into()));
                     };
                     match b {
-                        b'"' => {
-                            i += 1;
-                            break;
-                        }
+                        b'"' => break,
                         b'\\' => {
-                            s.push(b);
-                            if let Some(&next) = text.get(i + 1) {
-                                s.push(next);
-                                if next == b'\n' {
-                                    line += 1;
-                                }
+                            if text.get(i + 1) == Some(&b'\n') {
+                                line += 1;
                             }
                             i += 2;
                         }
                         b'\n' => {
                             line += 1;
-                            s.push(b);
                             i += 1;
                         }
-                        _ => {
-                            s.push(b);
-                            i += 1;
-                        }
+                        _ => i += 1,
                     }
                 }
-                if let Some(e) = current.as_mut() {
-                    e.tokens.push(Token {
-                        text: s,
-                        quoted: true,
-                        line: start_line,
-                    });
-                }
+                entry.tokens.push(Token {
+                    text: &text[start..i],
+                    quoted: true,
+                    line: start_line,
+                });
+                i += 1;
             }
             _ => {
-                let mut s = Vec::new();
+                let start = i;
                 while let Some(&b) = text.get(i) {
                     match b {
                         b' ' | b'\t' | b'\r' | b'\n' | b';' | b'(' | b')' | b'"' => break,
-                        b'\\' => {
-                            s.push(b);
-                            if let Some(&next) = text.get(i + 1) {
-                                s.push(next);
-                            }
-                            i += 2;
-                        }
-                        _ => {
-                            s.push(b);
-                            i += 1;
-                        }
+                        b'\\' => i += 2,
+                        _ => i += 1,
                     }
                 }
-                if let Some(e) = current.as_mut() {
-                    e.tokens.push(Token {
-                        text: s,
-                        quoted: false,
-                        line,
-                    });
-                }
+                let end = i.min(text.len());
+                entry.tokens.push(Token {
+                    text: &text[start..end],
+                    quoted: false,
+                    line,
+                });
             }
         }
     }
     if depth > 0 {
-        return Err((line, "'(' without ')' before the end of the file".into()));
+        return Err(lexical(
+            line,
+            "'(' without ')' before the end of the file".into(),
+        ));
     }
-    if let Some(entry) = current.filter(|e| !e.tokens.is_empty()) {
-        out.push(entry);
+    if !entry.tokens.is_empty() {
+        out(&entry)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Decodes the escapes of a token into bytes (`\X` is X, `\DDD` the byte DDD).
@@ -224,58 +212,72 @@ fn escape_at(text: &[u8], i: usize) -> Result<(u8, usize), String> {
 
 /// A domain name as written, relative to `origin` unless it ends with an unescaped dot.
 fn name(text: &[u8], origin: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(text.len() + origin.len() + 1);
+    name_into(text, origin, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the wire form of the name `text` (relative to `origin`) to `out`.
+fn name_into(text: &[u8], origin: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    let shown = || String::from_utf8_lossy(text).into_owned();
     if text == b"@" {
-        return Ok(origin.to_vec());
+        out.extend_from_slice(origin);
+        return Ok(());
     }
-    let shown = String::from_utf8_lossy(text).into_owned();
-    let mut out = Vec::with_capacity(text.len() + 2);
-    let mut label = Vec::with_capacity(63);
+    if text == b"." {
+        out.push(0);
+        return Ok(());
+    }
+    let start = out.len();
+    // The length byte of the label being written.
+    let mut label_at = out.len();
+    out.push(0);
     let mut absolute = false;
     let mut i = 0;
-    let end_label = |label: &mut Vec<u8>, out: &mut Vec<u8>| -> Result<(), String> {
-        if label.is_empty() {
-            return Err(format!("{shown:?} has an empty label"));
+    let close = |out: &mut Vec<u8>, label_at: usize| -> Result<(), String> {
+        let len = out.len() - label_at - 1;
+        if len == 0 {
+            return Err(format!("{:?} has an empty label", shown()));
         }
-        if label.len() > 63 {
-            return Err(format!("{shown:?} has a label longer than 63 bytes"));
+        if len > 63 {
+            return Err(format!("{:?} has a label longer than 63 bytes", shown()));
         }
-        out.push(label.len() as u8);
-        out.append(label);
+        out[label_at] = len as u8;
         Ok(())
     };
-    if text == b"." {
-        return Ok(vec![0]);
-    }
     while i < text.len() {
         match text[i] {
             b'\\' => {
                 let (byte, used) = escape_at(text, i)?;
-                label.push(byte);
+                out.push(byte);
                 i += used;
             }
             b'.' => {
-                end_label(&mut label, &mut out)?;
+                close(out, label_at)?;
                 i += 1;
                 if i == text.len() {
                     absolute = true;
+                } else {
+                    label_at = out.len();
+                    out.push(0);
                 }
             }
             b => {
-                label.push(b);
+                out.push(b);
                 i += 1;
             }
         }
     }
-    if !absolute {
-        end_label(&mut label, &mut out)?;
-        out.extend_from_slice(origin);
-    } else {
+    if absolute {
         out.push(0);
+    } else {
+        close(out, label_at)?;
+        out.extend_from_slice(origin);
     }
-    if out.len() > MAX_NAME {
-        return Err(format!("{shown:?} is longer than 255 bytes"));
+    if out.len() - start > MAX_NAME {
+        return Err(format!("{:?} is longer than 255 bytes", shown()));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// An absolute name in presentation form (ending with a dot), escapes allowed.
@@ -320,13 +322,15 @@ fn ttl(text: &[u8]) -> Option<u32> {
 
 /// The type of a mnemonic or `TYPEnnn`.
 pub fn type_code(text: &str) -> Option<u16> {
-    let upper = text.to_ascii_uppercase();
-    if let Some(n) = upper.strip_prefix("TYPE") {
-        return n.parse().ok();
+    if let Some(prefix) = text.get(..4)
+        && prefix.eq_ignore_ascii_case("TYPE")
+        && text.len() > 4
+    {
+        return text[4..].parse().ok();
     }
     TYPES
         .iter()
-        .find(|(mnemonic, _, _)| *mnemonic == upper)
+        .find(|(mnemonic, _, _)| mnemonic.eq_ignore_ascii_case(text))
         .map(|(_, code, _)| *code)
 }
 
@@ -452,12 +456,13 @@ const ALGORITHMS: &[(&str, u8)] = &[
 ];
 
 /// Reads the RDATA of `rtype` from `tokens`.
-fn rdata(rtype: u16, tokens: &[Token], origin: &[u8]) -> Result<Vec<u8>, String> {
+fn rdata(rtype: u16, tokens: &[Token<'_>], origin: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     if tokens
         .first()
         .is_some_and(|t| !t.quoted && t.text == b"\\#")
     {
-        return generic(&tokens[1..]);
+        out.extend(generic(&tokens[1..])?);
+        return Ok(());
     }
     let Some((mnemonic, _, fields)) = TYPES.iter().find(|(_, code, _)| *code == rtype) else {
         return Err(format!(
@@ -467,12 +472,11 @@ fn rdata(rtype: u16, tokens: &[Token], origin: &[u8]) -> Result<Vec<u8>, String>
     if *mnemonic == "NULL" {
         return Err("NULL records can only be written as \\# <length> <hex> (RFC 3597)".into());
     }
-    let mut out = Vec::new();
     let mut rest = tokens;
     for field in fields.iter() {
         let take_all = matches!(field, Strs | Base64 | Hex | Bitmap | Loc | SvcParams | Raw);
         if take_all {
-            let used = field_rest(*field, rest, &mut out, mnemonic)?;
+            let used = field_rest(*field, rest, out, mnemonic)?;
             rest = &rest[used..];
             continue;
         }
@@ -482,24 +486,24 @@ fn rdata(rtype: u16, tokens: &[Token], origin: &[u8]) -> Result<Vec<u8>, String>
                 fields.len()
             ));
         };
-        one_field(*field, token, origin, &mut out).map_err(|e| format!("{mnemonic}: {e}"))?;
+        one_field(*field, token, origin, out).map_err(|e| format!("{mnemonic}: {e}"))?;
         rest = more;
     }
     if let Some(extra) = rest.first() {
         return Err(format!(
             "{mnemonic}: unexpected {:?} after the record data",
-            String::from_utf8_lossy(&extra.text)
+            String::from_utf8_lossy(extra.text)
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// RFC 3597 section 5: `\# <length> <hex>...`.
-fn generic(tokens: &[Token]) -> Result<Vec<u8>, String> {
+fn generic(tokens: &[Token<'_>]) -> Result<Vec<u8>, String> {
     let Some((len, hex_tokens)) = tokens.split_first() else {
         return Err("\\# needs a length".into());
     };
-    let len: usize = std::str::from_utf8(&len.text)
+    let len: usize = std::str::from_utf8(len.text)
         .ok()
         .and_then(|t| t.parse().ok())
         .ok_or("\\# needs a length in decimal")?;
@@ -510,11 +514,11 @@ fn generic(tokens: &[Token]) -> Result<Vec<u8>, String> {
     Ok(data)
 }
 
-fn text_of(token: &Token) -> Result<&str, String> {
-    std::str::from_utf8(&token.text).map_err(|_| "not text".to_string())
+fn text_of<'a>(token: &Token<'a>) -> Result<&'a str, String> {
+    std::str::from_utf8(token.text).map_err(|_| "not text".to_string())
 }
 
-fn number<T: TryFrom<u64>>(token: &Token) -> Result<T, String> {
+fn number<T: TryFrom<u64>>(token: &Token<'_>) -> Result<T, String> {
     let text = text_of(token)?;
     text.parse::<u64>()
         .ok()
@@ -523,8 +527,8 @@ fn number<T: TryFrom<u64>>(token: &Token) -> Result<T, String> {
 }
 
 /// One character-string: at most 255 bytes (RFC 1035 section 3.3).
-fn char_string(token: &Token, out: &mut Vec<u8>) -> Result<(), String> {
-    let bytes = unescape(&token.text)?;
+fn char_string(token: &Token<'_>, out: &mut Vec<u8>) -> Result<(), String> {
+    let bytes = unescape(token.text)?;
     if bytes.len() > 255 {
         return Err(format!(
             "a character-string of {} bytes; at most 255 are allowed (split it into several strings)",
@@ -536,21 +540,26 @@ fn char_string(token: &Token, out: &mut Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
-fn one_field(field: Field, token: &Token, origin: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+fn one_field(
+    field: Field,
+    token: &Token<'_>,
+    origin: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     match field {
         U8 => out.push(number(token)?),
         U16 => out.extend_from_slice(&number::<u16>(token)?.to_be_bytes()),
         U32 => out.extend_from_slice(&number::<u32>(token)?.to_be_bytes()),
         Ttl => {
-            let t = ttl(&token.text).ok_or_else(|| {
+            let t = ttl(token.text).ok_or_else(|| {
                 format!(
                     "{:?} is not a duration",
-                    String::from_utf8_lossy(&token.text)
+                    String::from_utf8_lossy(token.text)
                 )
             })?;
             out.extend_from_slice(&t.to_be_bytes());
         }
-        Name => out.extend(name(&token.text, origin)?),
+        Name => name_into(token.text, origin, out)?,
         Ipv4 => {
             let ip: Ipv4Addr = text_of(token)?.parse().map_err(|_| {
                 format!("{:?} is not an IPv4 address", text_of(token).unwrap_or(""))
@@ -590,7 +599,7 @@ fn one_field(field: Field, token: &Token, origin: &[u8], out: &mut Vec<u8>) -> R
             out.extend_from_slice(&seconds.to_be_bytes());
         }
         Tag => {
-            let tag = unescape(&token.text)?;
+            let tag = unescape(token.text)?;
             if tag.is_empty() || tag.len() > 255 || !tag.iter().all(u8::is_ascii_alphanumeric) {
                 return Err(format!(
                     "{:?} is not a CAA tag",
@@ -636,7 +645,7 @@ fn one_field(field: Field, token: &Token, origin: &[u8], out: &mut Vec<u8>) -> R
 /// A field that takes the remaining tokens; returns how many it used.
 fn field_rest(
     field: Field,
-    tokens: &[Token],
+    tokens: &[Token<'_>],
     out: &mut Vec<u8>,
     mnemonic: &str,
 ) -> Result<usize, String> {
@@ -653,7 +662,7 @@ fn field_rest(
         Base64 => {
             let text: String = tokens
                 .iter()
-                .map(|t| String::from_utf8_lossy(&t.text).into_owned())
+                .map(|t| String::from_utf8_lossy(t.text).into_owned())
                 .collect();
             out.extend(base64(&text).map_err(fail)?);
         }
@@ -675,7 +684,7 @@ fn field_rest(
             let [token] = tokens else {
                 return Err(fail("needs exactly one (quoted) string".into()));
             };
-            out.extend(unescape(&token.text).map_err(fail)?);
+            out.extend(unescape(token.text).map_err(fail)?);
         }
         Loc => out.extend(loc(tokens).map_err(fail)?),
         SvcParams => out.extend(svc_params(tokens).map_err(fail)?),
@@ -684,7 +693,7 @@ fn field_rest(
     Ok(tokens.len())
 }
 
-fn hex(tokens: &[Token]) -> Result<Vec<u8>, String> {
+fn hex(tokens: &[Token<'_>]) -> Result<Vec<u8>, String> {
     let text: Vec<u8> = tokens.iter().flat_map(|t| t.text.iter().copied()).collect();
     if !text.len().is_multiple_of(2) {
         return Err("an odd number of hexadecimal digits".into());
@@ -791,10 +800,10 @@ fn date_time(text: &str) -> Option<u32> {
 }
 
 /// RFC 1876 section 3: `d [m [s]] N|S d [m [s]] E|W alt[m] [size[m] [hp[m] [vp[m]]]]`.
-fn loc(tokens: &[Token]) -> Result<Vec<u8>, String> {
+fn loc(tokens: &[Token<'_>]) -> Result<Vec<u8>, String> {
     let words: Vec<String> = tokens
         .iter()
-        .map(|t| String::from_utf8_lossy(&t.text).into_owned())
+        .map(|t| String::from_utf8_lossy(t.text).into_owned())
         .collect();
     let mut i = 0;
     let mut angle = |hemispheres: [&str; 2], max: u32| -> Result<u32, String> {
@@ -870,7 +879,7 @@ fn loc(tokens: &[Token]) -> Result<Vec<u8>, String> {
 }
 
 /// RFC 9460 section 2.1: `key=value` parameters, sorted by key in the wire form.
-fn svc_params(tokens: &[Token]) -> Result<Vec<u8>, String> {
+fn svc_params(tokens: &[Token<'_>]) -> Result<Vec<u8>, String> {
     const KEYS: &[&str] = &[
         "mandatory",
         "alpn",
@@ -888,7 +897,7 @@ fn svc_params(tokens: &[Token]) -> Result<Vec<u8>, String> {
     };
     let mut params: Vec<(u16, Vec<u8>)> = Vec::new();
     for token in tokens {
-        let text = String::from_utf8_lossy(&token.text).into_owned();
+        let text = String::from_utf8_lossy(token.text).into_owned();
         let (key, value) = match text.split_once('=') {
             Some((k, v)) => (k.to_string(), Some(v.trim_matches('"').to_string())),
             None => (text.clone(), None),
@@ -975,13 +984,14 @@ pub fn read(
     text: &[u8],
     origin: &[u8],
     root: &Path,
-    add: &mut dyn FnMut(Record) -> Result<(), String>,
+    add: &mut dyn FnMut(Record<'_>) -> Result<(), String>,
 ) -> Result<(), ParseError> {
     let mut state = State {
         origin: origin.to_vec(),
         default_ttl: None,
         last_ttl: None,
-        owner: None,
+        owner: Vec::new(),
+        rdata: Vec::new(),
     };
     read_file(path, text, &mut state, root, 0, add)
 }
@@ -990,7 +1000,10 @@ struct State {
     origin: Vec<u8>,
     default_ttl: Option<u32>,
     last_ttl: Option<u32>,
-    owner: Option<Vec<u8>>,
+    /// The last owner (empty before the first record).
+    owner: Vec<u8>,
+    /// The RDATA being read (reused from record to record).
+    rdata: Vec<u8>,
 }
 
 fn read_file(
@@ -999,36 +1012,56 @@ fn read_file(
     state: &mut State,
     root: &Path,
     depth: usize,
-    add: &mut dyn FnMut(Record) -> Result<(), String>,
+    add: &mut dyn FnMut(Record<'_>) -> Result<(), String>,
 ) -> Result<(), ParseError> {
     let fail = |line: usize, message: String| ParseError {
         file: path.to_path_buf(),
         line,
         message,
     };
-    let entries = entries(text).map_err(|(line, m)| fail(line, m))?;
-    for entry in entries {
+    entries(
+        text,
+        &mut |entry| read_entry(path, entry, state, root, depth, add),
+        fail,
+    )
+}
+
+/// One entry: a directive, or a record handed to `add`.
+fn read_entry(
+    path: &Path,
+    entry: &Entry<'_>,
+    state: &mut State,
+    root: &Path,
+    depth: usize,
+    add: &mut dyn FnMut(Record<'_>) -> Result<(), String>,
+) -> Result<(), ParseError> {
+    let fail = |line: usize, message: String| ParseError {
+        file: path.to_path_buf(),
+        line,
+        message,
+    };
+    {
         let line = entry.line;
         let first = &entry.tokens[0];
         if !entry.blank_owner && !first.quoted && first.text.starts_with(b"$") {
-            let directive = String::from_utf8_lossy(&first.text).to_ascii_uppercase();
+            let directive = String::from_utf8_lossy(first.text).to_ascii_uppercase();
             let args = &entry.tokens[1..];
             match directive.as_str() {
                 "$ORIGIN" => {
                     let [arg] = args else {
                         return Err(fail(line, "$ORIGIN takes one name".into()));
                     };
-                    let origin = name(&arg.text, &state.origin).map_err(|m| fail(line, m))?;
+                    let origin = name(arg.text, &state.origin).map_err(|m| fail(line, m))?;
                     state.origin = origin;
                 }
                 "$TTL" => {
                     let [arg] = args else {
                         return Err(fail(line, "$TTL takes one duration".into()));
                     };
-                    state.default_ttl = Some(ttl(&arg.text).ok_or_else(|| {
+                    state.default_ttl = Some(ttl(arg.text).ok_or_else(|| {
                         fail(
                             line,
-                            format!("{:?} is not a duration", String::from_utf8_lossy(&arg.text)),
+                            format!("{:?} is not a duration", String::from_utf8_lossy(arg.text)),
                         )
                     })?);
                 }
@@ -1050,7 +1083,7 @@ fn read_file(
                         ));
                     }
                     let included = path.parent().unwrap_or(Path::new(".")).join(
-                        String::from_utf8_lossy(&unescape(&file.text).map_err(|m| fail(line, m))?)
+                        String::from_utf8_lossy(&unescape(file.text).map_err(|m| fail(line, m))?)
                             .as_ref(),
                     );
                     let inside = |p: &Path| {
@@ -1082,12 +1115,13 @@ fn read_file(
                         .map_err(|e| fail(line, format!("$INCLUDE {}: {e}", included.display())))?;
                     let mut inner = State {
                         origin: match origin {
-                            Some(o) => name(&o.text, &state.origin).map_err(|m| fail(line, m))?,
+                            Some(o) => name(o.text, &state.origin).map_err(|m| fail(line, m))?,
                             None => state.origin.clone(),
                         },
                         default_ttl: state.default_ttl,
                         last_ttl: state.last_ttl,
                         owner: state.owner.clone(),
+                        rdata: Vec::new(),
                     };
                     read_file(&included, &body, &mut inner, root, depth + 1, add)?;
                     // RFC 1035 section 5.1: the origin and owner go back after the include.
@@ -1100,21 +1134,20 @@ fn read_file(
                 }
                 other => return Err(fail(line, format!("unknown directive {other}"))),
             }
-            continue;
+            return Ok(());
         }
-        let mut tokens: &[Token] = &entry.tokens;
-        let owner = if entry.blank_owner {
-            state
-                .owner
-                .clone()
-                .ok_or_else(|| fail(line, "the first record has no owner name".into()))?
+        let mut tokens: &[Token<'_>] = &entry.tokens;
+        if entry.blank_owner {
+            if state.owner.is_empty() {
+                return Err(fail(line, "the first record has no owner name".into()));
+            }
         } else {
             let (owner, rest) = tokens.split_first().expect("entries are not empty");
             tokens = rest;
-            let owner = name(&owner.text, &state.origin).map_err(|m| fail(owner.line, m))?;
-            state.owner = Some(owner.clone());
-            owner
-        };
+            state.owner.clear();
+            name_into(owner.text, &state.origin, &mut state.owner)
+                .map_err(|m| fail(owner.line, m))?;
+        }
         // [TTL] [class] type, TTL and class in either order.
         let mut record_ttl = None;
         let mut class_seen = false;
@@ -1123,32 +1156,36 @@ fn read_file(
                 return Err(fail(line, "a record needs a type".into()));
             };
             tokens = rest;
-            let text = String::from_utf8_lossy(&token.text).into_owned();
-            if record_ttl.is_none() && text.starts_with(|c: char| c.is_ascii_digit()) {
+            let text = token.text;
+            let shown = || String::from_utf8_lossy(text).into_owned();
+            if record_ttl.is_none() && text.first().is_some_and(u8::is_ascii_digit) {
                 record_ttl = Some(
-                    ttl(&token.text).ok_or_else(|| fail(line, format!("{text:?} is not a TTL")))?,
+                    ttl(text).ok_or_else(|| fail(line, format!("{:?} is not a TTL", shown())))?,
                 );
                 continue;
             }
-            let upper = text.to_ascii_uppercase();
-            if !class_seen
-                && (upper == "IN"
-                    || upper == "CH"
-                    || upper == "HS"
-                    || upper == "CS"
-                    || upper.starts_with("CLASS"))
-            {
-                if upper != "IN" && upper != "CLASS1" {
+            let is = |word: &[u8]| text.eq_ignore_ascii_case(word);
+            let class_like = is(b"IN")
+                || is(b"CH")
+                || is(b"HS")
+                || is(b"CS")
+                || text
+                    .get(..5)
+                    .is_some_and(|p| p.eq_ignore_ascii_case(b"CLASS"));
+            if !class_seen && class_like {
+                if !is(b"IN") && !is(b"CLASS1") {
                     return Err(fail(
                         line,
-                        format!("class {text}: only class IN zones are served"),
+                        format!("class {}: only class IN zones are served", shown()),
                     ));
                 }
                 class_seen = true;
                 continue;
             }
-            break type_code(&text)
-                .ok_or_else(|| fail(line, format!("{text:?} is not a record type")))?;
+            break std::str::from_utf8(text)
+                .ok()
+                .and_then(type_code)
+                .ok_or_else(|| fail(line, format!("{:?} is not a record type", shown())))?;
         };
         let record_ttl = match record_ttl {
             Some(t) => {
@@ -1157,7 +1194,9 @@ fn read_file(
             }
             None => state.default_ttl.or(state.last_ttl).unwrap_or(DEFAULT_TTL),
         };
-        let data = rdata(rtype, tokens, &state.origin).map_err(|m| fail(line, m))?;
+        let mut data = std::mem::take(&mut state.rdata);
+        data.clear();
+        rdata(rtype, tokens, &state.origin, &mut data).map_err(|m| fail(line, m))?;
         if data.len() > usize::from(u16::MAX) {
             return Err(fail(
                 line,
@@ -1165,14 +1204,15 @@ fn read_file(
             ));
         }
         add(Record {
-            owner,
+            owner: &state.owner,
             rtype,
             ttl: record_ttl,
-            rdata: data,
-            file: path.to_path_buf(),
+            rdata: &data,
+            file: path,
             line,
         })
         .map_err(|m| fail(line, m))?;
+        state.rdata = data;
     }
     Ok(())
 }
@@ -1181,7 +1221,17 @@ fn read_file(
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Vec<Record>, ParseError> {
+    /// A record as read, owned.
+    #[derive(Debug)]
+    struct Owned {
+        owner: Vec<u8>,
+        rtype: u16,
+        ttl: u32,
+        rdata: Vec<u8>,
+        line: usize,
+    }
+
+    fn parse(text: &str) -> Result<Vec<Owned>, ParseError> {
         let mut out = Vec::new();
         read(
             Path::new("z/example.zone"),
@@ -1189,14 +1239,20 @@ mod tests {
             &wire::from_dotted("example").expect("origin"),
             Path::new("z"),
             &mut |r| {
-                out.push(r);
+                out.push(Owned {
+                    owner: r.owner.to_vec(),
+                    rtype: r.rtype,
+                    ttl: r.ttl,
+                    rdata: r.rdata.to_vec(),
+                    line: r.line,
+                });
                 Ok(())
             },
         )?;
         Ok(out)
     }
 
-    fn one(text: &str) -> Record {
+    fn one(text: &str) -> Owned {
         let mut records = parse(text).expect("parses");
         assert_eq!(records.len(), 1, "{records:?}");
         records.remove(0)

@@ -14,3 +14,4 @@ mod references;
 mod route53;
 mod support;
 mod xdp;
+mod zone_load;

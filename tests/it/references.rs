@@ -59,12 +59,25 @@ async fn started(name: &'static str, child: Child, port: u16, probe: &str) -> Re
 
 /// Knot DNS serving `zone` as `origin` (no trailing dot), with its default settings.
 pub async fn knot(dir: &Path, origin: &str, zone: &str) -> Reference {
+    knot_with(dir, origin, zone, false).await
+}
+
+/// Knot DNS as [`knot`], letting 127.0.0.1 transfer the zone if `transfers`.
+pub async fn knot_with(dir: &Path, origin: &str, zone: &str, transfers: bool) -> Reference {
     let port = free_port();
     let run = dir.join("knot");
     std::fs::create_dir_all(run.join("zones")).expect("dir");
     std::fs::write(run.join(format!("zones/{origin}.zone")), zone).expect("zone");
+    let (acl, zone_acl) = if transfers {
+        (
+            "acl:\n  - id: xfr\n    address: 127.0.0.1\n    action: transfer\n",
+            "    acl: xfr\n",
+        )
+    } else {
+        ("", "")
+    };
     let conf = format!(
-        "server:\n    rundir: \"{run}\"\n    listen: 127.0.0.1@{port}\ndatabase:\n    storage: \"{run}\"\nzone:\n  - domain: {origin}\n    storage: \"{run}/zones\"\n    file: \"{origin}.zone\"\n",
+        "server:\n    rundir: \"{run}\"\n    listen: 127.0.0.1@{port}\ndatabase:\n    storage: \"{run}\"\n{acl}zone:\n  - domain: {origin}\n    storage: \"{run}/zones\"\n    file: \"{origin}.zone\"\n{zone_acl}",
         run = run.display()
     );
     std::fs::write(run.join("knot.conf"), conf).expect("conf");
