@@ -32,7 +32,7 @@ pub async fn run(
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
 
-    let bound = dns::server::bind(&settings.dns.listen, dns::server::udp_threads())
+    let bound = dns::listen::bind(&settings.dns.listen, dns::listen::udp_threads())
         .await
         .context("choose another DNS address (dns.listen, or --dns-listen for the demo)")?;
     let admin_listener = bind_admin(&settings).await?;
@@ -61,7 +61,7 @@ pub async fn run(
         aggregation.published.clone(),
         metrics.clone(),
     );
-    let server = dns::server::serve(frontend, bound, &settings.dns.xdp)
+    let server = dns::listen::serve(frontend, bound, &settings.dns.xdp)
         .context("cannot start the DNS server")?;
 
     tracing::info!(dns = ?listening.dns, admin = %listening.admin, probers = settings.regions.len(),

@@ -385,7 +385,7 @@ fn admin_state(
 async fn drain(
     shutdown: CancellationToken,
     mut tasks: JoinSet<()>,
-    server: Option<dns::server::DnsServer>,
+    server: Option<dns::listen::DnsServer>,
 ) {
     shutdown.cancel();
     let drained = tokio::time::timeout(Duration::from_secs(5), async {

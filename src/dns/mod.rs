@@ -1,15 +1,18 @@
 //! Authoritative DNS: static zones from files plus managed records from the snapshot.
 //!
-//! `zones` loads files into `zone` stores; `answer` decides what a question gets (pure);
-//! `wire` parses queries and writes responses; `server` is the one request path that UDP
-//! (`udp`, with its `answer_cache`), AF_XDP (`xdp`), TCP and the `harness` call.
+//! `zonefile` reads zone files and `zones` loads them into `zone` stores; `answer` decides what
+//! a question gets (pure); `wire` parses queries and writes responses; `server` is the one
+//! request path that UDP (`udp`, with its `answer_cache`), AF_XDP (`xdp`), TCP (`tcp`) and
+//! the `harness` call; `listen` binds the addresses and starts the transports.
 
 pub mod answer;
 pub mod answer_cache;
 pub mod client;
 pub mod harness;
+pub mod listen;
 pub mod query;
 pub mod server;
+pub mod tcp;
 pub mod udp;
 pub mod wire;
 #[cfg(target_os = "linux")]
