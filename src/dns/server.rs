@@ -309,6 +309,10 @@ impl Frontend {
             send(w.finish(flags, rcode, opt));
             rcode
         };
+        if q.qtype == wire::TYPE_AXFR && transport == Transport::Udp {
+            // AXFR is a TCP exchange (RFC 5936 section 4.2); Knot and NSD say NOTIMP.
+            return refuse(wire::RCODE_NOTIMP, send);
+        }
         if !state.transfer_allowed(transport, src) {
             return refuse(wire::RCODE_REFUSED, send);
         }

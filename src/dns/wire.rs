@@ -331,7 +331,9 @@ pub fn parse(packet: &[u8]) -> Parsed<'_> {
             id,
             flags,
             question,
-            edns,
+            // An OPT is echoed only when the additional section could be read whole (as
+            // Knot and NSD answer).
+            edns: edns.filter(|_| additional_ok),
         };
     };
     let qname = &packet[12..end - 4];

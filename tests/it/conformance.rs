@@ -479,6 +479,68 @@ fn cases() -> Vec<Case> {
     let mut response = good.clone();
     response[2] |= 0x80;
     add("a response".into(), response);
+    let mut trailing = good.clone();
+    trailing.extend_from_slice(&[0xde, 0xad]);
+    add("trailing bytes".into(), trailing);
+    // Header bits a query should not carry: AA, TC, Z (RFC 1035 section 4.1.1), AD.
+    for (bit_at, bit, what) in [
+        (2, 0x04, "AA"),
+        (2, 0x02, "TC"),
+        (3, 0x40, "Z"),
+        (3, 0x20, "AD"),
+    ] {
+        let mut flagged = good.clone();
+        flagged[bit_at] |= bit;
+        add(format!("query with {what} set"), flagged);
+    }
+    // OPT problems: two OPT records, an OPT not owned by the root, a truncated option, an
+    // ECS option with bits past its prefix, a well-formed ECS option.
+    let with_opt = packet(next_id(), "static", 1, edns, None);
+    let mut two_opts = with_opt.clone();
+    two_opts[11] = 2;
+    two_opts.extend_from_slice(&with_opt[with_opt.len() - 11..]);
+    add("two OPT records".into(), two_opts);
+    let mut named_opt = with_opt[..with_opt.len() - 11].to_vec();
+    named_opt.extend_from_slice(&[1, b'x', 0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0]);
+    add("OPT not at the root".into(), named_opt);
+    add(
+        "truncated EDNS option".into(),
+        packet(next_id(), "static", 1, edns, Some((10, &[1, 2, 3])))
+            .into_iter()
+            .rev()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect(),
+    );
+    add(
+        "ECS for 192.0.2.0/24".into(),
+        packet(
+            next_id(),
+            "static",
+            1,
+            edns,
+            Some((8, &[0, 1, 24, 0, 192, 0, 2])),
+        ),
+    );
+    add(
+        "ECS with a cookie too".into(),
+        packet(
+            next_id(),
+            "static",
+            1,
+            edns,
+            Some((10, &[1, 2, 3, 4, 5, 6, 7, 8])),
+        ),
+    );
+    // Zone transfers from a client that may not have them, over UDP and TCP.
+    for qtype in [252u16, 251] {
+        add(
+            format!("zone transfer type {qtype}"),
+            packet(next_id(), "@", qtype, PLAIN, None),
+        );
+    }
     cases
 }
 
