@@ -12,6 +12,7 @@ pub mod demo;
 pub mod dns;
 pub mod drill;
 pub mod exchange;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod overrides;

@@ -558,6 +558,17 @@ fn announce(listening: &app::Listening) {
 }
 
 fn run(main: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    match vantage::limits::raise_file_limit() {
+        Ok((before, after)) if before != after => {
+            tracing::info!(
+                before,
+                after,
+                "raised the open-file limit to the hard limit"
+            );
+        }
+        Ok((_, after)) => tracing::debug!(limit = after, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };

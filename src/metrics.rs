@@ -24,6 +24,7 @@ pub struct Metrics {
     votes: IntGaugeVec,
     transitions: IntCounterVec,
     dns_responses: IntCounterVec,
+    dns_rrl: IntCounterVec,
     record_answers: IntGaugeVec,
     /// The reason label currently set per (record, type).
     record_reasons: Mutex<HashMap<(String, String), String>>,
@@ -137,6 +138,17 @@ impl Metrics {
             &["protocol", "qtype", "rcode"],
         )
         .expect("valid metric");
+        let dns_rrl = IntCounterVec::new(
+            Opts::new(
+                "vantage_dns_rrl_total",
+                "UDP responses held back by response rate limiting: dropped, or slipped (sent truncated).",
+            ),
+            &["action"],
+        )
+        .expect("valid metric");
+        for action in ["dropped", "slipped"] {
+            dns_rrl.with_label_values(&[action]);
+        }
         let record_answers = IntGaugeVec::new(
             Opts::new(
                 "vantage_record_answer_endpoints",
@@ -356,6 +368,7 @@ impl Metrics {
             Box::new(votes.clone()),
             Box::new(transitions.clone()),
             Box::new(dns_responses.clone()),
+            Box::new(dns_rrl.clone()),
             Box::new(record_answers.clone()),
             Box::new(ready.clone()),
             Box::new(snapshot_generation.clone()),
@@ -397,6 +410,7 @@ impl Metrics {
             votes,
             transitions,
             dns_responses,
+            dns_rrl,
             record_answers,
             record_reasons: Mutex::new(HashMap::new()),
             ready,
@@ -504,6 +518,11 @@ impl Metrics {
 
     pub fn dns_response(&self, protocol: &str, qtype: &str, rcode: &str) {
         self.dns_response_counter(protocol, qtype, rcode).inc();
+    }
+
+    /// A UDP response held back by rate limiting (`dropped` or `slipped`).
+    pub fn dns_rrl(&self, action: &str) {
+        self.dns_rrl.with_label_values(&[action]).inc();
     }
 
     /// The counter `dns_response` increments, for callers that count the same answer again.

@@ -323,6 +323,36 @@ pub struct DnsSettings {
     pub max_udp_payload: u16,
     /// Leave out the optional additional records (addresses of NS, MX, SRV targets).
     pub minimal_responses: bool,
+    /// Response rate limiting over UDP.
+    pub rrl: RrlSettings,
+}
+
+/// The limiter's settings (`[dns.rrl]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RrlSettings {
+    /// Responses per second per bucket; 0 turns limiting off.
+    pub responses_per_second: u32,
+    /// Every this many limited responses, one is sent truncated instead of dropped (0: none).
+    pub slip: u32,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    /// Networks never limited.
+    pub exempt: Vec<ipnet::IpNet>,
+    /// Buckets in the table.
+    pub table_size: usize,
+}
+
+impl Default for RrlSettings {
+    fn default() -> Self {
+        Self {
+            responses_per_second: 200,
+            slip: 2,
+            ipv4_prefix: 24,
+            ipv6_prefix: 56,
+            exempt: Vec::new(),
+            table_size: 65_536,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -122,6 +122,18 @@ pub struct RawDns {
     pub xdp: Option<Vec<String>>,
     pub max_udp_payload: Option<u16>,
     pub minimal_responses: Option<bool>,
+    pub rrl: Option<RawRrl>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRrl {
+    pub responses_per_second: Option<u32>,
+    pub slip: Option<u32>,
+    pub ipv4_prefix: Option<u8>,
+    pub ipv6_prefix: Option<u8>,
+    pub exempt: Option<Vec<String>>,
+    pub table_size: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,8 +10,8 @@ use std::{
 
 use super::{
     AdminSettings, CheckSpec, Cluster, DnsSettings, DrillSettings, EndpointSpec, FleetServer,
-    Problem, QuorumRule, RecordKind, RecordSpec, Route53Settings, Secret, ServerRole, Settings,
-    checks, defaults,
+    Problem, QuorumRule, RecordKind, RecordSpec, Route53Settings, RrlSettings, Secret, ServerRole,
+    Settings, checks, defaults,
     raw::{RawConfig, RawQuorum},
     records,
 };
@@ -413,6 +413,53 @@ fn validate_dns(raw: &RawConfig, base: &Path, regions: &[Region], p: &mut Proble
         xdp,
         max_udp_payload: max_udp_payload.max(512),
         minimal_responses: raw.dns.minimal_responses.unwrap_or(false),
+        rrl: validate_rrl(raw.dns.rrl.as_ref(), p),
+    }
+}
+
+fn validate_rrl(raw: Option<&crate::config::raw::RawRrl>, p: &mut Problems) -> RrlSettings {
+    let defaults = RrlSettings::default();
+    let Some(raw) = raw else {
+        return defaults;
+    };
+    let mut prefix = |key: &str, value: Option<u8>, max: u8, default: u8| {
+        let v = value.unwrap_or(default);
+        if v == 0 || v > max {
+            p.add(
+                format!("dns.rrl.{key}"),
+                format!("{v} is not a prefix length; use 1..={max}"),
+            );
+        }
+        v.clamp(1, max)
+    };
+    let ipv4_prefix = prefix("ipv4_prefix", raw.ipv4_prefix, 32, defaults.ipv4_prefix);
+    let ipv6_prefix = prefix("ipv6_prefix", raw.ipv6_prefix, 128, defaults.ipv6_prefix);
+    let mut exempt = Vec::new();
+    for (i, net) in raw.exempt.iter().flatten().enumerate() {
+        match parse_network(net) {
+            Some(net) => exempt.push(net),
+            None => p.add(
+                format!("dns.rrl.exempt[{i}]"),
+                format!("{net:?} is not a network (e.g. \"192.0.2.0/24\" or \"2001:db8::1\")"),
+            ),
+        }
+    }
+    let table_size = raw.table_size.unwrap_or(defaults.table_size);
+    if !(1024..=16_777_216).contains(&table_size) {
+        p.add(
+            "dns.rrl.table_size",
+            format!("{table_size} buckets; use 1024 to 16777216"),
+        );
+    }
+    RrlSettings {
+        responses_per_second: raw
+            .responses_per_second
+            .unwrap_or(defaults.responses_per_second),
+        slip: raw.slip.unwrap_or(defaults.slip),
+        ipv4_prefix,
+        ipv6_prefix,
+        exempt,
+        table_size: table_size.clamp(1024, 16_777_216),
     }
 }
 

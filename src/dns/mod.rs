@@ -8,9 +8,11 @@
 pub mod answer;
 pub mod answer_cache;
 pub mod client;
+pub mod cookie;
 pub mod harness;
 pub mod listen;
 pub mod query;
+pub mod rrl;
 pub mod server;
 pub mod tcp;
 pub mod udp;

@@ -9,6 +9,8 @@ use arc_swap::ArcSwap;
 use super::{
     answer::{Catalog, Question, Reply, Set},
     client::ClientRegions,
+    cookie,
+    rrl::RateLimiter,
     wire::{self, OptOut, Parsed, Section, Writer},
 };
 use crate::{config::RecordKind, metrics::Metrics, snapshot::Snapshot};
@@ -43,6 +45,8 @@ pub struct DnsState {
     allow_transfer: Vec<ipnet::IpNet>,
     max_udp_payload: u16,
     minimal: bool,
+    /// Response rate limiting over UDP.
+    pub rrl: RateLimiter,
     /// Different for every state built (answer caches compare it).
     generation: u64,
 }
@@ -60,6 +64,7 @@ impl DnsState {
             allow_transfer: settings.dns.allow_transfer.clone(),
             max_udp_payload: settings.dns.max_udp_payload,
             minimal: settings.dns.minimal_responses,
+            rrl: RateLimiter::new(settings.dns.rrl.clone()),
         }
     }
 
@@ -97,6 +102,14 @@ pub fn release(old: Arc<DnsState>) {
 pub struct FullAnswer {
     pub response: Vec<u8>,
     pub replay: Option<Vec<prometheus::IntCounter>>,
+    /// The client returned a valid server cookie (RFC 7873): it is not spoofed.
+    pub verified: bool,
+}
+
+/// What answering one request did besides sending.
+struct Outcome {
+    replay: Option<Vec<prometheus::IntCounter>>,
+    verified: bool,
 }
 
 #[derive(Clone)]
@@ -104,6 +117,15 @@ pub struct Frontend {
     state: Arc<ArcSwap<DnsState>>,
     snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
+    /// The key of our server cookies (RFC 9018), random for each process.
+    cookie_secret: [u8; 16],
+}
+
+/// Unix time in seconds, modulo 2^32 (cookie timestamps).
+fn unix_seconds() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
 }
 
 /// Header flags of a response to `q`: QR, the opcode, RD and CD copied.
@@ -121,6 +143,7 @@ impl Frontend {
             state,
             snapshot,
             metrics,
+            cookie_secret: rand::random(),
         }
     }
 
@@ -136,8 +159,12 @@ impl Frontend {
     /// The full path for one UDP packet from `src`; None: no reply (too short, a response).
     pub fn respond_udp(&self, packet: &[u8], src: SocketAddr) -> Option<FullAnswer> {
         let mut out = Vec::new();
-        let replay = self.respond(packet, src, Transport::Udp, &mut |m| out.push(m))?;
-        out.pop().map(|response| FullAnswer { response, replay })
+        let outcome = self.respond(packet, src, Transport::Udp, &mut |m| out.push(m))?;
+        out.pop().map(|response| FullAnswer {
+            response,
+            replay: outcome.replay,
+            verified: outcome.verified,
+        })
     }
 
     /// The full path for one TCP message from `src`: every message to send back (several
@@ -148,15 +175,15 @@ impl Frontend {
         out
     }
 
-    /// Answers one request, handing each response message to `send`; returns what replaying
-    /// the response counts when it may be replayed (None also when nothing was sent).
+    /// Answers one request, handing each response message to `send`; None when nothing was
+    /// sent.
     fn respond(
         &self,
         packet: &[u8],
         src: SocketAddr,
         transport: Transport,
         send: &mut dyn FnMut(Vec<u8>),
-    ) -> Option<Option<Vec<prometheus::IntCounter>>> {
+    ) -> Option<Outcome> {
         let q = match wire::parse(packet) {
             Parsed::Drop => return None,
             Parsed::FormErr {
@@ -170,6 +197,7 @@ impl Frontend {
                     payload: state.max_udp_payload,
                     dnssec_ok: e.dnssec_ok,
                     client_subnet: None,
+                    cookie: None,
                 });
                 let opcode = ((flags >> 11) & 0x0f) as u8;
                 let w = Writer::new(Vec::with_capacity(64), id, question, TCP_MAX_MESSAGE);
@@ -190,7 +218,10 @@ impl Frontend {
                     "NONE",
                     rcode_name(wire::RCODE_FORMERR),
                 );
-                return Some(None);
+                return Some(Outcome {
+                    replay: None,
+                    verified: false,
+                });
             }
             Parsed::Query(q) => q,
         };
@@ -199,10 +230,30 @@ impl Frontend {
         let located = state
             .clients
             .locate(src.ip(), q.edns.and_then(|e| e.client_subnet));
+        // DNS Cookies (RFC 7873): a valid server cookie proves the address; every reply to a
+        // cookie-bearing query carries a fresh server cookie (RFC 9018).
+        let now = unix_seconds();
+        let cookie = q.edns.and_then(|e| e.cookie);
+        let verified = cookie.is_some_and(|c| {
+            c.server().is_some_and(|server| {
+                cookie::verify(&self.cookie_secret, &c.client, server, src.ip(), now)
+            })
+        });
         let mut opt = q.edns.map(|e| OptOut {
             payload: state.max_udp_payload,
             dnssec_ok: e.dnssec_ok,
             client_subnet: None,
+            cookie: cookie.map(|c| {
+                let mut both = [0u8; 24];
+                both[..8].copy_from_slice(&c.client);
+                both[8..].copy_from_slice(&cookie::server_cookie(
+                    &self.cookie_secret,
+                    &c.client,
+                    src.ip(),
+                    now,
+                ));
+                both
+            }),
         });
         let limit = match (transport, q.edns) {
             (Transport::Tcp, _) => TCP_MAX_MESSAGE,
@@ -229,13 +280,19 @@ impl Frontend {
             send(w.finish(flags, rcode, opt.as_ref()));
             self.metrics
                 .dns_response(transport.name(), qtype, rcode_name(rcode));
-            return Some(None);
+            return Some(Outcome {
+                replay: None,
+                verified,
+            });
         }
         if matches!(q.qtype, wire::TYPE_AXFR | wire::TYPE_IXFR) {
             let rcode = self.transfer(&state, &q, transport, src, flags, opt.as_ref(), send);
             self.metrics
                 .dns_response(transport.name(), qtype, rcode_name(rcode));
-            return Some(None);
+            return Some(Outcome {
+                replay: None,
+                verified,
+            });
         }
         let question = Question {
             name: &q.lower,
@@ -266,7 +323,10 @@ impl Frontend {
             c.inc();
         }
         let replayable = plain && !reply.varies && rcode != wire::RCODE_SERVFAIL;
-        Some(replayable.then(|| std::iter::once(counter).chain(managed).collect()))
+        Some(Outcome {
+            replay: replayable.then(|| std::iter::once(counter).chain(managed).collect()),
+            verified,
+        })
     }
 
     /// The counter of answers for the managed record a query asks for, if it asks for one.

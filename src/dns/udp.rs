@@ -15,6 +15,7 @@ use std::{
 
 use super::{
     answer_cache::AnswerCache,
+    rrl::{self, Decision},
     server::{Frontend, FullAnswer},
 };
 
@@ -61,22 +62,42 @@ impl UdpAnswerer {
         src: SocketAddr,
         out: &mut Vec<u8>,
     ) -> bool {
-        if self.cached(cache, packet, out) {
-            return true;
-        }
-        // A panic in the request path must not stop the serving thread: the kernel keeps
-        // sending it its share of the clients.
-        let full =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.full(packet, src)));
-        match full {
-            Ok(Some(full)) => {
-                *out = self.remember(cache, packet, full);
+        let verified = if self.cached(cache, packet, out) {
+            false
+        } else {
+            // A panic in the request path must not stop the serving thread: the kernel keeps
+            // sending it its share of the clients.
+            let full =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.full(packet, src)));
+            match full {
+                Ok(Some(full)) => {
+                    let verified = full.verified;
+                    *out = self.remember(cache, packet, full);
+                    verified
+                }
+                Ok(None) => return false,
+                Err(_) => {
+                    tracing::error!(%src, "the request path panicked; no reply");
+                    *cache = ThreadCache::default();
+                    return false;
+                }
+            }
+        };
+        verified || self.rate_limit(src, out)
+    }
+
+    /// Applies response rate limiting to `out`: true to send it (possibly truncated).
+    fn rate_limit(&self, src: SocketAddr, out: &mut Vec<u8>) -> bool {
+        let state = self.frontend.sources().0.load();
+        match state.rrl.decide(src.ip(), out, rrl::second()) {
+            Decision::Send => true,
+            Decision::Slip => {
+                *out = rrl::slipped(out);
+                self.metrics().dns_rrl("slipped");
                 true
             }
-            Ok(None) => false,
-            Err(_) => {
-                tracing::error!(%src, "the request path panicked; no reply");
-                *cache = ThreadCache::default();
+            Decision::Drop => {
+                self.metrics().dns_rrl("dropped");
                 false
             }
         }

@@ -46,6 +46,7 @@ pub const RCODE_NOTAUTH: u16 = 9;
 pub const RCODE_BADVERS: u16 = 16;
 
 const OPTION_ECS: u16 = 8;
+const OPTION_COOKIE: u16 = 10;
 
 /// The longest name in wire form (RFC 1035 section 3.1).
 pub const MAX_NAME: usize = 255;
@@ -262,6 +263,36 @@ pub struct Edns {
     /// The DO bit (RFC 3225): copied into the response's OPT.
     pub dnssec_ok: bool,
     pub client_subnet: Option<ClientSubnet>,
+    pub cookie: Option<Cookie>,
+}
+
+/// A DNS Cookie option (RFC 7873 section 4): the client cookie and, once the client has
+/// one, the server cookie it was given (8 to 32 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cookie {
+    pub client: [u8; 8],
+    server: [u8; 32],
+    server_len: u8,
+}
+
+impl Cookie {
+    pub fn server(&self) -> Option<&[u8]> {
+        (self.server_len > 0).then(|| &self.server[..usize::from(self.server_len)])
+    }
+
+    /// RFC 7873 section 5.2.2: 8 bytes (client only) or 16 to 40; anything else is FORMERR.
+    fn parse(data: &[u8]) -> Option<Self> {
+        if data.len() != 8 && !(16..=40).contains(&data.len()) {
+            return None;
+        }
+        let mut server = [0u8; 32];
+        server[..data.len() - 8].copy_from_slice(&data[8..]);
+        Some(Self {
+            client: data[..8].try_into().ok()?,
+            server,
+            server_len: (data.len() - 8) as u8,
+        })
+    }
 }
 
 /// A request that parsed as one question.
@@ -380,6 +411,7 @@ fn parse_additional(packet: &[u8], mut at: usize, count: u16) -> (Option<Edns>, 
                 version: (ttl >> 16) as u8,
                 dnssec_ok: ttl & 0x8000 != 0,
                 client_subnet: None,
+                cookie: None,
             };
             let mut o = 0;
             while o < data.len() {
@@ -396,6 +428,11 @@ fn parse_additional(packet: &[u8], mut at: usize, count: u16) -> (Option<Edns>, 
                         Some(ecs) if parsed.client_subnet.is_none() => {
                             parsed.client_subnet = Some(ecs)
                         }
+                        _ => ok = false,
+                    }
+                } else if code == OPTION_COOKIE {
+                    match Cookie::parse(value) {
+                        Some(cookie) if parsed.cookie.is_none() => parsed.cookie = Some(cookie),
                         _ => ok = false,
                     }
                 }
@@ -664,6 +701,11 @@ impl Writer {
             if let Some(ecs) = &opt.client_subnet {
                 ecs.emit(&mut options);
             }
+            if let Some(cookie) = &opt.cookie {
+                options.extend_from_slice(&OPTION_COOKIE.to_be_bytes());
+                options.extend_from_slice(&(cookie.len() as u16).to_be_bytes());
+                options.extend_from_slice(cookie);
+            }
             self.buf
                 .extend_from_slice(&(options.len() as u16).to_be_bytes());
             self.buf.extend_from_slice(&options);
@@ -680,6 +722,8 @@ pub struct OptOut {
     pub payload: u16,
     pub dnssec_ok: bool,
     pub client_subnet: Option<ClientSubnet>,
+    /// The client cookie followed by our server cookie.
+    pub cookie: Option<[u8; 24]>,
 }
 
 impl OptOut {
@@ -688,6 +732,7 @@ impl OptOut {
         11 + self
             .client_subnet
             .map_or(0, |e| 4 + 4 + usize::from(e.source_prefix).div_ceil(8))
+            + self.cookie.map_or(0, |c| 4 + c.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -808,5 +853,16 @@ mod tests {
         );
         assert!(ClientSubnet::parse(&[0, 1, 33, 0, 1, 2, 3, 4, 5]).is_none());
         assert!(ClientSubnet::parse(&[0, 3, 0, 0]).is_none());
+    }
+
+    #[test]
+    fn cookies_parse_by_length() {
+        let c = Cookie::parse(&[1; 8]).expect("client only");
+        assert_eq!((c.client, c.server()), ([1; 8], None));
+        let c = Cookie::parse(&[2; 24]).expect("with a server cookie");
+        assert_eq!(c.server(), Some(&[2u8; 16][..]));
+        for bad in [0, 7, 9, 15, 41] {
+            assert!(Cookie::parse(&vec![0; bad]).is_none(), "{bad} bytes");
+        }
     }
 }

@@ -8,6 +8,7 @@ mod differential;
 mod dns_rfc;
 mod drill;
 mod failover;
+mod hardening;
 mod multi_region;
 mod ops;
 mod references;

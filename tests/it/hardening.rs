@@ -1,0 +1,171 @@
+//! What a stranger can do to the DNS server: a flood from one network is rate limited (dropped,
+//! and every second limited response sent truncated) while other clients are answered; a
+//! client that proves its address with a DNS Cookie is never limited; the server raises its
+//! open-file limit at start.
+
+use std::{net::SocketAddr, time::Duration};
+
+use tokio::net::UdpSocket;
+
+use crate::support::*;
+
+/// A query for static.example.com A with an ID, and EDNS with a COOKIE option if given.
+fn query(id: u16, cookie: Option<&[u8]>) -> Vec<u8> {
+    let mut p = id.to_be_bytes().to_vec();
+    p.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(cookie.is_some())]);
+    for label in ["static", "example", "com"] {
+        p.push(label.len() as u8);
+        p.extend_from_slice(label.as_bytes());
+    }
+    p.extend_from_slice(&[0, 0, 1, 0, 1]);
+    if let Some(cookie) = cookie {
+        p.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0]);
+        p.extend_from_slice(&((cookie.len() + 4) as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 10]);
+        p.extend_from_slice(&(cookie.len() as u16).to_be_bytes());
+        p.extend_from_slice(cookie);
+    }
+    p
+}
+
+/// The COOKIE option's data in a reply, if any.
+fn reply_cookie(reply: &[u8]) -> Option<Vec<u8>> {
+    let at = reply.windows(2).rposition(|w| w == [0, 10])?;
+    let len = usize::from(u16::from_be_bytes([reply[at + 2], reply[at + 3]]));
+    reply.get(at + 4..at + 4 + len).map(<[u8]>::to_vec)
+}
+
+/// Sends `count` queries from `socket` as fast as it can, then collects replies for a while:
+/// (full answers, truncated answers).
+async fn burst(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    count: u16,
+    cookie: Option<&[u8]>,
+) -> (usize, usize) {
+    for id in 0..count {
+        socket
+            .send_to(&query(id, cookie), server)
+            .await
+            .expect("send");
+    }
+    let (mut full, mut truncated) = (0, 0);
+    let mut buf = vec![0u8; 4096];
+    while let Ok(Ok((n, _))) =
+        tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buf)).await
+    {
+        if buf[2] & 0x02 != 0 {
+            truncated += 1;
+        } else if n > 12 && u16::from_be_bytes([buf[6], buf[7]]) == 1 {
+            full += 1;
+        }
+    }
+    (full, truncated)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_rate_limited_while_others_and_cookie_clients_are_answered() {
+    init();
+    let dir = workdir();
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        "[[prober]]\nregion = \"a\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\n[dns.rrl]\nresponses_per_second = 20\nslip = 2\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .expect("config");
+    let vantage = Vantage::dns(&path, dir.path());
+    vantage.wait_ready().await;
+    let server = vantage.dns;
+
+    // 400 queries from 127.0.0.1: at most the rate (twice, if the burst spans two seconds)
+    // answered in full, about half of the rest truncated, the rest dropped.
+    let flooder = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let (full, truncated) = burst(&flooder, server, 400, None).await;
+    assert!((20..=60).contains(&full), "{full} answered in full");
+    assert!(truncated >= 100, "{truncated} truncated (slip 2)");
+    assert!(full + truncated < 400, "some were dropped");
+
+    // Another network (127.0.1.0/24) asking the same in the same second is answered.
+    let other = UdpSocket::bind("127.0.1.1:0")
+        .await
+        .expect("bind 127.0.1.1");
+    let (full, _) = burst(&other, server, 5, None).await;
+    assert_eq!(full, 5, "another network is not limited");
+
+    // A client with a cookie learns its server cookie, then is never limited, even from the
+    // flooded network.
+    let client_cookie = [7u8; 8];
+    let learner = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let reply = eventually(
+        Duration::from_secs(10),
+        "a reply with a server cookie",
+        || async {
+            udp_exchange(
+                server,
+                &query(1, Some(&client_cookie)),
+                Duration::from_millis(300),
+            )
+            .await
+            .filter(|r| reply_cookie(r).is_some_and(|c| c.len() == 24))
+        },
+    )
+    .await;
+    let cookie = reply_cookie(&reply).expect("cookie");
+    assert_eq!(&cookie[..8], &client_cookie, "the client cookie is echoed");
+    assert_eq!(cookie[8], 1, "an RFC 9018 server cookie (version 1)");
+    let (flood_full, _) = burst(&flooder, server, 100, None).await;
+    assert!(
+        flood_full <= 60,
+        "the flood is still limited ({flood_full})"
+    );
+    let (full, truncated) = burst(&learner, server, 100, Some(&cookie)).await;
+    assert_eq!(
+        (full, truncated),
+        (100, 0),
+        "a verified client is never limited"
+    );
+    // A forged server cookie proves nothing.
+    let mut forged = cookie.clone();
+    forged[20] ^= 0xff;
+    let (full, _) = burst(&learner, server, 100, Some(&forged)).await;
+    assert!(full <= 60, "a forged cookie is limited ({full})");
+
+    let (status, text) = vantage.get("/metrics").await;
+    assert_eq!(status, 200);
+    let metrics = Exposition::parse(&text);
+    let dropped = metrics
+        .value("vantage_dns_rrl_total", &[("action", "dropped")])
+        .expect("dropped counter");
+    let slipped = metrics
+        .value("vantage_dns_rrl_total", &[("action", "slipped")])
+        .expect("slipped counter");
+    assert!(
+        dropped >= 100.0 && slipped >= 100.0,
+        "dropped {dropped}, slipped {slipped}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_cookie_option_is_formerr() {
+    init();
+    let dir = workdir();
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        "[[prober]]\nregion = \"a\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .expect("config");
+    let vantage = Vantage::dns(&path, dir.path());
+    vantage.wait_ready().await;
+    // RFC 7873 section 5.2.2: a COOKIE option of 9 to 15 or over 40 bytes is malformed.
+    for len in [5usize, 9, 15, 41] {
+        let reply = udp_exchange(
+            vantage.dns,
+            &query(9, Some(&vec![1; len])),
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("a reply");
+        assert_eq!(reply[3] & 0x0f, 1, "{len}-byte cookie: FORMERR");
+    }
+}
