@@ -1,7 +1,13 @@
 //! DNS over TCP (RFC 1035 section 4.2.2, RFC 7766): a task per connection, length-prefixed
-//! messages answered in order through the front end, with a cap on clients and timeouts.
+//! messages answered in order through the front end, with caps on clients (in all and per
+//! address) and timeouts that shorten when the server is nearly full.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -17,10 +23,79 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const TCP_IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// TCP connections served at once; more are closed at accept.
 const TCP_MAX_CLIENTS: usize = 256;
+/// Connections from one address at once (one client cannot take every slot).
+const TCP_MAX_PER_SOURCE: usize = 16;
+/// When fewer slots than this are free, idle connections get `TCP_BUSY_IDLE_TIMEOUT`: holding
+/// a connection open with a query now and then cannot keep a slot for long.
+const TCP_BUSY_THRESHOLD: usize = TCP_MAX_CLIENTS / 4;
+const TCP_BUSY_IDLE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Accepts TCP clients (at most `TCP_MAX_CLIENTS` at once) until `stop`.
+/// The connections in service: how many per source address, and the free slots.
+struct Clients {
+    per_source: Mutex<HashMap<IpAddr, usize>>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Clients {
+    /// A slot for a client at `source`, or None when the server or this source is full.
+    fn admit(self: &Arc<Self>, source: IpAddr) -> Option<Admitted> {
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        let mut per_source = self
+            .per_source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let count = per_source.entry(source).or_default();
+        if *count >= TCP_MAX_PER_SOURCE {
+            return None;
+        }
+        *count += 1;
+        Some(Admitted {
+            clients: self.clone(),
+            source,
+            _slot: slot,
+        })
+    }
+
+    /// The idle timeout now: shorter when the server is nearly full.
+    fn idle_timeout(&self) -> Duration {
+        if self.slots.available_permits() < TCP_BUSY_THRESHOLD {
+            TCP_BUSY_IDLE_TIMEOUT
+        } else {
+            TCP_IDLE_TIMEOUT
+        }
+    }
+}
+
+/// A connection's place; given back when dropped.
+struct Admitted {
+    clients: Arc<Clients>,
+    source: IpAddr,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut per_source = self
+            .clients
+            .per_source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = per_source.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                per_source.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// Accepts TCP clients (at most `TCP_MAX_CLIENTS` at once, `TCP_MAX_PER_SOURCE` per address)
+/// until `stop`.
 pub async fn serve(listener: TcpListener, frontend: Frontend, stop: CancellationToken) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(TCP_MAX_CLIENTS));
+    let clients = Arc::new(Clients {
+        per_source: Mutex::new(HashMap::new()),
+        slots: Arc::new(tokio::sync::Semaphore::new(TCP_MAX_CLIENTS)),
+    });
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -28,15 +103,16 @@ pub async fn serve(listener: TcpListener, frontend: Frontend, stop: Cancellation
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                let Some(admitted) = clients.admit(peer.ip()) else {
                     // Full: the client retries later; serving it would starve the others.
                     continue;
                 };
                 let frontend = frontend.clone();
                 let stop = stop.clone();
+                let clients = clients.clone();
                 tokio::spawn(async move {
-                    tcp_connection(stream, peer, &frontend, &stop).await;
-                    drop(slot);
+                    tcp_connection(stream, peer, &frontend, &clients, &stop).await;
+                    drop(admitted);
                 });
             }
             Err(error) => {
@@ -54,6 +130,7 @@ async fn tcp_connection(
     mut stream: tokio::net::TcpStream,
     peer: SocketAddr,
     frontend: &Frontend,
+    clients: &Clients,
     stop: &CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
@@ -61,7 +138,7 @@ async fn tcp_connection(
     loop {
         let mut len = [0u8; 2];
         let read = tokio::select! {
-            read = tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len)) => read,
+            read = tokio::time::timeout(clients.idle_timeout(), stream.read_exact(&mut len)) => read,
             () = stop.cancelled() => return,
         };
         if !matches!(read, Ok(Ok(_))) {

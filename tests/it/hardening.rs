@@ -169,3 +169,61 @@ async fn a_bad_cookie_option_is_formerr() {
         assert_eq!(reply[3] & 0x0f, 1, "{len}-byte cookie: FORMERR");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_tcp_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    init();
+    let dir = workdir();
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        "[[prober]]\nregion = \"a\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .expect("config");
+    let vantage = Vantage::dns(&path, dir.path());
+    vantage.wait_ready().await;
+    let connect = |source: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from((source, 0)))
+            .expect("bind source");
+        socket.connect(vantage.dns).await.expect("connect")
+    };
+    // One exchange on a connection: Some(reply) or None if the server closed it.
+    async fn exchange(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+        let q = query(3, None);
+        let mut out = (q.len() as u16).to_be_bytes().to_vec();
+        out.extend(q);
+        stream.write_all(&out).await.ok()?;
+        let mut len = [0u8; 2];
+        tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut len))
+            .await
+            .ok()?
+            .ok()?;
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut reply).await.ok()?;
+        Some(reply)
+    }
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut stream = connect([127, 0, 0, 1]).await;
+        assert!(
+            exchange(&mut stream).await.is_some(),
+            "within the per-address cap"
+        );
+        held.push(stream);
+    }
+    let mut extra = connect([127, 0, 0, 1]).await;
+    assert!(
+        exchange(&mut extra).await.is_none(),
+        "a 17th connection is closed"
+    );
+    let mut other = connect([127, 0, 1, 1]).await;
+    assert!(
+        exchange(&mut other).await.is_some(),
+        "another address is served"
+    );
+    // The held connections still work.
+    assert!(exchange(&mut held[0]).await.is_some());
+}
