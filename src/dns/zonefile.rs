@@ -297,7 +297,14 @@ fn ttl(text: &[u8]) -> Option<u32> {
     let mut number: Option<u64> = None;
     for &c in text {
         match c {
-            b'0'..=b'9' => number = Some(number.unwrap_or(0) * 10 + u64::from(c - b'0')),
+            b'0'..=b'9' => {
+                number = Some(
+                    number
+                        .unwrap_or(0)
+                        .checked_mul(10)?
+                        .checked_add(u64::from(c - b'0'))?,
+                );
+            }
             _ => {
                 let unit = match c.to_ascii_lowercase() {
                     b's' => 1,
@@ -307,7 +314,7 @@ fn ttl(text: &[u8]) -> Option<u32> {
                     b'w' => 604_800,
                     _ => return None,
                 };
-                total += number.take()? * unit;
+                total = total.checked_add(number.take()?.checked_mul(unit)?)?;
                 if total > u64::from(u32::MAX) {
                     return None;
                 }
@@ -849,7 +856,7 @@ fn loc(tokens: &[Token<'_>]) -> Result<Vec<u8>, String> {
     };
     let altitude = meters(words.get(i).ok_or("LOC needs an altitude")?)?;
     i += 1;
-    let centimeters = (altitude * 100.0).round() as i64 + 10_000_000;
+    let centimeters = ((altitude * 100.0).round() as i64).saturating_add(10_000_000);
     let altitude =
         u32::try_from(centimeters).map_err(|_| "LOC altitude out of range".to_string())?;
     let precision = |w: Option<&String>, default: f64| -> Result<u8, String> {
@@ -1366,6 +1373,17 @@ mod tests {
                 [8..12],
             1_704_067_200u32.to_be_bytes()
         );
+    }
+
+    #[test]
+    fn huge_numbers_are_errors_not_overflows() {
+        for text in ["99999999999999999999999h", "9999999999999w", "1w99999999999999999999s"] {
+            assert_eq!(ttl(text.as_bytes()), None, "{text}");
+        }
+        assert_eq!(ttl(b"1h30m"), Some(5400));
+        assert!(parse("l 1 LOC 1 N 1 E 1e300m\n").is_err(), "an altitude out of range");
+        let e = parse("a 99999999999999999999999h A 192.0.2.1\n").expect_err("overflow");
+        assert!(e.message.contains("not a TTL"), "{e}");
     }
 
     #[test]
