@@ -24,6 +24,22 @@ pub fn raise_file_limit() -> std::io::Result<(u64, u64)> {
     Ok((before, limit.rlim_cur))
 }
 
+/// The current soft limit of open files (None if unknown).
+#[cfg(target_os = "linux")]
+pub fn file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass, nothing else.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit.rlim_cur)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn file_limit() -> Option<u64> {
+    None
+}
+
 #[cfg(not(target_os = "linux"))]
 pub fn raise_file_limit() -> std::io::Result<(u64, u64)> {
     Ok((0, 0))

@@ -100,10 +100,13 @@ pub enum FailureKind {
     Body,
     /// The peer spoke something that is not valid HTTP.
     Protocol,
+    /// The check could not run here (no file descriptor, no local port, no memory): says
+    /// nothing about the endpoint, so it never counts as a failure of it.
+    Local,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 8] = [
+    pub const ALL: [FailureKind; 9] = [
         FailureKind::Refused,
         FailureKind::Timeout,
         FailureKind::Connect,
@@ -112,6 +115,7 @@ impl FailureKind {
         FailureKind::Status,
         FailureKind::Body,
         FailureKind::Protocol,
+        FailureKind::Local,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -124,6 +128,7 @@ impl FailureKind {
             FailureKind::Status => "status",
             FailureKind::Body => "body",
             FailureKind::Protocol => "protocol",
+            FailureKind::Local => "local",
         }
     }
 }

@@ -21,19 +21,21 @@ use super::server::Frontend;
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A started TCP message must be read, or a response written, within this long.
 const TCP_IO_TIMEOUT: Duration = Duration::from_secs(2);
-/// TCP connections served at once; more are closed at accept.
+/// TCP connections served at once (at most a quarter of the open-file limit, so that health
+/// checks and everything else keep the rest); more are closed at accept.
 const TCP_MAX_CLIENTS: usize = 256;
 /// Connections from one address at once (one client cannot take every slot).
 const TCP_MAX_PER_SOURCE: usize = 16;
-/// When fewer slots than this are free, idle connections get `TCP_BUSY_IDLE_TIMEOUT`: holding
-/// a connection open with a query now and then cannot keep a slot for long.
-const TCP_BUSY_THRESHOLD: usize = TCP_MAX_CLIENTS / 4;
+/// When fewer than a quarter of the slots are free, idle connections get
+/// `TCP_BUSY_IDLE_TIMEOUT`: holding a connection open with a query now and then cannot keep a
+/// slot for long.
 const TCP_BUSY_IDLE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The connections in service: how many per source address, and the free slots.
 struct Clients {
     per_source: Mutex<HashMap<IpAddr, usize>>,
     slots: Arc<tokio::sync::Semaphore>,
+    max: usize,
 }
 
 impl Clients {
@@ -58,7 +60,7 @@ impl Clients {
 
     /// The idle timeout now: shorter when the server is nearly full.
     fn idle_timeout(&self) -> Duration {
-        if self.slots.available_permits() < TCP_BUSY_THRESHOLD {
+        if self.slots.available_permits() < self.max / 4 {
             TCP_BUSY_IDLE_TIMEOUT
         } else {
             TCP_IDLE_TIMEOUT
@@ -92,9 +94,13 @@ impl Drop for Admitted {
 /// Accepts TCP clients (at most `TCP_MAX_CLIENTS` at once, `TCP_MAX_PER_SOURCE` per address)
 /// until `stop`.
 pub async fn serve(listener: TcpListener, frontend: Frontend, stop: CancellationToken) {
+    let max = crate::limits::file_limit()
+        .map_or(TCP_MAX_CLIENTS, |limit| (limit / 4) as usize)
+        .clamp(4, TCP_MAX_CLIENTS);
     let clients = Arc::new(Clients {
         per_source: Mutex::new(HashMap::new()),
-        slots: Arc::new(tokio::sync::Semaphore::new(TCP_MAX_CLIENTS)),
+        slots: Arc::new(tokio::sync::Semaphore::new(max)),
+        max,
     });
     loop {
         let accepted = tokio::select! {

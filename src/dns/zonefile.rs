@@ -1377,11 +1377,18 @@ mod tests {
 
     #[test]
     fn huge_numbers_are_errors_not_overflows() {
-        for text in ["99999999999999999999999h", "9999999999999w", "1w99999999999999999999s"] {
+        for text in [
+            "99999999999999999999999h",
+            "9999999999999w",
+            "1w99999999999999999999s",
+        ] {
             assert_eq!(ttl(text.as_bytes()), None, "{text}");
         }
         assert_eq!(ttl(b"1h30m"), Some(5400));
-        assert!(parse("l 1 LOC 1 N 1 E 1e300m\n").is_err(), "an altitude out of range");
+        assert!(
+            parse("l 1 LOC 1 N 1 E 1e300m\n").is_err(),
+            "an altitude out of range"
+        );
         let e = parse("a 99999999999999999999999h A 192.0.2.1\n").expect_err("overflow");
         assert!(e.message.contains("not a TTL"), "{e}");
     }

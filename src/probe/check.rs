@@ -202,7 +202,17 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// True for errors of this host, not of the endpoint: out of file descriptors (EMFILE,
+/// ENFILE), of local ports (EADDRNOTAVAIL), of buffers or memory (ENOBUFS, ENOMEM).
+fn is_local(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24 | 99 | 105 | 12))
+        || e.kind() == std::io::ErrorKind::OutOfMemory
+}
+
 fn io_kind(e: &std::io::Error) -> FailureKind {
+    if is_local(e) {
+        return FailureKind::Local;
+    }
     match e.kind() {
         std::io::ErrorKind::ConnectionRefused => FailureKind::Refused,
         std::io::ErrorKind::TimedOut => FailureKind::Timeout,
@@ -232,6 +242,10 @@ fn classify(error: &reqwest::Error) -> ProbeOutcome {
                     .and_then(|io| io.get_ref());
             }
             if kind.is_some() {
+                break;
+            }
+            if is_local(io) {
+                kind = Some(FailureKind::Local);
                 break;
             }
             if io.kind() == std::io::ErrorKind::ConnectionRefused {

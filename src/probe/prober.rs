@@ -14,7 +14,7 @@ use crate::{
     config::EndpointSpec,
     exchange::ObservationBoard,
     metrics::Metrics,
-    model::{Observation, ProbeOutcome, Region},
+    model::{FailureKind, Observation, ProbeOutcome, Region},
 };
 
 /// Starts checking every endpoint from `region`; tasks end when `shutdown` is cancelled.
@@ -91,17 +91,33 @@ async fn run_endpoint(
             &outcome,
             started.elapsed().as_secs_f64(),
         );
+        let local = matches!(
+            outcome,
+            ProbeOutcome::Fail {
+                kind: FailureKind::Local,
+                ..
+            }
+        );
         match &outcome {
             ProbeOutcome::Success { rtt } => {
                 last_rtt = Some(*rtt);
                 smoothed_rtt = Some(smooth(smoothed_rtt, *rtt));
+            }
+            ProbeOutcome::Fail { kind, detail } if local => {
+                // Counted by kind ("local") in the check metrics; the endpoint keeps its state.
+                tracing::debug!(endpoint = %endpoint.id, %region, failure = %kind, %detail, "check could not run here");
             }
             ProbeOutcome::Fail { kind, detail } => {
                 tracing::debug!(endpoint = %endpoint.id, %region, failure = %kind, %detail, "check failed");
                 last_failure = Some((*kind, detail.clone()));
             }
         }
-        if let Some(state) = threshold.record(outcome.is_success()) {
+        let change = if local {
+            None
+        } else {
+            threshold.record(outcome.is_success())
+        };
+        if let Some(state) = change {
             let why = match &outcome {
                 ProbeOutcome::Success { rtt } => {
                     format!("{} consecutive successes, rtt {rtt:?}", threshold.streak())

@@ -227,3 +227,101 @@ async fn one_address_cannot_take_every_tcp_slot() {
     // The held connections still work.
     assert!(exchange(&mut held[0]).await.is_some());
 }
+
+/// The A addresses of a reply to www.example.com A, sorted.
+async fn www(server: SocketAddr) -> Option<Vec<std::net::IpAddr>> {
+    let q = query_message("www.example.com.", hickory_proto::rr::RecordType::A, false);
+    let reply = udp_exchange(
+        server,
+        &q.to_vec().expect("encode"),
+        Duration::from_millis(500),
+    )
+    .await?;
+    let message = hickory_proto::op::Message::from_vec(&reply).ok()?;
+    Some(addresses(&message))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_never_changes_a_verdict() {
+    init();
+    let dir = workdir();
+    // Two healthy endpoints checked over TCP; if checks failed, the answer would change (the
+    // primary Down: the secondary; both Down: both, failing open).
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("backend");
+    let port = backend.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        // Accept and close: a TCP check only needs the connection to be made.
+        while let Ok((stream, _)) = backend.accept().await {
+            drop(stream);
+        }
+    });
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[prober]]\nregion = \"a\"\n[check.t]\nprotocol = \"tcp\"\nport = {port}\ninterval = \"100ms\"\ntimeout = \"80ms\"\nrise = 1\nfall = 1\n\
+             [dns]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [[record]]\nname = \"www.example.com\"\nendpoints = [{{ address = \"192.0.2.10\", check_address = \"127.0.0.1\" }}, {{ address = \"192.0.2.11\", check_address = \"127.0.0.1\" }}]\n"
+        ),
+    )
+    .expect("config");
+    let vantage = Vantage::dns_with_file_limit(&path, dir.path(), 64);
+    vantage.wait_ready().await;
+    let primary: Vec<std::net::IpAddr> = vec!["192.0.2.10".parse().expect("ip")];
+    assert_eq!(www(vantage.dns).await, Some(primary.clone()));
+
+    // Idle connections to the admin listener until the process has no descriptor left.
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        match tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(vantage.admin),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => flood.push(stream),
+            _ => break,
+        }
+    }
+    // Checks cannot open sockets for 3 s (30 intervals with fall 1): the answer must hold.
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(answer) = www(vantage.dns).await {
+            assert_eq!(
+                answer, primary,
+                "the answer changed while descriptors ran out"
+            );
+        }
+    }
+    drop(flood);
+    // The attack did reach the checks: they failed for a local reason, counted as such.
+    let local = eventually(
+        Duration::from_secs(10),
+        "local check failures counted",
+        || async {
+            let (status, text) = vantage.get("/metrics").await;
+            (status == 200).then_some(())?;
+            let metrics = Exposition::parse(&text);
+            let local: f64 = ["192.0.2.10", "192.0.2.11"]
+                .iter()
+                .filter_map(|e| {
+                    metrics.value(
+                        "vantage_probes_total",
+                        &[("endpoint", e), ("region", "a"), ("result", "local")],
+                    )
+                })
+                .sum();
+            Some(local)
+        },
+    )
+    .await;
+    assert!(
+        local > 0.0,
+        "no check ran out of descriptors: the test did not bite"
+    );
+    assert_eq!(www(vantage.dns).await, Some(primary));
+    let status = vantage.status().await;
+    assert!(status.to_string().contains("192.0.2.10"), "{status}");
+}

@@ -286,10 +286,30 @@ impl Vantage {
 
     /// The same, with extra environment variables.
     pub fn start_with_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Vantage {
+        Self::start_as(Command::new(env!("CARGO_BIN_EXE_vantage")), args, dir, env)
+    }
+
+    /// `vantage dns --config CONFIG` with at most `files` open files (soft and hard limit, as
+    /// a service manager would set them; util-linux's prlimit execs it in place).
+    pub fn dns_with_file_limit(config: &Path, dir: &Path, files: u64) -> Vantage {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={files}:{files}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_vantage"));
+        Self::start_as(
+            command,
+            &["dns", "--config", config.to_str().expect("utf-8 path")],
+            dir,
+            &[],
+        )
+    }
+
+    fn start_as(mut command: Command, args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Vantage {
         static NEXT: AtomicU16 = AtomicU16::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let stderr = dir.join(format!("vantage-{}-{n}.stderr", args[0]));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vantage"))
+        let mut child = command
             .args(args)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info,vantage=debug")
