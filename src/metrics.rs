@@ -25,6 +25,7 @@ pub struct Metrics {
     transitions: IntCounterVec,
     dns_responses: IntCounterVec,
     dns_rrl: IntCounterVec,
+    unknown_endpoints: IntCounterVec,
     record_answers: IntGaugeVec,
     /// The reason label currently set per (record, type).
     record_reasons: Mutex<HashMap<(String, String), String>>,
@@ -149,6 +150,14 @@ impl Metrics {
         for action in ["dropped", "slipped"] {
             dns_rrl.with_label_values(&[action]);
         }
+        let unknown_endpoints = IntCounterVec::new(
+            Opts::new(
+                "vantage_prober_report_unknown_endpoints_total",
+                "Observations in prober reports for endpoints this configuration does not have, dropped.",
+            ),
+            &["region"],
+        )
+        .expect("valid metric");
         let record_answers = IntGaugeVec::new(
             Opts::new(
                 "vantage_record_answer_endpoints",
@@ -369,6 +378,7 @@ impl Metrics {
             Box::new(transitions.clone()),
             Box::new(dns_responses.clone()),
             Box::new(dns_rrl.clone()),
+            Box::new(unknown_endpoints.clone()),
             Box::new(record_answers.clone()),
             Box::new(ready.clone()),
             Box::new(snapshot_generation.clone()),
@@ -411,6 +421,7 @@ impl Metrics {
             transitions,
             dns_responses,
             dns_rrl,
+            unknown_endpoints,
             record_answers,
             record_reasons: Mutex::new(HashMap::new()),
             ready,
@@ -518,6 +529,13 @@ impl Metrics {
 
     pub fn dns_response(&self, protocol: &str, qtype: &str, rcode: &str) {
         self.dns_response_counter(protocol, qtype, rcode).inc();
+    }
+
+    /// Observations of endpoints we do not have, dropped from a prober's report.
+    pub fn prober_unknown_endpoints(&self, region: &Region, count: u64) {
+        self.unknown_endpoints
+            .with_label_values(&[region.as_str()])
+            .inc_by(count);
     }
 
     /// A UDP response held back by rate limiting (`dropped` or `slipped`).

@@ -175,9 +175,12 @@ impl Aggregation {
                 Arc::new(FleetKey::new(secret)),
                 &self.board,
                 metrics,
-                cluster.poll_interval,
-                cluster.poll_timeout,
-                cluster.stale_after,
+                &exchange::pull::PullSettings {
+                    poll_interval: cluster.poll_interval,
+                    poll_timeout: cluster.poll_timeout,
+                    stale_after: cluster.stale_after,
+                    endpoints: Arc::new(settings.endpoints.iter().map(|e| e.id.clone()).collect()),
+                },
                 token,
                 tasks,
             )?

@@ -4,6 +4,7 @@
 //! observations to the local board.
 
 use std::{
+    collections::HashSet,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -17,7 +18,10 @@ use super::{
     auth::{self, FleetKey, Rejection},
     wire::Report,
 };
-use crate::{metrics::Metrics, model::Region};
+use crate::{
+    metrics::Metrics,
+    model::{EndpointId, Region},
+};
 
 /// The largest report accepted (a report is a few hundred bytes per endpoint).
 const MAX_REPORT_BYTES: usize = 16 * 1024 * 1024;
@@ -53,23 +57,36 @@ impl ProberLink {
     }
 }
 
+/// How the pullers poll, and what they accept.
+pub struct PullSettings {
+    pub poll_interval: Duration,
+    pub poll_timeout: Duration,
+    pub stale_after: Duration,
+    /// The configured endpoints: observations of any other are dropped (and counted), so a
+    /// report cannot grow the board.
+    pub endpoints: Arc<HashSet<EndpointId>>,
+}
+
+/// A report's sequence may move ahead of the last accepted one by at most this much (a prober
+/// numbers one report per request: 2^32 is over a century of polls); a larger jump is refused,
+/// so that no report can wedge its region by taking the sequence to its end.
+const MAX_SEQ_JUMP: u64 = 1 << 32;
+
 /// Starts one pulling task per prober; returns the links for status reporting.
-#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     probers: impl Iterator<Item = (Region, url::Url)>,
     key: Arc<FleetKey>,
     board: &Arc<ObservationBoard>,
     metrics: &Arc<Metrics>,
-    poll_interval: Duration,
-    poll_timeout: Duration,
-    stale_after: Duration,
+    pull: &PullSettings,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Result<Vec<Arc<ProberLink>>, reqwest::Error> {
+    let poll_interval = pull.poll_interval;
     let client = reqwest::Client::builder()
         .no_proxy()
-        .timeout(poll_timeout)
-        .connect_timeout(poll_timeout)
+        .timeout(pull.poll_timeout)
+        .connect_timeout(pull.poll_timeout)
         .user_agent(concat!("vantage-aggregator/", env!("CARGO_PKG_VERSION")))
         .build()?;
     let mut links = Vec::new();
@@ -86,7 +103,8 @@ pub fn spawn(
             key: key.clone(),
             board: board.clone(),
             metrics: metrics.clone(),
-            stale_after,
+            stale_after: pull.stale_after,
+            endpoints: pull.endpoints.clone(),
         };
         let shutdown = shutdown.clone();
         tasks.spawn(async move { puller.run(poll_interval, shutdown).await });
@@ -101,6 +119,7 @@ struct Puller {
     board: Arc<ObservationBoard>,
     metrics: Arc<Metrics>,
     stale_after: Duration,
+    endpoints: Arc<HashSet<EndpointId>>,
 }
 
 enum PollError {
@@ -121,8 +140,16 @@ impl Puller {
             match result {
                 Ok((report, _)) => {
                     let seq = super::board::next_seq();
+                    let mut unknown = 0;
                     for observation in report.into_observations(started, seq) {
-                        self.board.report(observation);
+                        if self.endpoints.contains(&observation.endpoint) {
+                            self.board.report(observation);
+                        } else {
+                            unknown += 1;
+                        }
+                    }
+                    if unknown > 0 {
+                        self.metrics.prober_unknown_endpoints(&region, unknown);
                     }
                     self.metrics.prober_poll(&region, "ok", None);
                     if !was_reachable {
@@ -246,13 +273,15 @@ impl Puller {
         let last = self.link.status().last_accepted;
         if let Some((boot_id, seq, last_signed)) = last {
             let newer = if boot_id == report.boot_id {
-                report.seq > seq
+                report.seq > seq && report.seq - seq <= MAX_SEQ_JUMP
             } else {
-                signed_at > last_signed
+                signed_at > last_signed && report.seq <= MAX_SEQ_JUMP
             };
             if !newer {
                 return Err(PollError::Rejected(Rejection::Replayed));
             }
+        } else if report.seq > MAX_SEQ_JUMP {
+            return Err(PollError::Rejected(Rejection::Replayed));
         }
         Ok((report, signed_at))
     }

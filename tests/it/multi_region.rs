@@ -673,6 +673,62 @@ async fn forged_old_replayed_and_misdirected_reports_are_rejected_and_counted() 
     )
     .await;
     assert_eq!(dns.status().await["probers"][0]["reports_accepted"], 1);
+
+    // A report that jumps its sequence to the end cannot wedge the region: it is refused, and
+    // the next genuine report is accepted.
+    let body = report("r1", u64::MAX);
+    let before = rejected("replayed").await;
+    fake.serve(Some(good.sign(unix_ms(), REPORT_CONTEXT, &body)), body);
+    eventually(
+        Duration::from_secs(5),
+        "a sequence jump to be rejected",
+        || async { (rejected("replayed").await > before).then_some(()) },
+    )
+    .await;
+    // Observations of endpoints the configuration does not have are dropped and counted, so
+    // that a report cannot grow the board.
+    let mut many = vantage::exchange::wire::Report {
+        region: vantage::model::Region::new("r1"),
+        boot_id: 42,
+        seq: 11,
+        observations: Vec::new(),
+    };
+    for i in 0..1000 {
+        many.observations
+            .push(vantage::exchange::wire::WireObservation {
+                endpoint: vantage::model::EndpointId::new(format!("made-up-{i}")),
+                state: vantage::model::Health::Down,
+                successes: 0,
+                failures: 3,
+                last_rtt_ms: None,
+                smoothed_rtt_ms: None,
+                last_failure: None,
+                age_ms: 0,
+                checks: 1,
+            });
+    }
+    let body = serde_json::to_vec(&many).expect("encode");
+    fake.serve(Some(good.sign(unix_ms(), REPORT_CONTEXT, &body)), body);
+    eventually(
+        Duration::from_secs(5),
+        "the next genuine report accepted, its unknown endpoints dropped",
+        || async {
+            let (_, text) = dns.get("/metrics").await;
+            let dropped = Exposition::parse(&text)
+                .value(
+                    "vantage_prober_report_unknown_endpoints_total",
+                    &[("region", "r1")],
+                )
+                .unwrap_or(0.0);
+            (dns.status().await["probers"][0]["reports_accepted"] == 2 && dropped >= 1000.0)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !dns.status().await.to_string().contains("made-up-"),
+        "unknown endpoints never reach the board"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
