@@ -20,6 +20,7 @@ pub mod probe;
 pub mod quorum;
 pub mod route53;
 pub mod snapshot;
+pub mod state_file;
 
 /// Installs the process-wide TLS crypto provider (aws-lc-rs). Call once at start.
 pub fn install_crypto_provider() {

@@ -206,6 +206,12 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => match app::check(&config) {
             Ok((settings, zones)) => {
+                // The server starts without a writable state directory (overrides are then
+                // refused), so this is a warning, not a problem.
+                if let Err(warning) = vantage::state_file::check_writable(&settings.admin.state_dir)
+                {
+                    eprintln!("warning: {warning}");
+                }
                 println!(
                     "{}: ok ({} probers, {} endpoints, {} records, {} zones)",
                     config.display(),

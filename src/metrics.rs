@@ -26,6 +26,7 @@ pub struct Metrics {
     dns_responses: IntCounterVec,
     dns_rrl: IntCounterVec,
     unknown_endpoints: IntCounterVec,
+    state_problem: IntGaugeVec,
     record_answers: IntGaugeVec,
     /// The reason label currently set per (record, type).
     record_reasons: Mutex<HashMap<(String, String), String>>,
@@ -156,6 +157,14 @@ impl Metrics {
                 "Observations in prober reports for endpoints this configuration does not have, dropped.",
             ),
             &["region"],
+        )
+        .expect("valid metric");
+        let state_problem = IntGaugeVec::new(
+            Opts::new(
+                "vantage_state_problem",
+                "1 when the state kept in admin.state_dir had a problem at start (a corrupt file moved aside, a directory that cannot be written; see /v1/status), by store.",
+            ),
+            &["store"],
         )
         .expect("valid metric");
         let record_answers = IntGaugeVec::new(
@@ -379,6 +388,7 @@ impl Metrics {
             Box::new(dns_responses.clone()),
             Box::new(dns_rrl.clone()),
             Box::new(unknown_endpoints.clone()),
+            Box::new(state_problem.clone()),
             Box::new(record_answers.clone()),
             Box::new(ready.clone()),
             Box::new(snapshot_generation.clone()),
@@ -422,6 +432,7 @@ impl Metrics {
             dns_responses,
             dns_rrl,
             unknown_endpoints,
+            state_problem,
             record_answers,
             record_reasons: Mutex::new(HashMap::new()),
             ready,
@@ -529,6 +540,13 @@ impl Metrics {
 
     pub fn dns_response(&self, protocol: &str, qtype: &str, rcode: &str) {
         self.dns_response_counter(protocol, qtype, rcode).inc();
+    }
+
+    /// Whether a state store (`overrides`, `drills`) had a problem at start.
+    pub fn state_problem(&self, store: &str, problem: bool) {
+        self.state_problem
+            .with_label_values(&[store])
+            .set(i64::from(problem));
     }
 
     /// Observations of endpoints we do not have, dropped from a prober's report.

@@ -5,7 +5,6 @@
 
 use std::{
     collections::{BTreeMap, VecDeque},
-    io::Write,
     path::{Path, PathBuf},
     sync::{Mutex, PoisonError},
 };
@@ -75,6 +74,8 @@ pub enum OverrideError {
     },
     #[error("{path}: not a valid overrides file: {message}")]
     Corrupt { path: String, message: String },
+    #[error("overrides cannot be kept: {0}")]
+    Unavailable(String),
 }
 
 /// How many audit entries are kept in memory for the status page.
@@ -86,40 +87,35 @@ pub struct OverrideStore {
     dir: PathBuf,
     entries: Mutex<BTreeMap<EndpointId, Override>>,
     recent: Mutex<VecDeque<AuditEntry>>,
+    problem: Option<String>,
+    writable: bool,
 }
 
 impl OverrideStore {
-    /// Opens (creating the directory) and loads the persisted overrides.
-    pub fn open(dir: &Path) -> Result<Self, OverrideError> {
-        let io = |source| OverrideError::Io {
-            path: dir.display().to_string(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let file = dir.join("overrides.json");
-        let entries = match std::fs::read(&file) {
-            Ok(bytes) => {
-                let list: Vec<Override> =
-                    serde_json::from_slice(&bytes).map_err(|e| OverrideError::Corrupt {
-                        path: file.display().to_string(),
-                        message: e.to_string(),
-                    })?;
-                list.into_iter().map(|o| (o.endpoint.clone(), o)).collect()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => {
-                return Err(OverrideError::Io {
-                    path: file.display().to_string(),
-                    source,
-                });
-            }
-        };
-        Ok(Self {
+    /// Opens (creating the directory) and loads the persisted overrides. Never fails: a
+    /// corrupt file is moved aside and an unusable directory leaves the store read-only, each
+    /// reported by [`OverrideStore::problem`].
+    pub fn open(dir: &Path) -> Self {
+        let loaded = crate::state_file::load::<Override>(dir, "overrides.json", "overrides");
+        Self {
             expired_total: std::sync::atomic::AtomicU64::new(0),
             dir: dir.to_path_buf(),
-            entries: Mutex::new(entries),
+            entries: Mutex::new(
+                loaded
+                    .items
+                    .into_iter()
+                    .map(|o| (o.endpoint.clone(), o))
+                    .collect(),
+            ),
             recent: Mutex::new(VecDeque::new()),
-        })
+            problem: loaded.problem,
+            writable: loaded.writable,
+        }
+    }
+
+    /// What went wrong with the persisted state at start, if anything.
+    pub fn problem(&self) -> Option<&str> {
+        self.problem.as_deref()
     }
 
     fn persist(&self, entries: &BTreeMap<EndpointId, Override>) -> Result<(), OverrideError> {
@@ -135,17 +131,23 @@ impl OverrideStore {
         })
     }
 
-    fn audit(&self, entry: AuditEntry) {
+    /// Appends `entry` to the audit log (one write, so concurrent entries never interleave),
+    /// logs it and keeps it for the status page; an error when the log cannot be written.
+    fn audit(&self, entry: AuditEntry) -> Result<(), OverrideError> {
         let path = self.dir.join("audit.log");
         let line = serde_json::to_string(&entry).unwrap_or_default();
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| writeln!(f, "{line}"));
-        if let Err(error) = written {
-            tracing::error!(path = %path.display(), %error, "cannot append to the audit log");
-        }
+        crate::state_file::append_line(&path, &line).map_err(|source| {
+            tracing::error!(path = %path.display(), error = %source, "cannot append to the audit log");
+            OverrideError::Io {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
+        self.remember(entry);
+        Ok(())
+    }
+
+    fn remember(&self, entry: AuditEntry) {
         tracing::info!(what = %entry.what, who = %entry.who, endpoint = %entry.endpoint,
             action = entry.action.as_str(), reason = %entry.reason, "override {}", entry.what);
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
@@ -153,23 +155,41 @@ impl OverrideStore {
         recent.truncate(RECENT);
     }
 
+    fn writable(&self) -> Result<(), OverrideError> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(OverrideError::Unavailable(
+                self.problem.clone().unwrap_or_default(),
+            ))
+        }
+    }
+
     /// Sets (or replaces) the override of an endpoint.
+    /// An override whose audit entry cannot be written is refused (nothing changes).
     pub fn set(&self, o: Override) -> Result<(), OverrideError> {
+        self.writable()?;
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = entries.clone();
         next.insert(o.endpoint.clone(), o.clone());
-        self.persist(&next)?;
-        *entries = next;
-        drop(entries);
-        self.audit(AuditEntry {
+        let entry = AuditEntry {
             at_unix_ms: o.created_unix_ms,
             what: "set".into(),
-            who: o.by,
-            endpoint: o.endpoint,
+            who: o.by.clone(),
+            endpoint: o.endpoint.clone(),
             action: o.action,
-            reason: o.reason,
+            reason: o.reason.clone(),
             expires_unix_ms: o.expires_unix_ms,
-        });
+        };
+        self.audit(entry.clone())?;
+        if let Err(e) = self.persist(&next) {
+            let _ = self.audit(AuditEntry {
+                what: "set failed".into(),
+                ..entry
+            });
+            return Err(e);
+        }
+        *entries = next;
         Ok(())
     }
 
@@ -181,27 +201,31 @@ impl OverrideStore {
         reason: &str,
         now_ms: u64,
     ) -> Result<Option<Override>, OverrideError> {
+        self.writable()?;
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = entries.clone();
-        let removed = next.remove(endpoint);
-        if removed.is_none() {
+        let Some(o) = next.remove(endpoint) else {
             return Ok(None);
-        }
-        self.persist(&next)?;
-        *entries = next;
-        drop(entries);
-        if let Some(o) = &removed {
-            self.audit(AuditEntry {
-                at_unix_ms: now_ms,
-                what: "clear".into(),
-                who: by.to_string(),
-                endpoint: o.endpoint.clone(),
-                action: o.action,
-                reason: reason.to_string(),
-                expires_unix_ms: o.expires_unix_ms,
+        };
+        let entry = AuditEntry {
+            at_unix_ms: now_ms,
+            what: "clear".into(),
+            who: by.to_string(),
+            endpoint: o.endpoint.clone(),
+            action: o.action,
+            reason: reason.to_string(),
+            expires_unix_ms: o.expires_unix_ms,
+        };
+        self.audit(entry.clone())?;
+        if let Err(e) = self.persist(&next) {
+            let _ = self.audit(AuditEntry {
+                what: "clear failed".into(),
+                ..entry
             });
+            return Err(e);
         }
-        Ok(removed)
+        *entries = next;
+        Ok(Some(o))
     }
 
     /// The overrides in force at `now_ms`; expired ones are removed (and audited).
@@ -232,7 +256,7 @@ impl OverrideStore {
         for o in expired {
             self.expired_total
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.audit(AuditEntry {
+            let entry = AuditEntry {
                 at_unix_ms: now_ms,
                 what: "expired".into(),
                 who: "vantage".into(),
@@ -240,7 +264,11 @@ impl OverrideStore {
                 action: o.action,
                 reason: o.reason,
                 expires_unix_ms: o.expires_unix_ms,
-            });
+            };
+            // An expiry happens whether or not it can be written down.
+            if self.audit(entry.clone()).is_err() {
+                self.remember(entry);
+            }
         }
         active
     }
@@ -274,17 +302,14 @@ mod tests {
     #[test]
     fn overrides_survive_a_restart_expire_and_are_audited() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = OverrideStore::open(dir.path()).expect("open");
+        let store = OverrideStore::open(dir.path());
         store.set(drain("use1", 10_000)).expect("set");
         store.set(drain("euw1", 2_000)).expect("set");
-        let reopened = OverrideStore::open(dir.path()).expect("reopen");
+        let reopened = OverrideStore::open(dir.path());
         assert_eq!(reopened.active(1_500).len(), 2, "persisted");
         assert_eq!(reopened.active(5_000).len(), 1, "euw1 expired");
         assert_eq!(
-            OverrideStore::open(dir.path())
-                .expect("again")
-                .active(5_000)
-                .len(),
+            OverrideStore::open(dir.path()).active(5_000).len(),
             1,
             "expiry persisted"
         );
@@ -303,10 +328,42 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_file_is_an_error_naming_it() {
+    fn a_corrupt_file_is_moved_aside_and_named() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("overrides.json"), "{not json").expect("write");
-        let err = OverrideStore::open(dir.path()).err().expect("error");
-        assert!(err.to_string().contains("overrides.json"), "{err}");
+        let store = OverrideStore::open(dir.path());
+        assert!(store.active(0).is_empty());
+        let problem = store.problem().expect("a problem");
+        assert!(
+            problem.contains("overrides.json") && problem.contains("moved aside"),
+            "{problem}"
+        );
+        store
+            .set(drain("use1", 10_000))
+            .expect("a fresh file is written");
+    }
+
+    #[test]
+    fn without_a_state_directory_overrides_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("file"), "x").expect("write");
+        let store = OverrideStore::open(&dir.path().join("file/state"));
+        let err = store.set(drain("use1", 10_000)).expect_err("refused");
+        assert!(err.to_string().contains("admin.state_dir"), "{err}");
+        assert!(store.active(0).is_empty());
+    }
+
+    #[test]
+    fn an_override_whose_audit_entry_cannot_be_written_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = OverrideStore::open(dir.path());
+        // A directory where the audit log should be: appending fails.
+        std::fs::create_dir(dir.path().join("audit.log")).expect("dir");
+        assert!(store.set(drain("use1", 10_000)).is_err());
+        assert!(
+            store.active(0).is_empty(),
+            "nothing set without its audit entry"
+        );
+        assert!(!dir.path().join("overrides.json").exists());
     }
 }

@@ -202,6 +202,17 @@ async fn status(State(state): State<AdminState>) -> Json<Value> {
         doc["route53"] = serde_json::to_value(reports).unwrap_or(Value::Null);
     }
     doc["overrides"] = json!(snapshot.overrides.values().collect::<Vec<_>>());
+    // Problems with the state kept in admin.state_dir (a corrupt file moved aside, a directory
+    // that cannot be written): the server runs, and says so.
+    doc["state_problems"] = json!(
+        [
+            state.overrides.as_ref().and_then(|o| o.problem()),
+            state.drills.as_ref().and_then(|d| d.problem()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+    );
     doc["transitions"] = json!(state.history.recent());
     doc["drills"] = json!(
         state

@@ -107,18 +107,16 @@ fn start_aggregation(
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<Aggregation> {
     let overrides = if with_overrides {
-        Some(Arc::new(
-            OverrideStore::open(&settings.admin.state_dir)
-                .map_err(|e| anyhow!("cannot open the override store (admin.state_dir): {e}"))?,
-        ))
+        let store = OverrideStore::open(&settings.admin.state_dir);
+        metrics.state_problem("overrides", store.problem().is_some());
+        Some(Arc::new(store))
     } else {
         None
     };
     let drills = if with_overrides {
-        Some(Arc::new(
-            DrillResults::open(&settings.admin.state_dir)
-                .map_err(|e| anyhow!("cannot open the drill results (admin.state_dir): {e}"))?,
-        ))
+        let store = DrillResults::open(&settings.admin.state_dir);
+        metrics.state_problem("drills", store.problem().is_some());
+        Some(Arc::new(store))
     } else {
         None
     };

@@ -49,35 +49,31 @@ pub enum ResultsError {
 pub struct DrillResults {
     file: PathBuf,
     latest: Mutex<BTreeMap<(String, String), DrillResult>>,
+    problem: Option<String>,
 }
 
 impl DrillResults {
-    /// Opens (creating the directory) and loads the results kept in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, ResultsError> {
-        std::fs::create_dir_all(dir).map_err(|source| ResultsError::Io {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        let file = dir.join("drills.json");
-        let path = file.display().to_string();
-        let latest = match std::fs::read(&file) {
-            Ok(bytes) => {
-                let list: Vec<DrillResult> =
-                    serde_json::from_slice(&bytes).map_err(|e| ResultsError::Corrupt {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })?;
-                list.into_iter()
+    /// Opens (creating the directory) and loads the results kept in `dir`. Never fails: a
+    /// corrupt file is moved aside and an unusable directory leaves the store in memory only,
+    /// each reported by [`DrillResults::problem`].
+    pub fn open(dir: &Path) -> Self {
+        let loaded = crate::state_file::load::<DrillResult>(dir, "drills.json", "drill results");
+        Self {
+            file: dir.join("drills.json"),
+            latest: Mutex::new(
+                loaded
+                    .items
+                    .into_iter()
                     .map(|r| ((r.record.clone(), r.kind.clone()), r))
-                    .collect()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => return Err(ResultsError::Io { path, source }),
-        };
-        Ok(Self {
-            file,
-            latest: Mutex::new(latest),
-        })
+                    .collect(),
+            ),
+            problem: loaded.problem,
+        }
+    }
+
+    /// What went wrong with the persisted results at start, if anything.
+    pub fn problem(&self) -> Option<&str> {
+        self.problem.as_deref()
     }
 
     /// Keeps `result` as the latest of its record (persisted before it is kept in memory).
@@ -135,7 +131,7 @@ mod tests {
     #[test]
     fn the_latest_result_per_record_survives_a_restart() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = DrillResults::open(dir.path()).expect("open");
+        let store = DrillResults::open(dir.path());
         store
             .record(result("www.example.com.", 1, true))
             .expect("record");
@@ -145,7 +141,7 @@ mod tests {
         store
             .record(result("api.example.com.", 3, true))
             .expect("record");
-        let reopened = DrillResults::open(dir.path()).expect("reopen");
+        let reopened = DrillResults::open(dir.path());
         let latest = reopened.latest();
         assert_eq!(latest.len(), 2);
         let www = latest
@@ -156,10 +152,12 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_file_is_an_error_naming_it() {
+    fn a_corrupt_file_is_moved_aside_and_named() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("drills.json"), "{not json").expect("write");
-        let err = DrillResults::open(dir.path()).err().expect("an error");
-        assert!(err.to_string().contains("drills.json"), "{err}");
+        let store = DrillResults::open(dir.path());
+        assert!(store.latest().is_empty());
+        let problem = store.problem().expect("a problem");
+        assert!(problem.contains("drills.json"), "{problem}");
     }
 }

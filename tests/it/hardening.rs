@@ -325,3 +325,108 @@ async fn running_out_of_file_descriptors_never_changes_a_verdict() {
     let status = vantage.status().await;
     assert!(status.to_string().contains("192.0.2.10"), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_or_unwritable_state_never_stops_a_server() {
+    init();
+    let dir = workdir();
+    std::fs::write(
+        dir.path().join("admin-token"),
+        "admin-token-for-tests-0123456789\n",
+    )
+    .expect("token");
+    let write_config = |state_dir: &str| {
+        let path = dir.path().join("fleet.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[prober]]\nregion = \"a\"\n[check.t]\nprotocol = \"tcp\"\nport = 9\ninterval = \"200ms\"\ntimeout = \"100ms\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin-token\"\nstate_dir = \"{state_dir}\"\n[[record]]\nname = \"www.example.com\"\nendpoints = [{{ name = \"e1\", address = \"192.0.2.10\", check_address = \"127.0.0.1\" }}]\n"
+            ),
+        )
+        .expect("config");
+        path
+    };
+    // Corrupt, empty and truncated state files: moved aside, named, and the server serves.
+    std::fs::create_dir(dir.path().join("state")).expect("state dir");
+    std::fs::write(
+        dir.path().join("state/overrides.json"),
+        "[{\"endpoint\": \"a\", ",
+    )
+    .expect("truncated");
+    std::fs::write(dir.path().join("state/drills.json"), "").expect("empty");
+    let path = write_config("state");
+    let vantage = Vantage::dns(&path, dir.path());
+    vantage.wait_ready().await;
+    let reply = udp_query(
+        vantage.dns,
+        &query_message(
+            "static.example.com.",
+            hickory_proto::rr::RecordType::A,
+            false,
+        ),
+    )
+    .await;
+    assert_eq!(
+        addresses(&reply),
+        vec!["192.0.2.80".parse::<std::net::IpAddr>().expect("ip")]
+    );
+    let status = vantage.status().await;
+    let problems = status["state_problems"]
+        .as_array()
+        .expect("state_problems")
+        .clone();
+    assert_eq!(problems.len(), 2, "{status}");
+    assert!(
+        problems[0]
+            .as_str()
+            .is_some_and(|p| p.contains("overrides.json") && p.contains("moved aside"))
+    );
+    let moved: Vec<String> = std::fs::read_dir(dir.path().join("state"))
+        .expect("state")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".corrupt-"))
+        .collect();
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    let (_, text) = vantage.get("/metrics").await;
+    assert_eq!(
+        Exposition::parse(&text).value("vantage_state_problem", &[("store", "overrides")]),
+        Some(1.0)
+    );
+    drop(vantage);
+
+    // A state directory that cannot be created: check-config warns, the server starts and
+    // serves, and an override is refused with the reason.
+    std::fs::write(dir.path().join("not-a-dir"), "x").expect("file");
+    let path = write_config("not-a-dir/state");
+    let (code, _, err) = run_vantage(&["check-config", path.to_str().expect("path")], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning:") && err.contains("admin.state_dir"),
+        "{err}"
+    );
+    let vantage = Vantage::dns(&path, dir.path());
+    vantage.wait_ready().await;
+    let admin = format!("http://{}", vantage.admin);
+    let (code, out, err) = run_vantage(
+        &[
+            "override",
+            "--config",
+            path.to_str().expect("path"),
+            "--admin",
+            &admin,
+            "drain",
+            "e1",
+            "--reason",
+            "test",
+            "--for",
+            "1h",
+        ],
+        &[],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("admin.state_dir"),
+        "the refusal names the cause: {err}"
+    );
+}
