@@ -8,6 +8,9 @@
 #
 #   bash tests/bench/dns.sh [seconds per run, default 10]
 #
+# With VANTAGE_BEFORE=/path/to/an/older/vantage, that binary is measured too in the same run
+# (rows "vantage before ..."), for a same-run comparison of a change.
+#
 # Installs dnsperf, gdnsd, knot and nsd from Debian's packages if missing (needs root), builds
 # vantage in release mode, and prints a Markdown table. Loopback only; stops by itself.
 # For the AF_XDP run it sets net.ipv4.conf.lo.route_localnet and accept_local to 1 (IPv4
@@ -89,6 +92,14 @@ TOML
 
 sed -e 's/15310/15312/; s/15311/15313/; s/^zones_dir = .*/&\nxdp = ["lo"]/' \
     -e "s|$WORK/state|$WORK/state-xdp|" "$WORK/vantage.toml" > "$WORK/vantage-xdp.toml"
+# An older vantage, if asked for: the same configuration on other ports, without the settings
+# it may not know.
+BEFORE="${VANTAGE_BEFORE:-}"
+sed -e 's/15310/15314/; s/15311/15315/' -e "s|$WORK/state|$WORK/state-before|" \
+    -e '/^# The others run without/d; /^\[dns.rrl\]/d; /^responses_per_second/d' \
+    "$WORK/vantage.toml" > "$WORK/vantage-before.toml"
+sed -e 's/15314/15316/; s/15315/15317/; s/^zones_dir = .*/&\nxdp = ["lo"]/' \
+    -e "s|$WORK/state-before|$WORK/state-before-xdp|" "$WORK/vantage-before.toml" > "$WORK/vantage-before-xdp.toml"
 
 cat > "$WORK/gdnsd/config" <<CONF
 options => { listen => [ 127.0.0.1:15320 ], zones_default_ttl => 3600 }
@@ -208,6 +219,17 @@ run "gdnsd static" "$G" 15320 "$WORK/q-static"
 run "gdnsd (www static)" "$G" 15320 "$WORK/q-managed"
 run "knot static" "$K" 15330 "$WORK/q-static"
 run "nsd static" "$N" 15340 "$WORK/q-static"
+if [ -n "$BEFORE" ]; then
+    start "vantage-before" 15314 "$BEFORE" dns --config "$WORK/vantage-before.toml"
+    B=$STARTED
+    for _ in $(seq 1 100); do
+        curl -sf http://127.0.0.1:15315/readyz >/dev/null && break
+        sleep 0.1
+    done
+    run "vantage before static" "$B" 15314 "$WORK/q-static"
+    run "vantage before managed" "$B" 15314 "$WORK/q-managed"
+    kill "$B"
+fi
 
 for key in "${SYSCTLS[@]}"; do sysctl -qw "$key=1"; done
 start "vantage-xdp" 15312 "$VANTAGE" dns --config "$WORK/vantage-xdp.toml"
@@ -218,3 +240,15 @@ for _ in $(seq 1 100); do
 done
 run "vantage static, AF_XDP" "$X" 15312 "$WORK/q-static"
 run "vantage managed, AF_XDP" "$X" 15312 "$WORK/q-managed"
+if [ -n "$BEFORE" ]; then
+    kill "$X"
+    wait "$X" 2>/dev/null || true
+    start "vantage-before-xdp" 15316 "$BEFORE" dns --config "$WORK/vantage-before-xdp.toml"
+    BX=$STARTED
+    for _ in $(seq 1 100); do
+        curl -sf http://127.0.0.1:15317/readyz >/dev/null && break
+        sleep 0.1
+    done
+    run "vantage before static, AF_XDP" "$BX" 15316 "$WORK/q-static"
+    run "vantage before managed, AF_XDP" "$BX" 15316 "$WORK/q-managed"
+fi
