@@ -57,7 +57,9 @@ impl Node {
 pub struct Zone {
     /// Lower case, wire form.
     origin: Box<[u8]>,
-    nodes: HashMap<Box<[u8]>, Node, NameHasher>,
+    /// Every name (lower case, wire form) -> its node in `nodes`.
+    index: HashMap<Box<[u8]>, u32, NameHasher>,
+    nodes: Vec<Node>,
 }
 
 impl Zone {
@@ -67,11 +69,13 @@ impl Zone {
 
     /// The node at `name` (lower case) and its stored name.
     pub fn node(&self, name: &[u8]) -> Option<(&[u8], &Node)> {
-        self.nodes.get_key_value(name).map(|(k, v)| (&**k, v))
+        self.index
+            .get_key_value(name)
+            .map(|(k, &i)| (&**k, &self.nodes[i as usize]))
     }
 
     pub fn apex(&self) -> &Node {
-        &self.nodes[&self.origin]
+        &self.nodes[self.index[&self.origin] as usize]
     }
 
     /// The SOA, with the TTL of a negative answer: min(TTL, MINIMUM) (RFC 2308 section 5).
@@ -88,17 +92,17 @@ impl Zone {
     pub fn rrsets(&self) -> impl Iterator<Item = (&[u8], &RRset)> + '_ {
         let apex = self.apex().sets.iter().map(|s| (&*self.origin, s));
         let rest = self
-            .nodes
+            .index
             .iter()
             .filter(|(k, _)| **k != self.origin)
-            .flat_map(|(k, n)| n.sets.iter().map(move |s| (&**k, s)));
+            .flat_map(|(k, &i)| self.nodes[i as usize].sets.iter().map(move |s| (&**k, s)));
         apex.chain(rest)
     }
 
     /// How many records the zone holds.
     pub fn record_count(&self) -> usize {
         self.nodes
-            .values()
+            .iter()
             .flat_map(|n| &n.sets)
             .map(|s| s.rdatas().count())
             .sum()
@@ -211,38 +215,45 @@ impl ZoneBuilder {
             ..
         } = self;
         let origin_text = wire::to_text(&origin);
-        let mut by_index: Vec<Box<[u8]>> = vec![Box::from(&[][..]); names.len()];
-        for (name, i) in names {
-            by_index[i as usize] = name;
-        }
+        let mut index = names;
         // Group by name, then type; file order is kept inside a group (stable sort).
         records.sort_by_key(|r| (r.name, r.rtype));
-        let mut nodes: HashMap<Box<[u8]>, Node, NameHasher> =
-            HashMap::with_capacity_and_hasher(by_index.len() + by_index.len() / 8, NameHasher);
-        let mut start = 0;
-        while start < records.len() {
-            let name_index = records[start].name;
-            let mut end = start;
-            while end < records.len() && records[end].name == name_index {
-                end += 1;
+        let mut nodes: Vec<Node> = vec![Node::default(); index.len()];
+        // Ancestors up to the apex exist, as empty non-terminals if nothing else.
+        let mut ents: std::collections::HashSet<Box<[u8]>, NameHasher> = Default::default();
+        {
+            let mut by_index: Vec<&[u8]> = vec![&[]; index.len()];
+            for (name, &i) in &index {
+                by_index[i as usize] = name;
             }
-            let name = std::mem::take(&mut by_index[name_index as usize]);
-            let node = node_of(&name, &records[start..end], &arena, &origin, &origin_text)?;
-            // Ancestors up to the apex exist, as empty non-terminals if nothing else.
-            let mut up = wire::parent(&name);
-            while let Some(p) = up {
-                if p.len() < origin.len() || nodes.contains_key(p) {
-                    break;
+            let mut start = 0;
+            while start < records.len() {
+                let name_index = records[start].name as usize;
+                let mut end = start;
+                while end < records.len() && records[end].name as usize == name_index {
+                    end += 1;
                 }
-                nodes.insert(p.into(), Node::default());
-                up = wire::parent(p);
+                let name = by_index[name_index];
+                nodes[name_index] =
+                    node_of(name, &records[start..end], &arena, &origin, &origin_text)?;
+                let mut up = wire::parent(name);
+                while let Some(p) = up {
+                    if p.len() < origin.len() || index.contains_key(p) || ents.contains(p) {
+                        break;
+                    }
+                    ents.insert(p.into());
+                    up = wire::parent(p);
+                }
+                start = end;
             }
-            nodes.insert(name, node);
-            start = end;
+        }
+        for ent in ents {
+            index.insert(ent, nodes.len() as u32);
+            nodes.push(Node::default());
         }
         drop(records);
         drop(arena);
-        let apex = nodes.get(origin.as_slice());
+        let apex = index.get(origin.as_slice()).map(|&i| &nodes[i as usize]);
         let has = |t: u16| apex.is_some_and(|n| n.get(t).is_some());
         if !has(TYPE_SOA) {
             return Err(format!(
@@ -260,9 +271,11 @@ impl ZoneBuilder {
                 "{origin_text} has a DS record at the apex; DS records belong in the parent zone"
             ));
         }
+        index.shrink_to_fit();
         nodes.shrink_to_fit();
         Ok(Zone {
             origin: origin.into_boxed_slice(),
+            index,
             nodes,
         })
     }
