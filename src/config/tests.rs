@@ -209,3 +209,32 @@ fn fleet_servers_drill_settings_and_rto_are_validated() {
         "{unknown:?}"
     );
 }
+
+#[test]
+fn an_admin_token_must_be_visible_ascii() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = |token: &str| {
+        std::fs::write(dir.path().join("token"), token).expect("token");
+        let text = format!("{GOOD}\n[admin]\ntoken_file = \"token\"\n");
+        match Settings::from_toml(&text, "t.toml", dir.path()) {
+            Err(ConfigError::Invalid { problems, .. }) => {
+                problems.iter().map(|p| p.to_string()).collect::<Vec<_>>()
+            }
+            Err(e) => panic!("unexpected error kind: {e}"),
+            Ok(_) => Vec::new(),
+        }
+    };
+    assert!(config("0123456789abcdef0123456789abcdef\n").is_empty());
+    for bad in [
+        "0123456789abcdéf0123456789abcdef",
+        "0123456789abcdef 0123456789abcdef",
+    ] {
+        let found = config(bad);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("admin.token_file:") && p.contains("visible ASCII")),
+            "{bad:?}: {found:?}"
+        );
+    }
+}

@@ -282,6 +282,17 @@ fn read_secret(field: &str, path: &Path, p: &mut Problems) -> Option<Secret> {
                     ),
                 );
                 None
+            } else if field == "admin.token_file" && !token.bytes().all(|b| b.is_ascii_graphic()) {
+                // It travels in an HTTP header (Authorization: Bearer), which only carries
+                // visible ASCII: any other byte could never authenticate.
+                p.add(
+                    field,
+                    format!(
+                        "{} holds bytes other than visible ASCII (spaces, control characters or non-ASCII); the token is sent in an HTTP header, so use e.g. `openssl rand -hex 32`",
+                        path.display()
+                    ),
+                );
+                None
             } else {
                 Some(Secret::new(token.as_bytes()))
             }
