@@ -86,9 +86,7 @@ pub fn load<T: DeserializeOwned>(dir: &Path, name: &str, what: &str) -> Loaded<T
 }
 
 fn aside_name(file: &Path) -> PathBuf {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
+    let stamp = crate::exchange::auth::unix_ms();
     let mut name = file.as_os_str().to_owned();
     name.push(format!(".corrupt-{stamp}"));
     PathBuf::from(name)

@@ -194,17 +194,6 @@ impl Catalog {
         self.entry_for(name).map(|e| &e.zone)
     }
 
-    pub fn zones(&self) -> impl Iterator<Item = &Zone> {
-        self.zones.values().map(|e| &e.zone)
-    }
-
-    /// True if `name` (lower case) is a managed name with at least one record.
-    pub fn is_managed(&self, name: &[u8]) -> bool {
-        self.entry_for(name)
-            .and_then(|e| e.managed.get(name))
-            .is_some_and(|m| m.a.is_some() || m.aaaa.is_some())
-    }
-
     /// The managed record of `kind` at `name` (lower case), if any.
     pub fn managed_key(&self, name: &[u8], kind: RecordKind) -> Option<&ManagedKey> {
         let m = self.entry_for(name)?.managed.get(name)?;
@@ -221,13 +210,14 @@ impl Catalog {
         };
         let mut reply = Reply::with_rcode(RCODE_NOERROR, true);
         let origin = entry.zone.origin();
-        let mut name: Cow<'a, [u8]> = Cow::Owned(q.name.to_vec());
+        // The name being looked up (lower case): the question's, then each chain target's.
+        let mut name: Cow<'_, [u8]> = Cow::Borrowed(q.name);
         // The owner of what is found at `name`: None for the question's name as asked.
         let mut owner: Option<Cow<'a, [u8]>> = None;
         let mut visited: Vec<Vec<u8>> = Vec::new();
         for link in 0..MAX_CHAIN {
             let step = entry.resolve(snapshot, &name, q, &mut reply);
-            let next: Cow<'a, [u8]> = match step {
+            let next: Vec<u8> = match step {
                 Step::Found(sets) => {
                     if link == 0 {
                         reply.managed = entry.managed_key_for(&name, q.qtype);
@@ -246,7 +236,7 @@ impl Catalog {
                         data: Data::Stored(cname),
                     });
                     owner = Some(Cow::Borrowed(target));
-                    Cow::Owned(wire::lower(target))
+                    wire::lower(target)
                 }
                 Step::Dname {
                     owner: dname_owner,
@@ -271,7 +261,7 @@ impl Catalog {
                         break;
                     }
                     owner = Some(Cow::Owned(target.clone()));
-                    Cow::Owned(wire::lower(&target))
+                    wire::lower(&target)
                 }
                 Step::NoData => {
                     reply.authority.push(entry.negative_soa());
@@ -310,7 +300,7 @@ impl Catalog {
             if !wire::is_at_or_below(&next, origin) || visited.iter().any(|v| *v == *next) {
                 break;
             }
-            name = next;
+            name = Cow::Owned(next);
         }
         if !q.minimal {
             entry.additional(snapshot, q, &mut reply);
@@ -349,11 +339,15 @@ impl ZoneEntry {
         reply: &mut Reply<'a>,
     ) -> Step<'a> {
         let origin_len = self.zone.origin().len();
-        let starts: Vec<usize> = wire::label_starts(name)
-            .take_while(|&at| name.len() - at >= origin_len)
-            .collect();
+        // The offsets of the name's labels down to the apex (a name has at most 127 labels).
+        let mut starts = [0usize; 128];
+        let mut count = 0;
+        for at in wire::label_starts(name).take_while(|&at| name.len() - at >= origin_len) {
+            starts[count] = at;
+            count += 1;
+        }
         let mut closest: &[u8] = self.zone.origin();
-        for (i, &at) in starts.iter().enumerate().rev() {
+        for (i, &at) in starts[..count].iter().enumerate().rev() {
             let suffix = &name[at..];
             let here = self.zone.node(suffix);
             let managed = self.managed.get(suffix);

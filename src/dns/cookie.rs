@@ -45,7 +45,9 @@ pub fn verify(
     let age = now.wrapping_sub(made);
     let fresh = age <= MAX_AGE || made.wrapping_sub(now) <= MAX_AHEAD;
     let hash = siphash24(secret, &hash_input(client_cookie, &server[..8], client));
-    fresh && constant_time_eq(&hash.to_le_bytes(), &server[8..])
+    fresh
+        && aws_lc_rs::constant_time::verify_slices_are_equal(&hash.to_le_bytes(), &server[8..])
+            .is_ok()
 }
 
 fn hash_input(client_cookie: &[u8; 8], head: &[u8], client: IpAddr) -> Vec<u8> {
@@ -57,10 +59,6 @@ fn hash_input(client_cookie: &[u8; 8], head: &[u8], client: IpAddr) -> Vec<u8> {
         IpAddr::V6(v6) => input.extend_from_slice(&v6.octets()),
     }
     input
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// SipHash-2-4 (Aumasson and Bernstein), the hash RFC 9018 names.

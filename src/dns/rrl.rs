@@ -83,7 +83,11 @@ impl RateLimiter {
         match rcode {
             0 => {
                 0u8.hash(&mut h);
-                question_name(response).to_ascii_lowercase().hash(&mut h);
+                // The name asked for, lower case, hashed in place (no copy per response).
+                let end = question_end(response);
+                for b in response.get(12..end).unwrap_or_default() {
+                    h.write_u8(b.to_ascii_lowercase());
+                }
             }
             3 => 1u8.hash(&mut h),
             _ => 2u8.hash(&mut h),
@@ -115,8 +119,8 @@ impl RateLimiter {
     }
 }
 
-/// The question name of a response as written (wire form), empty if there is none.
-fn question_name(response: &[u8]) -> Vec<u8> {
+/// Where the question name of a response ends (before its root label); 12 if there is none.
+fn question_end(response: &[u8]) -> usize {
     let mut at = 12;
     while let Some(&len) = response.get(at) {
         if len == 0 || len & 0xc0 != 0 {
@@ -124,15 +128,12 @@ fn question_name(response: &[u8]) -> Vec<u8> {
         }
         at += 1 + usize::from(len);
     }
-    response
-        .get(12..at.min(response.len()))
-        .unwrap_or_default()
-        .to_vec()
+    at.min(response.len())
 }
 
 /// The truncated form of a response: its header with TC set and no records, its question.
 pub fn slipped(response: &[u8]) -> Vec<u8> {
-    let question_end = question_name(response).len() + 12 + 1 + 4;
+    let question_end = question_end(response).max(12) + 1 + 4;
     let qdcount = response
         .get(4..6)
         .map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));

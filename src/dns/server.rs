@@ -121,13 +121,6 @@ pub struct Frontend {
     cookie_secret: [u8; 16],
 }
 
-/// Unix time in seconds, modulo 2^32 (cookie timestamps).
-fn unix_seconds() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32)
-}
-
 /// Header flags of a response to `q`: QR, the opcode, RD and CD copied.
 fn response_flags(opcode: u8, rd: bool, cd: bool) -> u16 {
     0x8000 | (u16::from(opcode & 0x0f) << 11) | (u16::from(rd) << 8) | (u16::from(cd) << 4)
@@ -232,8 +225,13 @@ impl Frontend {
             .locate(src.ip(), q.edns.and_then(|e| e.client_subnet));
         // DNS Cookies (RFC 7873): a valid server cookie proves the address; every reply to a
         // cookie-bearing query carries a fresh server cookie (RFC 9018).
-        let now = unix_seconds();
         let cookie = q.edns.and_then(|e| e.cookie);
+        // Unix seconds modulo 2^32 (cookie timestamps), read only for cookie-bearing queries.
+        let now = if cookie.is_some() {
+            (crate::exchange::auth::unix_ms() / 1000) as u32
+        } else {
+            0
+        };
         let verified = cookie.is_some_and(|c| {
             c.server().is_some_and(|server| {
                 cookie::verify(&self.cookie_secret, &c.client, server, src.ip(), now)

@@ -16,7 +16,7 @@ use std::{
 use super::{
     answer_cache::AnswerCache,
     rrl::{self, Decision},
-    server::{Frontend, FullAnswer},
+    server::{DnsState, Frontend, FullAnswer},
 };
 
 /// Bytes of cached responses (and their keys) per serving thread.
@@ -62,7 +62,8 @@ impl UdpAnswerer {
         src: SocketAddr,
         out: &mut Vec<u8>,
     ) -> bool {
-        let verified = if self.cached(cache, packet, out) {
+        let state = self.frontend.sources().0.load();
+        let verified = if self.cached_in(&state, cache, packet, out) {
             false
         } else {
             // A panic in the request path must not stop the serving thread: the kernel keeps
@@ -83,13 +84,12 @@ impl UdpAnswerer {
                 }
             }
         };
-        verified || self.rate_limit(src, out)
+        verified || !state.rrl.enabled() || self.rate_limit(&state.rrl, src, out)
     }
 
     /// Applies response rate limiting to `out`: true to send it (possibly truncated).
-    fn rate_limit(&self, src: SocketAddr, out: &mut Vec<u8>) -> bool {
-        let state = self.frontend.sources().0.load();
-        match state.rrl.decide(src.ip(), out, rrl::second()) {
+    fn rate_limit(&self, rrl: &rrl::RateLimiter, src: SocketAddr, out: &mut Vec<u8>) -> bool {
+        match rrl.decide(src.ip(), out, rrl::second()) {
             Decision::Send => true,
             Decision::Slip => {
                 *out = rrl::slipped(out);
@@ -106,9 +106,17 @@ impl UdpAnswerer {
     /// Writes the cached response into `out`; false on a miss. Empties the cache first when
     /// the zones or the snapshot changed since it was filled.
     pub fn cached(&self, cache: &mut ThreadCache, packet: &[u8], out: &mut Vec<u8>) -> bool {
-        let (state, snapshot) = self.frontend.sources();
-        let state = state.load();
-        let answers = snapshot.load().answers_generation;
+        self.cached_in(&self.frontend.sources().0.load(), cache, packet, out)
+    }
+
+    fn cached_in(
+        &self,
+        state: &DnsState,
+        cache: &mut ThreadCache,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let answers = self.frontend.sources().1.load().answers_generation;
         let now = (state.generation(), answers);
         if cache.built_from != Some(now) {
             cache.answers.clear();

@@ -66,6 +66,7 @@ pub fn label_starts(name: &[u8]) -> impl Iterator<Item = usize> + '_ {
 }
 
 /// The number of labels, the root not counted.
+#[cfg(test)]
 pub fn label_count(name: &[u8]) -> usize {
     label_starts(name).count().saturating_sub(1)
 }
@@ -548,6 +549,7 @@ impl Writer {
         self.counts = [0; 3];
     }
 
+    #[cfg(test)]
     pub fn count(&self, section: Section) -> u16 {
         self.counts[section as usize]
     }

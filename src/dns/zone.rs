@@ -100,6 +100,7 @@ impl Zone {
     }
 
     /// How many records the zone holds.
+    #[cfg(test)]
     pub fn record_count(&self) -> usize {
         self.nodes
             .iter()

@@ -885,6 +885,18 @@ fn loc(tokens: &[Token<'_>]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// The addresses of an `ipv4hint` or `ipv6hint`, concatenated.
+fn hints(
+    list: &[String],
+    parse: impl Fn(&str) -> Option<Vec<u8>>,
+    what: &str,
+) -> Result<Vec<u8>, String> {
+    list.iter()
+        .map(|a| parse(a).ok_or_else(|| format!("{a:?} is not {what}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map(|v| v.concat())
+}
+
 /// RFC 9460 section 2.1: `key=value` parameters, sorted by key in the wire form.
 fn svc_params(tokens: &[Token<'_>]) -> Result<Vec<u8>, String> {
     const KEYS: &[&str] = &[
@@ -948,25 +960,17 @@ fn svc_params(tokens: &[Token<'_>]) -> Result<Vec<u8>, String> {
                 .ok_or("port needs a number")?
                 .to_be_bytes()
                 .to_vec(),
-            4 => list(&value)?
-                .iter()
-                .map(|a| {
-                    a.parse::<Ipv4Addr>()
-                        .map(|a| a.octets().to_vec())
-                        .map_err(|_| format!("{a:?} is not IPv4"))
-                })
-                .collect::<Result<Vec<_>, _>>()?
-                .concat(),
+            4 => hints(
+                &list(&value)?,
+                |a| a.parse::<Ipv4Addr>().ok().map(|a| a.octets().to_vec()),
+                "IPv4",
+            )?,
             5 => base64(value.as_deref().ok_or("ech needs a value")?)?,
-            6 => list(&value)?
-                .iter()
-                .map(|a| {
-                    a.parse::<Ipv6Addr>()
-                        .map(|a| a.octets().to_vec())
-                        .map_err(|_| format!("{a:?} is not IPv6"))
-                })
-                .collect::<Result<Vec<_>, _>>()?
-                .concat(),
+            6 => hints(
+                &list(&value)?,
+                |a| a.parse::<Ipv6Addr>().ok().map(|a| a.octets().to_vec()),
+                "IPv6",
+            )?,
             _ => value.map(|v| v.into_bytes()).unwrap_or_default(),
         };
         if params.iter().any(|(k, _)| *k == code) {
