@@ -18,10 +18,11 @@ use crate::{
     config::Settings,
     exchange::ObservationBoard,
     metrics::Metrics,
-    model::{EndpointId, Region},
+    model::{EndpointId, Health, Region},
     overrides::OverrideStore,
     quorum::{self, Verdict},
     snapshot::{self, Answer, QuorumState, Snapshot},
+    verdict_store::VerdictStore,
 };
 
 /// How long to gather reports after the first one of a burst.
@@ -34,6 +35,8 @@ pub struct Aggregator {
     metrics: Arc<Metrics>,
     overrides: Option<Arc<OverrideStore>>,
     history: Arc<History>,
+    /// Where verdicts are saved for the next start (serving roles).
+    saved: Option<Arc<VerdictStore>>,
 }
 
 /// One verdict change, for the status page.
@@ -80,6 +83,7 @@ impl Aggregator {
         metrics: Arc<Metrics>,
         overrides: Option<Arc<OverrideStore>>,
         history: Arc<History>,
+        saved: Option<Arc<VerdictStore>>,
     ) -> Self {
         Self {
             settings,
@@ -88,15 +92,35 @@ impl Aggregator {
             metrics,
             overrides,
             history,
+            saved,
         }
     }
 
-    /// The snapshot to serve before any verdict: every managed record undecided.
-    pub fn initial(settings: &Settings) -> Snapshot {
+    /// The snapshot to serve before the first round: the verdicts saved by the previous run
+    /// (held, without quorum, until probers decide) under the overrides in force, every other
+    /// endpoint undecided.
+    pub fn initial(
+        settings: &Settings,
+        restored: &BTreeMap<EndpointId, Health>,
+        overrides: BTreeMap<EndpointId, crate::overrides::Override>,
+    ) -> Snapshot {
+        let required = settings.cluster.quorum.required(settings.regions.len());
+        let verdicts = restored
+            .iter()
+            .map(|(id, health)| {
+                (
+                    id.clone(),
+                    Verdict {
+                        health: *health,
+                        ..Verdict::unknown(required)
+                    },
+                )
+            })
+            .collect();
         snapshot::build(
             settings,
-            BTreeMap::new(),
-            BTreeMap::new(),
+            verdicts,
+            overrides,
             &Snapshot::default(),
             0,
             false,
@@ -203,9 +227,11 @@ impl Aggregator {
                 cluster.stale_after,
                 now,
             );
+            let mut changed = false;
             for (id, verdict) in &next {
                 let before = verdicts.get(id).map(|v| v.health).unwrap_or_default();
                 if verdict.health != before {
+                    changed = true;
                     tracing::info!(endpoint = %id, from = %before, to = %verdict.health,
                         "endpoint {id} becomes {}: {}", verdict.health, verdict.explain());
                     self.metrics.verdict_changed(id, verdict.health);
@@ -226,6 +252,9 @@ impl Aggregator {
                 }
                 self.metrics
                     .verdict(id, verdict.health, verdict.up, verdict.down);
+            }
+            if changed && let Some(saved) = &self.saved {
+                saved.save(&next, crate::exchange::auth::unix_ms());
             }
             let quorum = QuorumState {
                 reached: has_quorum,
@@ -350,6 +379,7 @@ mod tests {
             last_rtt: None,
             smoothed_rtt: None,
             last_failure: None,
+            local_error: None,
             observed_at: Instant::now(),
             seq,
         });
@@ -372,7 +402,11 @@ mod tests {
         let settings =
             Arc::new(Settings::from_toml(FLEET, "t.toml", Path::new(".")).expect("valid"));
         let board = Arc::new(ObservationBoard::new());
-        let published = Arc::new(ArcSwap::from_pointee(Aggregator::initial(&settings)));
+        let published = Arc::new(ArcSwap::from_pointee(Aggregator::initial(
+            &settings,
+            &BTreeMap::new(),
+            BTreeMap::new(),
+        )));
         let shutdown = CancellationToken::new();
         let aggregator = Aggregator::new(
             settings.clone(),
@@ -381,6 +415,7 @@ mod tests {
             Arc::new(Metrics::new()),
             None,
             Arc::default(),
+            None,
         );
         let task = tokio::spawn(aggregator.run(shutdown.clone()));
         let www = || {

@@ -12,6 +12,8 @@ pub mod demo;
 pub mod dns;
 pub mod drill;
 pub mod exchange;
+pub mod http;
+pub mod keygen;
 pub mod limits;
 pub mod metrics;
 pub mod model;
@@ -21,6 +23,7 @@ pub mod quorum;
 pub mod route53;
 pub mod snapshot;
 pub mod state_file;
+pub mod verdict_store;
 
 /// Installs the process-wide TLS crypto provider (aws-lc-rs). Call once at start.
 pub fn install_crypto_provider() {

@@ -115,6 +115,20 @@ enum Command {
         #[arg(long)]
         by: Option<String>,
     },
+    /// Write a prober's identity: the Ed25519 key that signs its reports and, with --tls-name,
+    /// a self-signed TLS certificate and key for its listener; print the [[prober]] lines.
+    Keygen {
+        /// The prober's region (names the files).
+        #[arg(long)]
+        region: String,
+        /// Where to write the files (created if missing; existing files are never replaced).
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// A host name or IP address of the prober's url, for its TLS certificate (repeat for
+        /// several).
+        #[arg(long)]
+        tls_name: Vec<String>,
+    },
     /// Validate a configuration file and the zone files it names; exit non-zero on any problem.
     CheckConfig {
         /// The fleet configuration file.
@@ -257,6 +271,30 @@ fn main() -> ExitCode {
             };
             run(async move { app::run_probe(settings, region, listen, announce).await })
         }
+        Command::Keygen {
+            region,
+            out_dir,
+            tls_name,
+        } => match vantage::keygen::keygen(&out_dir, &region, &tls_name) {
+            Ok(written) => {
+                println!(
+                    "# Add to this prober's entry in the fleet configuration; copy {} to the\n\
+                     # prober's host only{}.\n{}",
+                    written.key_file.display(),
+                    if written.tls.is_some() {
+                        ", with the TLS key; the certificate goes to every host"
+                    } else {
+                        ""
+                    },
+                    written.config_lines(&region)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vantage keygen: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Override { admin, command } => {
             let target = match admin_target(&admin, true) {
                 Ok(t) => t,

@@ -25,6 +25,7 @@ pub struct Metrics {
     transitions: IntCounterVec,
     dns_responses: IntCounterVec,
     dns_rrl: IntCounterVec,
+    connections_refused: IntCounterVec,
     unknown_endpoints: IntCounterVec,
     state_problem: IntGaugeVec,
     record_answers: IntGaugeVec,
@@ -138,6 +139,14 @@ impl Metrics {
                 "DNS responses sent, by transport protocol, query type and response code.",
             ),
             &["protocol", "qtype", "rcode"],
+        )
+        .expect("valid metric");
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "vantage_connections_refused_total",
+                "TCP connections closed at accept because the listener (dns, admin or prober) or the client's address had no free slot.",
+            ),
+            &["listener"],
         )
         .expect("valid metric");
         let dns_rrl = IntCounterVec::new(
@@ -387,6 +396,7 @@ impl Metrics {
             Box::new(transitions.clone()),
             Box::new(dns_responses.clone()),
             Box::new(dns_rrl.clone()),
+            Box::new(connections_refused.clone()),
             Box::new(unknown_endpoints.clone()),
             Box::new(state_problem.clone()),
             Box::new(record_answers.clone()),
@@ -431,6 +441,7 @@ impl Metrics {
             transitions,
             dns_responses,
             dns_rrl,
+            connections_refused,
             unknown_endpoints,
             state_problem,
             record_answers,
@@ -559,6 +570,11 @@ impl Metrics {
     /// A UDP response held back by rate limiting (`dropped` or `slipped`).
     pub fn dns_rrl(&self, action: &str) {
         self.dns_rrl.with_label_values(&[action]).inc();
+    }
+
+    /// The counter of connections a listener (`dns`, `admin`, `prober`) refused when full.
+    pub fn connections_refused_counter(&self, listener: &str) -> IntCounter {
+        self.connections_refused.with_label_values(&[listener])
     }
 
     /// The counter `dns_response` increments, for callers that count the same answer again.

@@ -173,6 +173,10 @@ pub struct Observation {
     /// Exponentially weighted moving average of the round-trip time (latency steering).
     pub smoothed_rtt: Option<Duration>,
     pub last_failure: Option<(FailureKind, String)>,
+    /// Why the latest check could not run here (a local error such as no file descriptor
+    /// left): it is neither a success nor a failure of the endpoint, and `observed_at` stays
+    /// the time of the last check that ran.
+    pub local_error: Option<String>,
     pub observed_at: Instant,
     /// Increases by one with every check the prober runs for this endpoint.
     pub seq: u64,

@@ -27,6 +27,8 @@ pub struct Vote {
     pub last_rtt: Option<Duration>,
     pub smoothed_rtt: Option<Duration>,
     pub last_failure: Option<(FailureKind, String)>,
+    /// Why the prober's latest check could not run (local error), if it could not.
+    pub local_error: Option<String>,
     /// Consecutive failed checks (0 after a success).
     pub failures: u32,
     /// The prober is presumed cut off (it sees every endpoint Down while others see some Up):
@@ -121,6 +123,7 @@ pub fn votes_for(
                     last_rtt: None,
                     smoothed_rtt: None,
                     last_failure: None,
+                    local_error: None,
                     failures: 0,
                     impaired: false,
                 },
@@ -134,6 +137,7 @@ pub fn votes_for(
                         last_rtt: obs.last_rtt,
                         smoothed_rtt: obs.smoothed_rtt,
                         last_failure: obs.last_failure.clone(),
+                        local_error: obs.local_error.clone(),
                         failures: obs.failures,
                         impaired: false,
                     }
@@ -267,6 +271,7 @@ mod tests {
             last_rtt: None,
             smoothed_rtt: None,
             last_failure: None,
+            local_error: None,
             failures: 0,
             impaired: false,
         }
@@ -334,6 +339,7 @@ mod tests {
                     last_rtt: None,
                     smoothed_rtt: None,
                     last_failure: Some((FailureKind::Timeout, "t".into())),
+                    local_error: None,
                     observed_at: now - Duration::from_secs(age),
                     seq: 1,
                 },
@@ -381,6 +387,7 @@ mod tests {
                 last_rtt: None,
                 smoothed_rtt: None,
                 last_failure: None,
+                local_error: None,
                 observed_at: now,
                 seq: 1,
             },

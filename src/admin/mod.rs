@@ -44,6 +44,8 @@ pub struct AdminState {
     pub overrides: Option<Arc<OverrideStore>>,
     /// The last drill result per record (serving roles only).
     pub drills: Option<Arc<DrillResults>>,
+    /// Verdicts saved for the next start (serving roles only).
+    pub verdicts: Option<Arc<crate::verdict_store::VerdictStore>>,
     pub history: Arc<History>,
     /// Where reload requests go (roles that can reload).
     pub reload: Option<crate::app::ReloadRequests>,
@@ -208,11 +210,14 @@ async fn status(State(state): State<AdminState>) -> Json<Value> {
         [
             state.overrides.as_ref().and_then(|o| o.problem()),
             state.drills.as_ref().and_then(|d| d.problem()),
+            state.verdicts.as_ref().and_then(|v| v.problem()),
         ]
         .into_iter()
         .flatten()
         .collect::<Vec<_>>()
     );
+    // Verdicts taken over from the previous run at start (held until probers decide).
+    doc["restored_verdicts"] = json!(state.verdicts.as_ref().map(|v| v.restored()));
     doc["transitions"] = json!(state.history.recent());
     doc["drills"] = json!(
         state

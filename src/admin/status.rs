@@ -87,6 +87,7 @@ pub fn status_json(
                                 "impaired": vote.impaired,
                                 "consecutive_failures": vote.failures,
                                 "last_failure": vote.last_failure.as_ref().map(|(k, d)| json!({"kind": k, "detail": d})),
+                                "local_error": vote.local_error,
                             })
                         })
                         .collect()

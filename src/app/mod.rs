@@ -24,10 +24,12 @@ use crate::{
     drill::results::DrillResults,
     exchange::{self, ObservationBoard, auth::FleetKey, pull::ProberLink},
     metrics::Metrics,
+    model::EndpointId,
     overrides::OverrideStore,
     probe,
     route53::reconcile::Reports,
     snapshot::Snapshot,
+    verdict_store::VerdictStore,
 };
 
 /// Where the process actually listens (ports resolved), printed as one JSON line on stdout.
@@ -94,6 +96,8 @@ struct Aggregation {
     links: Arc<ArcSwap<Vec<Arc<ProberLink>>>>,
     overrides: Option<Arc<OverrideStore>>,
     drills: Option<Arc<DrillResults>>,
+    /// Verdicts saved for the next start (serving roles).
+    verdicts: Option<Arc<VerdictStore>>,
     history: Arc<History>,
     generation: CancellationToken,
 }
@@ -120,13 +124,40 @@ fn start_aggregation(
     } else {
         None
     };
+    let (verdicts, restored) = if with_overrides {
+        let ids: std::collections::HashSet<&EndpointId> =
+            settings.endpoints.iter().map(|e| &e.id).collect();
+        let (store, restored) =
+            VerdictStore::open(&settings.admin.state_dir, |id| ids.contains(id));
+        metrics.state_problem("verdicts", store.problem().is_some());
+        if let Some(at) = store.restored().saved_unix_ms {
+            let age = Duration::from_millis(crate::exchange::auth::unix_ms().saturating_sub(at));
+            tracing::info!(
+                endpoints = restored.len(),
+                "holding {} verdicts saved {} ago until probers decide (fail static across the restart)",
+                restored.len(),
+                humantime::format_duration(Duration::from_secs(age.as_secs()))
+            );
+        }
+        (Some(Arc::new(store)), restored)
+    } else {
+        (None, Default::default())
+    };
     let mut aggregation = Aggregation {
-        published: Arc::new(ArcSwap::from_pointee(Aggregator::initial(settings))),
+        published: Arc::new(ArcSwap::from_pointee(Aggregator::initial(
+            settings,
+            &restored,
+            overrides
+                .as_ref()
+                .map(|o| o.active(crate::exchange::auth::unix_ms()))
+                .unwrap_or_default(),
+        ))),
         board: Arc::new(ObservationBoard::new()),
         settings: Arc::new(ArcSwap::new(settings.clone())),
         links: Arc::new(ArcSwap::from_pointee(Vec::new())),
         overrides,
         drills,
+        verdicts,
         history: Arc::new(History::default()),
         generation: shutdown.child_token(),
     };
@@ -166,10 +197,13 @@ impl Aggregation {
                 .ok_or_else(|| anyhow!("remote probers need cluster.token_file"))?;
             let cluster = &settings.cluster;
             exchange::pull::spawn(
-                settings
-                    .prober_urls
-                    .iter()
-                    .map(|(r, u)| (r.clone(), u.clone())),
+                settings.prober_urls.iter().map(|(r, u)| {
+                    (
+                        r.clone(),
+                        u.clone(),
+                        settings.prober_identities.get(r).unwrap_or(&NO_IDENTITY),
+                    )
+                }),
                 Arc::new(FleetKey::new(secret)),
                 &self.board,
                 metrics,
@@ -190,6 +224,7 @@ impl Aggregation {
             metrics.clone(),
             self.overrides.clone(),
             self.history.clone(),
+            self.verdicts.clone(),
         );
         tasks.spawn(aggregator.run(token.clone()));
         self.links.store(Arc::new(links));
@@ -329,6 +364,15 @@ async fn serve_until_shutdown<F, Fut>(
     }
 }
 
+/// The identity of a prober configured without keys or TLS.
+static NO_IDENTITY: crate::config::ProberIdentity = crate::config::ProberIdentity {
+    public_keys: Vec::new(),
+    key_file: None,
+    tls_roots: Vec::new(),
+    tls_cert_file: None,
+    tls_key_file: None,
+};
+
 /// Binds the admin listener.
 async fn bind_admin(settings: &Settings) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(settings.admin.listen)
@@ -341,7 +385,7 @@ async fn bind_admin(settings: &Settings) -> anyhow::Result<tokio::net::TcpListen
         })
 }
 
-/// Serves the admin API (plus `extra` routes) until shutdown.
+/// Serves the admin API (plus `extra` routes) until shutdown, within the HTTP budget.
 fn serve_admin(
     listener: tokio::net::TcpListener,
     state: AdminState,
@@ -349,18 +393,19 @@ fn serve_admin(
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) {
+    let refused = state.metrics.connections_refused_counter("admin");
     let mut router = admin::router(state);
     if let Some(extra) = extra {
         router = router.merge(extra);
     }
-    let stop = shutdown.clone();
-    tasks.spawn(async move {
-        let serve = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-        if let Err(error) = serve.await {
-            tracing::error!(%error, "admin listener failed");
-        }
-    });
+    let http = crate::http::Listener {
+        name: "admin",
+        router,
+        tls: None,
+        budget: crate::http::Budget::http(),
+        refused,
+    };
+    tasks.spawn(crate::http::serve(listener, http, shutdown.clone()));
 }
 
 fn admin_state(
@@ -377,6 +422,7 @@ fn admin_state(
         route53,
         overrides: aggregation.overrides.clone(),
         drills: aggregation.drills.clone(),
+        verdicts: aggregation.verdicts.clone(),
         history: aggregation.history.clone(),
         reload,
     }

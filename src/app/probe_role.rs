@@ -8,8 +8,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Listening, drain, shutdown_signal};
 use crate::{
-    config::Settings,
-    exchange::{self, ObservationBoard, auth::FleetKey, serve::ProberState},
+    config::{ProberIdentity, Settings},
+    exchange::{
+        self, ObservationBoard,
+        auth::{self, FleetKey, ReportSigner},
+        serve::ProberState,
+    },
     metrics::Metrics,
     model::Region,
     probe,
@@ -38,12 +42,68 @@ pub fn check_probe(config: &Path, region: &str) -> Result<(Settings, Region), Ve
             config.display()
         ));
     }
+    if let Some(identity) = settings.prober_identities.get(&region) {
+        if let Some(file) = &identity.key_file
+            && let Err(e) = signer(file, identity)
+        {
+            problems.push(format!("prober {region}: key_file: {e}"));
+        }
+        if let Err(e) = tls_config(identity) {
+            problems.push(format!("prober {region}: {e}"));
+        }
+        if !identity.public_keys.is_empty() && identity.key_file.is_none() {
+            problems.push(format!(
+                "prober {region}: public_key is set but not key_file: this prober could not sign its reports"
+            ));
+        }
+    }
     problems.extend(super::check_setups(&settings, &region));
     if problems.is_empty() {
         Ok((settings, region))
     } else {
         Err(problems)
     }
+}
+
+/// The prober's signing key, which must match a configured public key.
+fn signer(file: &Path, identity: &ProberIdentity) -> Result<ReportSigner, String> {
+    let signer = ReportSigner::from_pem_file(file)?;
+    let public = signer.public_key();
+    if !identity
+        .public_keys
+        .iter()
+        .any(|k| Some(auth::public_key_text(&k.0)) == public)
+    {
+        return Err(format!(
+            "{}: its public key {} is not among this prober's public_key values; aggregators would refuse every report",
+            file.display(),
+            public.unwrap_or_default()
+        ));
+    }
+    Ok(signer)
+}
+
+/// The TLS server configuration of the prober listener (None: plain HTTP).
+fn tls_config(identity: &ProberIdentity) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let (Some(cert), Some(key)) = (&identity.tls_cert_file, &identity.tls_key_file) else {
+        return Ok(None);
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(Iterator::collect)
+        .map_err(|e| format!("tls_cert_file: cannot read {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("tls_key_file: cannot read {}: {e}", key.display()))?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| {
+            format!(
+                "tls_cert_file and tls_key_file do not make a certificate and its key ({}): {e}",
+                cert.display()
+            )
+        })?;
+    Ok(Some(Arc::new(config)))
 }
 
 /// Runs the prober of one region: every check, and the signed report on its listener.
@@ -69,6 +129,17 @@ pub async fn run_probe(
                 anyhow!("give --listen, or a url for the {region} prober in the configuration")
             })?,
     };
+    let identity = settings
+        .prober_identities
+        .get(&region)
+        .cloned()
+        .unwrap_or_default();
+    let fleet_key = Arc::new(FleetKey::new(&secret));
+    let report_signer = match &identity.key_file {
+        Some(file) => signer(file, &identity).map_err(|e| anyhow!("key_file: {e}"))?,
+        None => ReportSigner::Fleet(fleet_key.clone()),
+    };
+    let tls = tls_config(&identity).map_err(|e| anyhow!("prober {region}: {e}"))?;
     let metrics = Arc::new(Metrics::new());
     let board = Arc::new(ObservationBoard::new());
     let listener = tokio::net::TcpListener::bind(listen)
@@ -88,22 +159,26 @@ pub async fn run_probe(
         &shutdown,
         &mut tasks,
     )?;
+    let refused = metrics.connections_refused_counter("prober");
     let state = ProberState::new(
         region.clone(),
         board,
-        Arc::new(FleetKey::new(&secret)),
+        fleet_key,
+        Arc::new(report_signer),
         metrics,
         settings.cluster.stale_after,
     );
-    let stop = shutdown.clone();
-    tasks.spawn(async move {
-        let serve = axum::serve(listener, exchange::serve::router(state))
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-        if let Err(error) = serve.await {
-            tracing::error!(%error, "prober listener failed");
-        }
-    });
-    tracing::info!(%region, listen = %listening.admin, endpoints = settings.endpoints.len(), "prober is running");
+    let tls_on = tls.is_some();
+    let http = crate::http::Listener {
+        name: "prober",
+        router: exchange::serve::router(state),
+        tls,
+        budget: crate::http::Budget::http(),
+        refused,
+    };
+    tasks.spawn(crate::http::serve(listener, http, shutdown.clone()));
+    tracing::info!(%region, listen = %listening.admin, tls = tls_on, own_key = identity.key_file.is_some(),
+        endpoints = settings.endpoints.len(), "prober is running");
     on_listening(&listening);
     shutdown_signal().await;
     tracing::info!("shutting down the prober");

@@ -67,6 +67,8 @@ pub struct Settings {
     /// Where each region's prober serves its observations; empty when every prober runs
     /// inside the aggregating process.
     pub prober_urls: BTreeMap<Region, url::Url>,
+    /// How each remote prober proves its reports and its TLS listener (regions with a url).
+    pub prober_identities: BTreeMap<Region, ProberIdentity>,
     /// Every distinct endpoint, in first-seen order.
     pub endpoints: Vec<Arc<EndpointSpec>>,
     pub records: Vec<RecordSpec>,
@@ -154,6 +156,22 @@ pub struct Cluster {
     /// Whether a prober that sees every endpoint Down while others see some Up is presumed
     /// cut off (its Down votes do not count).
     pub impaired_detection: bool,
+}
+
+/// How a remote prober signs its reports and serves them.
+#[derive(Debug, Clone, Default)]
+pub struct ProberIdentity {
+    /// Ed25519 public keys its reports may be signed with (two during a rotation); empty: the
+    /// fleet secret signs them (every holder of the secret could forge them).
+    pub public_keys: Vec<crate::exchange::auth::PublicKey>,
+    /// Its Ed25519 private key (read by `vantage probe` of this region only).
+    pub key_file: Option<PathBuf>,
+    /// The certificates an aggregator trusts for its TLS listener: the prober's own (pinned) or
+    /// the private CA of cluster.prober_ca_file (https urls only).
+    pub tls_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Its TLS certificate chain and private key, PEM (read by `vantage probe` of this region).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// A secret read from a file; never printed.

@@ -75,6 +75,7 @@ pub struct RawCluster {
     pub stale_after: Option<String>,
     pub startup_grace: Option<String>,
     pub token_file: Option<String>,
+    pub prober_ca_file: Option<String>,
     pub poll_interval: Option<String>,
     pub poll_timeout: Option<String>,
     pub impaired_detection: Option<bool>,
@@ -92,6 +93,21 @@ pub enum RawQuorum {
 pub struct RawProber {
     pub region: String,
     pub url: Option<String>,
+    /// Ed25519 public key(s) its reports are signed with (a list during a rotation).
+    pub public_key: Option<RawOneOrMany>,
+    /// Its Ed25519 private key (read only by `vantage probe` of this region).
+    pub key_file: Option<String>,
+    /// Its TLS certificate (PEM; pinned by aggregators unless cluster.prober_ca_file is set).
+    pub tls_cert_file: Option<String>,
+    /// Its TLS private key (PEM; read only by `vantage probe` of this region).
+    pub tls_key_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawOneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]

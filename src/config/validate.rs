@@ -10,9 +10,9 @@ use std::{
 
 use super::{
     AdminSettings, CheckSpec, Cluster, DnsSettings, DrillSettings, EndpointSpec, FleetServer,
-    Problem, QuorumRule, RecordKind, RecordSpec, Route53Settings, RrlSettings, Secret, ServerRole,
-    Settings, checks, defaults,
-    raw::{RawConfig, RawQuorum},
+    ProberIdentity, Problem, QuorumRule, RecordKind, RecordSpec, Route53Settings, RrlSettings,
+    Secret, ServerRole, Settings, checks, defaults,
+    raw::{RawConfig, RawOneOrMany, RawQuorum},
     records,
 };
 use crate::model::Region;
@@ -80,6 +80,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
     let regions = validate_probers(&raw, &mut p);
     let cluster = validate_cluster(&raw, regions.len(), base, &mut p);
     let prober_urls = validate_prober_urls(&raw, &regions, &mut p);
+    let prober_identities = validate_prober_identities(&raw, base, &prober_urls, &mut p);
     let checks: BTreeMap<String, Arc<CheckSpec>> = raw
         .check
         .iter()
@@ -146,6 +147,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
             cluster,
             regions,
             prober_urls,
+            prober_identities,
             endpoints,
             records,
             dns,
@@ -336,6 +338,143 @@ fn validate_prober_urls(
         );
     }
     urls
+}
+
+/// Keys and TLS of every remote prober: public keys parse, an https url has something to trust
+/// (the prober's pinned certificate or the fleet's private CA), and files that every host needs
+/// (certificates) are readable; private keys are checked by `vantage probe` on its own host.
+fn validate_prober_identities(
+    raw: &RawConfig,
+    base: &Path,
+    urls: &BTreeMap<Region, url::Url>,
+    p: &mut Problems,
+) -> BTreeMap<Region, ProberIdentity> {
+    let ca = raw
+        .cluster
+        .prober_ca_file
+        .as_ref()
+        .and_then(|f| read_certificates("cluster.prober_ca_file", &base.join(f), p));
+    let mut identities = BTreeMap::new();
+    for (i, prober) in raw.prober.iter().enumerate() {
+        let path = format!("prober[{i}]");
+        let Some((region, url)) = urls
+            .iter()
+            .find(|(r, _)| r.as_str() == prober.region.trim())
+        else {
+            for (field, set) in [
+                ("public_key", prober.public_key.is_some()),
+                ("key_file", prober.key_file.is_some()),
+                ("tls_cert_file", prober.tls_cert_file.is_some()),
+                ("tls_key_file", prober.tls_key_file.is_some()),
+            ] {
+                if set {
+                    p.add(
+                        format!("{path}.{field}"),
+                        "only probers with a url (separate processes) sign and serve reports",
+                    );
+                }
+            }
+            continue;
+        };
+        let texts: Vec<&String> = match &prober.public_key {
+            None => Vec::new(),
+            Some(RawOneOrMany::One(key)) => vec![key],
+            Some(RawOneOrMany::Many(keys)) => keys.iter().collect(),
+        };
+        let mut public_keys = Vec::new();
+        for text in texts {
+            match text.parse() {
+                Ok(key) => public_keys.push(key),
+                Err(e) => p.add(format!("{path}.public_key"), e),
+            }
+        }
+        if matches!(&prober.public_key, Some(RawOneOrMany::Many(keys)) if keys.is_empty()) {
+            p.add(
+                format!("{path}.public_key"),
+                "an empty list: give the prober's key (printed by `vantage keygen`)",
+            );
+        }
+        if prober.key_file.is_some() && prober.public_key.is_none() {
+            p.add(
+                format!("{path}.public_key"),
+                "key_file is set but not public_key: aggregators could not check the reports (`vantage keygen` prints it)",
+            );
+        }
+        if prober.tls_cert_file.is_some() != prober.tls_key_file.is_some() {
+            p.add(
+                format!("{path}.tls_key_file"),
+                "tls_cert_file and tls_key_file go together",
+            );
+        }
+        let cert = prober.tls_cert_file.as_ref().map(|f| (f, base.join(f)));
+        let https = url.scheme() == "https";
+        let tls_roots = if !https {
+            if cert.is_some() {
+                p.add(
+                    format!("{path}.url"),
+                    "the prober has a TLS certificate but its url is http://; use https://",
+                );
+            }
+            Vec::new()
+        } else if let Some(ca) = &ca {
+            ca.clone()
+        } else if let Some((_, file)) = &cert {
+            // The prober's own certificate, pinned.
+            read_certificates(&format!("{path}.tls_cert_file"), file, p)
+                .map(|chain| chain.into_iter().take(1).collect())
+                .unwrap_or_default()
+        } else {
+            p.add(
+                format!("{path}.url"),
+                "an https url needs something to trust: the prober's tls_cert_file (pinned) or cluster.prober_ca_file",
+            );
+            Vec::new()
+        };
+        if https && cert.is_none() {
+            p.add(
+                format!("{path}.tls_cert_file"),
+                "an https prober needs its certificate and key (tls_cert_file, tls_key_file; `vantage keygen --tls-name` writes them)",
+            );
+        }
+        identities.insert(
+            region.clone(),
+            ProberIdentity {
+                public_keys,
+                key_file: prober.key_file.as_ref().map(|f| base.join(f)),
+                tls_roots,
+                tls_cert_file: cert.map(|(_, file)| file),
+                tls_key_file: prober.tls_key_file.as_ref().map(|f| base.join(f)),
+            },
+        );
+    }
+    identities
+}
+
+/// The PEM certificates in `file` (at least one).
+pub(crate) fn read_certificates(
+    field: &str,
+    file: &Path,
+    p: &mut Problems,
+) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(file).and_then(Iterator::collect);
+    match certs {
+        Ok(certs) if !certs.is_empty() => Some(certs),
+        Ok(_) => {
+            p.add(
+                field,
+                format!("{}: no PEM certificate in it", file.display()),
+            );
+            None
+        }
+        Err(e) => {
+            p.add(
+                field,
+                format!("cannot read certificates from {}: {e}", file.display()),
+            );
+            None
+        }
+    }
 }
 
 fn validate_dns(raw: &RawConfig, base: &Path, regions: &[Region], p: &mut Problems) -> DnsSettings {

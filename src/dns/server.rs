@@ -140,6 +140,11 @@ impl Frontend {
         }
     }
 
+    /// Counts TCP connections refused at accept (the listener or the source was full).
+    pub fn refused_counter(&self) -> prometheus::IntCounter {
+        self.metrics.connections_refused_counter("dns")
+    }
+
     /// Where the answer state lives (the answer cache compares it to what it was built from).
     pub fn sources(&self) -> (&ArcSwap<DnsState>, &ArcSwap<Snapshot>) {
         (&self.state, &self.snapshot)

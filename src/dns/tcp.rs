@@ -2,12 +2,7 @@
 //! messages answered in order through the front end, with caps on clients (in all and per
 //! address) and timeouts that shorten when the server is nearly full.
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -16,6 +11,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::server::Frontend;
+use crate::limits::Slots;
 
 /// Idle TCP connections are closed after this long.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,63 +27,12 @@ const TCP_MAX_PER_SOURCE: usize = 16;
 /// slot for long.
 const TCP_BUSY_IDLE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// The connections in service: how many per source address, and the free slots.
-struct Clients {
-    per_source: Mutex<HashMap<IpAddr, usize>>,
-    slots: Arc<tokio::sync::Semaphore>,
-    max: usize,
-}
-
-impl Clients {
-    /// A slot for a client at `source`, or None when the server or this source is full.
-    fn admit(self: &Arc<Self>, source: IpAddr) -> Option<Admitted> {
-        let slot = self.slots.clone().try_acquire_owned().ok()?;
-        let mut per_source = self
-            .per_source
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let count = per_source.entry(source).or_default();
-        if *count >= TCP_MAX_PER_SOURCE {
-            return None;
-        }
-        *count += 1;
-        Some(Admitted {
-            clients: self.clone(),
-            source,
-            _slot: slot,
-        })
-    }
-
-    /// The idle timeout now: shorter when the server is nearly full.
-    fn idle_timeout(&self) -> Duration {
-        if self.slots.available_permits() < self.max / 4 {
-            TCP_BUSY_IDLE_TIMEOUT
-        } else {
-            TCP_IDLE_TIMEOUT
-        }
-    }
-}
-
-/// A connection's place; given back when dropped.
-struct Admitted {
-    clients: Arc<Clients>,
-    source: IpAddr,
-    _slot: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let mut per_source = self
-            .clients
-            .per_source
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = per_source.get_mut(&self.source) {
-            *count -= 1;
-            if *count == 0 {
-                per_source.remove(&self.source);
-            }
-        }
+/// The idle timeout now: shorter when the listener is nearly full.
+fn idle_timeout(slots: &Slots) -> Duration {
+    if slots.busy() {
+        TCP_BUSY_IDLE_TIMEOUT
+    } else {
+        TCP_IDLE_TIMEOUT
     }
 }
 
@@ -97,11 +42,8 @@ pub async fn serve(listener: TcpListener, frontend: Frontend, stop: Cancellation
     let max = crate::limits::file_limit()
         .map_or(TCP_MAX_CLIENTS, |limit| (limit / 4) as usize)
         .clamp(4, TCP_MAX_CLIENTS);
-    let clients = Arc::new(Clients {
-        per_source: Mutex::new(HashMap::new()),
-        slots: Arc::new(tokio::sync::Semaphore::new(max)),
-        max,
-    });
+    let slots = Slots::new(max, TCP_MAX_PER_SOURCE);
+    let refused = frontend.refused_counter();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -109,16 +51,16 @@ pub async fn serve(listener: TcpListener, frontend: Frontend, stop: Cancellation
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Some(admitted) = clients.admit(peer.ip()) else {
+                let Some(slot) = slots.admit(peer.ip()) else {
                     // Full: the client retries later; serving it would starve the others.
+                    refused.inc();
                     continue;
                 };
                 let frontend = frontend.clone();
                 let stop = stop.clone();
-                let clients = clients.clone();
                 tokio::spawn(async move {
-                    tcp_connection(stream, peer, &frontend, &clients, &stop).await;
-                    drop(admitted);
+                    tcp_connection(stream, peer, &frontend, slot.slots(), &stop).await;
+                    drop(slot);
                 });
             }
             Err(error) => {
@@ -136,7 +78,7 @@ async fn tcp_connection(
     mut stream: tokio::net::TcpStream,
     peer: SocketAddr,
     frontend: &Frontend,
-    clients: &Clients,
+    slots: &Slots,
     stop: &CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
@@ -144,7 +86,7 @@ async fn tcp_connection(
     loop {
         let mut len = [0u8; 2];
         let read = tokio::select! {
-            read = tokio::time::timeout(clients.idle_timeout(), stream.read_exact(&mut len)) => read,
+            read = tokio::time::timeout(idle_timeout(slots), stream.read_exact(&mut len)) => read,
             () = stop.cancelled() => return,
         };
         if !matches!(read, Ok(Ok(_))) {

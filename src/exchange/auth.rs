@@ -1,10 +1,15 @@
-//! Fleet authentication: HMAC-SHA256 with the shared secret over a timestamp, a context
-//! (what is being signed) and the body. Only holders of the secret can sign; a signature is
-//! checked in constant time, and one older than the allowed age is refused (replay window).
+//! Fleet authentication. Requests for reports carry HMAC-SHA256 with the shared fleet secret;
+//! reports are signed by each prober with its own Ed25519 key (or, in a fleet without prober
+//! keys, with the fleet secret too). A signature covers a timestamp, a context (what is being
+//! signed) and the body; one older than the allowed age is refused (replay window). With
+//! prober keys, a stolen key is one region's vote and the fleet secret is none.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::hmac;
+use aws_lc_rs::{
+    hmac,
+    signature::{self, Ed25519KeyPair, KeyPair},
+};
 
 use crate::config::Secret;
 
@@ -24,7 +29,7 @@ pub enum Rejection {
     Unauthenticated,
     #[error("malformed signature header")]
     Malformed,
-    #[error("signature does not verify (wrong fleet secret or altered content)")]
+    #[error("signature does not verify (wrong fleet secret or prober key, or altered content)")]
     BadSignature,
     #[error("signed too long ago or in the future")]
     Stale,
@@ -69,15 +74,9 @@ impl FleetKey {
         }
     }
 
-    fn message(at_ms: u64, context: &str, body: &[u8]) -> Vec<u8> {
-        let mut m = format!("{at_ms}\n{context}\n").into_bytes();
-        m.extend_from_slice(body);
-        m
-    }
-
     /// The header value `t=<unix ms>,sig=<hex>` for `body` signed at `at_ms`.
     pub fn sign(&self, at_ms: u64, context: &str, body: &[u8]) -> String {
-        let tag = hmac::sign(&self.key, &Self::message(at_ms, context, body));
+        let tag = hmac::sign(&self.key, &message(at_ms, context, body));
         format!("t={at_ms},sig={}", hex(tag.as_ref()))
     }
 
@@ -91,25 +90,220 @@ impl FleetKey {
         max_age: Duration,
     ) -> Result<u64, Rejection> {
         let header = header.ok_or(Rejection::Unauthenticated)?;
-        let (at_ms, sig) = parse(header).ok_or(Rejection::Malformed)?;
-        hmac::verify(&self.key, &Self::message(at_ms, context, body), &sig)
+        let (at_ms, sig) = parse(header, "sig").ok_or(Rejection::Malformed)?;
+        hmac::verify(&self.key, &message(at_ms, context, body), &sig)
             .map_err(|_| Rejection::BadSignature)?;
-        let max = max_age.as_millis() as u64;
-        // Allow the same skew into the future as into the past.
-        if at_ms + max < now_ms || at_ms > now_ms + max {
-            return Err(Rejection::Stale);
-        }
-        Ok(at_ms)
+        fresh(at_ms, now_ms, max_age)
     }
 }
 
-fn parse(header: &str) -> Option<(u64, Vec<u8>)> {
+/// What a signature covers.
+fn message(at_ms: u64, context: &str, body: &[u8]) -> Vec<u8> {
+    let mut m = format!("{at_ms}\n{context}\n").into_bytes();
+    m.extend_from_slice(body);
+    m
+}
+
+/// `at_ms` if it is within `max_age` of `now_ms`, either way (the same skew into the future
+/// as into the past).
+fn fresh(at_ms: u64, now_ms: u64, max_age: Duration) -> Result<u64, Rejection> {
+    let max = max_age.as_millis() as u64;
+    if at_ms.saturating_add(max) < now_ms || at_ms > now_ms.saturating_add(max) {
+        return Err(Rejection::Stale);
+    }
+    Ok(at_ms)
+}
+
+/// How a prober signs its reports: with its own Ed25519 key, or with the fleet secret in a
+/// fleet without prober keys.
+pub enum ReportSigner {
+    Own(Ed25519KeyPair),
+    Fleet(std::sync::Arc<FleetKey>),
+}
+
+impl ReportSigner {
+    /// Reads a PKCS#8 PEM Ed25519 private key (as written by `vantage keygen`).
+    pub fn from_pem_file(path: &std::path::Path) -> Result<Self, String> {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let der = pem_block(&pem, "PRIVATE KEY").ok_or_else(|| {
+            format!(
+                "{}: not a PEM private key (-----BEGIN PRIVATE KEY-----); write one with `vantage keygen`",
+                path.display()
+            )
+        })?;
+        Ed25519KeyPair::from_pkcs8(&der)
+            .or_else(|_| Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der))
+            .map(ReportSigner::Own)
+            .map_err(|e| format!("{}: not an Ed25519 private key: {e}", path.display()))
+    }
+
+    /// The header value for `body` signed at `at_ms`: `t=<ms>,ed25519=<hex>` or `t=<ms>,sig=<hex>`.
+    pub fn sign(&self, at_ms: u64, body: &[u8]) -> String {
+        match self {
+            ReportSigner::Own(pair) => {
+                let sig = pair.sign(&message(at_ms, REPORT_CONTEXT, body));
+                format!("t={at_ms},ed25519={}", hex(sig.as_ref()))
+            }
+            ReportSigner::Fleet(key) => key.sign(at_ms, REPORT_CONTEXT, body),
+        }
+    }
+
+    /// The public key (Ed25519 signers only), in the configuration's text form.
+    pub fn public_key(&self) -> Option<String> {
+        match self {
+            ReportSigner::Own(pair) => Some(public_key_text(pair.public_key().as_ref())),
+            ReportSigner::Fleet(_) => None,
+        }
+    }
+}
+
+/// How an aggregator checks one region's reports: against that prober's public keys (several
+/// during a key rotation), or the fleet secret in a fleet without prober keys.
+pub enum ReportVerifier {
+    Keys(Vec<PublicKey>),
+    Fleet(std::sync::Arc<FleetKey>),
+}
+
+impl ReportVerifier {
+    /// Checks a report's signature header; returns the signing time.
+    pub fn verify(
+        &self,
+        header: Option<&str>,
+        body: &[u8],
+        now_ms: u64,
+        max_age: Duration,
+    ) -> Result<u64, Rejection> {
+        match self {
+            ReportVerifier::Fleet(key) => key.verify(header, REPORT_CONTEXT, body, now_ms, max_age),
+            ReportVerifier::Keys(keys) => {
+                let header = header.ok_or(Rejection::Unauthenticated)?;
+                let (at_ms, sig) = parse(header, "ed25519").ok_or(Rejection::Malformed)?;
+                let signed = message(at_ms, REPORT_CONTEXT, body);
+                if !keys.iter().any(|k| {
+                    signature::UnparsedPublicKey::new(&signature::ED25519, &k.0)
+                        .verify(&signed, &sig)
+                        .is_ok()
+                }) {
+                    return Err(Rejection::BadSignature);
+                }
+                fresh(at_ms, now_ms, max_age)
+            }
+        }
+    }
+}
+
+/// A prober's Ed25519 public key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&public_key_text(&self.0))
+    }
+}
+
+const PUBLIC_KEY_PREFIX: &str = "ed25519:";
+
+/// `ed25519:<64 hex digits>`, the form of `public_key` in the configuration.
+pub fn public_key_text(key: &[u8]) -> String {
+    format!("{PUBLIC_KEY_PREFIX}{}", hex(key))
+}
+
+impl std::str::FromStr for PublicKey {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let digits = text.trim().strip_prefix(PUBLIC_KEY_PREFIX).ok_or_else(|| {
+            format!("{text:?} is not a public key: expected \"ed25519:\" and 64 hex digits (printed by `vantage keygen`)")
+        })?;
+        unhex(digits)
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .map(PublicKey)
+            .ok_or_else(|| {
+                format!("{text:?} is not a public key: expected \"ed25519:\" and 64 hex digits")
+            })
+    }
+}
+
+/// A new Ed25519 private key as PKCS#8 PEM, and its public key.
+pub fn generate_key() -> Result<(String, PublicKey), String> {
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| e.to_string())?;
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| e.to_string())?;
+    let public = <[u8; 32]>::try_from(pair.public_key().as_ref())
+        .map_err(|_| "unexpected Ed25519 public key length".to_string())?;
+    Ok((pem("PRIVATE KEY", pkcs8.as_ref()), PublicKey(public)))
+}
+
+/// The first PEM block labelled `label`, decoded.
+fn pem_block(text: &[u8], label: &str) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(text).ok()?;
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = text.find(&begin)? + begin.len();
+    let stop = start + text[start..].find(&end)?;
+    base64_decode(&text[start..stop])
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64_encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn base64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(BASE64[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
+        if c == b'=' {
+            break;
+        }
+        let v = BASE64.iter().position(|&b| b == c)? as u32;
+        acc = acc << 6 | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// `t=<ms>,<name>=<hex>`.
+fn parse(header: &str, name: &str) -> Option<(u64, Vec<u8>)> {
     let mut at = None;
     let mut sig = None;
     for part in header.split(',') {
         match part.trim().split_once('=') {
             Some(("t", v)) => at = v.parse().ok(),
-            Some(("sig", v)) => sig = unhex(v),
+            Some((n, v)) if n == name => sig = unhex(v),
             _ => return None,
         }
     }
@@ -171,6 +365,87 @@ mod tests {
             k.verify(Some(&forged), REPORT_CONTEXT, b"body", 1_000_100, max),
             Err(Rejection::BadSignature)
         );
+    }
+
+    #[test]
+    fn a_report_verifies_only_with_the_prober_s_own_key() {
+        let max = Duration::from_secs(5);
+        let (pem_a, public_a) = generate_key().expect("key");
+        let (pem_b, public_b) = generate_key().expect("key");
+        let dir = tempfile::tempdir().expect("dir");
+        let (file_a, file_b) = (dir.path().join("a.key"), dir.path().join("b.key"));
+        std::fs::write(&file_a, pem_a).expect("write");
+        std::fs::write(&file_b, pem_b).expect("write");
+        let a = ReportSigner::from_pem_file(&file_a).expect("a");
+        let b = ReportSigner::from_pem_file(&file_b).expect("b");
+        assert_eq!(a.public_key(), Some(public_key_text(&public_a.0)));
+        let header = a.sign(1_000_000, b"body");
+        let only_a = ReportVerifier::Keys(vec![public_a.clone()]);
+        assert_eq!(
+            only_a.verify(Some(&header), b"body", 1_000_100, max),
+            Ok(1_000_000)
+        );
+        // Another prober's key, the fleet secret, an altered body or time: refused.
+        assert_eq!(
+            only_a.verify(Some(&b.sign(1_000_000, b"body")), b"body", 1_000_100, max),
+            Err(Rejection::BadSignature)
+        );
+        let fleet = key("0123456789abcdef0123");
+        assert_eq!(
+            only_a.verify(
+                Some(&fleet.sign(1_000_000, REPORT_CONTEXT, b"body")),
+                b"body",
+                1_000_100,
+                max
+            ),
+            Err(Rejection::Malformed)
+        );
+        assert_eq!(
+            only_a.verify(Some(&header), b"bodY", 1_000_100, max),
+            Err(Rejection::BadSignature)
+        );
+        assert_eq!(
+            only_a.verify(
+                Some(&header.replace("t=1000000", "t=1000001")),
+                b"body",
+                1_000_100,
+                max
+            ),
+            Err(Rejection::BadSignature)
+        );
+        assert_eq!(
+            only_a.verify(Some(&header), b"body", 1_010_000, max),
+            Err(Rejection::Stale)
+        );
+        // During a rotation both the old and the new key verify.
+        let rotating = ReportVerifier::Keys(vec![public_b, public_a]);
+        assert_eq!(
+            rotating.verify(Some(&header), b"body", 1_000_100, max),
+            Ok(1_000_000)
+        );
+    }
+
+    #[test]
+    fn public_keys_and_pem_round_trip() {
+        let (pem, public) = generate_key().expect("key");
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        let text = public_key_text(&public.0);
+        assert_eq!(text.parse::<PublicKey>(), Ok(public));
+        for bad in [
+            "",
+            "ed25519:",
+            "ed25519:00",
+            "rsa:00",
+            &text[..text.len() - 1],
+            &format!("{text}00"),
+        ] {
+            assert!(bad.parse::<PublicKey>().is_err(), "{bad:?}");
+        }
+        for data in [&b""[..], b"f", b"fo", b"foo", b"foob", b"fooba", b"foobar"] {
+            assert_eq!(base64_decode(&base64_encode(data)).as_deref(), Some(data));
+        }
+        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
     }
 
     #[test]

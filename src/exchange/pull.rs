@@ -1,7 +1,8 @@
 //! The aggregator side: pulls every remote prober's report concurrently, every poll interval,
-//! with a timeout; believes only reports signed with the fleet secret, recent, from the
-//! region configured for that URL, and newer than the last one accepted; writes their
-//! observations to the local board.
+//! with a timeout, over TLS to https probers (trusting only that prober's pinned certificate or
+//! the fleet's CA); believes only reports signed with that prober's key (or the fleet secret
+//! in a fleet without prober keys), recent, from the region configured for that URL, and newer
+//! than the last one accepted; writes their observations to the local board.
 
 use std::{
     collections::HashSet,
@@ -15,10 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     ObservationBoard,
-    auth::{self, FleetKey, Rejection},
+    auth::{self, FleetKey, Rejection, ReportVerifier},
     wire::Report,
 };
 use crate::{
+    config::ProberIdentity,
     metrics::Metrics,
     model::{EndpointId, Region},
 };
@@ -72,9 +74,10 @@ pub struct PullSettings {
 /// so that no report can wedge its region by taking the sequence to its end.
 const MAX_SEQ_JUMP: u64 = 1 << 32;
 
-/// Starts one pulling task per prober; returns the links for status reporting.
-pub fn spawn(
-    probers: impl Iterator<Item = (Region, url::Url)>,
+/// Starts one pulling task per prober; returns the links for status reporting. `key` (the
+/// fleet secret) signs requests, and checks reports of probers without keys of their own.
+pub fn spawn<'a>(
+    probers: impl Iterator<Item = (Region, url::Url, &'a ProberIdentity)>,
     key: Arc<FleetKey>,
     board: &Arc<ObservationBoard>,
     metrics: &Arc<Metrics>,
@@ -83,14 +86,28 @@ pub fn spawn(
     tasks: &mut JoinSet<()>,
 ) -> Result<Vec<Arc<ProberLink>>, reqwest::Error> {
     let poll_interval = pull.poll_interval;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(pull.poll_timeout)
-        .connect_timeout(pull.poll_timeout)
-        .user_agent(concat!("vantage-aggregator/", env!("CARGO_PKG_VERSION")))
-        .build()?;
     let mut links = Vec::new();
-    for (region, url) in probers {
+    for (region, url, identity) in probers {
+        let mut client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(pull.poll_timeout)
+            .connect_timeout(pull.poll_timeout)
+            .user_agent(concat!("vantage-aggregator/", env!("CARGO_PKG_VERSION")));
+        if url.scheme() == "https" {
+            // Only this prober's certificate (or the fleet CA) is trusted, not the system's.
+            let roots = identity
+                .tls_roots
+                .iter()
+                .map(|der| reqwest::Certificate::from_der(der))
+                .collect::<Result<Vec<_>, _>>()?;
+            client = client.tls_certs_only(roots).https_only(true);
+        }
+        let client = client.build()?;
+        let verifier = if identity.public_keys.is_empty() {
+            ReportVerifier::Fleet(key.clone())
+        } else {
+            ReportVerifier::Keys(identity.public_keys.clone())
+        };
         let link = Arc::new(ProberLink {
             region,
             url,
@@ -99,8 +116,9 @@ pub fn spawn(
         links.push(link.clone());
         let puller = Puller {
             link,
-            client: client.clone(),
+            client,
             key: key.clone(),
+            verifier,
             board: board.clone(),
             metrics: metrics.clone(),
             stale_after: pull.stale_after,
@@ -116,6 +134,7 @@ struct Puller {
     link: Arc<ProberLink>,
     client: reqwest::Client,
     key: Arc<FleetKey>,
+    verifier: ReportVerifier,
     board: Arc<ObservationBoard>,
     metrics: Arc<Metrics>,
     stale_after: Duration,
@@ -256,10 +275,9 @@ impl Puller {
             )));
         }
         let signed_at = self
-            .key
+            .verifier
             .verify(
                 signature.as_deref(),
-                auth::REPORT_CONTEXT,
                 &body,
                 auth::unix_ms(),
                 self.stale_after,

@@ -1,5 +1,5 @@
-//! The prober side: serves the region's latest observations as a signed report to
-//! aggregators that prove they hold the fleet secret.
+//! The prober side: serves the region's latest observations as a report signed with the
+//! prober's own key to aggregators that prove they hold the fleet secret.
 
 use std::sync::{
     Arc,
@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::{
     ObservationBoard,
-    auth::{self, FleetKey},
+    auth::{self, FleetKey, ReportSigner},
     wire::Report,
 };
 use crate::{metrics::Metrics, model::Region};
@@ -26,7 +26,10 @@ use crate::{metrics::Metrics, model::Region};
 pub struct ProberState {
     pub region: Region,
     pub board: Arc<ObservationBoard>,
+    /// Checks aggregators' requests.
     pub key: Arc<FleetKey>,
+    /// Signs reports.
+    pub signer: Arc<ReportSigner>,
     pub metrics: Arc<Metrics>,
     /// How old a request signature may be.
     pub max_age: std::time::Duration,
@@ -39,6 +42,7 @@ impl ProberState {
         region: Region,
         board: Arc<ObservationBoard>,
         key: Arc<FleetKey>,
+        signer: Arc<ReportSigner>,
         metrics: Arc<Metrics>,
         max_age: std::time::Duration,
     ) -> Self {
@@ -46,6 +50,7 @@ impl ProberState {
             region,
             board,
             key,
+            signer,
             metrics,
             max_age,
             boot_id: rand::random(),
@@ -106,7 +111,7 @@ async fn observations(State(state): State<ProberState>, headers: HeaderMap) -> R
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
-    let signature = state.key.sign(auth::unix_ms(), auth::REPORT_CONTEXT, &body);
+    let signature = state.signer.sign(auth::unix_ms(), &body);
     (
         [
             (

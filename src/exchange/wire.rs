@@ -29,6 +29,9 @@ pub struct WireObservation {
     pub last_rtt_ms: Option<f64>,
     pub smoothed_rtt_ms: Option<f64>,
     pub last_failure: Option<WireFailure>,
+    /// Why the latest check could not run at the prober (a local error), if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_error: Option<String>,
     /// How long before the report was generated the observation was made.
     pub age_ms: u64,
     /// Checks run for this endpoint by this prober process.
@@ -72,6 +75,7 @@ impl Report {
                     kind: *kind,
                     detail: detail.clone(),
                 }),
+                local_error: o.local_error.clone(),
                 age_ms: now.saturating_duration_since(o.observed_at).as_millis() as u64,
                 checks: o.seq,
             })
@@ -100,6 +104,7 @@ impl Report {
                 last_rtt: w.last_rtt_ms.and_then(from_ms),
                 smoothed_rtt: w.smoothed_rtt_ms.and_then(from_ms),
                 last_failure: w.last_failure.map(|f| (f.kind, f.detail)),
+                local_error: w.local_error,
                 observed_at: asked_at
                     .checked_sub(Duration::from_millis(w.age_ms))
                     .unwrap_or(asked_at),

@@ -72,6 +72,8 @@ async fn run_endpoint(
     let mut last_failure = None;
     let mut last_rtt = None;
     let mut smoothed_rtt: Option<Duration> = None;
+    // When the last check that ran finished (a check that fails locally did not run).
+    let mut observed_at: Option<Instant> = None;
     metrics.prober_state(&endpoint.id, &region, threshold.state());
     // Spread the first checks over one interval so that all probers do not fire at once.
     let offset = check.interval.mul_f64(rand::rng().random_range(0.0..1.0));
@@ -115,6 +117,7 @@ async fn run_endpoint(
         let change = if local {
             None
         } else {
+            observed_at = Some(Instant::now());
             threshold.record(outcome.is_success())
         };
         if let Some(state) = change {
@@ -132,18 +135,26 @@ async fn run_endpoint(
             tracing::info!(endpoint = %endpoint.id, %region, %state, "prober {region} sees endpoint {} become {state}: {why}", endpoint.id);
             metrics.prober_state(&endpoint.id, &region, state);
         }
-        board.report(Observation {
-            endpoint: endpoint.id.clone(),
-            region: region.clone(),
-            health: threshold.state(),
-            successes: threshold.counts().0,
-            failures: threshold.counts().1,
-            last_rtt,
-            smoothed_rtt,
-            last_failure: last_failure.clone(),
-            observed_at: Instant::now(),
-            seq: crate::exchange::board::next_seq(),
-        });
+        // A check that could not run refreshes nothing: the last real observation ages (and
+        // goes stale if this lasts), with the local error shown beside it.
+        if let Some(observed_at) = observed_at {
+            board.report(Observation {
+                endpoint: endpoint.id.clone(),
+                region: region.clone(),
+                health: threshold.state(),
+                successes: threshold.counts().0,
+                failures: threshold.counts().1,
+                last_rtt,
+                smoothed_rtt,
+                last_failure: last_failure.clone(),
+                local_error: match &outcome {
+                    ProbeOutcome::Fail { detail, .. } if local => Some(detail.clone()),
+                    _ => None,
+                },
+                observed_at,
+                seq: crate::exchange::board::next_seq(),
+            });
+        }
         let wait = jittered(check.interval).saturating_sub(started.elapsed());
         tokio::select! {
             () = tokio::time::sleep(wait) => {}

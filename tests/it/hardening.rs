@@ -5,7 +5,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use tokio::net::UdpSocket;
+use tokio::{net::UdpSocket, time::Instant};
 
 use crate::support::*;
 
@@ -172,7 +172,6 @@ async fn a_bad_cookie_option_is_formerr() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_take_every_tcp_slot() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     init();
     let dir = workdir();
     let path = dir.path().join("fleet.toml");
@@ -190,21 +189,6 @@ async fn one_address_cannot_take_every_tcp_slot() {
             .expect("bind source");
         socket.connect(vantage.dns).await.expect("connect")
     };
-    // One exchange on a connection: Some(reply) or None if the server closed it.
-    async fn exchange(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
-        let q = query(3, None);
-        let mut out = (q.len() as u16).to_be_bytes().to_vec();
-        out.extend(q);
-        stream.write_all(&out).await.ok()?;
-        let mut len = [0u8; 2];
-        tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut len))
-            .await
-            .ok()?
-            .ok()?;
-        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        stream.read_exact(&mut reply).await.ok()?;
-        Some(reply)
-    }
     let mut held = Vec::new();
     for _ in 0..16 {
         let mut stream = connect([127, 0, 0, 1]).await;
@@ -228,6 +212,23 @@ async fn one_address_cannot_take_every_tcp_slot() {
     assert!(exchange(&mut held[0]).await.is_some());
 }
 
+/// One query on a TCP connection: Some(reply) or None if the server closed it.
+async fn exchange(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let q = query(3, None);
+    let mut out = (q.len() as u16).to_be_bytes().to_vec();
+    out.extend(q);
+    stream.write_all(&out).await.ok()?;
+    let mut len = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut len))
+        .await
+        .ok()?
+        .ok()?;
+    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut reply).await.ok()?;
+    Some(reply)
+}
+
 /// The A addresses of a reply to www.example.com A, sorted.
 async fn www(server: SocketAddr) -> Option<Vec<std::net::IpAddr>> {
     let q = query_message("www.example.com.", hickory_proto::rr::RecordType::A, false);
@@ -241,12 +242,9 @@ async fn www(server: SocketAddr) -> Option<Vec<std::net::IpAddr>> {
     Some(addresses(&message))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn running_out_of_file_descriptors_never_changes_a_verdict() {
-    init();
-    let dir = workdir();
-    // Two healthy endpoints checked over TCP; if checks failed, the answer would change (the
-    // primary Down: the secondary; both Down: both, failing open).
+/// A DNS server whose two endpoints are checked over TCP every 100 ms with fall 1: if checks
+/// failed, the answer would change (the primary Down: the secondary; both Down: both).
+async fn checked_pair(dir: &std::path::Path) -> std::path::PathBuf {
     let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("backend");
@@ -257,7 +255,7 @@ async fn running_out_of_file_descriptors_never_changes_a_verdict() {
             drop(stream);
         }
     });
-    let path = dir.path().join("fleet.toml");
+    let path = dir.join("fleet.toml");
     std::fs::write(
         &path,
         format!(
@@ -267,53 +265,157 @@ async fn running_out_of_file_descriptors_never_changes_a_verdict() {
         ),
     )
     .expect("config");
-    let vantage = Vantage::dns_with_file_limit(&path, dir.path(), 64);
+    path
+}
+
+/// The sum of `vantage_probes_total{result}` over both endpoints.
+async fn probes(vantage: &Vantage, result: &str) -> Option<f64> {
+    let (status, text) = vantage.get("/metrics").await;
+    (status == 200).then_some(())?;
+    let metrics = Exposition::parse(&text);
+    Some(
+        ["192.0.2.10", "192.0.2.11"]
+            .iter()
+            .filter_map(|e| {
+                metrics.value(
+                    "vantage_probes_total",
+                    &[("endpoint", e), ("region", "a"), ("result", result)],
+                )
+            })
+            .sum(),
+    )
+}
+
+/// Asks www.example.com A over UDP every 100 ms for 3 s (30 check intervals with fall 1): the
+/// answer must stay `expected` throughout.
+async fn answer_holds(vantage: &Vantage, expected: &[std::net::IpAddr], when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            www(vantage.dns).await.as_deref(),
+            Some(expected),
+            "the answer changed (or UDP went unanswered) {when}"
+        );
+    }
+}
+
+/// A TCP connection to `to` from `source`, or None.
+async fn connect_from(source: [u8; 4], to: SocketAddr) -> Option<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind(SocketAddr::from((source, 0))).ok()?;
+    tokio::time::timeout(Duration::from_millis(500), socket.connect(to))
+        .await
+        .ok()?
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flooding_every_listener_leaves_the_checks_their_descriptors() {
+    init();
+    let dir = workdir();
+    let path = checked_pair(dir.path()).await;
+    // 128 open files, as a service manager with a low limit would give.
+    let vantage = Vantage::dns_with_file_limit(&path, dir.path(), 128);
     vantage.wait_ready().await;
     let primary: Vec<std::net::IpAddr> = vec!["192.0.2.10".parse().expect("ip")];
     assert_eq!(www(vantage.dns).await, Some(primary.clone()));
+    let local_before = probes(&vantage, "local").await.expect("metrics");
 
-    // Idle connections to the admin listener until the process has no descriptor left.
+    // Idle connections from 20 addresses to the DNS and admin ports, 20 each: far more than
+    // the process has descriptors for. The listeners take only their share.
     let mut flood = Vec::new();
-    for _ in 0..200 {
-        match tokio::time::timeout(
-            Duration::from_millis(500),
-            tokio::net::TcpStream::connect(vantage.admin),
-        )
-        .await
-        {
-            Ok(Ok(stream)) => flood.push(stream),
-            _ => break,
+    for i in 0..20u8 {
+        for _ in 0..20 {
+            for to in [vantage.dns, vantage.admin] {
+                if let Some(stream) = connect_from([127, 0, 9, i + 1], to).await {
+                    flood.push(stream);
+                }
+            }
         }
     }
-    // Checks cannot open sockets for 3 s (30 intervals with fall 1): the answer must hold.
-    for _ in 0..30 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Some(answer) = www(vantage.dns).await {
-            assert_eq!(
-                answer, primary,
-                "the answer changed while descriptors ran out"
-            );
-        }
+    assert!(
+        flood.len() > 128,
+        "the flood opened {} connections",
+        flood.len()
+    );
+    // Three seconds (30 check intervals with fall 1) under the flood: the answer holds, and
+    // no check runs out of descriptors.
+    answer_holds(&vantage, &primary, "under the flood").await;
+    // New TCP clients are served (idle connections are closed early while the listener is
+    // busy), and so is the admin API.
+    let answered = eventually(
+        Duration::from_secs(5),
+        "a new TCP client answered",
+        || async {
+            let mut stream = connect_from([127, 0, 0, 1], vantage.dns).await?;
+            exchange(&mut stream).await
+        },
+    )
+    .await;
+    assert!(answered.len() > 12);
+    let local = eventually(Duration::from_secs(5), "the admin API answering", || {
+        probes(&vantage, "local")
+    })
+    .await;
+    assert_eq!(
+        local, local_before,
+        "checks ran out of descriptors: the listeners took the checks' share"
+    );
+    let (_, text) = vantage.get("/metrics").await;
+    let metrics = Exposition::parse(&text);
+    for listener in ["dns", "admin"] {
+        let refused = metrics
+            .value(
+                "vantage_connections_refused_total",
+                &[("listener", listener)],
+            )
+            .unwrap_or(0.0);
+        assert!(refused > 0.0, "the {listener} listener refused nothing");
     }
     drop(flood);
-    // The attack did reach the checks: they failed for a local reason, counted as such.
+    assert_eq!(www(vantage.dns).await, Some(primary));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_never_changes_a_verdict() {
+    init();
+    let dir = workdir();
+    let path = checked_pair(dir.path()).await;
+    let vantage = Vantage::dns(&path, dir.path());
+    vantage.wait_ready().await;
+    let primary: Vec<std::net::IpAddr> = vec!["192.0.2.10".parse().expect("ip")];
+    assert_eq!(www(vantage.dns).await, Some(primary.clone()));
+    let ok_before = probes(&vantage, "success").await.expect("metrics");
+
+    // Take the running process's soft limit of open files below what it has open (less the
+    // sockets of checks in flight, which close): every new socket fails (EMFILE), as if
+    // something else had taken them all.
+    let pid = vantage.pid().to_string();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc")
+        .count();
+    let limit = |soft: String| {
+        let status = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--nofile={soft}:")])
+            .status()
+            .expect("prlimit");
+        assert!(status.success(), "prlimit failed");
+    };
+    limit(open.saturating_sub(4).to_string());
+    // Checks cannot open sockets for 3 s (30 intervals with fall 1): the answer must hold.
+    // (Queries over UDP need no new descriptor.)
+    answer_holds(&vantage, &primary, "while descriptors ran out").await;
+    limit("1024".into());
+    // The outage did reach the checks: they failed for a local reason, counted as such, and
+    // succeed again once descriptors are back.
     let local = eventually(
         Duration::from_secs(10),
-        "local check failures counted",
+        "checks succeeding again",
         || async {
-            let (status, text) = vantage.get("/metrics").await;
-            (status == 200).then_some(())?;
-            let metrics = Exposition::parse(&text);
-            let local: f64 = ["192.0.2.10", "192.0.2.11"]
-                .iter()
-                .filter_map(|e| {
-                    metrics.value(
-                        "vantage_probes_total",
-                        &[("endpoint", e), ("region", "a"), ("result", "local")],
-                    )
-                })
-                .sum();
-            Some(local)
+            let ok = probes(&vantage, "success").await?;
+            let local = probes(&vantage, "local").await?;
+            (ok > ok_before + 2.0).then_some(local)
         },
     )
     .await;
@@ -323,7 +425,8 @@ async fn running_out_of_file_descriptors_never_changes_a_verdict() {
     );
     assert_eq!(www(vantage.dns).await, Some(primary));
     let status = vantage.status().await;
-    assert!(status.to_string().contains("192.0.2.10"), "{status}");
+    let endpoint = &status["endpoints"][0];
+    assert_eq!(endpoint["verdict"], "up", "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

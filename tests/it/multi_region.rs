@@ -48,6 +48,37 @@ struct Fleet {
     dns: Vantage,
 }
 
+/// `vantage keygen` for `region` into `dir` with a TLS certificate for `tls_name`: the lines
+/// of its `[[prober]]` entry after the region (public key, key and certificate files).
+pub fn keygen(dir: &Path, region: &str, tls_name: Option<&str>) -> String {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_vantage"));
+    command
+        .args(["keygen", "--region", region, "--out-dir"])
+        .arg(dir);
+    if let Some(name) = tls_name {
+        command.args(["--tls-name", name]);
+    }
+    let out = command.output().expect("vantage keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let lines: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("region = "))
+        .skip(1)
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("public_key = \"ed25519:")),
+        "{text}"
+    );
+    lines.join("\n") + "\n"
+}
+
 fn config(
     dir: &Path,
     timing: &Timing,
@@ -57,10 +88,16 @@ fn config(
     backend_ips: [Ipv4Addr; 2],
     extra: &str,
 ) -> String {
+    // Every prober signs with its own key and serves over TLS (keys written beside the
+    // configuration by `fleet`).
     let probers: String = REGIONS
         .iter()
         .zip(urls)
-        .map(|(r, u)| format!("[[prober]]\nregion = \"{r}\"\nurl = \"{u}\"\n"))
+        .map(|(r, u)| {
+            let identity = std::fs::read_to_string(dir.join(format!("{r}.identity")))
+                .expect("prober identity");
+            format!("[[prober]]\nregion = \"{r}\"\nurl = \"{u}\"\n{identity}")
+        })
         .collect();
     format!(
         r#"
@@ -129,11 +166,18 @@ async fn fleet(timing: &Timing, extra: &str) -> Fleet {
     .await;
     let port = backends[0].addr.port();
 
+    // Where the DNS server reaches each prober (through a proxy the tests can cut): each
+    // prober's TLS certificate names that address.
+    let link_ips: Vec<Ipv4Addr> = REGIONS.iter().map(|_| loopback_block()[0]).collect();
+    for (region, ip) in REGIONS.iter().zip(&link_ips) {
+        let identity = keygen(&dir.path().join("keys"), region, Some(&ip.to_string()));
+        std::fs::write(dir.path().join(format!("{region}.identity")), identity).expect("identity");
+    }
     let mut views = Vec::new();
     let mut probers = Vec::new();
-    let placeholder: Vec<String> = REGIONS
+    let placeholder: Vec<String> = link_ips
         .iter()
-        .map(|_| "http://127.0.0.1:9/".to_string())
+        .map(|ip| format!("https://{ip}:9/"))
         .collect();
     for region in REGIONS {
         let block = loopback_block();
@@ -173,18 +217,12 @@ async fn fleet(timing: &Timing, extra: &str) -> Fleet {
         views.push(view);
     }
     let mut links = Vec::new();
-    for prober in &probers {
-        links.push(
-            Proxy::start(
-                SocketAddr::new(IpAddr::V4(loopback_block()[0]), 0),
-                prober.admin,
-            )
-            .await,
-        );
+    for (prober, ip) in probers.iter().zip(&link_ips) {
+        links.push(Proxy::start(SocketAddr::new(IpAddr::V4(*ip), 0), prober.admin).await);
     }
     let urls: Vec<String> = links
         .iter()
-        .map(|l| format!("http://{}/", l.addr))
+        .map(|l| format!("https://{}/", l.addr))
         .collect();
     let path = dir.path().join("dns.toml");
     let direct = [IpAddr::V4(backend_ips[0]), IpAddr::V4(backend_ips[1])];
@@ -703,6 +741,7 @@ async fn forged_old_replayed_and_misdirected_reports_are_rejected_and_counted() 
                 last_rtt_ms: None,
                 smoothed_rtt_ms: None,
                 last_failure: None,
+                local_error: None,
                 age_ms: 0,
                 checks: 1,
             });
@@ -810,4 +849,214 @@ async fn a_prober_serves_its_report_only_to_holders_of_the_fleet_secret() {
             "{reason}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_prober_key_moves_one_vote_and_the_fleet_secret_none() {
+    use vantage::exchange::auth::{REPORT_CONTEXT, ReportSigner, unix_ms};
+    init();
+    let dir = workdir();
+    std::fs::write(dir.path().join("token"), TOKEN).expect("token");
+    let keys = dir.path().join("keys");
+    let (f1, f2) = (FakeProber::start().await, FakeProber::start().await);
+    let (id1, id2) = (keygen(&keys, "r1", None), keygen(&keys, "r2", None));
+    let path = dir.path().join("dns.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[cluster]\nstale_after = \"2s\"\ntoken_file = \"token\"\npoll_interval = \"100ms\"\npoll_timeout = \"500ms\"\n\
+             [[prober]]\nregion = \"r1\"\nurl = \"http://{}/\"\n{id1}\
+             [[prober]]\nregion = \"r2\"\nurl = \"http://{}/\"\n{id2}\
+             [dns]\nlisten = [\"127.0.0.1:0\"]\nzones_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            f1.addr,
+            f2.addr,
+            dir.path().join("zones").display()
+        ),
+    )
+    .expect("config");
+    let dns = Vantage::dns(&path, dir.path());
+    // The attacker holds r1's private key and the fleet secret.
+    let stolen = ReportSigner::from_pem_file(&keys.join("r1.key")).expect("r1 key");
+    let fleet = key(TOKEN);
+    let accepted = |i: usize| {
+        let dns = &dns;
+        async move { dns.status().await["probers"][i]["reports_accepted"].clone() }
+    };
+    let rejected = |region: &'static str, reason: &'static str| {
+        let dns = &dns;
+        async move {
+            let (_, text) = dns.get("/metrics").await;
+            Exposition::parse(&text)
+                .value(
+                    "vantage_prober_reports_rejected_total",
+                    &[("region", region), ("reason", reason)],
+                )
+                .unwrap_or(0.0)
+        }
+    };
+    // r1's key speaks for r1: accepted.
+    let body = report("r1", 1);
+    f1.serve(Some(stolen.sign(unix_ms(), &body)), body);
+    // r1's key cannot speak for r2, and neither can the fleet secret.
+    let body = report("r2", 1);
+    f2.serve(Some(stolen.sign(unix_ms(), &body)), body);
+    eventually(
+        Duration::from_secs(5),
+        "r1's report accepted, r2's forgery with r1's key rejected",
+        || async {
+            (accepted(0).await == 1 && rejected("r2", "bad_signature").await >= 1.0).then_some(())
+        },
+    )
+    .await;
+    let body = report("r2", 2);
+    f2.serve(Some(fleet.sign(unix_ms(), REPORT_CONTEXT, &body)), body);
+    eventually(
+        Duration::from_secs(5),
+        "a report signed with the fleet secret rejected",
+        || async { (rejected("r2", "malformed_signature").await >= 1.0).then_some(()) },
+    )
+    .await;
+    let status = dns.status().await;
+    assert_eq!(status["probers"][1]["reports_accepted"], 0, "{status}");
+    assert_eq!(status["probers"][1]["reachable"], false, "{status}");
+    // r1's own key signed with the fleet secret is refused too: keys replace the secret.
+    let body = report("r1", 5);
+    let before = rejected("r1", "malformed_signature").await;
+    f1.serve(Some(fleet.sign(unix_ms(), REPORT_CONTEXT, &body)), body);
+    eventually(
+        Duration::from_secs(5),
+        "r1's report signed with the fleet secret rejected",
+        || async { (rejected("r1", "malformed_signature").await > before).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prober_listener_speaks_tls_and_aggregators_trust_only_its_pinned_certificate() {
+    init();
+    let dir = workdir();
+    std::fs::write(dir.path().join("token"), TOKEN).expect("token");
+    let keys = dir.path().join("keys");
+    let identity = keygen(&keys, "r1", Some("127.0.0.1"));
+    let probe = dir.path().join("probe.toml");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    let common = "[check.t]\nprotocol = \"tcp\"\nport = 9\ninterval = \"200ms\"\ntimeout = \"100ms\"\n\
+                  [dns]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+                  [[record]]\nname = \"www.example.com\"\nendpoints = [{ address = \"127.0.0.1\" }]\n";
+    std::fs::write(
+        &probe,
+        format!(
+            "[cluster]\ntoken_file = \"token\"\nstale_after = \"2s\"\npoll_interval = \"100ms\"\npoll_timeout = \"500ms\"\n\
+             [[prober]]\nregion = \"r1\"\nurl = \"https://127.0.0.1:{port}/\"\n{identity}{common}"
+        ),
+    )
+    .expect("config");
+    let prober = Vantage::start(
+        &[
+            "probe",
+            "--region",
+            "r1",
+            "--config",
+            probe.to_str().expect("path"),
+        ],
+        dir.path(),
+    );
+    // Plain HTTP gets no report.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{}/livez", prober.admin))
+        .send()
+        .await;
+    assert!(
+        plain.map_or(true, |r| !r.status().is_success()),
+        "the prober answered plain HTTP"
+    );
+    // An aggregator that pins the prober's certificate pulls its reports...
+    let dns = Vantage::dns(&probe, dir.path());
+    eventually(
+        Duration::from_secs(10),
+        "reports pulled over TLS",
+        || async {
+            (dns.status().await["probers"][0]["reports_accepted"].as_u64()? >= 1).then_some(())
+        },
+    )
+    .await;
+    // ... one that pins another certificate (a man in the middle's) refuses the connection.
+    let other = keygen(&dir.path().join("other"), "r1", Some("127.0.0.1"));
+    let cert_line = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("tls_cert_file"))
+            .expect("cert line")
+            .to_string()
+    };
+    let mitm = dir.path().join("mitm.toml");
+    std::fs::write(
+        &mitm,
+        std::fs::read_to_string(&probe)
+            .expect("read")
+            .replace(&cert_line(&identity), &cert_line(&other)),
+    )
+    .expect("config");
+    let wary = Vantage::dns(&mitm, dir.path());
+    let error = eventually(Duration::from_secs(10), "the pull refused", || async {
+        let status = wary.status().await;
+        let error = status["probers"][0]["last_error"].as_str()?.to_string();
+        assert_eq!(status["probers"][0]["reports_accepted"], 0, "{status}");
+        Some(error)
+    })
+    .await;
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_into_a_partition_keeps_the_last_verdicts() {
+    let mut fleet = fleet(&FAST, "").await;
+    // Every region loses sight of a: the fleet fails over to b.
+    for view in &fleet.views {
+        view[0].set(Link::Cut);
+    }
+    eventually(Duration::from_secs(8), "www to fail over to b", || async {
+        (fleet.www().await == vec![fleet.b()]).then_some(())
+    })
+    .await;
+    // The DNS server is killed and comes back where it reaches only r1's prober (which sees a
+    // Down, but one vote is no quorum): it must not start undecided (SERVFAIL for the startup
+    // grace, then every address including the dead a), it holds its last verdicts.
+    fleet.links[1].set(Link::Cut);
+    fleet.links[2].set(Link::Cut);
+    let path = fleet._dir.path().join("dns.toml");
+    fleet.dns = Vantage::start(
+        &["dns", "--config", path.to_str().expect("path")],
+        fleet._dir.path(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        assert_eq!(
+            fleet.www().await,
+            vec![fleet.b()],
+            "the restarted server did not hold its last verdicts"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = fleet.dns.status().await;
+    assert_eq!(status["quorum"]["state"], "no quorum", "{status}");
+    assert_eq!(status["restored_verdicts"]["endpoints"], 2, "{status}");
+    let a = fleet.endpoint("a").await;
+    assert_eq!(a["verdict"], "down", "{a}");
+    assert!(
+        a["why"].as_str().expect("why").starts_with("no quorum"),
+        "{a}"
+    );
+    assert!(fleet.dns.stderr().contains("holding 2 verdicts saved"));
+    // With the partition healed and a repaired, the quorum decides again.
+    fleet.links[1].set(Link::Pass);
+    fleet.links[2].set(Link::Pass);
+    for view in &fleet.views {
+        view[0].set(Link::Pass);
+    }
+    eventually(Duration::from_secs(8), "www to return to a", || async {
+        (fleet.www().await == vec![fleet.a()]).then_some(())
+    })
+    .await;
 }

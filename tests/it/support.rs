@@ -274,6 +274,11 @@ pub struct Vantage {
 }
 
 impl Vantage {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `vantage dns --config <config>`.
     pub fn dns(config: &Path, dir: &Path) -> Vantage {
         Self::start(&["dns", "--config", config.to_str().expect("path")], dir)

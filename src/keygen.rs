@@ -1,0 +1,126 @@
+//! `vantage keygen`: a prober's identity — the Ed25519 key that signs its reports and, for an
+//! https prober, a self-signed TLS certificate that aggregators pin — written to files that
+//! only their owner can read, with the `[[prober]]` lines that name them.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use crate::exchange::auth;
+
+/// What `keygen` wrote.
+#[derive(Debug)]
+pub struct Written {
+    pub key_file: PathBuf,
+    pub public_key: String,
+    /// The certificate and its key, with `tls_names`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl Written {
+    /// The lines to add to the prober's `[[prober]]` entry.
+    pub fn config_lines(&self, region: &str) -> String {
+        let mut out = format!(
+            "[[prober]]\nregion = {region:?}\npublic_key = {:?}\nkey_file = {:?}\n",
+            self.public_key,
+            self.key_file.display().to_string()
+        );
+        if let Some((cert, key)) = &self.tls {
+            out.push_str(&format!(
+                "tls_cert_file = {:?}\ntls_key_file = {:?}\n",
+                cert.display().to_string(),
+                key.display().to_string()
+            ));
+        }
+        out
+    }
+}
+
+/// Writes `<region>.key` and, when `tls_names` is not empty, `<region>-tls.crt` and
+/// `<region>-tls.key` into `dir`; refuses to replace an existing file.
+pub fn keygen(dir: &Path, region: &str, tls_names: &[String]) -> Result<Written, String> {
+    if region.is_empty()
+        || !region
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "--region {region:?}: use the region's name (letters, digits, - and _)"
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let (pem, public) = auth::generate_key()?;
+    let key_file = dir.join(format!("{region}.key"));
+    write_new(&key_file, pem.as_bytes(), true)?;
+    let tls = if tls_names.is_empty() {
+        None
+    } else {
+        let params = rcgen::CertificateParams::new(tls_names.to_vec())
+            .map_err(|e| format!("--tls-name: {e}"))?;
+        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+        let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+        let cert_file = dir.join(format!("{region}-tls.crt"));
+        let cert_key_file = dir.join(format!("{region}-tls.key"));
+        write_new(&cert_key_file, key.serialize_pem().as_bytes(), true)?;
+        write_new(&cert_file, cert.pem().as_bytes(), false)?;
+        Some((cert_file, cert_key_file))
+    };
+    Ok(Written {
+        key_file,
+        public_key: auth::public_key_text(&public.0),
+        tls,
+    })
+}
+
+/// Creates `path` (never replacing a file), readable by its owner only when `private`.
+fn write_new(path: &Path, contents: &[u8], private: bool) -> Result<(), String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if private { 0o600 } else { 0o644 });
+    }
+    let mut file = options.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            format!(
+                "{} exists; keygen never replaces a key (write the new one to another --out-dir to rotate)",
+                path.display()
+            )
+        } else {
+            format!("cannot create {}: {e}", path.display())
+        }
+    })?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_private_never_replaced_and_named_in_the_config_lines() {
+        let dir = tempfile::tempdir().expect("dir");
+        let written = keygen(dir.path(), "eu-west", &["127.0.0.1".into()]).expect("keygen");
+        let lines = written.config_lines("eu-west");
+        assert!(lines.contains(&written.public_key), "{lines}");
+        assert!(lines.contains("tls_cert_file"), "{lines}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode(&written.key_file), 0o600);
+            let (cert, key) = written.tls.as_ref().expect("tls");
+            assert_eq!(mode(key), 0o600);
+            assert_eq!(mode(cert), 0o644);
+        }
+        let signer = auth::ReportSigner::from_pem_file(&written.key_file).expect("signer");
+        assert_eq!(signer.public_key(), Some(written.public_key.clone()));
+        let again = keygen(dir.path(), "eu-west", &[]).expect_err("replaced a key");
+        assert!(again.contains("never replaces"), "{again}");
+        assert!(keygen(dir.path(), "../x", &[]).is_err());
+    }
+}
