@@ -56,7 +56,7 @@ impl Target {
     }
 }
 
-/// The admin listen address and token of a configuration file, read from its `[admin]` table.
+/// The admin listen address and token (or read token) of a configuration file, read from its `[admin]` table.
 fn admin_of(config: &Path) -> Result<(std::net::SocketAddr, Option<String>), String> {
     let text = std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
     let table: toml::Table =
@@ -72,8 +72,9 @@ fn admin_of(config: &Path) -> Result<(std::net::SocketAddr, Option<String>), Str
             config.display()
         )
     })?;
+    // The admin token does everything; a read token is enough for status.
     let token = match admin
-        .and_then(|a| a.get("token_file"))
+        .and_then(|a| a.get("token_file").or_else(|| a.get("read_token_file")))
         .and_then(|t| t.as_str())
     {
         None => None,
@@ -117,9 +118,9 @@ impl Session {
         self.get(target, "v1/overrides").await
     }
 
-    /// A JSON document of the admin API (reads need no token).
+    /// A JSON document of the admin API (with the token, for servers that require one to read).
     async fn get(&self, target: &Target, path: &str) -> Result<Value, String> {
-        let request = self.http.get(target.url(path)?);
+        let request = bearer(target, self.http.get(target.url(path)?));
         reply(request.send().await.map_err(|e| e.to_string())?).await
     }
 

@@ -186,20 +186,16 @@ struct OverrideArgs {
 }
 
 /// The admin API a client command talks to; exit code 2 when it cannot be resolved.
-fn admin_target(
-    admin: &AdminArgs,
-    with_token: bool,
-) -> Result<vantage::adminctl::Target, ExitCode> {
-    let token_file = if with_token {
-        admin.token_file.as_deref()
-    } else {
-        None
-    };
-    vantage::adminctl::Target::resolve(admin.config.as_deref(), admin.admin.as_deref(), token_file)
-        .map_err(|e| {
-            eprintln!("vantage: {e}");
-            ExitCode::from(2)
-        })
+fn admin_target(admin: &AdminArgs) -> Result<vantage::adminctl::Target, ExitCode> {
+    vantage::adminctl::Target::resolve(
+        admin.config.as_deref(),
+        admin.admin.as_deref(),
+        admin.token_file.as_deref(),
+    )
+    .map_err(|e| {
+        eprintln!("vantage: {e}");
+        ExitCode::from(2)
+    })
 }
 
 fn who(by: Option<String>) -> String {
@@ -224,6 +220,9 @@ fn main() -> ExitCode {
                 // refused), so this is a warning, not a problem.
                 if let Err(warning) = vantage::state_file::check_writable(&settings.admin.state_dir)
                 {
+                    eprintln!("warning: {warning}");
+                }
+                for warning in settings.warnings() {
                     eprintln!("warning: {warning}");
                 }
                 println!(
@@ -296,7 +295,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Override { admin, command } => {
-            let target = match admin_target(&admin, true) {
+            let target = match admin_target(&admin) {
                 Ok(t) => t,
                 Err(code) => return code,
             };
@@ -328,14 +327,14 @@ fn main() -> ExitCode {
             })
         }
         Command::Reload { admin } => {
-            let target = match admin_target(&admin, true) {
+            let target = match admin_target(&admin) {
                 Ok(t) => t,
                 Err(code) => return code,
             };
             client(async move { vantage::adminctl::reload(&target).await })
         }
         Command::Status { admin } => {
-            let target = match admin_target(&admin, false) {
+            let target = match admin_target(&admin) {
                 Ok(t) => t,
                 Err(code) => return code,
             };

@@ -224,7 +224,7 @@ impl Metrics {
             rejected: IntCounterVec::new(
                 Opts::new(
                     "vantage_prober_reports_rejected_total",
-                    "Prober reports rejected, by region and reason (unauthenticated, bad_signature, replayed, stale, wrong_region, malformed).",
+                    "Prober reports rejected, by region and reason (unauthenticated, bad_signature, replayed, stale, wrong_region, malformed; refused_by_prober_stale and refused_by_prober_signature when the prober refused our request: clock skew or another fleet secret).",
                 ),
                 &["region", "reason"],
             )
@@ -642,13 +642,19 @@ impl Metrics {
         }
     }
 
-    /// Reachability and report age of a remote prober.
+    /// Reachability and report age of a prober; the first call for a region also starts its
+    /// rejection counters at 0 (so that the first rejection shows in `increase()`).
     pub fn prober_link(
         &self,
         region: &Region,
         reachable: bool,
         report_age: Option<std::time::Duration>,
     ) {
+        for rejection in crate::exchange::auth::Rejection::ALL {
+            self.links
+                .rejected
+                .with_label_values(&[region.as_str(), rejection.label()]);
+        }
         self.links
             .reachable
             .with_label_values(&[region.as_str()])

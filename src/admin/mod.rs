@@ -1,6 +1,7 @@
 //! The admin HTTP listener: the status page (`/`), `/metrics`, `/livez`, `/readyz`, the
 //! `/v1/status` JSON that explains every answer, and the authenticated override API.
 
+mod guard;
 mod overrides;
 mod status;
 
@@ -67,6 +68,11 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/reload", axum::routing::post(reload))
         .route("/v1/drills", get(drills).post(record_drill))
         .with_state(state)
+}
+
+/// `router` behind the admin guard (host names, cross-site writes, the read token).
+pub fn guarded(router: Router, state: AdminState) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(state, guard::guard))
 }
 
 /// `POST /v1/reload`: re-read the configuration and zones; 200 with a summary, or 422 with

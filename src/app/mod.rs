@@ -124,6 +124,9 @@ fn start_aggregation(
     } else {
         None
     };
+    for warning in settings.warnings() {
+        tracing::warn!("{warning}");
+    }
     let (verdicts, restored) = if with_overrides {
         let ids: std::collections::HashSet<&EndpointId> =
             settings.endpoints.iter().map(|e| &e.id).collect();
@@ -394,10 +397,12 @@ fn serve_admin(
     tasks: &mut JoinSet<()>,
 ) {
     let refused = state.metrics.connections_refused_counter("admin");
-    let mut router = admin::router(state);
+    let mut router = admin::router(state.clone());
     if let Some(extra) = extra {
         router = router.merge(extra);
     }
+    // Every route, the demo's included, behind the same guard.
+    let router = admin::guarded(router, state);
     let http = crate::http::Listener {
         name: "admin",
         router,

@@ -378,6 +378,12 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     /// Bearer token required by the admin write API (overrides); none: writes are refused.
     pub token: Option<Secret>,
+    /// Bearer token required to read status and metrics (the admin token works too); none:
+    /// reads are open to whoever reaches the listener.
+    pub read_token: Option<Secret>,
+    /// Host names (lower case, without port) requests may be addressed to, besides IP
+    /// addresses, `localhost` and the hosts of `[[server]] admin` URLs (DNS rebinding).
+    pub hosts: Vec<String>,
     /// Where overrides and their audit log are kept.
     pub state_dir: PathBuf,
 }
@@ -420,6 +426,26 @@ fn list(problems: &[Problem]) -> String {
 }
 
 impl Settings {
+    /// What is valid but weaker than it should be (check-config prints these; servers log
+    /// them at start).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (region, url) in &self.prober_urls {
+            let identity = self.prober_identities.get(region);
+            if identity.is_none_or(|i| i.public_keys.is_empty()) {
+                warnings.push(format!(
+                    "prober {region} has no public_key: its reports are signed with the fleet secret, which every DNS server holds, so whoever steals it can forge every region's vote; give each prober its own key (`vantage keygen`)"
+                ));
+            }
+            if url.scheme() == "http" {
+                warnings.push(format!(
+                    "prober {region} is reached over plain http ({url}): its reports can be read on the way; serve them over https (tls_cert_file, tls_key_file; `vantage keygen --tls-name`)"
+                ));
+            }
+        }
+        warnings
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         let file = path.display().to_string();

@@ -157,6 +157,8 @@ pub struct RawRrl {
 pub struct RawAdmin {
     pub listen: Option<String>,
     pub token_file: Option<String>,
+    pub read_token_file: Option<String>,
+    pub hosts: Option<Vec<String>>,
     pub state_dir: Option<String>,
 }
 

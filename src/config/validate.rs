@@ -131,6 +131,12 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
             .token_file
             .as_ref()
             .and_then(|f| read_secret("admin.token_file", &base.join(f), &mut p)),
+        read_token: raw
+            .admin
+            .read_token_file
+            .as_ref()
+            .and_then(|f| read_secret("admin.read_token_file", &base.join(f), &mut p)),
+        hosts: admin_hosts(&raw, &mut p),
         state_dir: base.join(
             raw.admin
                 .state_dir
@@ -284,7 +290,7 @@ fn read_secret(field: &str, path: &Path, p: &mut Problems) -> Option<Secret> {
                     ),
                 );
                 None
-            } else if field == "admin.token_file" && !token.bytes().all(|b| b.is_ascii_graphic()) {
+            } else if field.starts_with("admin.") && !token.bytes().all(|b| b.is_ascii_graphic()) {
                 // It travels in an HTTP header (Authorization: Bearer), which only carries
                 // visible ASCII: any other byte could never authenticate.
                 p.add(
@@ -676,6 +682,38 @@ fn validate_route53(raw: &RawConfig, p: &mut Problems) -> Route53Settings {
         ),
         requests_per_second,
     }
+}
+
+/// The names the admin listener answers to: `admin.hosts` and the hosts of `[[server]]` admin
+/// URLs (the fleet's own tools address servers that way).
+fn admin_hosts(raw: &RawConfig, p: &mut Problems) -> Vec<String> {
+    let mut hosts = Vec::new();
+    for (i, host) in raw.admin.hosts.iter().flatten().enumerate() {
+        let name = host.trim().trim_end_matches('.').to_ascii_lowercase();
+        if name.is_empty()
+            || name.contains(':')
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        {
+            p.add(
+                format!("admin.hosts[{i}]"),
+                format!("{host:?} is not a host name (write it without scheme or port, e.g. \"vantage-1.example.net\")"),
+            );
+        } else {
+            hosts.push(name);
+        }
+    }
+    for server in &raw.server {
+        if let Ok(url) = url::Url::parse(&server.admin)
+            && let Some(url::Host::Domain(name)) = url.host()
+        {
+            hosts.push(name.to_ascii_lowercase());
+        }
+    }
+    hosts.sort();
+    hosts.dedup();
+    hosts
 }
 
 fn validate_servers(raw: &RawConfig, p: &mut Problems) -> Vec<FleetServer> {

@@ -17,6 +17,8 @@ use crate::config::Secret;
 pub const REPORT_HEADER: &str = "x-vantage-signature";
 /// Header carrying a signed request (aggregator -> prober).
 pub const REQUEST_HEADER: &str = "x-vantage-auth";
+/// Header on a refused observations request: why (a `Rejection` label).
+pub const REFUSED_HEADER: &str = "x-vantage-refused";
 /// What a report signature covers besides the body.
 pub const REPORT_CONTEXT: &str = "vantage report v1";
 /// What a request signature covers.
@@ -39,9 +41,29 @@ pub enum Rejection {
     WrongRegion,
     #[error("not a valid report")]
     MalformedReport,
+    #[error(
+        "the prober refused our request as signed too long ago or in the future: the clocks of this server and the prober differ by more than stale_after"
+    )]
+    RefusedStale,
+    #[error(
+        "the prober refused our request: it does not hold the same fleet secret (cluster.token_file)"
+    )]
+    RefusedSignature,
 }
 
 impl Rejection {
+    pub const ALL: [Rejection; 9] = [
+        Rejection::Unauthenticated,
+        Rejection::Malformed,
+        Rejection::BadSignature,
+        Rejection::Stale,
+        Rejection::Replayed,
+        Rejection::WrongRegion,
+        Rejection::MalformedReport,
+        Rejection::RefusedStale,
+        Rejection::RefusedSignature,
+    ];
+
     /// A stable label for metrics.
     pub fn label(self) -> &'static str {
         match self {
@@ -52,6 +74,17 @@ impl Rejection {
             Rejection::Replayed => "replayed",
             Rejection::WrongRegion => "wrong_region",
             Rejection::MalformedReport => "malformed",
+            Rejection::RefusedStale => "refused_by_prober_stale",
+            Rejection::RefusedSignature => "refused_by_prober_signature",
+        }
+    }
+
+    /// The prober's side of a refused request, from the label it sends back
+    /// (`REFUSED_HEADER`), so that a skewed clock shows as such on the aggregator.
+    pub fn refused_by_prober(label: Option<&str>) -> Rejection {
+        match label {
+            Some("stale") => Rejection::RefusedStale,
+            _ => Rejection::RefusedSignature,
         }
     }
 }

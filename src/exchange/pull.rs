@@ -244,6 +244,15 @@ impl Puller {
             .await
             .map_err(|e| PollError::Unreachable(crate::error_chain(&e)))?;
         let status = response.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            // The prober did not believe our request: say why (a skewed clock is not an
+            // unreachable prober).
+            let label = response
+                .headers()
+                .get(auth::REFUSED_HEADER)
+                .and_then(|v| v.to_str().ok());
+            return Err(PollError::Rejected(Rejection::refused_by_prober(label)));
+        }
         let signature = response
             .headers()
             .get(auth::REPORT_HEADER)

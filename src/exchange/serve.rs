@@ -94,7 +94,12 @@ async fn observations(State(state): State<ProberState>, headers: HeaderMap) -> R
             reason = rejection.label(),
             "refused an observations request: {rejection}"
         );
-        return (StatusCode::UNAUTHORIZED, format!("{rejection}\n")).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(auth::REFUSED_HEADER, rejection.label())],
+            format!("{rejection}\n"),
+        )
+            .into_response();
     }
     let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let report = Report::new(

@@ -201,8 +201,47 @@ fn check_config_reads_the_ca_file() {
 fn the_shipped_three_region_example_is_valid() {
     let dir = workdir();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("deploy/fleet-3-regions.toml"))
-        .expect("example")
+    let mut text =
+        std::fs::read_to_string(root.join("deploy/fleet-3-regions.toml")).expect("example");
+    // Every prober's identity as its comment says to write it: `vantage keygen` with the
+    // address of its url; the printed public key replaces the example's.
+    let keys = dir.path().join("keys");
+    let example_keys: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("public_key = "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(example_keys.len(), 3, "one key per prober");
+    for (region, ip, example_key) in [
+        ("us-east", "10.10.0.5"),
+        ("eu-west", "10.20.0.5"),
+        ("ap-south", "10.30.0.5"),
+    ]
+    .iter()
+    .zip(&example_keys)
+    .map(|((r, ip), k)| (r, ip, k))
+    {
+        let (code, stdout, stderr) = run_vantage(
+            &[
+                "keygen",
+                "--region",
+                region,
+                "--out-dir",
+                keys.to_str().expect("path"),
+                "--tls-name",
+                ip,
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{stderr}");
+        let key = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("public_key = "))
+            .expect("public key printed");
+        text = text.replace(example_key, key);
+    }
+    let text = text
+        .replace("/etc/vantage/keys", keys.to_str().expect("path"))
         .replace(
             "/etc/vantage/token",
             dir.path().join("token").to_str().expect("path"),
@@ -221,4 +260,46 @@ fn the_shipped_three_region_example_is_valid() {
     let (code, stdout, stderr) = check_config(&path);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("3 probers"), "{stdout}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+#[test]
+fn probers_without_their_own_key_or_tls_are_warned_about() {
+    let dir = workdir();
+    std::fs::write(
+        dir.path().join("token"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .expect("token");
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        "[cluster]\ntoken_file = \"token\"\n[[prober]]\nregion = \"r1\"\nurl = \"http://127.0.0.1:9443\"\n",
+    )
+    .expect("config");
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: prober r1 has no public_key"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: prober r1 is reached over plain http"),
+        "{stderr}"
+    );
+    // An https url needs something to trust; a malformed key is refused.
+    std::fs::write(
+        &path,
+        "[cluster]\ntoken_file = \"token\"\n[[prober]]\nregion = \"r1\"\nurl = \"https://127.0.0.1:9443\"\nkey_file = \"r1.key\"\npublic_key = \"ed25519:00\"\n",
+    )
+    .expect("config");
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 2, "{stderr}");
+    for expected in [
+        "prober[0].url: an https url needs something to trust",
+        "prober[0].public_key: \"ed25519:00\" is not a public key",
+        "prober[0].tls_cert_file",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
 }

@@ -47,6 +47,36 @@ async fn demo_fails_over_and_quorum_refuses_a_one_region_failure() {
     .await;
     assert_eq!(addresses(&api).len(), 3);
 
+    // A page of another site cannot fail a backend through the visitor's browser (a simple
+    // cross-site POST needs no preflight): refused, nothing changes.
+    let host = vantage.admin.to_string();
+    for browser in [
+        [
+            ("origin", "http://evil.example"),
+            ("content-type", "text/plain"),
+        ],
+        [
+            ("sec-fetch-site", "cross-site"),
+            ("content-type", "text/plain"),
+        ],
+    ] {
+        let mut headers = vec![("host", host.as_str())];
+        headers.extend(browser);
+        let (code, body) = http_request_with(
+            vantage.admin,
+            "POST",
+            "/demo/backends/use1/fail",
+            &headers,
+            "x",
+        )
+        .await;
+        assert_eq!(code, 403, "{body}");
+    }
+    let (_, backends) = http_get(vantage.admin, "/demo/backends").await;
+    assert!(!backends.contains("failed"), "{backends}");
+    assert!(backends.contains("healthy"), "{backends}");
+    assert_eq!(www().await, vec![use1]);
+
     // Fail use1 for every region: www fails over to euw1 (fall 2 x interval 1s + margin).
     let (code, body) = http_request(vantage.admin, "POST", "/demo/backends/use1/fail").await;
     assert_eq!(code, 200, "{body}");

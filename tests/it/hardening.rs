@@ -533,3 +533,209 @@ async fn corrupt_or_unwritable_state_never_stops_a_server() {
         "the refusal names the cause: {err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_answers_only_its_own_names_own_pages_and_token_holders() {
+    init();
+    let dir = workdir();
+    let admin_token = "admin-token-for-tests-0123456789";
+    let read_token = "read-token-for-tests-0123456789";
+    std::fs::write(dir.path().join("admin-token"), admin_token).expect("token");
+    std::fs::write(dir.path().join("read-token"), read_token).expect("token");
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        "[[prober]]\nregion = \"a\"\n[check.t]\nprotocol = \"tcp\"\nport = 9\n[dns]\nlisten = [\"127.0.0.1:0\"]\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin-token\"\nread_token_file = \"read-token\"\nhosts = [\"vantage-1.example.net\"]\n\
+         [[record]]\nname = \"www.example.com\"\nendpoints = [{ name = \"e1\", address = \"192.0.2.10\", check_address = \"127.0.0.1\" }]\n",
+    )
+    .expect("config");
+    let vantage = Vantage::dns(&path, dir.path());
+    let addr = vantage.admin.to_string();
+    let read = format!("Bearer {read_token}");
+    let admin = format!("Bearer {admin_token}");
+    let get = |host: &str, auth: Option<&str>, path: &'static str| {
+        let mut headers = vec![("host", host.to_string())];
+        if let Some(auth) = auth {
+            headers.push(("authorization", auth.to_string()));
+        }
+        let target = vantage.admin;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            http_request_with(target, "GET", path, &headers, "").await.0
+        }
+    };
+    // Probes are open to all; the status page holds no data.
+    eventually(Duration::from_secs(20), "ready", || async {
+        (get("evil.example", None, "/readyz").await == 200).then_some(())
+    })
+    .await;
+    assert_eq!(get(&addr, None, "/livez").await, 200);
+    assert_eq!(get(&addr, None, "/").await, 200);
+    // DNS rebinding: a page of evil.example resolving to this address cannot read it.
+    assert_eq!(get("evil.example", Some(&read), "/v1/status").await, 421);
+    assert_eq!(get("evil.example:8053", Some(&read), "/metrics").await, 421);
+    // Reads need the read token (or the admin token) by address, localhost or a configured name.
+    assert_eq!(get(&addr, None, "/v1/status").await, 401);
+    assert_eq!(get(&addr, Some("Bearer wrong"), "/metrics").await, 401);
+    assert_eq!(get(&addr, Some(&read), "/v1/status").await, 200);
+    assert_eq!(get(&addr, Some(&admin), "/metrics").await, 200);
+    assert_eq!(
+        get("localhost:8053", Some(&read), "/v1/overrides").await,
+        200
+    );
+    assert_eq!(
+        get("Vantage-1.example.net", Some(&read), "/v1/status").await,
+        200
+    );
+    // The read token cannot write; a browser's cross-site write is refused even with the
+    // admin token (a page cannot make the browser send it, but cookies-style trust is not
+    // assumed either).
+    let body = r#"{"endpoint":"e1","action":"drain","reason":"t","for":"1m"}"#;
+    let post = |headers: Vec<(&'static str, String)>| {
+        let target = vantage.admin;
+        let mut all = vec![
+            ("host", addr.clone()),
+            ("content-type", "application/json".to_string()),
+        ];
+        all.extend(headers);
+        async move {
+            let headers: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            http_request_with(target, "POST", "/v1/overrides", &headers, body)
+                .await
+                .0
+        }
+    };
+    assert_eq!(post(vec![("authorization", read.clone())]).await, 401);
+    assert_eq!(
+        post(vec![
+            ("authorization", admin.clone()),
+            ("origin", "http://evil.example".into())
+        ])
+        .await,
+        403
+    );
+    assert_eq!(
+        post(vec![
+            ("authorization", admin.clone()),
+            ("sec-fetch-site", "cross-site".into())
+        ])
+        .await,
+        403
+    );
+    assert_eq!(post(vec![("authorization", admin.clone())]).await, 200);
+    // `vantage status` reads with the token of the configuration.
+    let (code, out, err) = run_vantage(
+        &[
+            "status",
+            "--config",
+            path.to_str().expect("path"),
+            "--admin",
+            &format!("http://{addr}"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("www.example.com"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_prober_keeps_checking_and_reporting() {
+    init();
+    let dir = workdir();
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("backend");
+    let port = backend.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = backend.accept().await {
+            drop(stream);
+        }
+    });
+    std::fs::write(dir.path().join("token"), "0123456789abcdef0123456789abcdef").expect("token");
+    let path = dir.path().join("probe.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[cluster]\ntoken_file = \"token\"\n[[prober]]\nregion = \"r1\"\nurl = \"http://127.0.0.1:9/\"\n\
+             [check.t]\nprotocol = \"tcp\"\nport = {port}\ninterval = \"100ms\"\ntimeout = \"80ms\"\nrise = 1\nfall = 1\n\
+             [[record]]\nname = \"www.example.com\"\nendpoints = [{{ address = \"192.0.2.10\", check_address = \"127.0.0.1\" }}]\n"
+        ),
+    )
+    .expect("config");
+    // No credentials are needed to open connections to a prober: 800 idle ones from 40
+    // addresses, under a limit of 128 files, must leave its checks their descriptors.
+    let prober = Vantage::start_with_file_limit(
+        &[
+            "probe",
+            "--region",
+            "r1",
+            "--config",
+            path.to_str().expect("path"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        dir.path(),
+        128,
+    );
+    let metric = |result: &'static str| {
+        let addr = prober.admin;
+        async move {
+            let (status, text) = try_http_get(addr, "/metrics").await?;
+            (status == 200).then_some(())?;
+            Exposition::parse(&text).value(
+                "vantage_probes_total",
+                &[
+                    ("endpoint", "192.0.2.10"),
+                    ("region", "r1"),
+                    ("result", result),
+                ],
+            )
+        }
+    };
+    let ok_before = eventually(Duration::from_secs(10), "checks running", || async {
+        metric("success").await.filter(|n| *n > 0.0)
+    })
+    .await;
+    let mut flood = Vec::new();
+    for i in 0..40u8 {
+        for _ in 0..20 {
+            if let Some(stream) = connect_from([127, 0, 8, i + 1], prober.admin).await {
+                flood.push(stream);
+            }
+        }
+    }
+    assert!(
+        flood.len() > 128,
+        "the flood opened {} connections",
+        flood.len()
+    );
+    // Checks go on succeeding under the flood (20 more at 100 ms), none for want of a
+    // descriptor, and the metrics (a new connection) are served.
+    let local = eventually(
+        Duration::from_secs(10),
+        "20 more successful checks under the flood",
+        || async {
+            let ok = metric("success").await?;
+            let local = metric("local").await.unwrap_or(0.0);
+            (ok >= ok_before + 20.0).then_some(local)
+        },
+    )
+    .await;
+    assert_eq!(local, 0.0, "checks ran out of descriptors");
+    drop(flood);
+    let (_, text) = eventually(Duration::from_secs(5), "the prober's metrics", || {
+        try_http_get(prober.admin, "/metrics")
+    })
+    .await;
+    assert!(
+        Exposition::parse(&text)
+            .value(
+                "vantage_connections_refused_total",
+                &[("listener", "prober")]
+            )
+            .unwrap_or(0.0)
+            > 0.0
+    );
+}

@@ -533,10 +533,13 @@ endpoints = [
     .await;
 }
 
+type FakeResponse = (Option<String>, Vec<u8>, Option<&'static str>);
+
 /// A stand-in for a prober that serves whatever response the test sets.
 struct FakeProber {
     addr: SocketAddr,
-    response: std::sync::Arc<std::sync::Mutex<(Option<String>, Vec<u8>)>>,
+    /// (signature, body, refusal): with a refusal label, 401 and `x-vantage-refused`.
+    response: std::sync::Arc<std::sync::Mutex<FakeResponse>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -547,7 +550,7 @@ impl FakeProber {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let response = std::sync::Arc::new(std::sync::Mutex::new((None::<String>, Vec::new())));
+        let response = std::sync::Arc::new(std::sync::Mutex::new((None, Vec::new(), None)));
         let current = response.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -564,11 +567,20 @@ impl FakeProber {
                             Ok(n) => request.extend_from_slice(&buf[..n]),
                         }
                     }
-                    let (signature, body) = current.lock().expect("lock").clone();
+                    let (signature, body, refusal): FakeResponse =
+                        current.lock().expect("lock").clone();
+                    let status = if refusal.is_some() {
+                        "401 Unauthorized"
+                    } else {
+                        "200 OK"
+                    };
                     let mut head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
                         body.len()
                     );
+                    if let Some(label) = refusal {
+                        head.push_str(&format!("x-vantage-refused: {label}\r\n"));
+                    }
                     if let Some(sig) = signature {
                         head.push_str(&format!("x-vantage-signature: {sig}\r\n"));
                     }
@@ -586,7 +598,12 @@ impl FakeProber {
     }
 
     fn serve(&self, signature: Option<String>, body: Vec<u8>) {
-        *self.response.lock().expect("lock") = (signature, body);
+        *self.response.lock().expect("lock") = (signature, body, None);
+    }
+
+    /// Refuses our requests as a prober does, with `label` as the reason.
+    fn refuse(&self, label: &'static str) {
+        *self.response.lock().expect("lock") = (None, b"refused\n".to_vec(), Some(label));
     }
 }
 
@@ -680,7 +697,27 @@ async fn forged_old_replayed_and_misdirected_reports_are_rejected_and_counted() 
         )
         .await;
     }
+    // A prober that refuses our request because the clocks differ: counted as a rejection
+    // with that reason, not as an unreachable prober.
+    let before = rejected("refused_by_prober_stale").await;
+    fake.refuse("stale");
+    eventually(
+        Duration::from_secs(5),
+        "a refusal for clock skew counted",
+        || async { (rejected("refused_by_prober_stale").await > before).then_some(()) },
+    )
+    .await;
     let status = dns.status().await;
+    assert!(
+        status["probers"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("clocks")),
+        "{status}"
+    );
+    assert!(
+        status["probers"][0]["reports_rejected"].as_u64() > Some(5),
+        "{status}"
+    );
     assert_eq!(status["probers"][0]["reachable"], false, "{status}");
     assert_eq!(
         status["probers"][0]["reports_accepted"], 0,
@@ -816,7 +853,9 @@ async fn a_prober_serves_its_report_only_to_holders_of_the_fleet_secret() {
     let wrong = key("not-the-fleet-secret-000000").sign(unix_ms(), REQUEST_CONTEXT, b"");
     assert!(get(Some(wrong)).await.starts_with("HTTP/1.1 401"));
     let old = key(TOKEN).sign(unix_ms() - 3_600_000, REQUEST_CONTEXT, b"");
-    assert!(get(Some(old)).await.starts_with("HTTP/1.1 401"));
+    let refused = get(Some(old)).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    assert!(refused.contains("x-vantage-refused: stale"), "{refused}");
 
     let response = get(Some(key(TOKEN).sign(unix_ms(), REQUEST_CONTEXT, b""))).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");

@@ -297,17 +297,21 @@ impl Vantage {
     /// `vantage dns --config CONFIG` with at most `files` open files (soft and hard limit, as
     /// a service manager would set them; util-linux's prlimit execs it in place).
     pub fn dns_with_file_limit(config: &Path, dir: &Path, files: u64) -> Vantage {
+        Self::start_with_file_limit(
+            &["dns", "--config", config.to_str().expect("utf-8 path")],
+            dir,
+            files,
+        )
+    }
+
+    /// `vantage <args>` with at most `files` open files.
+    pub fn start_with_file_limit(args: &[&str], dir: &Path, files: u64) -> Vantage {
         let mut command = Command::new("prlimit");
         command
             .arg(format!("--nofile={files}:{files}"))
             .arg("--")
             .arg(env!("CARGO_BIN_EXE_vantage"));
-        Self::start_as(
-            command,
-            &["dns", "--config", config.to_str().expect("utf-8 path")],
-            dir,
-            &[],
-        )
+        Self::start_as(command, args, dir, &[])
     }
 
     fn start_as(mut command: Command, args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Vantage {
@@ -454,9 +458,25 @@ pub fn run_vantage(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String)
 
 /// A minimal HTTP/1.1 client for the admin API (GET or POST, no body).
 pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    http_request_with(addr, method, path, &[("host", &addr.to_string())], "").await
+}
+
+/// A request with exactly these headers (and content-length, connection: close) and body.
+pub async fn http_request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect admin");
+    let headers: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
     );
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
@@ -472,6 +492,22 @@ pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, S
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (code, body)
+}
+
+/// `GET path`, or None if the connection is refused, reset or cut (a full listener).
+pub async fn try_http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    Some((code, body.to_string()))
 }
 
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
