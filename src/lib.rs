@@ -21,6 +21,7 @@ pub mod overrides;
 pub mod probe;
 pub mod quorum;
 pub mod route53;
+pub mod service;
 pub mod snapshot;
 pub mod state_file;
 pub mod verdict_store;

@@ -12,8 +12,40 @@ use vantage::{app, demo};
     about = "Global health-checking DNS failover controller"
 )]
 struct Cli {
+    /// Log format on stderr: text (coloured only on a terminal, never with NO_COLOR set) or
+    /// json (one object per line, for journald, Loki or kubectl logs).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "VANTAGE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr at `RUST_LOG` (default info) in `format`.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -54,7 +86,9 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Dry run of the Route53 reconciler: print the changes it would make; exit 3 if any.
+    /// Dry run of the Route53 reconciler: print the changes it would make. Exit 0: none, 3:
+    /// changes pending, 4: some records undecided (probers unreachable; plan incomplete),
+    /// 2: invalid configuration, 1: error (Route53 unreachable, no credentials, access denied).
     Plan {
         /// The fleet configuration file.
         #[arg(long, short)]
@@ -204,14 +238,9 @@ fn who(by: Option<String>) -> String {
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    vantage::install_crypto_provider();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
+    vantage::install_crypto_provider();
 
     match cli.command {
         Command::CheckConfig { config } => match app::check(&config) {
@@ -368,7 +397,10 @@ fn main() -> ExitCode {
                     } else {
                         print!("{}", outcome.text);
                     }
-                    if outcome.pending {
+                    // 4 first: an incomplete plan must never pass for "no changes".
+                    if outcome.undecided {
+                        ExitCode::from(4)
+                    } else if outcome.pending {
                         ExitCode::from(3)
                     } else {
                         ExitCode::SUCCESS
@@ -598,6 +630,8 @@ fn announce(listening: &app::Listening) {
         Ok(line) => println!("{{\"listening\":{line}}}"),
         Err(error) => tracing::error!(%error, "cannot encode the listening line"),
     }
+    // A `Type=notify` systemd unit is started from here on.
+    vantage::service::notify("READY=1");
 }
 
 fn run(main: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {

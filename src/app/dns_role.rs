@@ -35,7 +35,11 @@ pub async fn run(
     let bound = dns::listen::bind(&settings.dns.listen, dns::listen::udp_threads())
         .await
         .context("choose another DNS address (dns.listen, or --dns-listen for the demo)")?;
-    let admin_listener = bind_admin(&settings).await?;
+    let admin_listener = bind_admin(
+        settings.admin.listen,
+        "admin.listen, or --admin-listen for the demo",
+    )
+    .await?;
     let listening = Listening {
         dns: bound.addresses(),
         admin: admin_listener.local_addr()?,

@@ -377,15 +377,11 @@ static NO_IDENTITY: crate::config::ProberIdentity = crate::config::ProberIdentit
 };
 
 /// Binds the admin listener.
-async fn bind_admin(settings: &Settings) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(settings.admin.listen)
+/// Binds the admin listener at `listen`; `setting` names where it was configured.
+async fn bind_admin(listen: SocketAddr, setting: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| {
-            format!(
-                "cannot bind the admin listener {} (admin.listen, or --admin-listen for the demo)",
-                settings.admin.listen
-            )
-        })
+        .with_context(|| format!("cannot bind the admin listener {listen} ({setting})"))
 }
 
 /// Serves the admin API (plus `extra` routes) until shutdown, within the HTTP budget.
@@ -439,6 +435,7 @@ async fn drain(
     mut tasks: JoinSet<()>,
     server: Option<dns::listen::DnsServer>,
 ) {
+    crate::service::notify("STOPPING=1");
     shutdown.cancel();
     let drained = tokio::time::timeout(Duration::from_secs(5), async {
         if let Some(server) = server {

@@ -58,7 +58,16 @@ pub async fn run_route53(
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let admin_listener = bind_admin(&settings).await?;
+    let admin_listener = match settings.route53.admin_listen {
+        Some(listen) => bind_admin(listen, "route53.admin_listen").await?,
+        None => {
+            bind_admin(
+                settings.admin.listen,
+                "admin.listen; set route53.admin_listen to run beside a DNS server",
+            )
+            .await?
+        }
+    };
     let listening = Listening {
         dns: Vec::new(),
         admin: admin_listener.local_addr()?,
@@ -260,6 +269,8 @@ pub struct PlanOutcome {
     pub pending: bool,
     pub text: String,
     pub json: serde_json::Value,
+    /// Some records could not be decided (probers unreachable): the plan is incomplete.
+    pub undecided: bool,
 }
 
 /// Dry run: decide (probers or pullers, until the first quorum round or the startup grace),
@@ -271,15 +282,20 @@ pub async fn plan(settings: Settings) -> anyhow::Result<PlanOutcome> {
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let aggregation = start_aggregation(&settings, &metrics, false, &shutdown, &mut tasks)?;
+    // Every endpoint of every record pushed to Route53 must be decided, not just every DNS
+    // answer (a failover record answers as soon as its primary is Up).
     let deadline = Instant::now() + settings.cluster.startup_grace;
-    while !aggregation.published.load().ready && Instant::now() < deadline {
+    while !desired::undecided(&settings, &aggregation.published.load()).is_empty()
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let snapshot = aggregation.published.load_full();
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
-    if !snapshot.ready {
-        tracing::warn!("not every record is decided; undecided records are left out of the plan");
+    let undecided = desired::undecided(&settings, &snapshot);
+    for record in &undecided {
+        tracing::warn!("left out of the plan: {record}");
     }
     let api = api(&settings, &metrics).await;
     let mut text = String::new();
@@ -293,9 +309,19 @@ pub async fn plan(settings: Settings) -> anyhow::Result<PlanOutcome> {
         text.push_str(&format!("zone {zone}:\n{}", plan.render()));
         zones.push(json!({"zone": zone, "changes": plan.steps(), "conflicts": plan.conflicts}));
     }
+    if !undecided.is_empty() {
+        text.push_str(&format!(
+            "undecided after {:?} (cluster.startup_grace), not planned:\n",
+            settings.cluster.startup_grace
+        ));
+        for record in &undecided {
+            text.push_str(&format!("  {record}\n"));
+        }
+    }
     Ok(PlanOutcome {
         pending,
         text,
-        json: json!({"pending": pending, "zones": zones}),
+        json: json!({"pending": pending, "zones": zones, "undecided": undecided}),
+        undecided: !undecided.is_empty(),
     })
 }

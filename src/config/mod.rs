@@ -131,6 +131,9 @@ pub struct Route53Settings {
     pub min_change_cap: usize,
     pub insync_timeout: Duration,
     pub requests_per_second: f64,
+    /// The admin listener of `vantage route53` (default: admin.listen), so that one file
+    /// serves a reconciler beside a DNS server on the same host.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// Where a record is pushed in Route53.

@@ -58,6 +58,7 @@ pub struct RawRoute53 {
     pub min_change_cap: Option<i64>,
     pub insync_timeout: Option<String>,
     pub requests_per_second: Option<f64>,
+    pub admin_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -137,12 +137,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
             .as_ref()
             .and_then(|f| read_secret("admin.read_token_file", &base.join(f), &mut p)),
         hosts: admin_hosts(&raw, &mut p),
-        state_dir: base.join(
-            raw.admin
-                .state_dir
-                .as_deref()
-                .unwrap_or(defaults::STATE_DIR),
-        ),
+        state_dir: state_dir(raw.admin.state_dir.as_deref(), base),
     };
 
     let route53 = validate_route53(&raw, &mut p);
@@ -681,6 +676,27 @@ fn validate_route53(raw: &RawConfig, p: &mut Problems) -> Route53Settings {
             defaults::ROUTE53_INSYNC_TIMEOUT,
         ),
         requests_per_second,
+        admin_listen: r.admin_listen.as_ref().and_then(|text| {
+            parse_socket(text)
+                .map_err(|e| p.add("route53.admin_listen", e))
+                .ok()
+        }),
+    }
+}
+
+/// `admin.state_dir` relative to the configuration; by default the directory systemd made
+/// for the unit (`StateDirectory=` sets `$STATE_DIRECTORY`, e.g. /var/lib/vantage), else
+/// `state` beside the configuration.
+fn state_dir(configured: Option<&str>, base: &Path) -> std::path::PathBuf {
+    if let Some(dir) = configured {
+        return base.join(dir);
+    }
+    match std::env::var_os("STATE_DIRECTORY") {
+        // Several directories are separated by ':'; the first is ours.
+        Some(dirs) if !dirs.is_empty() => std::env::split_paths(&dirs)
+            .next()
+            .unwrap_or_else(|| base.join(defaults::STATE_DIR)),
+        _ => base.join(defaults::STATE_DIR),
     }
 }
 

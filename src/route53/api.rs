@@ -3,6 +3,9 @@
 
 use super::{Change, RecordSet};
 
+/// What the credentials must allow (README, Route53).
+pub const IAM_ACTIONS: &str = "vantage needs route53:ListResourceRecordSets, route53:ChangeResourceRecordSets and route53:GetChange on the hosted zones it pushes to";
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
     #[error("throttled: {0}")]
@@ -17,6 +20,14 @@ pub enum ApiError {
     Server(String),
     #[error("cannot reach Route53: {0}")]
     Transport(String),
+    /// No credentials could be found: retrying cannot help.
+    #[error(
+        "no AWS credentials: {0} (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or give the host or pod a role; {IAM_ACTIONS})"
+    )]
+    Credentials(String),
+    /// The credentials were refused, or lack a permission: retrying cannot help.
+    #[error("Route53 refused the credentials or a permission: {0} ({IAM_ACTIONS})")]
+    Denied(String),
     #[error("{0}")]
     Other(String),
 }
@@ -41,6 +52,8 @@ impl ApiError {
             ApiError::InvalidChangeBatch(_) => "invalid_change_batch",
             ApiError::Server(_) => "server_error",
             ApiError::Transport(_) => "transport_error",
+            ApiError::Credentials(_) => "no_credentials",
+            ApiError::Denied(_) => "access_denied",
             ApiError::Other(_) => "error",
         }
     }

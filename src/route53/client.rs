@@ -64,9 +64,23 @@ where
                 }
                 Some("PriorRequestNotComplete") => ApiError::PriorRequestNotComplete(message),
                 Some("InvalidChangeBatch") => ApiError::InvalidChangeBatch(message),
+                Some(
+                    "AccessDenied"
+                    | "AccessDeniedException"
+                    | "InvalidClientTokenId"
+                    | "UnrecognizedClientException"
+                    | "SignatureDoesNotMatch"
+                    | "InvalidSignatureException"
+                    | "ExpiredToken"
+                    | "ExpiredTokenException",
+                ) => ApiError::Denied(message),
+                _ if status == Some(403) => ApiError::Denied(message),
                 _ if status.is_some_and(|s| s >= 500) => ApiError::Server(message),
                 _ => ApiError::Other(message),
             }
+        }
+        SdkError::DispatchFailure(_) if crate::error_chain(&e).contains("credential") => {
+            ApiError::Credentials(crate::error_chain(&e))
         }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
             ApiError::Transport(crate::error_chain(&e))

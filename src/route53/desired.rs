@@ -11,6 +11,46 @@ use crate::{
 };
 
 /// Targets per hosted zone id.
+/// The endpoints of `record` that no quorum has decided yet (and no override covers).
+pub fn undecided_endpoints<'a>(
+    record: &'a crate::config::RecordSpec,
+    snapshot: &Snapshot,
+) -> Vec<&'a crate::model::EndpointId> {
+    record
+        .endpoints
+        .iter()
+        .filter(|e| {
+            !snapshot.overrides.contains_key(&e.id)
+                && snapshot
+                    .verdicts
+                    .get(&e.id)
+                    .is_none_or(|v| v.health == crate::model::Health::Unknown)
+        })
+        .map(|e| &e.id)
+        .collect()
+}
+
+/// Records pushed to Route53 that cannot be planned yet: "name type (endpoints undecided)".
+pub fn undecided(settings: &Settings, snapshot: &Snapshot) -> Vec<String> {
+    settings
+        .records
+        .iter()
+        .filter(|r| r.route53.is_some())
+        .filter_map(|r| {
+            let endpoints = undecided_endpoints(r, snapshot);
+            (!endpoints.is_empty()).then(|| {
+                let names: Vec<&str> = endpoints.iter().map(|e| e.as_str()).collect();
+                format!(
+                    "{} {}: no quorum verdict yet for {}",
+                    r.name,
+                    r.kind.as_str(),
+                    names.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
 pub fn targets(settings: &Settings, snapshot: &Snapshot) -> BTreeMap<String, Vec<Target>> {
     let mut zones: BTreeMap<String, Vec<Target>> = BTreeMap::new();
     for record in &settings.records {
@@ -23,14 +63,7 @@ pub fn targets(settings: &Settings, snapshot: &Snapshot) -> BTreeMap<String, Vec
         // Route53 is only written from real verdicts: a record with an endpoint that has never
         // been decided by quorum (and is not overridden) is left as it is, even after the
         // startup grace lets DNS answer it.
-        let undecided = record.endpoints.iter().any(|e| {
-            !snapshot.overrides.contains_key(&e.id)
-                && snapshot
-                    .verdicts
-                    .get(&e.id)
-                    .is_none_or(|v| v.health == crate::model::Health::Unknown)
-        });
-        if undecided {
+        if !undecided_endpoints(record, snapshot).is_empty() {
             continue;
         }
         let rtype = record.kind.as_str();

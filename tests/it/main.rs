@@ -4,6 +4,7 @@
 mod bad_input;
 mod conformance;
 mod demo;
+mod deploy;
 mod differential;
 mod dns_rfc;
 mod drill;

@@ -646,3 +646,97 @@ endpoints = [{{ name = "a", address = "{a}" }}]
         Some(1.0)
     );
 }
+
+#[test]
+fn logs_carry_no_colour_off_a_terminal_and_can_be_json() {
+    use std::io::BufRead;
+    let dir = workdir();
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        "[[prober]]\nregion = \"a\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .expect("config");
+    for format in ["text", "json"] {
+        let stderr = dir.path().join(format!("{format}.log"));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vantage"))
+            .args([
+                "--log-format",
+                format,
+                "dns",
+                "--config",
+                path.to_str().expect("path"),
+            ])
+            .env_remove("NO_COLOR")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).expect("log file"))
+            .spawn()
+            .expect("vantage");
+        // Serving once it prints where it listens; its start-up lines are logged by then.
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("listening line");
+        assert!(line.contains("listening"), "{line}");
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(&stderr).expect("log");
+        assert!(!log.trim().is_empty(), "nothing logged");
+        assert!(
+            !log.contains('\u{1b}'),
+            "colour codes in a log file:\n{log}"
+        );
+        if format == "json" {
+            for line in log.lines().filter(|l| !l.trim().is_empty()) {
+                let event: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                assert!(
+                    event["level"].is_string() && event["message"].is_string(),
+                    "{line}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_file_runs_a_dns_server_and_a_reconciler_side_by_side() {
+    init();
+    let dir = workdir();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+    };
+    let (dns_admin, route53_admin) = (free_port(), free_port());
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[prober]]\nregion = \"a\"\n[check.t]\nprotocol = \"tcp\"\nport = 9\n[dns]\nlisten = [\"127.0.0.1:0\"]\nzones_dir = \"{zones}\"\n\
+             [admin]\nlisten = \"127.0.0.1:{dns_admin}\"\n\
+             [route53]\nendpoint_url = \"http://127.0.0.1:9\"\nadmin_listen = \"127.0.0.1:{route53_admin}\"\n\
+             [[record]]\nname = \"www.example.com\"\nendpoints = [{{ address = \"192.0.2.10\", check_address = \"127.0.0.1\" }}]\n\
+             route53 = {{ zone_id = \"Z1\", owner = \"test\" }}\n",
+            zones = dir.path().join("zones").display()
+        ),
+    )
+    .expect("config");
+    let dns = Vantage::dns(&path, dir.path());
+    let reconciler = Vantage::start_with_env(
+        &["route53", "--config", path.to_str().expect("path")],
+        dir.path(),
+        &[
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    assert_eq!(dns.admin.port(), dns_admin);
+    assert_eq!(reconciler.admin.port(), route53_admin);
+    assert_eq!(reconciler.get("/livez").await.0, 200);
+    assert_eq!(dns.get("/livez").await.0, 200);
+}

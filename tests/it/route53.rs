@@ -27,7 +27,9 @@ impl Moto {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let child = Command::new("python3")
+        // tests/run installs moto into a virtual environment and names its Python here.
+        let python = std::env::var("VANTAGE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let child = Command::new(python)
             .args([
                 "-m",
                 "moto.server",
@@ -40,7 +42,7 @@ impl Moto {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start moto (install it with `pip install \"moto[server]\"`; tests/run does)");
+            .expect("start moto (tests/run installs it; or set VANTAGE_TEST_PYTHON to a Python with moto[server])");
         let url = format!("http://127.0.0.1:{port}");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         eventually(
@@ -671,5 +673,101 @@ route53 = {{ zone_id = "{zone}", owner = "test" }}
             &[("record", "api.example.com."), ("type", "A")]
         ),
         Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_never_says_no_changes_while_blind_and_names_credential_problems() {
+    init();
+    let dir = workdir();
+    std::fs::write(dir.path().join("token"), "0123456789abcdef0123456789abcdef").expect("token");
+    // A check target that accepts connections, for the in-process case below.
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = backend.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = backend.accept().await {
+            drop(stream);
+        }
+    });
+    let record = "[[record]]\nname = \"www.example.com\"\nendpoints = [{ name = \"a\", address = \"192.0.2.10\", check_address = \"127.0.0.1\" }]\n\
+                  route53 = { zone_id = \"Z1\", owner = \"test\" }\n";
+    // Probers nobody can reach: after the startup grace the record is still undecided.
+    let blind = dir.path().join("blind.toml");
+    std::fs::write(
+        &blind,
+        format!(
+            "[cluster]\ntoken_file = \"token\"\nstartup_grace = \"2s\"\n\
+             [[prober]]\nregion = \"r1\"\nurl = \"http://127.0.0.1:9/\"\n[[prober]]\nregion = \"r2\"\nurl = \"http://127.0.0.1:9/\"\n\
+             [check.t]\nprotocol = \"tcp\"\nport = {port}\ninterval = \"200ms\"\ntimeout = \"100ms\"\n[route53]\nendpoint_url = \"http://127.0.0.1:9\"\n{record}"
+        ),
+    )
+    .expect("config");
+    let home = dir.path().to_str().expect("path").to_string();
+    let no_credentials = [
+        ("HOME", home),
+        ("AWS_CONFIG_FILE", "/nonexistent".to_string()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+    ];
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let blind = blind.clone();
+        move || {
+            run_vantage(
+                &["plan", "--config", blind.to_str().expect("path")],
+                &vantage_env(),
+            )
+        }
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, 4, "an undecided plan exits 4\n{out}\n{err}");
+    assert!(
+        out.contains("www.example.com. A: no quorum verdict yet for a"),
+        "{out}"
+    );
+    // Decided, but no credentials: one clear error at once, not retries called "cannot reach".
+    let decided = dir.path().join("decided.toml");
+    std::fs::write(
+        &decided,
+        format!(
+            "[[prober]]\nregion = \"a\"\n[check.t]\nprotocol = \"tcp\"\nport = {port}\ninterval = \"100ms\"\ntimeout = \"80ms\"\nrise = 1\n\
+             [route53]\nendpoint_url = \"http://127.0.0.1:9\"\n{record}"
+        ),
+    )
+    .expect("config");
+    let started = tokio::time::Instant::now();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_vantage"));
+        command.args(["plan", "--config", decided.to_str().expect("path")]);
+        for key in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+        ] {
+            command.env_remove(key);
+        }
+        let out = command.envs(no_credentials).output().expect("vantage");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("no AWS credentials"), "{err}");
+    assert!(err.contains("route53:ChangeResourceRecordSets"), "{err}");
+    assert!(
+        !err.contains("retrying"),
+        "a credential error is not retried: {err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
     );
 }

@@ -314,7 +314,12 @@ impl Vantage {
         Self::start_as(command, args, dir, &[])
     }
 
-    fn start_as(mut command: Command, args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Vantage {
+    pub fn start_as(
+        mut command: Command,
+        args: &[&str],
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Vantage {
         static NEXT: AtomicU16 = AtomicU16::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let stderr = dir.join(format!("vantage-{}-{n}.stderr", args[0]));
@@ -492,6 +497,19 @@ pub async fn http_request_with(
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (code, body)
+}
+
+/// Whether the tests run as root. The few tests that truly need it (AF_XDP, running a command
+/// as another user) print why they skip otherwise: `tests/run` runs as root in CI.
+pub fn needs_root(test: &str) -> bool {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    });
+    if !root {
+        eprintln!("SKIPPED {test}: needs root");
+    }
+    !root
 }
 
 /// `GET path`, or None if the connection is refused, reset or cut (a full listener).

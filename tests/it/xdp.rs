@@ -62,6 +62,9 @@ fn lo_has_program() -> bool {
 
 #[tokio::test]
 async fn xdp_path_replies_like_the_socket_path() {
+    if needs_root("xdp_path_replies_like_the_socket_path (an XDP program and AF_XDP sockets)") {
+        return;
+    }
     init();
     let dir = workdir();
     let ips = loopback_block();
