@@ -245,16 +245,7 @@ async fn www(server: SocketAddr) -> Option<Vec<std::net::IpAddr>> {
 /// A DNS server whose two endpoints are checked over TCP every 100 ms with fall 1: if checks
 /// failed, the answer would change (the primary Down: the secondary; both Down: both).
 async fn checked_pair(dir: &std::path::Path) -> std::path::PathBuf {
-    let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("backend");
-    let port = backend.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        // Accept and close: a TCP check only needs the connection to be made.
-        while let Ok((stream, _)) = backend.accept().await {
-            drop(stream);
-        }
-    });
+    let port = tcp_check_target().await;
     let path = dir.join("fleet.toml");
     std::fs::write(
         &path,
@@ -644,15 +635,7 @@ async fn the_admin_api_answers_only_its_own_names_own_pages_and_token_holders() 
 async fn a_flooded_prober_keeps_checking_and_reporting() {
     init();
     let dir = workdir();
-    let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("backend");
-    let port = backend.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = backend.accept().await {
-            drop(stream);
-        }
-    });
+    let port = tcp_check_target().await;
     std::fs::write(dir.path().join("token"), "0123456789abcdef0123456789abcdef").expect("token");
     let path = dir.path().join("probe.toml");
     std::fs::write(

@@ -681,16 +681,7 @@ async fn plan_never_says_no_changes_while_blind_and_names_credential_problems() 
     init();
     let dir = workdir();
     std::fs::write(dir.path().join("token"), "0123456789abcdef0123456789abcdef").expect("token");
-    // A check target that accepts connections, for the in-process case below.
-    let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = backend.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = backend.accept().await {
-            drop(stream);
-        }
-    });
+    let port = tcp_check_target().await;
     let record = "[[record]]\nname = \"www.example.com\"\nendpoints = [{ name = \"a\", address = \"192.0.2.10\", check_address = \"127.0.0.1\" }]\n\
                   route53 = { zone_id = \"Z1\", owner = \"test\" }\n";
     // Probers nobody can reach: after the startup grace the record is still undecided.

@@ -512,6 +512,21 @@ pub fn needs_root(test: &str) -> bool {
     !root
 }
 
+/// A TCP check target on 127.0.0.1 that accepts connections and closes them (a TCP check only
+/// needs the connection to be made); returns its port.
+pub async fn tcp_check_target() -> u16 {
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("backend");
+    let port = backend.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = backend.accept().await {
+            drop(stream);
+        }
+    });
+    port
+}
+
 /// `GET path`, or None if the connection is refused, reset or cut (a full listener).
 pub async fn try_http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(addr).await.ok()?;
