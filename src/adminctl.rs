@@ -38,7 +38,17 @@ impl Target {
             token = admin_table.as_ref().and_then(|(_, t)| t.clone());
         }
         let base = match (admin, &admin_table) {
-            (Some(url), _) => url::Url::parse(url).map_err(|e| format!("--admin {url:?}: {e}"))?,
+            (Some(url), _) => {
+                // `--admin 127.0.0.1:8053` means http://127.0.0.1:8053.
+                let with_scheme = if url.contains("://") {
+                    url.to_string()
+                } else {
+                    format!("http://{url}")
+                };
+                url::Url::parse(&with_scheme).map_err(|e| {
+                    format!("--admin {url:?} is not a URL ({e}); e.g. http://127.0.0.1:8053")
+                })?
+            }
             (None, Some((addr, _))) => {
                 let mut addr = *addr;
                 if addr.ip().is_unspecified() {
@@ -121,7 +131,7 @@ impl Session {
     /// A JSON document of the admin API (with the token, for servers that require one to read).
     async fn get(&self, target: &Target, path: &str) -> Result<Value, String> {
         let request = bearer(target, self.http.get(target.url(path)?));
-        reply(request.send().await.map_err(|e| e.to_string())?).await
+        reply(request.send().await.map_err(|e| unreachable(target, &e))?).await
     }
 
     /// `POST /v1/overrides`; `duration` as in the API ("90s").
@@ -152,7 +162,7 @@ impl Session {
             bearer(target, request)
                 .send()
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| unreachable(target, &e))?,
         )
         .await
     }
@@ -229,6 +239,22 @@ async fn reply(response: reqwest::Response) -> Result<Value, String> {
     }
 }
 
+/// Why the admin API could not be reached, in words an operator can act on.
+fn unreachable(target: &Target, error: &reqwest::Error) -> String {
+    let why = if error.is_connect() {
+        "nothing answers there (is vantage running, and is this its admin.listen?)"
+    } else if error.is_timeout() {
+        "no answer in time"
+    } else {
+        "the request failed"
+    };
+    format!(
+        "cannot reach the admin API at {}: {why} ({})",
+        target.base,
+        crate::error_chain(error)
+    )
+}
+
 fn bearer(target: &Target, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     match &target.token {
         Some(t) => request.bearer_auth(t),
@@ -276,7 +302,7 @@ pub async fn reload(target: &Target) -> Result<String, String> {
     let response = bearer(target, request)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| unreachable(target, &e))?;
     let status = response.status();
     let bytes = response.bytes().await.map_err(|e| e.to_string())?;
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -297,8 +323,11 @@ pub async fn reload(target: &Target) -> Result<String, String> {
     ))
 }
 
-pub async fn list(target: &Target) -> Result<String, String> {
+pub async fn list(target: &Target, json: bool) -> Result<String, String> {
     let body = Session::new(CLIENT_TIMEOUT)?.overrides(target).await?;
+    if json {
+        return serde_json::to_string_pretty(&body).map_err(|e| e.to_string());
+    }
     let rows: Vec<Vec<String>> = body["overrides"]
         .as_array()
         .cloned()
@@ -320,8 +349,11 @@ pub async fn list(target: &Target) -> Result<String, String> {
     ))
 }
 
-pub async fn status(target: &Target) -> Result<String, String> {
+pub async fn status(target: &Target, json: bool) -> Result<String, String> {
     let body = Session::new(CLIENT_TIMEOUT)?.status(target).await?;
+    if json {
+        return serde_json::to_string_pretty(&body).map_err(|e| e.to_string());
+    }
     Ok(render_status(&body))
 }
 
@@ -405,10 +437,28 @@ pub fn render_status(doc: &Value) -> String {
                 ),
                 None => text(&e["verdict"]),
             };
+            // Each region's vote: "us-east:up eu-west:down ap-south:stale".
+            let votes: Vec<String> = e["votes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|v| {
+                    let state = if v["fresh"] == false {
+                        "stale".to_string()
+                    } else if v["impaired"] == true {
+                        format!("{}(impaired)", text(&v["state"]))
+                    } else {
+                        text(&v["state"])
+                    };
+                    format!("{}:{state}", text(&v["region"]))
+                })
+                .collect();
             vec![
                 text(&e["id"]),
                 text(&e["address"]),
                 verdict,
+                votes.join(" "),
                 text(&e["why"]),
             ]
         })
@@ -425,7 +475,7 @@ pub fn render_status(doc: &Value) -> String {
     out.push_str(&table(&["RECORD", "POLICY", "ANSWER", "WHY"], &records));
     out.push('\n');
     out.push_str(&table(
-        &["ENDPOINT", "ADDRESS", "VERDICT", "WHY"],
+        &["ENDPOINT", "ADDRESS", "VERDICT", "VOTES", "WHY"],
         &endpoints,
     ));
     out

@@ -59,13 +59,21 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8053")]
         admin_listen: SocketAddr,
     },
-    /// Serve authoritative DNS for the configured zones, with one in-process prober per region.
+    /// Serve authoritative DNS for the configured zones: decide by quorum from the probers'
+    /// reports (pulled from each [[prober]] url, or from probers run in this process when no
+    /// prober has a url), answer, and serve the admin API.
+    #[command(
+        after_help = "Examples:\n  vantage dns --config /etc/vantage/fleet.toml\n  vantage --log-format json dns -c fleet.toml"
+    )]
     Dns {
         /// The fleet configuration file.
         #[arg(long, short)]
         config: PathBuf,
     },
     /// Run the prober of one region: every check, and the signed report for aggregators.
+    #[command(
+        after_help = "Example:\n  vantage probe --region eu-west --config /etc/vantage/fleet.toml"
+    )]
     Probe {
         /// The region this prober reports as (one of the configured [[prober]] regions).
         #[arg(long)]
@@ -89,6 +97,9 @@ enum Command {
     /// Dry run of the Route53 reconciler: print the changes it would make. Exit 0: none, 3:
     /// changes pending, 4: some records undecided (probers unreachable; plan incomplete),
     /// 2: invalid configuration, 1: error (Route53 unreachable, no credentials, access denied).
+    #[command(
+        after_help = "Examples:\n  vantage plan --config fleet.toml\n  vantage plan --config fleet.toml --json | jq .zones"
+    )]
     Plan {
         /// The fleet configuration file.
         #[arg(long, short)]
@@ -98,16 +109,26 @@ enum Command {
         json: bool,
     },
     /// Force an endpoint Up or Down, or drain it, through a running vantage's admin API.
+    #[command(
+        after_help = "Examples:\n  vantage override --config fleet.toml drain use1 --reason \"kernel upgrade\" --for 30m\n  vantage override --admin http://10.0.0.53:8053 --token-file admin-token list --json\n  vantage override --config fleet.toml clear use1"
+    )]
     Override {
         #[command(flatten)]
         admin: AdminArgs,
         #[command(subcommand)]
         command: OverrideCommand,
     },
-    /// Show what every record answers and why, from a running vantage.
+    /// Show what every record answers and why, every endpoint's verdict and each region's
+    /// vote, from a running vantage.
+    #[command(
+        after_help = "Examples:\n  vantage status --config fleet.toml\n  vantage status --admin http://127.0.0.1:8053 --json"
+    )]
     Status {
         #[command(flatten)]
         admin: AdminArgs,
+        /// Print the status document (/v1/status) as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Make a running vantage re-read its configuration and zones (like SIGHUP); exit 1 if
     /// they are invalid (the running process keeps its previous configuration).
@@ -164,9 +185,18 @@ enum Command {
         tls_name: Vec<String>,
     },
     /// Validate a configuration file and the zone files it names; exit non-zero on any problem.
+    #[command(
+        after_help = "Examples:\n  vantage check-config --config /etc/vantage/fleet.toml\n  vantage check-config fleet.toml"
+    )]
     CheckConfig {
-        /// The fleet configuration file.
-        config: PathBuf,
+        /// The fleet configuration file (also as --config, like every other command).
+        #[arg(
+            required_unless_present = "config_flag",
+            conflicts_with = "config_flag"
+        )]
+        config: Option<PathBuf>,
+        #[arg(long = "config", short = 'c', value_name = "CONFIG")]
+        config_flag: Option<PathBuf>,
     },
 }
 
@@ -201,7 +231,11 @@ enum OverrideCommand {
         by: Option<String>,
     },
     /// List the overrides in force.
-    List,
+    List {
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -243,34 +277,15 @@ fn main() -> ExitCode {
     vantage::install_crypto_provider();
 
     match cli.command {
-        Command::CheckConfig { config } => match app::check(&config) {
-            Ok((settings, zones)) => {
-                // The server starts without a writable state directory (overrides are then
-                // refused), so this is a warning, not a problem.
-                if let Err(warning) = vantage::state_file::check_writable(&settings.admin.state_dir)
-                {
-                    eprintln!("warning: {warning}");
-                }
-                for warning in settings.warnings() {
-                    eprintln!("warning: {warning}");
-                }
-                println!(
-                    "{}: ok ({} probers, {} endpoints, {} records, {} zones)",
-                    config.display(),
-                    settings.regions.len(),
-                    settings.endpoints.len(),
-                    settings.records.len(),
-                    zones.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(problems) => {
-                for p in problems {
-                    eprintln!("{p}");
-                }
-                ExitCode::from(2)
-            }
-        },
+        Command::CheckConfig {
+            config,
+            config_flag,
+        } => {
+            let Some(config) = config.or(config_flag) else {
+                return ExitCode::from(2);
+            };
+            check_config(&config)
+        }
         Command::Dns { config } => {
             let (settings, zones) = match app::check(&config) {
                 Ok(loaded) => loaded,
@@ -351,7 +366,7 @@ fn main() -> ExitCode {
                         reason,
                         by,
                     } => adminctl::clear(target, &endpoint, &reason, &who(by)).await,
-                    OverrideCommand::List => adminctl::list(target).await,
+                    OverrideCommand::List { json } => adminctl::list(target, json).await,
                 }
             })
         }
@@ -362,12 +377,12 @@ fn main() -> ExitCode {
             };
             client(async move { vantage::adminctl::reload(&target).await })
         }
-        Command::Status { admin } => {
+        Command::Status { admin, json } => {
             let target = match admin_target(&admin) {
                 Ok(t) => t,
                 Err(code) => return code,
             };
-            client(async move { vantage::adminctl::status(&target).await })
+            client(async move { vantage::adminctl::status(&target, json).await })
         }
         Command::Route53 { config, force } => {
             let settings = match vantage::config::Settings::load(&config) {
@@ -393,9 +408,9 @@ fn main() -> ExitCode {
             match runtime.block_on(app::plan(settings)) {
                 Ok(outcome) => {
                     if json {
-                        println!("{}", outcome.json);
+                        print_out(&outcome.json.to_string());
                     } else {
-                        print!("{}", outcome.text);
+                        print_out(outcome.text.trim_end());
                     }
                     // 4 first: an incomplete plan must never pass for "no changes".
                     if outcome.undecided {
@@ -453,29 +468,37 @@ fn main() -> ExitCode {
             let backends_stop = tokio_util::sync::CancellationToken::new();
             let backends = demo::start_backends(&backends_stop).await?;
             let state = demo::state_dir()?;
-            let (settings, zones) =
-                demo::settings(backends.port, dns_listen, admin_listen, &state)?;
             let port = backends.port;
-            let result = app::run(
-                settings,
-                zones,
-                None,
-                Some(demo::routes(backends.faults)),
-                |listening| {
-                    announce(listening);
-                    if let Err(error) =
-                        demo::write_fleet_file(port, &listening.dns, listening.admin, &state)
-                    {
-                        tracing::warn!(%error, "cannot write the demo's fleet file (vantage drill)");
-                    }
-                    println!(
-                        "{}",
-                        demo::instructions(port, &listening.dns, listening.admin, &state)
-                    );
-                },
-            )
+            let result = async {
+                let (settings, zones) = demo::settings(port, dns_listen, admin_listen, &state)?;
+                app::run(
+                    settings,
+                    zones,
+                    None,
+                    Some(demo::routes(backends.faults)),
+                    |listening| {
+                        announce(listening);
+                        if let Err(error) =
+                            demo::write_fleet_file(port, &listening.dns, listening.admin, &state)
+                        {
+                            tracing::warn!(%error, "cannot write the demo's fleet file (vantage drill)");
+                        }
+                        print_out(&demo::instructions(
+                            port,
+                            &listening.dns,
+                            listening.admin,
+                            &state,
+                        ));
+                    },
+                )
+                .await
+            }
             .await;
             backends_stop.cancel();
+            // The demo leaves nothing behind, whether it ran or failed to start.
+            if let Err(error) = std::fs::remove_dir_all(&state) {
+                tracing::warn!(%error, dir = %state.display(), "cannot remove the demo's state");
+            }
             result
         }),
     }
@@ -608,13 +631,52 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 }
 
 /// Runs a client command: prints its output, or the error with exit code 1.
+/// `vantage check-config`: every problem (exit 2), warnings, or a one-line summary.
+fn check_config(config: &std::path::Path) -> ExitCode {
+    match app::check(config) {
+        Ok((settings, zones)) => {
+            // The server starts without a writable state directory (overrides are then
+            // refused), so this is a warning, not a problem.
+            if let Err(warning) = vantage::state_file::check_writable(&settings.admin.state_dir) {
+                eprintln!("warning: {warning}");
+            }
+            for warning in settings.warnings() {
+                eprintln!("warning: {warning}");
+            }
+            print_out(&format!(
+                "{}: ok ({} probers, {} endpoints, {} records, {} zones)",
+                config.display(),
+                settings.regions.len(),
+                settings.endpoints.len(),
+                settings.records.len(),
+                zones.len()
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{p}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Writes `text` and a newline to stdout; a reader that went away (`vantage status | head -1`)
+/// is not an error.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
 fn client(command: impl std::future::Future<Output = Result<String, String>>) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
     match runtime.block_on(command) {
         Ok(text) => {
-            println!("{}", text.trim_end());
+            print_out(text.trim_end());
             ExitCode::SUCCESS
         }
         Err(error) => {

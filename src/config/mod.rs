@@ -433,6 +433,13 @@ impl Settings {
     /// them at start).
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
+        let probers = self.regions.len();
+        let required = self.cluster.quorum.required(probers);
+        if probers >= 2 && required >= probers {
+            warnings.push(format!(
+                "cluster.quorum: {required} of {probers} probers must agree, so losing any one prober freezes every verdict (fail static: no failover until it is back); use an odd number of probers with quorum = \"majority\" (3 tolerate the loss of one, 5 of two), or a lower quorum"
+            ));
+        }
         for (region, url) in &self.prober_urls {
             let identity = self.prober_identities.get(region);
             if identity.is_none_or(|i| i.public_keys.is_empty()) {

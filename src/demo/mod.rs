@@ -230,13 +230,25 @@ async fn control(
 }
 
 /// A fresh directory for the demo's state (overrides, audit log, admin token).
+/// Only its owner can read it (it holds the admin token); the caller removes it at exit.
 pub fn state_dir() -> Result<std::path::PathBuf, DemoError> {
+    use std::io::Write;
     let dir = std::env::temp_dir().join(format!("vantage-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(&dir)?;
     let token: String = (0..32)
         .map(|_| format!("{:x}", rand::random::<u8>() % 16))
         .collect();
-    std::fs::write(dir.join("admin-token"), format!("{token}\n"))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(dir.join("admin-token"))?
+        .write_all(format!("{token}\n").as_bytes())?;
     Ok(dir)
 }
 

@@ -64,6 +64,9 @@ pub enum DrillError {
         "{0}; the drill's overrides could NOT all be cleared: clear them with `vantage override clear`"
     )]
     NotRestored(String),
+    /// Route53 cannot be read with these credentials: nothing was set.
+    #[error("{0}")]
+    Route53(String),
 }
 
 /// How many times Route53 is read per second at most while waiting.
@@ -175,6 +178,23 @@ pub async fn run(
         Some(_) => Some(Route53Client::new(&settings.route53).await),
         None => None,
     };
+    // Credentials that cannot read Route53 are an error of this run, not a reason to refuse
+    // the drill: say so plainly before anything else.
+    if let (Some(api), Some(target)) = (&route53, &record.route53)
+        && let Ok(Err(
+            e @ (crate::route53::api::ApiError::Credentials(_)
+            | crate::route53::api::ApiError::Denied(_)),
+        )) = tokio::time::timeout(
+            ROUTE53_TIMEOUT,
+            crate::route53::api::list_all(api as &dyn Api, &target.zone_id),
+        )
+        .await
+    {
+        return Err(DrillError::Route53(format!(
+            "cannot read hosted zone {}: {e}",
+            target.zone_id
+        )));
+    }
 
     // Preconditions: every server's status, every DNS answer, Route53.
     let mut problems = Vec::new();

@@ -146,9 +146,39 @@ enum PollError {
     Rejected(Rejection),
 }
 
+/// While a prober keeps failing, its failures are logged at the first one and then at most
+/// once per `FAILURE_LOG_EVERY`, with how many were not logged.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct FailureLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl FailureLog {
+    /// Whether to log this failure now; and how many failures were not logged since the last.
+    fn due(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < FAILURE_LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+
+    fn reset(&mut self) {
+        *self = FailureLog::default();
+    }
+}
+
 impl Puller {
     async fn run(self, poll_interval: Duration, shutdown: CancellationToken) {
         let region = self.link.region.clone();
+        let mut failures = FailureLog::default();
         loop {
             let started = Instant::now();
             let result = tokio::select! {
@@ -174,18 +204,22 @@ impl Puller {
                     if !was_reachable {
                         tracing::info!(%region, url = %self.link.url, "prober {region} is reachable");
                     }
+                    failures.reset();
                 }
                 Err(PollError::Unreachable(error)) => {
                     self.metrics.prober_poll(&region, "unreachable", None);
-                    if was_reachable {
-                        tracing::warn!(%region, url = %self.link.url, %error, "prober {region} is unreachable");
+                    if let Some(unlogged) = failures.due(started) {
+                        tracing::warn!(%region, url = %self.link.url, %error, unlogged,
+                            "prober {region} is unreachable ({unlogged} more failed polls since the last line)");
                     }
                 }
                 Err(PollError::Rejected(rejection)) => {
                     self.metrics
                         .prober_poll(&region, "rejected", Some(rejection));
-                    tracing::warn!(%region, url = %self.link.url, reason = rejection.label(),
-                        "rejected a report from prober {region}: {rejection}");
+                    if let Some(unlogged) = failures.due(started) {
+                        tracing::warn!(%region, url = %self.link.url, reason = rejection.label(), unlogged,
+                            "rejected a report from prober {region}: {rejection} ({unlogged} more failed polls since the last line)");
+                    }
                 }
             }
             let age = self.link.status().last_report_at.map(|t| t.elapsed());

@@ -106,6 +106,10 @@ pub enum Reason {
     Active {
         endpoint: EndpointId,
         skipped: Vec<EndpointId>,
+        /// Those of `skipped` that an operator drained (the others are not Up by verdict or
+        /// forced Down).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        drained: Vec<EndpointId>,
     },
     /// All / weighted: the Up endpoints.
     Healthy { up: usize, of: usize },
@@ -161,11 +165,26 @@ impl Reason {
                 "waiting for the first quorum verdict of {}; answering SERVFAIL",
                 list(endpoints)
             ),
-            Reason::Active { endpoint, skipped } if skipped.is_empty() => {
+            Reason::Active {
+                endpoint, skipped, ..
+            } if skipped.is_empty() => {
                 format!("primary {endpoint} is Up")
             }
-            Reason::Active { endpoint, skipped } => {
-                format!("{} not Up; failed over to {endpoint}", list(skipped))
+            Reason::Active {
+                endpoint,
+                skipped,
+                drained,
+            } => {
+                let (drained_ones, down): (Vec<EndpointId>, Vec<EndpointId>) =
+                    skipped.iter().cloned().partition(|e| drained.contains(e));
+                let mut why = Vec::new();
+                if !down.is_empty() {
+                    why.push(format!("{} not Up", list(&down)));
+                }
+                if !drained_ones.is_empty() {
+                    why.push(format!("{} drained", list(&drained_ones)));
+                }
+                format!("{}; failed over to {endpoint}", why.join(", "))
             }
             Reason::Healthy { up, of } => format!("{up} of {of} endpoints Up"),
             Reason::Nearest { default, by_region } => {
@@ -232,10 +251,23 @@ pub fn build(
             .records
             .get(&key)
             .is_some_and(|r| r.answer != Answer::NotReady);
-        records.insert(
-            key,
-            answer_for(record, health, rtts, grace_over || was_decided),
-        );
+        let mut answer = answer_for(record, health, rtts, grace_over || was_decided);
+        if let Reason::Active {
+            skipped, drained, ..
+        } = &mut answer.reason
+        {
+            drained.extend(
+                skipped
+                    .iter()
+                    .filter(|e| {
+                        overrides
+                            .get(*e)
+                            .is_some_and(|o| o.action == crate::overrides::Action::Drain)
+                    })
+                    .cloned(),
+            );
+        }
+        records.insert(key, answer);
         names.insert(record.name.clone());
         let mut rest = record.name.as_str();
         while let Some((_, parent)) = rest.split_once('.') {
@@ -347,6 +379,7 @@ pub fn answer_for(
                         .iter()
                         .map(|e| e.id.clone())
                         .collect(),
+                    drained: Vec::new(),
                 },
             )
         }

@@ -288,3 +288,49 @@ fn the_answers_generation_moves_only_when_answers_change() {
         "failed over"
     );
 }
+
+#[test]
+fn a_drained_endpoint_is_called_drained_not_down() {
+    let settings = crate::config::Settings::from_toml(
+        "[[prober]]\nregion = \"a\"\n[check.t]\nprotocol = \"tcp\"\nport = 9\n\
+         [[record]]\nname = \"www.example.com\"\n\
+         endpoints = [{ name = \"one\", address = \"192.0.2.1\" }, { name = \"two\", address = \"192.0.2.2\" }, { name = \"three\", address = \"192.0.2.3\" }]\n",
+        "t.toml",
+        std::path::Path::new("."),
+    )
+    .expect("settings");
+    let verdicts: BTreeMap<EndpointId, crate::quorum::Verdict> = [
+        ("one", Health::Up),
+        ("two", Health::Down),
+        ("three", Health::Up),
+    ]
+    .into_iter()
+    .map(|(id, health)| {
+        let mut v = crate::quorum::Verdict::unknown(1);
+        v.health = health;
+        (EndpointId::new(id), v)
+    })
+    .collect();
+    let drain = crate::overrides::Override {
+        endpoint: EndpointId::new("one"),
+        action: crate::overrides::Action::Drain,
+        reason: "maintenance".into(),
+        by: "test".into(),
+        created_unix_ms: 0,
+        expires_unix_ms: u64::MAX,
+    };
+    let snapshot = build(
+        &settings,
+        verdicts,
+        BTreeMap::from([(EndpointId::new("one"), drain)]),
+        &Snapshot::default(),
+        1,
+        false,
+    );
+    let www = &snapshot.records[&("www.example.com.".to_string(), RecordKind::A)];
+    assert_eq!(www.answer, Answer::Fixed(ips(&[3])));
+    assert_eq!(
+        www.reason.describe(),
+        "two not Up, one drained; failed over to three"
+    );
+}

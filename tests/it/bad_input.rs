@@ -264,6 +264,25 @@ fn the_shipped_three_region_example_is_valid() {
 }
 
 #[test]
+fn a_quorum_that_cannot_lose_a_prober_is_warned_about() {
+    let dir = workdir();
+    let path = dir.path().join("fleet.toml");
+    for (probers, warned) in [(2, true), (3, false), (1, false)] {
+        let text: String = (0..probers)
+            .map(|i| format!("[[prober]]\nregion = \"r{i}\"\n"))
+            .collect();
+        std::fs::write(&path, text).expect("config");
+        let (code, _, stderr) = check_config(&path);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(
+            stderr.contains("losing any one prober freezes every verdict"),
+            warned,
+            "{probers} probers: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn probers_without_their_own_key_or_tls_are_warned_about() {
     let dir = workdir();
     std::fs::write(

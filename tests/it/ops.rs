@@ -740,3 +740,123 @@ async fn one_file_runs_a_dns_server_and_a_reconciler_side_by_side() {
     assert_eq!(reconciler.get("/livez").await.0, 200);
     assert_eq!(dns.get("/livez").await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_helps_reads_as_json_and_survives_closed_pipes() {
+    init();
+    let dir = workdir();
+    let port = tcp_check_target().await;
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[prober]]\nregion = \"a\"\n[check.t]\nprotocol = \"tcp\"\nport = {port}\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\n\
+             [dns]\nlisten = [\"127.0.0.1:0\"]\nzones_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [[record]]\nname = \"www.example.com\"\nendpoints = [{{ name = \"one\", address = \"192.0.2.10\", check_address = \"127.0.0.1\" }}]\n",
+            dir.path().join("zones").display()
+        ),
+    )
+    .expect("config");
+    let config = path.to_str().expect("path");
+    // Every command shows examples; `check-config` takes --config like every other command.
+    for command in ["dns", "probe", "plan", "override", "status", "check-config"] {
+        let (code, out, _) = run_vantage(&[command, "--help"], &[]);
+        assert_eq!(code, 0);
+        assert!(out.contains("Example"), "vantage {command} --help:\n{out}");
+    }
+    let (code, out, err) = run_vantage(&["check-config", "--config", config], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run_vantage(&["check-config", config], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let vantage = Vantage::dns(&path, dir.path());
+    vantage.wait_ready().await;
+    let admin = vantage.admin.to_string(); // without a scheme, as people type it
+    let (code, out, err) = run_vantage(&["status", "--admin", &admin], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("VOTES") && out.contains("a:up"), "{out}");
+    let (code, out, err) = run_vantage(&["status", "--admin", &admin, "--json"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("status --json is JSON");
+    assert_eq!(doc["endpoints"][0]["id"], "one");
+    let (code, out, err) = run_vantage(&["override", "--admin", &admin, "list", "--json"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("list --json is JSON");
+    assert!(doc["overrides"].is_array(), "{doc}");
+    // A reader that goes away (`vantage status | head -1`) is not a crash.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vantage"))
+        .args(["status", "--admin", &admin])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("vantage");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // Nothing listening: a sentence, not a library's error.
+    let (code, _, err) = run_vantage(&["status", "--admin", "127.0.0.1:1"], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot reach the admin API at http://127.0.0.1:1/: nothing answers there"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_keeps_its_token_private_and_leaves_nothing_behind() {
+    use std::os::unix::fs::PermissionsExt;
+    init();
+    let dir = workdir();
+    let mut demo = Vantage::start(
+        &[
+            "demo",
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        dir.path(),
+    );
+    let state = std::env::temp_dir().join(format!("vantage-demo-{}", demo.pid()));
+    let token = state.join("admin-token");
+    let mode = std::fs::metadata(&token)
+        .expect("token")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the admin token is readable by others");
+    let mode = std::fs::metadata(&state)
+        .expect("state")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
+    assert!(demo.terminate().success());
+    assert!(!state.exists(), "{} left behind", state.display());
+    // A demo that cannot start (its admin port is taken) leaves nothing either.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_vantage"))
+        .args([
+            "demo",
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            &addr,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("vantage demo");
+    let state = std::env::temp_dir().join(format!("vantage-demo-{}", child.id()));
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!state.exists(), "{} left behind", state.display());
+}

@@ -718,6 +718,10 @@ async fn plan_never_says_no_changes_while_blind_and_names_credential_problems() 
         out.contains("www.example.com. A: no quorum verdict yet for a"),
         "{out}"
     );
+    // A prober that was never reachable (a wrong url) is logged from its first failure, and
+    // not at every poll.
+    let lines = err.matches("prober r1 is unreachable").count();
+    assert!(lines == 1, "logged {lines} times:\n{err}");
     // Decided, but no credentials: one clear error at once, not retries called "cannot reach".
     let decided = dir.path().join("decided.toml");
     std::fs::write(
