@@ -404,6 +404,8 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 /// The status document as terminal tables: record -> answer -> why, then the endpoints.
 pub fn render_status(doc: &Value) -> String {
     let list = |key: &str| doc[key].as_array().cloned().unwrap_or_default();
+    // A Route53 column when this process pushes records to Route53.
+    let route53 = list("records").iter().any(|r| r.get("route53").is_some());
     let records: Vec<Vec<String>> = list("records")
         .iter()
         .map(|r| {
@@ -415,12 +417,20 @@ pub fn render_status(doc: &Value) -> String {
                     .map(|a| a.iter().map(text).collect::<Vec<_>>().join(" "))
                     .unwrap_or_default()
             };
-            vec![
+            let mut row = vec![
                 format!("{} {}", text(&r["name"]), text(&r["type"])),
                 text(&r["policy"]),
                 answer,
                 text(&r["why"]),
-            ]
+            ];
+            if route53 {
+                let sync = &r["route53"];
+                row.push(match sync["reason"].as_str() {
+                    Some(reason) => format!("{}: {reason}", text(&sync["state"])),
+                    None => text(&sync["state"]),
+                });
+            }
+            row
         })
         .collect();
     let endpoints: Vec<Vec<String>> = list("endpoints")
@@ -472,7 +482,11 @@ pub fn render_status(doc: &Value) -> String {
         q["probers"].as_array().map_or(0, Vec::len),
         text(&q["required"])
     );
-    out.push_str(&table(&["RECORD", "POLICY", "ANSWER", "WHY"], &records));
+    let mut headers = vec!["RECORD", "POLICY", "ANSWER", "WHY"];
+    if route53 {
+        headers.push("ROUTE53");
+    }
+    out.push_str(&table(&headers, &records));
     out.push('\n');
     out.push_str(&table(
         &["ENDPOINT", "ADDRESS", "VERDICT", "VOTES", "WHY"],

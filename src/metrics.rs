@@ -57,6 +57,8 @@ struct DrillMetrics {
 
 /// Metrics of the Route53 reconciler.
 pub(crate) struct Route53Metrics {
+    pub records: IntGaugeVec,
+    pub records_by_state: IntGaugeVec,
     pub calls: IntCounterVec,
     pub changes: IntCounterVec,
     pub conflicts: IntGaugeVec,
@@ -271,6 +273,28 @@ impl Metrics {
                 &["action"],
             )
             .expect("valid metric"),
+            records: IntGaugeVec::new(
+                Opts::new(
+                    "vantage_route53_record_state",
+                    "1 for the state of each record pushed to Route53 (in_sync, propagating, pending, refused, conflict, undecided, unknown); /v1/status says why.",
+                ),
+                &["record", "type", "state"],
+            )
+            .expect("valid metric"),
+            records_by_state: {
+                let gauge = IntGaugeVec::new(
+                    Opts::new(
+                        "vantage_route53_records",
+                        "Records pushed to Route53, by state (0 in processes that push none).",
+                    ),
+                    &["state"],
+                )
+                .expect("valid metric");
+                for state in crate::route53::status::SyncState::ALL {
+                    gauge.with_label_values(&[state.as_str()]);
+                }
+                gauge
+            },
             conflicts: IntGaugeVec::new(
                 Opts::new(
                     "vantage_route53_ownership_conflicts",
@@ -410,6 +434,8 @@ impl Metrics {
             Box::new(links.reachable.clone()),
             Box::new(links.report_age.clone()),
             Box::new(links.requests_rejected.clone()),
+            Box::new(route53.records.clone()),
+            Box::new(route53.records_by_state.clone()),
             Box::new(route53.calls.clone()),
             Box::new(route53.changes.clone()),
             Box::new(route53.conflicts.clone()),
@@ -710,6 +736,25 @@ impl Metrics {
             self.route53
                 .last_sync
                 .set(crate::exchange::auth::unix_ms() as f64 / 1000.0);
+        }
+    }
+
+    /// The state of each record pushed to Route53 (1 for the current state, 0 for the others).
+    pub fn route53_records(&self, states: &[crate::route53::status::RecordSync]) {
+        for state in crate::route53::status::SyncState::ALL {
+            let count = states.iter().filter(|r| r.state == state).count();
+            self.route53
+                .records_by_state
+                .with_label_values(&[state.as_str()])
+                .set(count as i64);
+        }
+        for record in states {
+            for state in crate::route53::status::SyncState::ALL {
+                self.route53
+                    .records
+                    .with_label_values(&[&record.record, &record.rtype, state.as_str()])
+                    .set(i64::from(state == record.state));
+            }
         }
     }
 

@@ -207,6 +207,18 @@ async fn status(State(state): State<AdminState>) -> Json<Value> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
+        // Each record's Route53 state beside its answer.
+        let states =
+            crate::route53::status::record_states(&state.settings.load(), &snapshot, &reports);
+        if let Some(records) = doc["records"].as_array_mut() {
+            for record in records {
+                if let Some(sync) = states.iter().find(|s| {
+                    record["name"] == s.record.as_str() && record["type"] == s.rtype.as_str()
+                }) {
+                    record["route53"] = json!(sync);
+                }
+            }
+        }
         doc["route53"] = serde_json::to_value(reports).unwrap_or(Value::Null);
     }
     doc["overrides"] = json!(snapshot.overrides.values().collect::<Vec<_>>());

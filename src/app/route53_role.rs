@@ -159,6 +159,15 @@ async fn reconcile_loop(
         let snapshot = published.load();
         let settings = settings.load_full();
         let limits = limits(&settings);
+        // Every record's state as of the latest reports, for the metrics.
+        {
+            let reports = reports
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            metrics.route53_records(&crate::route53::status::record_states(
+                &settings, &snapshot, &reports,
+            ));
+        }
         // Propagation is followed without blocking new changes (every 2 s, one GetChange each).
         if !propagating.is_empty() && last_insync_poll.elapsed() >= INSYNC_POLL {
             last_insync_poll = Instant::now();
@@ -206,7 +215,9 @@ async fn reconcile_loop(
             let mut report =
                 reconcile::reconcile_zone(&api, zone, zone_targets, limits, &metrics).await;
             for c in &report.conflicts {
-                conflicts.push(c.key.name.clone());
+                if c.kind == crate::route53::plan::ConflictKind::Ownership {
+                    conflicts.push(c.key.name.clone());
+                }
             }
             let error = report.error.clone().unwrap_or_default();
             if logged.get(zone) != Some(&error) {
@@ -214,7 +225,14 @@ async fn reconcile_loop(
                     tracing::error!(zone, %error, "Route53 not reconciled");
                 }
                 for c in &report.conflicts {
-                    tracing::warn!(zone, record = %c.key, "Route53 ownership conflict: {}", c.reason);
+                    match c.kind {
+                        crate::route53::plan::ConflictKind::Ownership => {
+                            tracing::warn!(zone, record = %c.key, "Route53 ownership conflict: {}", c.reason);
+                        }
+                        crate::route53::plan::ConflictKind::Refused => {
+                            tracing::warn!(zone, record = %c.key, "Route53 refused the change: {}", c.reason);
+                        }
+                    }
                 }
                 logged.insert(zone.clone(), error);
             }

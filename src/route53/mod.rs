@@ -12,6 +12,7 @@ pub mod ownership;
 pub mod plan;
 pub mod reconcile;
 pub mod retry;
+pub mod status;
 
 use std::fmt;
 

@@ -29,11 +29,22 @@ pub struct Unit {
     pub changes: Vec<Change>,
 }
 
-/// A group we must not touch, and why.
+/// A group we did not change, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Conflict {
     pub key: Key,
     pub reason: String,
+    pub kind: ConflictKind,
+}
+
+/// Why a group was left alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictKind {
+    /// It is not ours (no marker, another owner, routing we do not manage): never touched.
+    Ownership,
+    /// It is ours, but Route53 refuses the change (or it cannot fit a batch).
+    Refused,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -157,6 +168,7 @@ pub fn plan(current: &[RecordSet], targets: &[Target]) -> Plan {
         if have.iter().any(|s| s.opaque) {
             result.conflicts.push(Conflict {
                 key: key.clone(),
+                kind: ConflictKind::Ownership,
                 reason: "holds record sets with routing vantage does not manage (alias, geolocation, failover, ...)".into(),
             });
             continue;
@@ -166,6 +178,7 @@ pub fn plan(current: &[RecordSet], targets: &[Target]) -> Plan {
             Some(Some(owner)) => {
                 result.conflicts.push(Conflict {
                     key: key.clone(),
+                    kind: ConflictKind::Ownership,
                     reason: format!("owned by another vantage (owner {owner:?})"),
                 });
                 continue;
@@ -173,6 +186,7 @@ pub fn plan(current: &[RecordSet], targets: &[Target]) -> Plan {
             Some(None) => {
                 result.conflicts.push(Conflict {
                     key: key.clone(),
+                    kind: ConflictKind::Ownership,
                     reason: format!(
                         "{} holds a TXT record that is not our marker",
                         marker_name(key)
@@ -183,6 +197,7 @@ pub fn plan(current: &[RecordSet], targets: &[Target]) -> Plan {
             None if !have.is_empty() && !target.take_over => {
                 result.conflicts.push(Conflict {
                     key: key.clone(),
+                    kind: ConflictKind::Ownership,
                     reason:
                         "exists without our ownership marker; set take_over = true to manage it"
                             .into(),

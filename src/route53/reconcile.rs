@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::{
     api::{Api, ApiError, list_all},
     batch::{self, Limits},
-    plan::{self, Conflict, Plan, Step, Target, Unit},
+    plan::{self, Conflict, ConflictKind, Plan, Step, Target, Unit},
 };
 use crate::metrics::Metrics;
 
@@ -180,6 +180,7 @@ pub async fn reconcile_zone<A: Api + ?Sized>(
                 Err(e) => report.conflicts.push(Conflict {
                     key: unit.key.clone(),
                     reason: e.to_string(),
+                    kind: ConflictKind::Refused,
                 }),
             }
         }
@@ -209,6 +210,7 @@ pub async fn reconcile_zone<A: Api + ?Sized>(
                             report.conflicts.push(Conflict {
                                 key: unit.key.clone(),
                                 reason: format!("Route53 refuses this change: {message}"),
+                                kind: ConflictKind::Refused,
                             });
                         }
                         failed = true;

@@ -7,42 +7,6 @@ use hickory_proto::rr::RecordType;
 
 use crate::support::*;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// Runs headless Chromium on `url` with `extra` arguments; returns stdout.
-fn chromium(url: &str, extra: &[&str]) -> String {
-    let profile = tempfile::tempdir().expect("profile dir");
-    let out = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--virtual-time-budget=4000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(extra)
-        .arg(url)
-        .output()
-        .expect("run chromium (tests/run installs it)");
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// The rendered page, after its script has fetched /v1/status.
-fn rendered(admin: std::net::SocketAddr) -> String {
-    chromium(&format!("http://{admin}/"), &["--dump-dom"])
-}
-
 /// The text of the row of `endpoint` in the rendered matrix.
 fn matrix_row(dom: &str, endpoint: &str) -> String {
     let start = dom
@@ -94,6 +58,11 @@ async fn status_page_shows_a_failure_and_a_drain_in_a_real_browser() {
         "endpoint x region matrix"
     );
     assert!(dom.contains("quorum 3 of 3"), "quorum state");
+    // The header speaks of the service: every record on its primary (or all endpoints).
+    assert!(
+        dom.contains("every record answers its primary or all its endpoints"),
+        "service header"
+    );
 
     // A backend fails: the matrix follows.
     http_request(demo.admin, "POST", "/demo/backends/use1/fail").await;
@@ -110,6 +79,20 @@ async fn status_page_shows_a_failure_and_a_drain_in_a_real_browser() {
     let row = matrix_row(&dom, "use1");
     assert!(row.contains("<span class=\"down\">down</span>"), "{row}");
     assert!(row.contains("status"), "the failure kind is shown: {row}");
+    // Now the header says the service is failed over, and names the record; its row is amber.
+    let service = dom
+        .split("id=\"service\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</div>").next())
+        .expect("service header");
+    assert!(
+        service.contains("failed over or degraded") && service.contains("www.example.com."),
+        "service header after a failure: {service}"
+    );
+    assert!(
+        dom.contains("data-record=\"www.example.com.\" class=\"row-warn\""),
+        "the failed-over record is marked"
+    );
     assert!(
         dom.contains("up</span> → <span class=\"down\">down"),
         "the transition is listed"

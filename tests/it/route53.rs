@@ -390,6 +390,96 @@ async fn failover_is_pushed_to_route53_touching_only_owned_records() {
             > 0.0
     );
 
+    // Each record's Route53 state, everywhere an operator looks: the status document, the
+    // metrics, `vantage status` and the status page (its header and Route53 column).
+    let status = eventually(Duration::from_secs(10), "www in sync", || async {
+        let status = reconciler.status().await;
+        let www = status["records"]
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == "www.example.com.")?
+            .clone();
+        (www["route53"]["state"] == "in_sync").then_some(status)
+    })
+    .await;
+    let taken = status["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .find(|r| r["name"] == "taken.example.com.")
+        .expect("taken")
+        .clone();
+    assert_eq!(taken["route53"]["state"], "conflict", "{taken}");
+    assert!(
+        taken["route53"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("ownership marker")),
+        "{taken}"
+    );
+    // The metrics follow within one reconciler tick.
+    eventually(
+        Duration::from_secs(5),
+        "the record states in the metrics",
+        || async {
+            let (_, text) = reconciler.get("/metrics").await;
+            let metrics = Exposition::parse(&text);
+            [
+                ("taken.example.com.", "conflict"),
+                ("www.example.com.", "in_sync"),
+            ]
+            .iter()
+            .all(|(record, state)| {
+                metrics.value(
+                    "vantage_route53_record_state",
+                    &[("record", record), ("type", "A"), ("state", state)],
+                ) == Some(1.0)
+            })
+            .then_some(())
+        },
+    )
+    .await;
+    let (code, out, err) = run_vantage(
+        &["status", "--admin", &format!("http://{}", reconciler.admin)],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("ROUTE53") && out.contains("conflict: exists without our ownership marker"),
+        "{out}"
+    );
+    let dom = rendered(reconciler.admin);
+    assert!(dom.contains("<th>Route53</th>"), "the Route53 column");
+    let row = |name: &str| {
+        let start = dom
+            .find(&format!("data-record=\"{name}\""))
+            .unwrap_or_else(|| panic!("no row for {name}"));
+        let end = dom[start..].find("</tr>").map_or(dom.len(), |e| start + e);
+        dom[start..end].to_string()
+    };
+    assert!(
+        row("taken.example.com.").contains("badge bad\">conflict"),
+        "{}",
+        row("taken.example.com.")
+    );
+    assert!(
+        row("www.example.com.").contains("badge ok\">in_sync"),
+        "{}",
+        row("www.example.com.")
+    );
+    assert!(
+        row("www.example.com.").contains("row-warn"),
+        "failed over: {}",
+        row("www.example.com.")
+    );
+    assert!(
+        dom.contains("Route53 not in sync for 1 record"),
+        "the header counts Route53 trouble"
+    );
+    assert!(
+        dom.contains("failed over or degraded"),
+        "the header says the service is failed over"
+    );
+
     // Shutdown deletes nothing.
     let status = reconciler.terminate();
     assert!(status.success());
