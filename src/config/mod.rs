@@ -4,8 +4,10 @@
 //! Relative paths in the file (`zones_dir`, `ca_file`) are relative to the file's directory.
 
 mod checks;
+mod locate;
 mod raw;
 mod records;
+mod shape;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -396,6 +398,8 @@ pub struct AdminSettings {
 pub struct Problem {
     pub path: String,
     pub message: String,
+    /// The line of the configuration file where `path` is written, when it is.
+    pub line: Option<usize>,
 }
 
 impl fmt::Display for Problem {
@@ -423,7 +427,10 @@ pub enum ConfigError {
 fn list(problems: &[Problem]) -> String {
     problems
         .iter()
-        .map(|p| format!("  {p}"))
+        .map(|p| match p.line {
+            Some(line) => format!("  line {line}: {p}"),
+            None => format!("  {p}"),
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -470,44 +477,48 @@ impl Settings {
     /// Parses and validates configuration text; `file` names it in errors, `base` anchors
     /// relative paths.
     pub fn from_toml(text: &str, file: &str, base: &Path) -> Result<Settings, ConfigError> {
-        let raw: raw::RawConfig = match toml::from_str(text) {
-            Ok(raw) => raw,
-            Err(first) => {
-                let syntax = || ConfigError::Syntax {
-                    file: file.to_string(),
-                    message: first.to_string(),
-                };
-                // Valid TOML that does not fit: list every misfit, not just the first.
-                let table: toml::Table = toml::from_str(text).map_err(|_| syntax())?;
-                let mut problems = raw::structural_problems(&table);
-                if problems.is_empty() {
-                    return Err(syntax());
-                }
-                if let Some(span) = first.span() {
-                    let line = text[..span.start.min(text.len())].lines().count().max(1);
-                    let line = if text[..span.start.min(text.len())].ends_with('\n') {
-                        line + 1
-                    } else {
-                        line
-                    };
-                    problems.insert(
-                        0,
-                        Problem {
-                            path: format!("line {line}"),
-                            message: first.message().to_string(),
-                        },
-                    );
-                }
-                return Err(ConfigError::Invalid {
-                    file: file.to_string(),
-                    problems,
-                });
+        let invalid = |mut problems: Vec<Problem>| {
+            let at = locate::Locator::new(text);
+            for problem in &mut problems {
+                problem.line = problem.line.or_else(|| at.line(&problem.path));
+            }
+            // In the order of the file (stable: problems of one line keep theirs).
+            problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+            ConfigError::Invalid {
+                file: file.to_string(),
+                problems,
             }
         };
-        validate::validate(raw, base).map_err(|problems| ConfigError::Invalid {
+        // The common case: the file fits; validation lists every problem in its values.
+        if let Ok(raw) = toml::from_str::<raw::RawConfig>(text) {
+            return validate::validate(raw, base).map_err(invalid);
+        }
+        // Valid TOML that does not fit: every misfit (unknown keys, wrong types, missing
+        // keys) at its path, and, in the same pass, every problem in the values that fit.
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             file: file.to_string(),
-            problems,
-        })
+            message: e.to_string(),
+        })?;
+        let shape = shape::check(&mut table);
+        let mut problems = shape.problems;
+        match toml::Value::Table(table).try_into::<raw::RawConfig>() {
+            Ok(raw) => {
+                if let Err(more) = validate::validate(raw, base) {
+                    problems.extend(more.into_iter().filter(|p| {
+                        !shape
+                            .placeholders
+                            .iter()
+                            .any(|missing| p.path.starts_with(missing.as_str()))
+                    }));
+                }
+            }
+            Err(e) => problems.push(Problem {
+                path: "(file)".into(),
+                message: e.message().to_string(),
+                line: None,
+            }),
+        }
+        Err(invalid(problems))
     }
 
     pub fn endpoint(&self, id: &EndpointId) -> Option<&Arc<EndpointSpec>> {

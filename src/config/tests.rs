@@ -87,10 +87,9 @@ fn every_structural_problem_is_reported() {
     let text = "[[prober]]\nregion = \"a\"\nzone = 1\n[[prober]]\nregion = 5\n[check.web]\nrise = \"two\"\n[extra]\n";
     let found = problems(text);
     for expected in [
-        "line 7: invalid type",
-        "prober[0]: unknown field `zone`",
-        "prober[1]: invalid type",
-        "check.web: invalid type",
+        "prober[0].zone: unknown key",
+        "prober[1].region: invalid type: integer `5`, expected a string",
+        "check.web.rise: invalid type: string \"two\", expected i64",
         "extra: unknown section",
     ] {
         assert!(

@@ -32,6 +32,7 @@ impl Problems {
         self.0.push(Problem {
             path: path.into(),
             message: message.into(),
+            line: None,
         });
     }
 

@@ -34,6 +34,7 @@ pub fn check_records(settings: &Settings, zones: &[ZoneFile]) -> Vec<Problem> {
         let path = format!("record[{i}].name");
         let Some(lower) = wire::from_dotted(&record.name.to_ascii_lowercase()) else {
             problems.push(Problem {
+                line: None,
                 path,
                 message: format!("{} is not a DNS name", record.name),
             });
@@ -47,6 +48,7 @@ pub fn check_records(settings: &Settings, zones: &[ZoneFile]) -> Vec<Problem> {
         else {
             let known: Vec<String> = zones.iter().map(|z| z.origin.clone()).collect();
             problems.push(Problem {
+                line: None,
                 path,
                 message: format!(
                     "{} is not inside any zone in the zones directory (zones: {})",
@@ -62,6 +64,7 @@ pub fn check_records(settings: &Settings, zones: &[ZoneFile]) -> Vec<Problem> {
         };
         if zone.types_at(&lower).contains(&wire::TYPE_CNAME) {
             problems.push(Problem {
+                line: None,
                 path: path.clone(),
                 message: format!(
                     "{} has a CNAME in {}; a managed record cannot share its name",
@@ -76,6 +79,7 @@ pub fn check_records(settings: &Settings, zones: &[ZoneFile]) -> Vec<Problem> {
         };
         if zone.types_at(&lower).contains(&static_type) {
             problems.push(Problem {
+                line: None,
                 path: path.clone(),
                 message: format!(
                     "{} already has {} records in {}; remove them there or from the configuration",
@@ -87,6 +91,7 @@ pub fn check_records(settings: &Settings, zones: &[ZoneFile]) -> Vec<Problem> {
         }
         if let Some(cut) = zone.zone.cut_above(&lower) {
             problems.push(Problem {
+                line: None,
                 path: path.clone(),
                 message: format!(
                     "{} is below the delegation {} in {}",

@@ -73,7 +73,7 @@ fn check_config_rejects_unknown_fields_and_records_outside_the_zones() {
     std::fs::write(&path, "[[prober]]\nregion = \"a\"\nzone = \"x\"\n").expect("write");
     let (code, _, stderr) = check_config(&path);
     assert_eq!(code, 2);
-    assert!(stderr.contains("unknown field `zone`"), "{stderr}");
+    assert!(stderr.contains("prober[0].zone: unknown key"), "{stderr}");
     assert!(stderr.contains("line 3"), "names the line: {stderr}");
 
     std::fs::write(
@@ -321,4 +321,34 @@ fn probers_without_their_own_key_or_tls_are_warned_about() {
     ] {
         assert!(stderr.contains(expected), "{expected}: {stderr}");
     }
+}
+
+#[test]
+fn check_config_reports_every_problem_in_one_pass_with_lines_and_suggestions() {
+    let dir = workdir();
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        "[[prober]]\nregion = \"a\"\n[check.web]\nprotocol = \"https\"\ntimout = \"1s\"\nrise = \"two\"\n\
+         [[record]]\nname = \"www.example.com\"\npolicy = \"random\"\nendpoints = [\n  { address = \"192.0.2.1\" },\n  { adress = \"192.0.2.2\" },\n  { address = \"1.2.3\" },\n]\n",
+    )
+    .expect("config");
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 2, "{stderr}");
+    for expected in [
+        "line 5: check.web.timout: unknown key; did you mean `timeout`?",
+        "line 6: check.web.rise: invalid type: string \"two\", expected i64",
+        "line 9: record[0].policy: \"random\" is not a policy",
+        "line 12: record[0].endpoints[1].adress: unknown key; did you mean `address`?",
+        "line 12: record[0].endpoints[1].address: missing: this key is required",
+        "line 13: record[0].endpoints[2].address: \"1.2.3\" is not an IP address",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in\n{stderr}"
+        );
+    }
+    // Each problem once, never at the whole record.
+    assert_eq!(stderr.matches("adress").count(), 1, "{stderr}");
+    assert!(!stderr.contains(" record[0]: "), "{stderr}");
 }
