@@ -10,6 +10,7 @@ mod dns_rfc;
 mod drill;
 mod failover;
 mod hardening;
+mod kubernetes;
 mod multi_region;
 mod ops;
 mod references;
