@@ -369,7 +369,7 @@ fn expires_in(v: &Value) -> String {
     let Some(at) = v.as_u64() else {
         return String::new();
     };
-    let now = crate::exchange::auth::unix_ms();
+    let now = crate::clock::unix_ms();
     let secs = at.saturating_sub(now) / 1000;
     format!("{}m{:02}s", secs / 60, secs % 60)
 }

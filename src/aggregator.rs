@@ -236,7 +236,7 @@ impl Aggregator {
                         "endpoint {id} becomes {}: {}", verdict.health, verdict.explain());
                     self.metrics.verdict_changed(id, verdict.health);
                     self.history.push(Transition {
-                        at_unix_ms: crate::exchange::auth::unix_ms(),
+                        at_unix_ms: crate::clock::unix_ms(),
                         endpoint: id.clone(),
                         from: before,
                         to: verdict.health,
@@ -254,7 +254,7 @@ impl Aggregator {
                     .verdict(id, verdict.health, verdict.up, verdict.down);
             }
             if changed && let Some(saved) = &self.saved {
-                saved.save(&next, crate::exchange::auth::unix_ms());
+                saved.save(&next, crate::clock::unix_ms());
             }
             let quorum = QuorumState {
                 reached: has_quorum,
@@ -265,7 +265,7 @@ impl Aggregator {
             let active = self
                 .overrides
                 .as_ref()
-                .map(|o| o.active(crate::exchange::auth::unix_ms()))
+                .map(|o| o.active(crate::clock::unix_ms()))
                 .unwrap_or_default();
             self.metrics.overrides(&endpoint_ids, &active);
             if let Some(store) = &self.overrides {

@@ -3,10 +3,16 @@
 //! Data flow: check result -> threshold -> observation -> exchange -> quorum -> verdicts ->
 //! snapshot -> atomic swap -> DNS answers. See ARCHITECTURE.md for the map.
 
+// Unsafe code only where the platform offers no safe API, each place allowed by name: the
+// AF_XDP path (`dns::xdp`), open-file limits (`limits`), and returning freed memory
+// (`dns::server::release`).
+#![deny(unsafe_code)]
+
 pub mod admin;
 pub mod adminctl;
 pub mod aggregator;
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod dns;

@@ -83,6 +83,7 @@ impl Drop for Slot {
 
 /// Raises the soft limit of open files to the hard limit; returns (before, after).
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code)] // getrlimit, setrlimit
 pub fn raise_file_limit() -> std::io::Result<(u64, u64)> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -105,6 +106,7 @@ pub fn raise_file_limit() -> std::io::Result<(u64, u64)> {
 
 /// The current soft limit of open files (None if unknown).
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code)] // getrlimit
 pub fn file_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -125,6 +127,7 @@ pub fn raise_file_limit() -> std::io::Result<(u64, u64)> {
 }
 
 #[cfg(all(test, target_os = "linux"))]
+#[allow(unsafe_code)] // getrlimit
 mod tests {
     use super::Slots;
 

@@ -51,6 +51,9 @@ fn init_logging(format: LogFormat) {
 #[derive(Subcommand)]
 enum Command {
     /// Run a complete local demonstration: three toy backends, three probing regions, DNS and admin.
+    #[command(
+        after_help = "Examples:\n  vantage demo\n  vantage demo --dns-listen 127.0.0.1:5354 --admin-listen 127.0.0.1:8054"
+    )]
     Demo {
         /// DNS listen address (UDP and TCP).
         #[arg(long, default_value = "127.0.0.1:5353")]
@@ -86,6 +89,9 @@ enum Command {
         listen: Option<SocketAddr>,
     },
     /// Push the answers of records with a route53 section to Route53 (only records it owns).
+    #[command(
+        after_help = "Examples:\n  vantage route53 --config /etc/vantage/fleet.toml\n  vantage route53 --config fleet.toml --force   # apply a plan the change cap refused"
+    )]
     Route53 {
         /// The fleet configuration file.
         #[arg(long, short)]
@@ -132,6 +138,9 @@ enum Command {
     },
     /// Make a running vantage re-read its configuration and zones (like SIGHUP); exit 1 if
     /// they are invalid (the running process keeps its previous configuration).
+    #[command(
+        after_help = "Examples:\n  vantage reload --config /etc/vantage/fleet.toml\n  vantage reload --admin http://127.0.0.1:8053 --token-file admin-token"
+    )]
     Reload {
         #[command(flatten)]
         admin: AdminArgs,
@@ -141,6 +150,9 @@ enum Command {
     /// Exit 0: done (target met or none), 3: target missed or not recovered in time,
     /// 4: refused (the drill would cause an outage), 5: an override could not be cleared,
     /// 130: interrupted (restored), 2: bad arguments, 1: error.
+    #[command(
+        after_help = "Examples:\n  vantage drill --config fleet.toml --record www.example.com\n  vantage drill --config fleet.toml --record www.example.com --endpoint use1 --hold 5m --json"
+    )]
     Drill {
         /// The fleet configuration file ([[server]] lists the fleet's DNS servers and reconciler).
         #[arg(long, short)]
@@ -172,6 +184,9 @@ enum Command {
     },
     /// Write a prober's identity: the Ed25519 key that signs its reports and, with --tls-name,
     /// a self-signed TLS certificate and key for its listener; print the [[prober]] lines.
+    #[command(
+        after_help = "Example:\n  vantage keygen --region eu-west --out-dir /etc/vantage/keys --tls-name 10.20.0.5"
+    )]
     Keygen {
         /// The prober's region (names the files).
         #[arg(long)]
@@ -543,11 +558,16 @@ fn drill(
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
-    let outcome = runtime.block_on(drill::run(settings, options, interrupted(), |line| {
-        // Never panic on a closed stderr: the drill must get to its cleanup.
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), "vantage drill: {line}");
-    }));
+    let outcome = runtime.block_on(drill::run(
+        settings,
+        options,
+        vantage::service::stop_signal(vantage::service::StopOn::TerminateOrHangup),
+        |line| {
+            // Never panic on a closed stderr: the drill must get to its cleanup.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "vantage drill: {line}");
+        },
+    ));
     match outcome {
         Ok(Outcome::Refused(problems)) => {
             eprintln!("vantage drill: refused, nothing was changed:");
@@ -592,34 +612,6 @@ fn drill(
             eprintln!("vantage drill: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn interrupted() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        // SIGHUP too: a lost terminal must not leave the endpoint failed.
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) {
-            (Ok(mut term), Ok(mut hup)) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                    _ = hup.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -735,7 +735,7 @@ impl Metrics {
         if synced {
             self.route53
                 .last_sync
-                .set(crate::exchange::auth::unix_ms() as f64 / 1000.0);
+                .set(crate::clock::unix_ms() as f64 / 1000.0);
         }
     }
 

@@ -1,6 +1,59 @@
-//! The service manager's notification socket (systemd's `sd_notify` protocol): a serving
-//! process says `READY=1` once its listeners are bound, so that `Type=notify` units are
-//! "started" only when they serve, and `STOPPING=1` when it shuts down.
+//! The process and its service manager: the notification socket (systemd's `sd_notify`
+//! protocol: `READY=1` once the listeners are bound, so that `Type=notify` units are "started"
+//! only when they serve, `STOPPING=1` at shutdown) and the signals that stop the process.
+
+/// Which signals stop the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOn {
+    /// Serving processes: SIGINT and SIGTERM (SIGHUP reloads them).
+    Terminate,
+    /// Commands that hold something in place (a drill's failure): SIGHUP too, so that a lost
+    /// terminal cannot leave it behind.
+    TerminateOrHangup,
+}
+
+/// Resolves when one of the signals of `on` arrives.
+pub async fn stop_signal(on: StopOn) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let hup = match on {
+            StopOn::Terminate => None,
+            StopOn::TerminateOrHangup => signal(SignalKind::hangup()).ok(),
+        };
+        match term {
+            Ok(mut term) => {
+                let hangup = async {
+                    match hup {
+                        Some(mut hup) => {
+                            hup.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                    () = hangup => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops vantage");
+                if let Err(error) = tokio::signal::ctrl_c().await {
+                    tracing::error!(%error, "cannot listen for SIGINT either; stopping");
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = on;
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT; stopping");
+        }
+    }
+}
 
 /// Sends `state` to `$NOTIFY_SOCKET` if the service manager gave one; does nothing otherwise.
 pub fn notify(state: &str) {

@@ -86,7 +86,7 @@ pub fn load<T: DeserializeOwned>(dir: &Path, name: &str, what: &str) -> Loaded<T
 }
 
 fn aside_name(file: &Path) -> PathBuf {
-    let stamp = crate::exchange::auth::unix_ms();
+    let stamp = crate::clock::unix_ms();
     let mut name = file.as_os_str().to_owned();
     name.push(format!(".corrupt-{stamp}"));
     PathBuf::from(name)

@@ -49,8 +49,13 @@ pub struct AdminState {
     pub verdicts: Option<Arc<crate::verdict_store::VerdictStore>>,
     pub history: Arc<History>,
     /// Where reload requests go (roles that can reload).
-    pub reload: Option<crate::app::ReloadRequests>,
+    pub reload: Option<ReloadRequests>,
 }
+
+/// Requests to reload (`POST /v1/reload`), served by the process's reload loop; each gets the
+/// outcome back: a summary, or every problem found.
+pub type ReloadRequests =
+    tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<String, Vec<String>>>>;
 
 /// The status page: one self-contained HTML file (no external assets) that renders
 /// `/v1/status` and refreshes itself.

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use super::AdminState;
 use crate::{
+    clock::unix_ms,
     config::parse_duration,
-    exchange::auth::unix_ms,
     model::EndpointId,
     overrides::{Action, Override},
 };

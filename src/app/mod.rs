@@ -134,7 +134,7 @@ fn start_aggregation(
             VerdictStore::open(&settings.admin.state_dir, |id| ids.contains(id));
         metrics.state_problem("verdicts", store.problem().is_some());
         if let Some(at) = store.restored().saved_unix_ms {
-            let age = Duration::from_millis(crate::exchange::auth::unix_ms().saturating_sub(at));
+            let age = Duration::from_millis(crate::clock::unix_ms().saturating_sub(at));
             tracing::info!(
                 endpoints = restored.len(),
                 "holding {} verdicts saved {} ago until probers decide (fail static across the restart)",
@@ -152,7 +152,7 @@ fn start_aggregation(
             &restored,
             overrides
                 .as_ref()
-                .map(|o| o.active(crate::exchange::auth::unix_ms()))
+                .map(|o| o.active(crate::clock::unix_ms()))
                 .unwrap_or_default(),
         ))),
         board: Arc::new(ObservationBoard::new()),
@@ -297,9 +297,7 @@ impl Aggregation {
     }
 }
 
-/// Requests to reload, from the admin API; each gets the outcome back.
-pub type ReloadRequests =
-    tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<String, Vec<String>>>>;
+pub use crate::admin::ReloadRequests;
 
 /// Waits for SIGINT/SIGTERM, reloading on SIGHUP or an admin request with `reload`.
 async fn serve_until_shutdown<F, Fut>(
@@ -450,26 +448,5 @@ async fn drain(
 }
 
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops vantage");
-                if let Err(error) = ctrl_c.await {
-                    tracing::error!(%error, "cannot listen for SIGINT either; stopping");
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    if let Err(error) = ctrl_c.await {
-        tracing::error!(%error, "cannot listen for SIGINT; stopping");
-    }
+    crate::service::stop_signal(crate::service::StopOn::Terminate).await;
 }

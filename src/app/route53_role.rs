@@ -191,7 +191,7 @@ async fn reconcile_loop(
                         r.insync = Some(done);
                         if let Some(change) = r.last_change.as_mut().filter(|c| c.ids == p.changes)
                         {
-                            change.insync_unix_ms = done.then(crate::exchange::auth::unix_ms);
+                            change.insync_unix_ms = done.then(crate::clock::unix_ms);
                         }
                     }
                 } else {

@@ -18,6 +18,7 @@ pub mod tcp;
 pub mod udp;
 pub mod wire;
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code)] // AF_XDP sockets, rings and the BPF program: raw system calls.
 pub mod xdp;
 pub mod zone;
 pub mod zonefile;

@@ -81,6 +81,7 @@ impl DnsState {
 /// Frees a replaced state once nothing else holds it (waiting up to 10 s for requests in
 /// progress), and gives the memory back to the system: a reloaded large zone must not leave
 /// the process at twice its size.
+#[allow(unsafe_code)] // malloc_trim
 pub fn release(old: Arc<DnsState>) {
     for _ in 0..1000 {
         if Arc::strong_count(&old) == 1 {
@@ -233,7 +234,7 @@ impl Frontend {
         let cookie = q.edns.and_then(|e| e.cookie);
         // Unix seconds modulo 2^32 (cookie timestamps), read only for cookie-bearing queries.
         let now = if cookie.is_some() {
-            (crate::exchange::auth::unix_ms() / 1000) as u32
+            (crate::clock::unix_ms() / 1000) as u32
         } else {
             0
         };

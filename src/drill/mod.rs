@@ -642,7 +642,7 @@ impl Drill {
                 .collect(),
             target: self.record.rto,
             detection_budget: self.detection_budget(),
-            finished_unix_ms: crate::exchange::auth::unix_ms(),
+            finished_unix_ms: crate::clock::unix_ms(),
             aborted,
             restored: true,
         })

@@ -4,7 +4,7 @@
 //! signed) and the body; one older than the allowed age is refused (replay window). With
 //! prober keys, a stolen key is one region's vote and the fleet secret is none.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_lc_rs::{
     hmac,
@@ -89,12 +89,8 @@ impl Rejection {
     }
 }
 
-/// Milliseconds since the Unix epoch (wall clock; only used inside signatures).
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// The wall clock signatures carry (see `crate::clock`).
+pub use crate::clock::unix_ms;
 
 pub struct FleetKey {
     key: hmac::Key,

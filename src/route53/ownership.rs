@@ -8,6 +8,11 @@ use super::{Key, RecordSet};
 pub const MARKER_TTL: u32 = 300;
 
 /// The name of the marker for `key`.
+/// Whether a record set name is one of our ownership markers (not a record we answer).
+pub fn is_marker(name: &str) -> bool {
+    name.starts_with("_vantage.")
+}
+
 pub fn marker_name(key: &Key) -> String {
     format!("_vantage.{}.{}", key.rtype.to_ascii_lowercase(), key.name)
 }

@@ -73,9 +73,9 @@ impl Plan {
             .iter()
             .filter(|s| match s {
                 Step::Create { new } | Step::Update { new, .. } => {
-                    !new.name.starts_with("_vantage.")
+                    !super::ownership::is_marker(&new.name)
                 }
-                Step::Delete { old } => !old.name.starts_with("_vantage."),
+                Step::Delete { old } => !super::ownership::is_marker(&old.name),
             })
             .count()
     }
@@ -105,7 +105,7 @@ impl Plan {
                 match old {
                     // Re-writing our own marker is the ownership guard, not a change.
                     Some(i)
-                        if new.name.starts_with("_vantage.")
+                        if super::ownership::is_marker(&new.name)
                             && owner_of(deletes[i]).is_some()
                             && owner_of(deletes[i]) == owner_of(new) =>
                     {

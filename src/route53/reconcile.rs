@@ -75,14 +75,14 @@ impl AppliedChange {
                 Step::Create { new } | Step::Update { new, .. } => new.name.clone(),
                 Step::Delete { old } => old.name.clone(),
             })
-            .filter(|name| !name.starts_with("_vantage."))
+            .filter(|name| !super::ownership::is_marker(name))
             .collect();
         records.sort();
         records.dedup();
         Some(AppliedChange {
             ids: report.changes.clone(),
             records,
-            submitted_unix_ms: crate::exchange::auth::unix_ms(),
+            submitted_unix_ms: crate::clock::unix_ms(),
             insync_unix_ms: None,
         })
     }
@@ -105,8 +105,8 @@ fn destructive(plan: &Plan) -> usize {
     plan.steps()
         .iter()
         .filter(|s| match s {
-            Step::Update { new, .. } => !new.name.starts_with("_vantage."),
-            Step::Delete { old } => !old.name.starts_with("_vantage."),
+            Step::Update { new, .. } => !super::ownership::is_marker(&new.name),
+            Step::Delete { old } => !super::ownership::is_marker(&old.name),
             Step::Create { .. } => false,
         })
         .count()

@@ -701,7 +701,19 @@ async fn the_command_line_helps_reads_as_json_and_survives_closed_pipes() {
     .expect("config");
     let config = path.to_str().expect("path");
     // Every command shows examples; `check-config` takes --config like every other command.
-    for command in ["dns", "probe", "plan", "override", "status", "check-config"] {
+    for command in [
+        "dns",
+        "probe",
+        "plan",
+        "override",
+        "status",
+        "check-config",
+        "demo",
+        "route53",
+        "reload",
+        "drill",
+        "keygen",
+    ] {
         let (code, out, _) = run_vantage(&[command, "--help"], &[]);
         assert_eq!(code, 0);
         assert!(out.contains("Example"), "vantage {command} --help:\n{out}");
