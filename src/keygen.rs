@@ -12,6 +12,8 @@ use crate::exchange::auth;
 /// What `keygen` wrote.
 #[derive(Debug)]
 pub struct Written {
+    /// The names the certificate is for (the prober's url must use one of them).
+    pub tls_names: Vec<String>,
     pub key_file: PathBuf,
     pub public_key: String,
     /// The certificate and its key, with `tls_names`.
@@ -21,11 +23,22 @@ pub struct Written {
 impl Written {
     /// The lines to add to the prober's `[[prober]]` entry.
     pub fn config_lines(&self, region: &str) -> String {
-        let mut out = format!(
-            "[[prober]]\nregion = {region:?}\npublic_key = {:?}\nkey_file = {:?}\n",
+        let mut out = format!("[[prober]]\nregion = {region:?}\n");
+        if let Some(name) = self.tls_names.first() {
+            let host = if name.contains(':') {
+                format!("[{name}]")
+            } else {
+                name.clone()
+            };
+            out.push_str(&format!(
+                "url = \"https://{host}:9443\"   # the port it listens on (--listen)\n"
+            ));
+        }
+        out.push_str(&format!(
+            "public_key = {:?}\nkey_file = {:?}\n",
             self.public_key,
             self.key_file.display().to_string()
-        );
+        ));
         if let Some((cert, key)) = &self.tls {
             out.push_str(&format!(
                 "tls_cert_file = {:?}\ntls_key_file = {:?}\n",
@@ -50,6 +63,9 @@ pub fn keygen(dir: &Path, region: &str, tls_names: &[String]) -> Result<Written,
         ));
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // Absolute, so that the printed lines are right wherever the configuration lives.
+    let dir = &std::fs::canonicalize(dir)
+        .map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
     let (pem, public) = auth::generate_key()?;
     let key_file = dir.join(format!("{region}.key"));
     write_new(&key_file, pem.as_bytes(), true)?;
@@ -67,6 +83,7 @@ pub fn keygen(dir: &Path, region: &str, tls_names: &[String]) -> Result<Written,
         Some((cert_file, cert_key_file))
     };
     Ok(Written {
+        tls_names: tls_names.to_vec(),
         key_file,
         public_key: auth::public_key_text(&public.0),
         tls,
@@ -108,6 +125,11 @@ mod tests {
         let lines = written.config_lines("eu-west");
         assert!(lines.contains(&written.public_key), "{lines}");
         assert!(lines.contains("tls_cert_file"), "{lines}");
+        assert!(
+            lines.contains("url = \"https://127.0.0.1:9443\""),
+            "{lines}"
+        );
+        assert!(written.key_file.is_absolute());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -281,9 +281,21 @@ fn admin_target(admin: &AdminArgs) -> Result<vantage::adminctl::Target, ExitCode
     })
 }
 
+/// Who acts: `--by`, else the login name ($USER, $LOGNAME), else the user id.
 fn who(by: Option<String>) -> String {
     by.or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "unknown".into())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Uid:"))
+                        .and_then(|ids| ids.split_whitespace().next().map(str::to_string))
+                })
+                .map_or_else(|| "unknown".into(), |uid| format!("uid {uid}"))
+        })
 }
 
 fn main() -> ExitCode {

@@ -45,7 +45,13 @@ pub async fn run(
         admin: admin_listener.local_addr()?,
     };
 
-    let mut aggregation = start_aggregation(&settings, &metrics, true, &shutdown, &mut tasks)?;
+    let mut aggregation = start_aggregation(
+        &settings,
+        &metrics,
+        Some(&settings.admin.state_dir),
+        &shutdown,
+        &mut tasks,
+    )?;
     let state = Arc::new(ArcSwap::from_pointee(DnsState::new(&settings, zones)));
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     serve_admin(

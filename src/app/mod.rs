@@ -102,36 +102,34 @@ struct Aggregation {
     generation: CancellationToken,
 }
 
-/// `with_overrides`: open the override store of `admin.state_dir` (the serving roles).
+/// `state`: where a serving role keeps its overrides, drill results and verdicts (each role
+/// its own directory); None for a dry run, which keeps nothing.
 fn start_aggregation(
     settings: &Arc<Settings>,
     metrics: &Arc<Metrics>,
-    with_overrides: bool,
+    state: Option<&Path>,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<Aggregation> {
-    let overrides = if with_overrides {
-        let store = OverrideStore::open(&settings.admin.state_dir);
+    let overrides = state.map(|dir| {
+        let store = OverrideStore::open(dir);
         metrics.state_problem("overrides", store.problem().is_some());
-        Some(Arc::new(store))
-    } else {
-        None
-    };
-    let drills = if with_overrides {
-        let store = DrillResults::open(&settings.admin.state_dir);
+        Arc::new(store)
+    });
+    let drills = state.map(|dir| {
+        let store = DrillResults::open(dir);
         metrics.state_problem("drills", store.problem().is_some());
-        Some(Arc::new(store))
-    } else {
-        None
-    };
-    for warning in settings.warnings() {
-        tracing::warn!("{warning}");
+        Arc::new(store)
+    });
+    if state.is_some() {
+        for warning in settings.warnings() {
+            tracing::warn!("{warning}");
+        }
     }
-    let (verdicts, restored) = if with_overrides {
+    let (verdicts, restored) = if let Some(dir) = state {
         let ids: std::collections::HashSet<&EndpointId> =
             settings.endpoints.iter().map(|e| &e.id).collect();
-        let (store, restored) =
-            VerdictStore::open(&settings.admin.state_dir, |id| ids.contains(id));
+        let (store, restored) = VerdictStore::open(dir, |id| ids.contains(id));
         metrics.state_problem("verdicts", store.problem().is_some());
         if let Some(at) = store.restored().saved_unix_ms {
             let age = Duration::from_millis(crate::clock::unix_ms().saturating_sub(at));

@@ -72,7 +72,13 @@ pub async fn run_route53(
         dns: Vec::new(),
         admin: admin_listener.local_addr()?,
     };
-    let mut aggregation = start_aggregation(&settings, &metrics, true, &shutdown, &mut tasks)?;
+    let mut aggregation = start_aggregation(
+        &settings,
+        &metrics,
+        Some(&settings.route53.state_dir),
+        &shutdown,
+        &mut tasks,
+    )?;
     let reports: Reports = Arc::default();
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     serve_admin(
@@ -299,7 +305,7 @@ pub async fn plan(settings: Settings) -> anyhow::Result<PlanOutcome> {
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let aggregation = start_aggregation(&settings, &metrics, false, &shutdown, &mut tasks)?;
+    let aggregation = start_aggregation(&settings, &metrics, None, &shutdown, &mut tasks)?;
     // Every endpoint of every record pushed to Route53 must be decided, not just every DNS
     // answer (a failover record answers as soon as its primary is Up).
     let deadline = Instant::now() + settings.cluster.startup_grace;

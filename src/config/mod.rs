@@ -136,6 +136,9 @@ pub struct Route53Settings {
     /// The admin listener of `vantage route53` (default: admin.listen), so that one file
     /// serves a reconciler beside a DNS server on the same host.
     pub admin_listen: Option<SocketAddr>,
+    /// Where `vantage route53` keeps its overrides, drill results and verdicts (default:
+    /// `route53` inside admin.state_dir), apart from a DNS server's run from the same file.
+    pub state_dir: PathBuf,
 }
 
 /// Where a record is pushed in Route53.

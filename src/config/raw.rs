@@ -59,6 +59,7 @@ pub struct RawRoute53 {
     pub insync_timeout: Option<String>,
     pub requests_per_second: Option<f64>,
     pub admin_listen: Option<String>,
+    pub state_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -253,7 +253,9 @@ pub(super) fn validate_record(
     let route53 = raw.route53.as_ref().and_then(|t| {
         let tpath = format!("{path}.route53");
         let mut ok = true;
-        if t.zone_id.is_empty() || !t.zone_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        // As the API and the console print it (`/hostedzone/Z...`), or the bare id.
+        let zone_id = t.zone_id.trim().trim_start_matches("/hostedzone/");
+        if zone_id.is_empty() || !zone_id.chars().all(|c| c.is_ascii_alphanumeric()) {
             p.add(format!("{tpath}.zone_id"), format!("{:?} is not a hosted zone id (e.g. \"Z0123456789ABC\")", t.zone_id));
             ok = false;
         }
@@ -269,7 +271,7 @@ pub(super) fn validate_record(
             ok = false;
         }
         ok.then(|| Route53Target {
-            zone_id: t.zone_id.clone(),
+            zone_id: zone_id.to_string(),
             owner: t.owner.clone(),
             take_over: t.take_over.unwrap_or(false),
         })

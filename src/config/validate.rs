@@ -141,7 +141,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
         state_dir: state_dir(raw.admin.state_dir.as_deref(), base),
     };
 
-    let route53 = validate_route53(&raw, &mut p);
+    let route53 = validate_route53(&raw, base, &admin.state_dir, &mut p);
     let servers = validate_servers(&raw, &mut p);
     let drill = validate_drill(&raw, &mut p);
     if p.0.is_empty() {
@@ -615,7 +615,12 @@ fn validate_rrl(raw: Option<&crate::config::raw::RawRrl>, p: &mut Problems) -> R
     }
 }
 
-fn validate_route53(raw: &RawConfig, p: &mut Problems) -> Route53Settings {
+fn validate_route53(
+    raw: &RawConfig,
+    base: &Path,
+    admin_state_dir: &Path,
+    p: &mut Problems,
+) -> Route53Settings {
     let r = &raw.route53;
     let endpoint_url = r
         .endpoint_url
@@ -682,6 +687,10 @@ fn validate_route53(raw: &RawConfig, p: &mut Problems) -> Route53Settings {
                 .map_err(|e| p.add("route53.admin_listen", e))
                 .ok()
         }),
+        state_dir: r
+            .state_dir
+            .as_ref()
+            .map_or_else(|| admin_state_dir.join("route53"), |dir| base.join(dir)),
     }
 }
 

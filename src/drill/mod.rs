@@ -456,8 +456,13 @@ async fn baseline(
         (ServerRole::Route53, _) => {
             let values = drill.route53_values().await?;
             if !values.contains(&drill.address) {
+                // A reconciler that cannot apply the record will not catch up: say why.
+                let why = match &view.route53_trouble {
+                    Some(trouble) => format!("the reconciler cannot apply it ({trouble})"),
+                    None => "let the reconciler catch up first".to_string(),
+                };
                 return Err(format!(
-                    "Route53 holds {} for {}, not {} ({}): let the reconciler catch up first",
+                    "Route53 holds {} for {}, not {} ({}): {why}",
                     observe::list(&values),
                     drill.record.name,
                     drill.endpoint,

@@ -38,6 +38,8 @@ pub struct ServerView {
     pub overrides: BTreeMap<String, String>,
     /// Route53 reconciler: the latest change applied to the record's hosted zone.
     pub last_change: Option<Change>,
+    /// Route53 reconciler: the record's state and why ("refused: ..."), when not in sync.
+    pub route53_trouble: Option<String>,
 }
 
 /// A change the Route53 reconciler applied.
@@ -113,7 +115,22 @@ pub fn view(doc: &Value, record: &RecordSpec) -> ServerView {
             insync: change["insync_unix_ms"].is_u64(),
         })
     });
+    let route53_trouble = doc["records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["name"] == record.name.as_str() && r["type"] == record.kind.as_str())
+        .map(|r| &r["route53"])
+        .filter(|sync| sync["state"].is_string() && sync["state"] != "in_sync")
+        .map(|sync| {
+            format!(
+                "{}: {}",
+                sync["state"].as_str().unwrap_or_default(),
+                sync["reason"].as_str().unwrap_or_default()
+            )
+        });
     ServerView {
+        route53_trouble,
         ready: doc["ready"].as_bool().unwrap_or(false),
         quorum: doc["quorum"]["state"].as_str() == Some("quorum"),
         answer,

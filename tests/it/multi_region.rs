@@ -69,6 +69,8 @@ pub fn keygen(dir: &Path, region: &str, tls_name: Option<&str>) -> String {
         .lines()
         .skip_while(|l| !l.starts_with("region = "))
         .skip(1)
+        // The caller gives the url.
+        .filter(|l| !l.starts_with("url = "))
         .collect();
     assert!(
         lines

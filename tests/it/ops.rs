@@ -681,6 +681,12 @@ async fn one_file_runs_a_dns_server_and_a_reconciler_side_by_side() {
     assert_eq!(reconciler.admin.port(), route53_admin);
     assert_eq!(reconciler.get("/livez").await.0, 200);
     assert_eq!(dns.get("/livez").await.0, 200);
+    // Each keeps its own state: the reconciler in state/route53, the DNS server in state.
+    let state = dir.path().join("state");
+    assert!(
+        state.join("route53").is_dir(),
+        "the reconciler's state directory"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
