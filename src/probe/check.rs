@@ -1,7 +1,9 @@
 //! One health check against one endpoint: https, http or tcp. The only user of reqwest.
 //!
 //! Every run opens a fresh connection (no pooling: a pooled connection would hide firewall and
-//! load-balancer failures). A failed check is data: `ProbeOutcome::Fail` with a specific kind.
+//! load-balancer failures) and makes a full TLS handshake (no session resumption: a resumed
+//! session skips the certificate, so an expired or replaced certificate would keep passing).
+//! A failed check is data: `ProbeOutcome::Fail` with a specific kind.
 
 use std::{error::Error as StdError, net::SocketAddr, time::Duration};
 
@@ -81,32 +83,7 @@ impl Checker {
                     // Dial the endpoint's address while Host and SNI carry the configured name.
                     .resolve(&endpoint.host, addr);
                 if check.protocol == Protocol::Https {
-                    if let Some(path) = &check.ca_file {
-                        let pem =
-                            std::fs::read(path).map_err(|source| CheckSetupError::CaFile {
-                                check: check.name.clone(),
-                                path: path.display().to_string(),
-                                source,
-                            })?;
-                        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                            CheckSetupError::CaPem {
-                                check: check.name.clone(),
-                                path: path.display().to_string(),
-                                message: e.to_string(),
-                            }
-                        })?;
-                        if certs.is_empty() {
-                            return Err(CheckSetupError::CaPem {
-                                check: check.name.clone(),
-                                path: path.display().to_string(),
-                                message: "no certificate found".into(),
-                            });
-                        }
-                        builder = builder.tls_certs_only(certs);
-                    }
-                    if !check.tls_verify {
-                        builder = builder.danger_accept_invalid_certs(true);
-                    }
+                    builder = builder.tls_backend_preconfigured(tls_config(check)?);
                 }
                 let client = builder.build().map_err(|e| CheckSetupError::Client {
                     check: check.name.clone(),
@@ -187,6 +164,110 @@ impl Checker {
                 }
             }
         }
+    }
+}
+
+/// The TLS client of an https check: the check's CA (`ca_file`) or the system's roots, every
+/// check a full handshake that verifies the chain and its validity now (resumption disabled),
+/// HTTP/1.1 by ALPN. `tls_verify = false` accepts any certificate (the explicit opt-out).
+fn tls_config(check: &crate::config::CheckSpec) -> Result<rustls::ClientConfig, CheckSetupError> {
+    use std::sync::Arc;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let setup = |message: String| CheckSetupError::Client {
+        check: check.name.clone(),
+        message,
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| setup(e.to_string()))?;
+    let mut config = if !check.tls_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+            .with_no_client_auth()
+    } else if let Some(path) = &check.ca_file {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let pem = std::fs::read(path).map_err(|source| CheckSetupError::CaFile {
+            check: check.name.clone(),
+            path: path.display().to_string(),
+            source,
+        })?;
+        let ca_pem = |message: String| CheckSetupError::CaPem {
+            check: check.name.clone(),
+            path: path.display().to_string(),
+            message,
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| ca_pem(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(ca_pem("no certificate found".into()));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in certs {
+            roots.add(cert).map_err(|e| ca_pem(e.to_string()))?;
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        let verifier = rustls_platform_verifier::Verifier::new(provider)
+            .map_err(|e| setup(format!("system certificate roots: {e}")))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth()
+    };
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// `tls_verify = false`: any certificate is accepted, but handshake signatures are still
+/// checked (the connection is still TLS).
+#[derive(Debug)]
+struct AcceptAny(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -485,3 +485,51 @@ endpoints = [{{ address = "192.0.2.50", check_address = "{b}" }}]
         "the check went to check_address"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_that_expires_fails_the_next_check() {
+    init();
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    // Valid for 4 more seconds; the backend resumes TLS sessions (rustls' default), so a
+    // client that resumed would never see the certificate again.
+    let backends = start_backends(&ips[..1], vec![pki.issue_expiring(&["app.test"], 4)]).await;
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[prober]]\nregion = \"r1\"\n[check.web]\nport = {port}\npath = \"/healthz\"\nhost = \"app.test\"\n\
+             interval = \"200ms\"\ntimeout = \"150ms\"\nrise = 1\nfall = 2\nca_file = \"{ca}\"\n\
+             [dns]\nlisten = [\"127.0.0.1:0\"]\nzones_dir = \"{zones}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [[record]]\nname = \"www.example.com\"\ncheck = \"web\"\nwhen_all_down = \"none\"\nendpoints = [{{ name = \"one\", address = \"{a}\" }}]\n",
+            port = backends[0].addr.port(),
+            ca = pki.ca_file.display(),
+            zones = dir.path().join("zones").display(),
+            a = ips[0],
+        ),
+    )
+    .expect("config");
+    let vantage = Vantage::dns(&path, dir.path());
+    vantage.wait_ready().await;
+    let endpoint = |status: &serde_json::Value| status["endpoints"][0].clone();
+    assert_eq!(endpoint(&vantage.status().await)["verdict"], "up");
+    // Once it expires, the next checks fail the handshake and the endpoint goes Down.
+    let down = eventually(
+        Duration::from_secs(15),
+        "the expired endpoint Down",
+        || async {
+            let e = endpoint(&vantage.status().await);
+            (e["verdict"] == "down").then_some(e)
+        },
+    )
+    .await;
+    let vote = &down["votes"][0];
+    assert_eq!(vote["last_failure"]["kind"], "certificate", "{down}");
+    assert!(
+        vote["last_failure"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.to_lowercase().contains("expired")),
+        "{down}"
+    );
+}

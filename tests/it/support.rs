@@ -87,6 +87,22 @@ impl Pki {
         }
     }
 
+    /// A certificate for `names` that stops being valid `seconds` from now.
+    pub fn issue_expiring(&self, names: &[&str], seconds: i64) -> ServerCert {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::seconds(seconds);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.ca).expect("sign");
+        ServerCert {
+            chain: vec![cert.der().clone()],
+            key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        }
+    }
+
     /// A self-signed certificate that this CA does not vouch for.
     pub fn self_signed(names: &[&str]) -> ServerCert {
         let params =
