@@ -380,6 +380,7 @@ mod tests {
             smoothed_rtt: None,
             last_failure: None,
             local_error: None,
+            cert_expiry: None,
             observed_at: Instant::now(),
             seq,
         });

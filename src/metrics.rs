@@ -19,6 +19,7 @@ pub struct Metrics {
     registry: Registry,
     probes: IntCounterVec,
     probe_duration: HistogramVec,
+    tls_cert_expiry: prometheus::GaugeVec,
     prober_state: IntGaugeVec,
     verdict_state: IntGaugeVec,
     votes: IntGaugeVec,
@@ -100,6 +101,14 @@ impl Metrics {
             .buckets(vec![
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ]),
+            &["endpoint", "region"],
+        )
+        .expect("valid metric");
+        let tls_cert_expiry = prometheus::GaugeVec::new(
+            Opts::new(
+                "vantage_probe_tls_cert_expiry_timestamp_seconds",
+                "When the certificate an endpoint showed to the last https check expires (Unix seconds), by endpoint and prober region (as blackbox_exporter's probe_ssl_earliest_cert_expiry).",
+            ),
             &["endpoint", "region"],
         )
         .expect("valid metric");
@@ -420,6 +429,7 @@ impl Metrics {
             Box::new(transitions.clone()),
             Box::new(dns_responses.clone()),
             Box::new(dns_rrl.clone()),
+            Box::new(tls_cert_expiry.clone()),
             Box::new(connections_refused.clone()),
             Box::new(unknown_endpoints.clone()),
             Box::new(state_problem.clone()),
@@ -461,6 +471,7 @@ impl Metrics {
             registry,
             probes,
             probe_duration,
+            tls_cert_expiry,
             prober_state,
             verdict_state,
             votes,
@@ -596,6 +607,13 @@ impl Metrics {
     /// A UDP response held back by rate limiting (`dropped` or `slipped`).
     pub fn dns_rrl(&self, action: &str) {
         self.dns_rrl.with_label_values(&[action]).inc();
+    }
+
+    /// When the certificate `endpoint` showed to `region`'s last https check expires.
+    pub fn tls_cert_expiry(&self, endpoint: &EndpointId, region: &Region, unix_s: i64) {
+        self.tls_cert_expiry
+            .with_label_values(&[endpoint.as_str(), region.as_str()])
+            .set(unix_s as f64);
     }
 
     /// The counter of connections a listener (`dns`, `admin`, `prober`) refused when full.

@@ -177,6 +177,8 @@ pub struct Observation {
     /// left): it is neither a success nor a failure of the endpoint, and `observed_at` stays
     /// the time of the last check that ran.
     pub local_error: Option<String>,
+    /// When the certificate the last https check was shown expires (Unix seconds).
+    pub cert_expiry: Option<i64>,
     pub observed_at: Instant,
     /// Increases by one with every check the prober runs for this endpoint.
     pub seq: u64,

@@ -29,6 +29,8 @@ pub struct Vote {
     pub last_failure: Option<(FailureKind, String)>,
     /// Why the prober's latest check could not run (local error), if it could not.
     pub local_error: Option<String>,
+    /// When the certificate the prober's last https check was shown expires (Unix seconds).
+    pub cert_expiry: Option<i64>,
     /// Consecutive failed checks (0 after a success).
     pub failures: u32,
     /// The prober is presumed cut off (it sees every endpoint Down while others see some Up):
@@ -124,6 +126,7 @@ pub fn votes_for(
                     smoothed_rtt: None,
                     last_failure: None,
                     local_error: None,
+                    cert_expiry: None,
                     failures: 0,
                     impaired: false,
                 },
@@ -138,6 +141,7 @@ pub fn votes_for(
                         smoothed_rtt: obs.smoothed_rtt,
                         last_failure: obs.last_failure.clone(),
                         local_error: obs.local_error.clone(),
+                        cert_expiry: obs.cert_expiry,
                         failures: obs.failures,
                         impaired: false,
                     }
@@ -272,6 +276,7 @@ mod tests {
             smoothed_rtt: None,
             last_failure: None,
             local_error: None,
+            cert_expiry: None,
             failures: 0,
             impaired: false,
         }
@@ -340,6 +345,7 @@ mod tests {
                     smoothed_rtt: None,
                     last_failure: Some((FailureKind::Timeout, "t".into())),
                     local_error: None,
+                    cert_expiry: None,
                     observed_at: now - Duration::from_secs(age),
                     seq: 1,
                 },
@@ -388,6 +394,7 @@ mod tests {
                 smoothed_rtt: None,
                 last_failure: None,
                 local_error: None,
+                cert_expiry: None,
                 observed_at: now,
                 seq: 1,
             },

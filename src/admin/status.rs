@@ -88,6 +88,7 @@ pub fn status_json(
                                 "consecutive_failures": vote.failures,
                                 "last_failure": vote.last_failure.as_ref().map(|(k, d)| json!({"kind": k, "detail": d})),
                                 "local_error": vote.local_error,
+                                "cert_expires_unix_s": vote.cert_expiry,
                             })
                         })
                         .collect()

@@ -32,6 +32,9 @@ pub struct WireObservation {
     /// Why the latest check could not run at the prober (a local error), if it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_error: Option<String>,
+    /// When the certificate the last https check was shown expires (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_expiry_unix_s: Option<i64>,
     /// How long before the report was generated the observation was made.
     pub age_ms: u64,
     /// Checks run for this endpoint by this prober process.
@@ -76,6 +79,7 @@ impl Report {
                     detail: detail.clone(),
                 }),
                 local_error: o.local_error.clone(),
+                cert_expiry_unix_s: o.cert_expiry,
                 age_ms: now.saturating_duration_since(o.observed_at).as_millis() as u64,
                 checks: o.seq,
             })
@@ -105,6 +109,7 @@ impl Report {
                 smoothed_rtt: w.smoothed_rtt_ms.and_then(from_ms),
                 last_failure: w.last_failure.map(|f| (f.kind, f.detail)),
                 local_error: w.local_error,
+                cert_expiry: w.cert_expiry_unix_s,
                 observed_at: asked_at
                     .checked_sub(Duration::from_millis(w.age_ms))
                     .unwrap_or(asked_at),

@@ -38,6 +38,8 @@ pub enum CheckSetupError {
 /// A ready-to-run check for one endpoint, as seen from one region.
 pub struct Checker {
     kind: CheckerKind,
+    /// `notAfter` of the certificate the last https check was shown (Unix seconds; 0: none).
+    cert_expiry: std::sync::atomic::AtomicI64,
 }
 
 enum CheckerKind {
@@ -83,7 +85,9 @@ impl Checker {
                     // Dial the endpoint's address while Host and SNI carry the configured name.
                     .resolve(&endpoint.host, addr);
                 if check.protocol == Protocol::Https {
-                    builder = builder.tls_backend_preconfigured(tls_config(check)?);
+                    builder = builder
+                        .tls_backend_preconfigured(tls_config(check)?)
+                        .tls_info(true);
                 }
                 let client = builder.build().map_err(|e| CheckSetupError::Client {
                     check: check.name.clone(),
@@ -97,7 +101,16 @@ impl Checker {
                 }
             }
         };
-        Ok(Self { kind })
+        Ok(Self {
+            kind,
+            cert_expiry: std::sync::atomic::AtomicI64::new(0),
+        })
+    }
+
+    /// When the certificate the last https check was shown expires (Unix seconds).
+    pub fn cert_expiry(&self) -> Option<i64> {
+        let at = self.cert_expiry.load(std::sync::atomic::Ordering::Relaxed);
+        (at != 0).then_some(at)
     }
 
     /// Runs the check once.
@@ -127,6 +140,15 @@ impl Checker {
                     Ok(r) => r,
                     Err(e) => return classify(&e),
                 };
+                if let Some(expiry) = response
+                    .extensions()
+                    .get::<reqwest::tls::TlsInfo>()
+                    .and_then(|info| info.peer_certificate())
+                    .and_then(super::cert::not_after)
+                {
+                    self.cert_expiry
+                        .store(expiry, std::sync::atomic::Ordering::Relaxed);
+                }
                 let status = response.status().as_u16();
                 if !expect_status.contains(&status) {
                     return ProbeOutcome::fail(

@@ -1,8 +1,10 @@
 //! Probers: run every check of the fleet from one region and report observations.
 //!
-//! `check` does the I/O of one check, `threshold` turns results into Up/Down (pure), and
+//! `check` does the I/O of one check (`cert` reads when its certificate expires), `threshold`
+//! turns results into Up/Down (pure), and
 //! `prober` schedules checks (interval with jitter) and publishes observations.
 
+pub mod cert;
 pub mod check;
 pub mod prober;
 pub mod threshold;

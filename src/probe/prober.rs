@@ -93,6 +93,9 @@ async fn run_endpoint(
             &outcome,
             started.elapsed().as_secs_f64(),
         );
+        if let Some(expiry) = checker.cert_expiry() {
+            metrics.tls_cert_expiry(&endpoint.id, &region, expiry);
+        }
         let local = matches!(
             outcome,
             ProbeOutcome::Fail {
@@ -147,6 +150,7 @@ async fn run_endpoint(
                 last_rtt,
                 smoothed_rtt,
                 last_failure: last_failure.clone(),
+                cert_expiry: checker.cert_expiry(),
                 local_error: match &outcome {
                     ProbeOutcome::Fail { detail, .. } if local => Some(detail.clone()),
                     _ => None,

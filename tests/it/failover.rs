@@ -513,7 +513,25 @@ async fn a_certificate_that_expires_fails_the_next_check() {
     let vantage = Vantage::dns(&path, dir.path());
     vantage.wait_ready().await;
     let endpoint = |status: &serde_json::Value| status["endpoints"][0].clone();
-    assert_eq!(endpoint(&vantage.status().await)["verdict"], "up");
+    let up = endpoint(&vantage.status().await);
+    assert_eq!(up["verdict"], "up");
+    // Its expiry is known (status and the metric blackbox users alert on), to the second.
+    let expires = up["votes"][0]["cert_expires_unix_s"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no expiry in {up}"));
+    let now = vantage::clock::unix_ms() as i64 / 1000;
+    assert!(
+        (now..=now + 5).contains(&expires),
+        "expires {expires}, now {now}"
+    );
+    let (_, text) = vantage.get("/metrics").await;
+    assert_eq!(
+        Exposition::parse(&text).value(
+            "vantage_probe_tls_cert_expiry_timestamp_seconds",
+            &[("endpoint", "one"), ("region", "r1")]
+        ),
+        Some(expires as f64)
+    );
     // Once it expires, the next checks fail the handshake and the endpoint goes Down.
     let down = eventually(
         Duration::from_secs(15),

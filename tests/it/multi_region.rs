@@ -781,6 +781,7 @@ async fn forged_old_replayed_and_misdirected_reports_are_rejected_and_counted() 
                 smoothed_rtt_ms: None,
                 last_failure: None,
                 local_error: None,
+                cert_expiry_unix_s: None,
                 age_ms: 0,
                 checks: 1,
             });
