@@ -77,18 +77,12 @@ fn time(input: &[u8]) -> Option<i64> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
         return None;
     }
-    Some(days_from_civil(year, month, day) * 86_400 + hour? * 3_600 + minute? * 60 + second?)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    Some(
+        crate::clock::days_from_civil(year, month, day) * 86_400
+            + hour? * 3_600
+            + minute? * 60
+            + second?,
+    )
 }
 
 #[cfg(test)]
@@ -104,11 +98,11 @@ mod tests {
             params.not_after = rcgen::date_time_ymd(year, 1, 1);
             let key = rcgen::KeyPair::generate().expect("key");
             let der = params.self_signed(&key).expect("cert").der().to_vec();
-            let expected = days_from_civil(i64::from(year), 1, 1) * 86_400;
+            let expected = crate::clock::days_from_civil(i64::from(year), 1, 1) * 86_400;
             assert_eq!(not_after(&der), Some(expected), "{year}");
         }
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(crate::clock::days_from_civil(1970, 1, 1), 0);
+        assert_eq!(crate::clock::days_from_civil(2000, 3, 1), 11_017);
         assert_eq!(not_after(b"\x30\x03\x02\x01\x00"), None);
         assert_eq!(not_after(&[]), None);
     }
