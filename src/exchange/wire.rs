@@ -37,7 +37,8 @@ pub struct WireObservation {
     pub cert_expiry_unix_s: Option<i64>,
     /// How long before the report was generated the observation was made.
     pub age_ms: u64,
-    /// Checks run for this endpoint by this prober process.
+    /// The prober process's check sequence at this observation (grows with every check of any
+    /// endpoint; orders observations, does not count this endpoint's checks).
     pub checks: u64,
 }
 
