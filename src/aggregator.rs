@@ -1,8 +1,9 @@
 //! The aggregator: latest observations -> quorum verdicts -> a new answer snapshot, published
 //! with one atomic swap. Wakes on every report and on a tick (so that stale reports stop voting).
 //!
-//! This is the thin shell around the pure `quorum` and `snapshot` modules; it owns the previous
-//! verdicts and logs transitions (not individual probes).
+//! Each turn of the loop decides a round (`quorum::round`, pure), builds the snapshot
+//! (`snapshot::build`, pure) and publishes it; a `Reporter` turns what changed into logs
+//! (transitions, not probes) and metrics.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -134,19 +135,16 @@ impl Aggregator {
             (cluster.stale_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         let required = cluster.quorum.required(self.settings.regions.len());
         let mut previous = self.published.load_full();
-        // After a reload, verdicts carry over: they are not re-decided from scratch.
+        // After a reload (or a restart with saved verdicts), verdicts carry over: they are not
+        // re-decided from scratch.
         let mut verdicts: BTreeMap<EndpointId, Verdict> = previous.verdicts.clone();
-        let mut grace_reported = false;
         let endpoint_ids: Vec<EndpointId> = self
             .settings
             .endpoints
             .iter()
             .map(|e| e.id.clone())
             .collect();
-        let mut last_impaired: BTreeSet<Region> = BTreeSet::new();
-        // Before the first reports there is no quorum; the first one reached is logged.
-        let mut quorum_state = false;
-        let mut expired_seen = 0u64;
+        let mut reporter = Reporter::default();
         for generation in (previous.generation + 1).. {
             tokio::select! {
                 () = self.board.changed() => {
@@ -161,173 +159,64 @@ impl Aggregator {
                 () = shutdown.cancelled() => return,
             }
             let now = Instant::now();
-            let latest = self.board.latest();
-            let impaired = if cluster.impaired_detection {
-                quorum::impaired_regions(
-                    &self.settings.regions,
-                    &endpoint_ids,
-                    &latest,
-                    cluster.stale_after,
-                    now,
-                )
-            } else {
-                Default::default()
-            };
-            if impaired != last_impaired {
-                for region in impaired.difference(&last_impaired) {
-                    tracing::warn!(%region, "prober {region} is impaired: it sees every endpoint Down while other probers see some Up; its Down votes are ignored");
-                }
-                for region in last_impaired.difference(&impaired) {
-                    tracing::info!(%region, "prober {region} is no longer impaired");
-                }
-                last_impaired = impaired.clone();
-            }
-            let fresh: Vec<&Region> = self
-                .settings
-                .regions
-                .iter()
-                .filter(|r| {
-                    latest.iter().any(|((region, _), o)| {
-                        region == *r
-                            && now.saturating_duration_since(o.observed_at) <= cluster.stale_after
-                    })
-                })
-                .collect();
-            let has_quorum = fresh.len() >= required;
-            if has_quorum != quorum_state {
-                if has_quorum {
-                    tracing::info!(
-                        "quorum: {} of {} probers fresh",
-                        fresh.len(),
-                        self.settings.regions.len()
-                    );
-                } else {
-                    let missing: Vec<&str> = self
-                        .settings
-                        .regions
-                        .iter()
-                        .filter(|r| !fresh.contains(r))
-                        .map(Region::as_str)
-                        .collect();
-                    tracing::warn!(missing = ?missing,
-                        "no quorum: only {} of {} probers fresh ({} needed), missing {}; verdicts hold their last value",
-                        fresh.len(), self.settings.regions.len(), required, missing.join(", "));
-                }
-                quorum_state = has_quorum;
-            }
-            self.metrics
-                .quorum(has_quorum, fresh.len(), &self.settings.regions, &impaired);
-            let next = quorum::decide_all(
-                &verdicts,
-                endpoint_ids.iter(),
-                &self.settings.regions,
-                &latest,
-                &impaired,
-                required,
-                cluster.stale_after,
+            // Decide (pure) ...
+            let round = quorum::round(
+                &quorum::RoundInputs {
+                    regions: &self.settings.regions,
+                    endpoints: &endpoint_ids,
+                    latest: &self.board.latest(),
+                    previous: &verdicts,
+                    required,
+                    stale_after: cluster.stale_after,
+                    impaired_detection: cluster.impaired_detection,
+                },
                 now,
             );
-            let mut changed = false;
-            for (id, verdict) in &next {
-                let before = verdicts.get(id).map(|v| v.health).unwrap_or_default();
-                if verdict.health != before {
-                    changed = true;
-                    tracing::info!(endpoint = %id, from = %before, to = %verdict.health,
-                        "endpoint {id} becomes {}: {}", verdict.health, verdict.explain());
-                    self.metrics.verdict_changed(id, verdict.health);
-                    self.history.push(Transition {
-                        at_unix_ms: crate::clock::unix_ms(),
-                        endpoint: id.clone(),
-                        from: before,
-                        to: verdict.health,
-                        why: verdict.explain(),
-                    });
-                }
-                let was_reached = verdicts.get(id).is_none_or(|v| v.quorum_reached);
-                if was_reached
-                    && !verdict.quorum_reached
-                    && verdict.health != crate::model::Health::Unknown
-                {
-                    tracing::warn!(endpoint = %id, "endpoint {id}: {}", verdict.explain());
-                }
-                self.metrics
-                    .verdict(id, verdict.health, verdict.up, verdict.down);
-            }
+            // ... say what changed ...
+            let changed = reporter.round(
+                &self.settings,
+                &self.metrics,
+                &self.history,
+                &verdicts,
+                &round,
+            );
             if changed && let Some(saved) = &self.saved {
-                saved.save(&next, crate::clock::unix_ms());
+                saved.save(&round.verdicts, crate::clock::unix_ms());
             }
-            let quorum = QuorumState {
-                reached: has_quorum,
-                fresh: fresh.iter().map(|r| (*r).clone()).collect(),
-                impaired: impaired.clone(),
-            };
-            let grace_over = now.duration_since(started) >= cluster.startup_grace;
             let active = self
                 .overrides
                 .as_ref()
                 .map(|o| o.active(crate::clock::unix_ms()))
                 .unwrap_or_default();
-            self.metrics.overrides(&endpoint_ids, &active);
-            if let Some(store) = &self.overrides {
-                let total = store
-                    .expired_total
-                    .load(std::sync::atomic::Ordering::Relaxed);
-                for _ in expired_seen..total {
-                    self.metrics.override_changed("expired");
-                }
-                expired_seen = total;
-            }
+            reporter.overrides(
+                &self.metrics,
+                &endpoint_ids,
+                &active,
+                self.overrides.as_deref(),
+            );
+            // ... build the answers ...
+            let grace_over = now.duration_since(started) >= cluster.startup_grace;
             let mut snap = snapshot::build(
                 &self.settings,
-                next.clone(),
+                round.verdicts.clone(),
                 active,
                 &previous,
                 generation,
                 grace_over,
             );
-            snap.quorum = quorum;
-            if grace_over && !grace_reported {
-                grace_reported = true;
-                if previous
-                    .records
-                    .values()
-                    .any(|r| r.answer == Answer::NotReady)
-                {
-                    tracing::warn!(
-                        "startup grace ({:?}) is over with undecided endpoints; they now count as not Up",
-                        cluster.startup_grace
-                    );
-                }
-            }
-            for (key, answer) in &snap.records {
-                let before = previous.records.get(key);
-                let still_waiting = answer.answer == Answer::NotReady
-                    && before.is_some_and(|b| b.answer == Answer::NotReady);
-                if !still_waiting
-                    && before.map(|a| (&a.answer, &a.reason))
-                        != Some((&answer.answer, &answer.reason))
-                {
-                    let answers = match answer.answer {
-                        Answer::NotReady => "SERVFAIL".to_string(),
-                        _ => format!("{:?}", answer.answer.addresses()),
-                    };
-                    tracing::info!(record = %key.0, rtype = key.1.as_str(),
-                        "record {} {} answers {answers}: {}", key.0, key.1.as_str(), answer.reason.describe());
-                }
-            }
-            if snap.ready && !previous.ready {
-                tracing::info!("ready: every managed record has a decided answer");
-            }
-            self.metrics
-                .record_answers(snap.records.iter().map(|((name, kind), a)| {
-                    (
-                        name.as_str(),
-                        kind.as_str(),
-                        a.reason.code(),
-                        a.answer.addresses().len(),
-                    )
-                }));
-            self.metrics.published(generation, snap.ready);
+            snap.quorum = QuorumState {
+                reached: round.reached,
+                fresh: round.fresh.to_vec(),
+                impaired: round.impaired.clone(),
+            };
+            reporter.snapshot(
+                &self.metrics,
+                &previous,
+                &snap,
+                grace_over,
+                cluster.startup_grace,
+            );
+            // ... and publish them whole.
             let snap = Arc::new(snap);
             if shutdown.is_cancelled() {
                 // Replaced by a reload: the new generation publishes from now on.
@@ -335,8 +224,162 @@ impl Aggregator {
             }
             self.published.store(snap.clone());
             previous = snap;
-            verdicts = next;
+            verdicts = round.verdicts;
         }
+    }
+}
+
+/// Turns what changed between rounds into logs (transitions only) and metrics, so that the
+/// loop only decides and publishes.
+#[derive(Default)]
+struct Reporter {
+    impaired: BTreeSet<Region>,
+    /// Whether the last round had a quorum of fresh probers (the first one reached is logged).
+    quorum: bool,
+    expired_seen: u64,
+    grace_reported: bool,
+}
+
+impl Reporter {
+    /// Logs and counts a round against the previous verdicts; true if a verdict changed.
+    fn round(
+        &mut self,
+        settings: &Settings,
+        metrics: &Metrics,
+        history: &History,
+        before: &BTreeMap<EndpointId, Verdict>,
+        round: &quorum::Round,
+    ) -> bool {
+        if round.impaired != self.impaired {
+            for region in round.impaired.difference(&self.impaired) {
+                tracing::warn!(%region, "prober {region} is impaired: it sees every endpoint Down while other probers see some Up; its Down votes are ignored");
+            }
+            for region in self.impaired.difference(&round.impaired) {
+                tracing::info!(%region, "prober {region} is no longer impaired");
+            }
+            self.impaired = round.impaired.clone();
+        }
+        let probers = settings.regions.len();
+        let required = settings.cluster.quorum.required(probers);
+        if round.reached != self.quorum {
+            if round.reached {
+                tracing::info!("quorum: {} of {probers} probers fresh", round.fresh.len());
+            } else {
+                let missing: Vec<&str> = settings
+                    .regions
+                    .iter()
+                    .filter(|r| !round.fresh.contains(r))
+                    .map(Region::as_str)
+                    .collect();
+                tracing::warn!(missing = ?missing,
+                    "no quorum: only {} of {probers} probers fresh ({required} needed), missing {}; verdicts hold their last value",
+                    round.fresh.len(), missing.join(", "));
+            }
+            self.quorum = round.reached;
+        }
+        metrics.quorum(
+            round.reached,
+            round.fresh.len(),
+            &settings.regions,
+            &round.impaired,
+        );
+        let mut changed = false;
+        for (id, verdict) in &round.verdicts {
+            let was = before.get(id).map(|v| v.health).unwrap_or_default();
+            if verdict.health != was {
+                changed = true;
+                tracing::info!(endpoint = %id, from = %was, to = %verdict.health,
+                    "endpoint {id} becomes {}: {}", verdict.health, verdict.explain());
+                metrics.verdict_changed(id, verdict.health);
+                history.push(Transition {
+                    at_unix_ms: crate::clock::unix_ms(),
+                    endpoint: id.clone(),
+                    from: was,
+                    to: verdict.health,
+                    why: verdict.explain(),
+                });
+            }
+            let was_reached = before.get(id).is_none_or(|v| v.quorum_reached);
+            if was_reached
+                && !verdict.quorum_reached
+                && verdict.health != crate::model::Health::Unknown
+            {
+                tracing::warn!(endpoint = %id, "endpoint {id}: {}", verdict.explain());
+            }
+            metrics.verdict(id, verdict.health, verdict.up, verdict.down);
+        }
+        changed
+    }
+
+    /// The overrides in force, and those that expired since the last round.
+    fn overrides(
+        &mut self,
+        metrics: &Metrics,
+        endpoints: &[EndpointId],
+        active: &BTreeMap<EndpointId, crate::overrides::Override>,
+        store: Option<&OverrideStore>,
+    ) {
+        metrics.overrides(endpoints, active);
+        if let Some(store) = store {
+            let total = store
+                .expired_total
+                .load(std::sync::atomic::Ordering::Relaxed);
+            for _ in self.expired_seen..total {
+                metrics.override_changed("expired");
+            }
+            self.expired_seen = total;
+        }
+    }
+
+    /// Logs records whose answer changed, readiness and the end of the startup grace; exports
+    /// the answers.
+    fn snapshot(
+        &mut self,
+        metrics: &Metrics,
+        previous: &Snapshot,
+        next: &Snapshot,
+        grace_over: bool,
+        grace: Duration,
+    ) {
+        if grace_over && !self.grace_reported {
+            self.grace_reported = true;
+            if previous
+                .records
+                .values()
+                .any(|r| r.answer == Answer::NotReady)
+            {
+                tracing::warn!(
+                    "startup grace ({grace:?}) is over with undecided endpoints; they now count as not Up"
+                );
+            }
+        }
+        for (key, answer) in &next.records {
+            let before = previous.records.get(key);
+            let still_waiting = answer.answer == Answer::NotReady
+                && before.is_some_and(|b| b.answer == Answer::NotReady);
+            if !still_waiting
+                && before.map(|a| (&a.answer, &a.reason)) != Some((&answer.answer, &answer.reason))
+            {
+                let answers = match answer.answer {
+                    Answer::NotReady => "SERVFAIL".to_string(),
+                    _ => format!("{:?}", answer.answer.addresses()),
+                };
+                tracing::info!(record = %key.0, rtype = key.1.as_str(),
+                    "record {} {} answers {answers}: {}", key.0, key.1.as_str(), answer.reason.describe());
+            }
+        }
+        if next.ready && !previous.ready {
+            tracing::info!("ready: every managed record has a decided answer");
+        }
+        metrics.record_answers(next.records.iter().map(|((name, kind), a)| {
+            (
+                name.as_str(),
+                kind.as_str(),
+                a.reason.code(),
+                a.answer.addresses().len(),
+            )
+        }));
+        metrics.published(next.generation, next.ready);
     }
 }
 

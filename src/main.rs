@@ -570,16 +570,16 @@ fn drill(
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
-    let outcome = runtime.block_on(drill::run(
-        settings,
-        options,
-        vantage::service::stop_signal(vantage::service::StopOn::TerminateOrHangup),
-        |line| {
+    // The signals are registered inside the runtime, before the drill starts.
+    let outcome = runtime.block_on(async {
+        let interrupt = vantage::service::stop_signal(vantage::service::StopOn::TerminateOrHangup);
+        drill::run(settings, options, interrupt, |line| {
             // Never panic on a closed stderr: the drill must get to its cleanup.
             use std::io::Write as _;
             let _ = writeln!(std::io::stderr(), "vantage drill: {line}");
-        },
-    ));
+        })
+        .await
+    });
     match outcome {
         Ok(Outcome::Refused(problems)) => {
             eprintln!("vantage drill: refused, nothing was changed:");

@@ -227,30 +227,72 @@ pub fn impaired_regions(
         .collect()
 }
 
-/// Verdicts for every endpoint; votes of `impaired` regions are marked and their Down votes
-/// do not count.
-#[allow(clippy::too_many_arguments)]
-pub fn decide_all<'a>(
-    previous: &BTreeMap<EndpointId, Verdict>,
-    endpoints: impl Iterator<Item = &'a EndpointId>,
-    regions: &[Region],
-    latest: &HashMap<(Region, EndpointId), Observation>,
-    impaired: &BTreeSet<Region>,
-    required: usize,
-    stale_after: Duration,
-    now: Instant,
-) -> BTreeMap<EndpointId, Verdict> {
-    let unknown = Verdict::unknown(required);
-    endpoints
+/// What a quorum round decides from.
+pub struct RoundInputs<'a> {
+    pub regions: &'a [Region],
+    pub endpoints: &'a [EndpointId],
+    pub latest: &'a HashMap<(Region, EndpointId), Observation>,
+    /// The verdicts of the previous round (held where no side reaches the quorum).
+    pub previous: &'a BTreeMap<EndpointId, Verdict>,
+    pub required: usize,
+    pub stale_after: Duration,
+    pub impaired_detection: bool,
+}
+
+/// One quorum round: the verdicts, which probers are fresh and which impaired, and whether a
+/// quorum of probers is fresh at all.
+#[derive(Debug, Clone)]
+pub struct Round {
+    pub verdicts: BTreeMap<EndpointId, Verdict>,
+    /// Regions with at least one observation younger than `stale_after`.
+    pub fresh: Vec<Region>,
+    pub impaired: BTreeSet<Region>,
+    /// At least `required` probers are fresh.
+    pub reached: bool,
+}
+
+/// Decides a round (pure: `now` is given).
+pub fn round(inputs: &RoundInputs<'_>, now: Instant) -> Round {
+    let impaired = if inputs.impaired_detection {
+        impaired_regions(
+            inputs.regions,
+            inputs.endpoints,
+            inputs.latest,
+            inputs.stale_after,
+            now,
+        )
+    } else {
+        BTreeSet::new()
+    };
+    let fresh: Vec<Region> = inputs
+        .regions
+        .iter()
+        .filter(|r| {
+            inputs.latest.iter().any(|((region, _), o)| {
+                region == *r && now.saturating_duration_since(o.observed_at) <= inputs.stale_after
+            })
+        })
+        .cloned()
+        .collect();
+    let unknown = Verdict::unknown(inputs.required);
+    let verdicts = inputs
+        .endpoints
+        .iter()
         .map(|id| {
-            let prev = previous.get(id).unwrap_or(&unknown);
-            let mut votes = votes_for(id, regions, latest, stale_after, now);
+            let prev = inputs.previous.get(id).unwrap_or(&unknown);
+            let mut votes = votes_for(id, inputs.regions, inputs.latest, inputs.stale_after, now);
             for vote in &mut votes {
                 vote.impaired = impaired.contains(&vote.region);
             }
-            (id.clone(), decide(prev, votes, required, now))
+            (id.clone(), decide(prev, votes, inputs.required, now))
         })
-        .collect()
+        .collect();
+    Round {
+        verdicts,
+        reached: fresh.len() >= inputs.required,
+        fresh,
+        impaired,
+    }
 }
 
 #[cfg(test)]
@@ -420,16 +462,19 @@ mod tests {
         let impaired = impaired_regions(&regions, &endpoints, &latest, stale, now);
         assert_eq!(impaired, BTreeSet::from([Region::new("a")]));
         // With k = 1, a's Down vote alone would flip x; as impaired it does not count.
-        let verdicts = decide_all(
-            &BTreeMap::new(),
-            endpoints.iter(),
-            &regions,
-            &latest,
-            &impaired,
-            1,
-            stale,
+        let verdicts = round(
+            &RoundInputs {
+                regions: &regions,
+                endpoints: &endpoints,
+                latest: &latest,
+                previous: &BTreeMap::new(),
+                required: 1,
+                stale_after: stale,
+                impaired_detection: true,
+            },
             now,
-        );
+        )
+        .verdicts;
         assert_eq!(verdicts[&EndpointId::new("x")].health, Health::Up);
         assert!(verdicts[&EndpointId::new("x")].votes[0].impaired);
         // y: everyone sees it Down, so it is Down (b and c are not impaired).
@@ -448,6 +493,55 @@ mod tests {
     }
 
     proptest! {
+        /// A whole round without a quorum of fresh probers changes no verdict (fail static at
+        /// the cluster level), whatever the stale or missing reports say; with a quorum of
+        /// fresh probers all agreeing, every verdict follows them.
+        #[test]
+        fn a_round_without_a_quorum_of_fresh_probers_holds_every_verdict(
+            ages in proptest::collection::vec(0u64..20, 3),
+            states in proptest::collection::vec(0u8..2, 6),
+            previous in proptest::collection::vec(0u8..3, 2),
+        ) {
+            let now = Instant::now() + Duration::from_secs(100);
+            let regions: Vec<Region> = ["a", "b", "c"].map(Region::new).to_vec();
+            let endpoints: Vec<EndpointId> = ["x", "y"].map(EndpointId::new).to_vec();
+            let health = |n: u8| [Health::Up, Health::Down, Health::Unknown][n as usize];
+            let mut latest = HashMap::new();
+            for (r, region) in regions.iter().enumerate() {
+                for (e, endpoint) in endpoints.iter().enumerate() {
+                    let (key, mut obs) = observe(region.as_str(), endpoint.as_str(), health(states[r * 2 + e]), now);
+                    obs.observed_at = now - Duration::from_secs(ages[r]);
+                    latest.insert(key, obs);
+                }
+            }
+            let previous: BTreeMap<EndpointId, Verdict> = endpoints
+                .iter()
+                .zip(&previous)
+                .map(|(id, p)| (id.clone(), Verdict { health: health(*p), ..Verdict::unknown(2) }))
+                .collect();
+            let stale_after = Duration::from_secs(5);
+            let result = round(
+                &RoundInputs {
+                    regions: &regions,
+                    endpoints: &endpoints,
+                    latest: &latest,
+                    previous: &previous,
+                    required: 2,
+                    stale_after,
+                    impaired_detection: false,
+                },
+                now,
+            );
+            let fresh = ages.iter().filter(|a| Duration::from_secs(**a) <= stale_after).count();
+            prop_assert_eq!(result.reached, fresh >= 2);
+            prop_assert_eq!(result.fresh.len(), fresh);
+            if !result.reached {
+                for (id, verdict) in &result.verdicts {
+                    prop_assert_eq!(verdict.health, previous[id].health);
+                }
+            }
+        }
+
         /// Without a quorum on either side the verdict never changes; with a clear majority it
         /// always follows the majority.
         #[test]

@@ -12,46 +12,86 @@ pub enum StopOn {
     TerminateOrHangup,
 }
 
-/// Resolves when one of the signals of `on` arrives.
-pub async fn stop_signal(on: StopOn) {
+/// A future that resolves when one of the signals of `on` arrives. The signals are registered
+/// when this is called, not when the future is first polled: from then on a stop signal is
+/// never lost, and never kills the process before it can drain.
+pub fn stop_signal(on: StopOn) -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
         let hup = match on {
             StopOn::Terminate => None,
             StopOn::TerminateOrHangup => signal(SignalKind::hangup()).ok(),
         };
-        match term {
-            Ok(mut term) => {
-                let hangup = async {
-                    match hup {
-                        Some(mut hup) => {
-                            hup.recv().await;
-                        }
-                        None => std::future::pending::<()>().await,
+        async move {
+            let next = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
                     }
-                };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                    () = hangup => {}
+                    None => std::future::pending::<()>().await,
                 }
-            }
-            Err(error) => {
+            };
+            if let Err(error) = &term {
                 tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops vantage");
-                if let Err(error) = tokio::signal::ctrl_c().await {
-                    tracing::error!(%error, "cannot listen for SIGINT either; stopping");
-                }
+            }
+            tokio::select! {
+                () = next(int.ok()) => {}
+                () = next(term.ok()) => {}
+                () = next(hup) => {}
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = on;
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for SIGINT; stopping");
+        async {
+            if let Err(error) = tokio::signal::ctrl_c().await {
+                tracing::error!(%error, "cannot listen for SIGINT; stopping");
+            }
         }
+    }
+}
+
+/// The signals of a serving process: stop (SIGINT, SIGTERM) and reload (SIGHUP), registered
+/// before it says it is listening.
+pub struct Signals {
+    pub stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    pub hangup: Hangup,
+}
+
+impl Signals {
+    pub fn register() -> Self {
+        Self {
+            stop: Box::pin(stop_signal(StopOn::Terminate)),
+            hangup: Hangup {
+                #[cfg(unix)]
+                signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+            },
+        }
+    }
+}
+
+/// SIGHUP: reload.
+pub struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    /// Resolves at the next SIGHUP (never, where there is none).
+    pub async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = self.signal.as_mut() {
+            if signal.recv().await.is_some() {
+                return;
+            }
+            // The stream ended: no more SIGHUPs will come.
+            self.signal = None;
+        }
+        std::future::pending::<()>().await;
     }
 }
 

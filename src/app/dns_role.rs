@@ -27,6 +27,8 @@ pub async fn run(
     extra: Option<axum::Router>,
     on_listening: impl FnOnce(&Listening),
 ) -> anyhow::Result<()> {
+    // Before anything says it is listening: a stop sent right after is never lost.
+    let signals = crate::service::Signals::register();
     let settings = Arc::new(settings);
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
@@ -78,7 +80,7 @@ pub async fn run(
         endpoints = settings.endpoints.len(), records = settings.records.len(), "vantage is serving");
     on_listening(&listening);
 
-    serve_until_shutdown(reload_rx, &metrics, || {
+    serve_until_shutdown(signals, reload_rx, &metrics, || {
         let outcome = match &config {
             None => Err(vec![
                 "this process has no configuration file to reload (the demo)".to_string(),

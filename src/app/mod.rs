@@ -299,6 +299,7 @@ pub use crate::admin::ReloadRequests;
 
 /// Waits for SIGINT/SIGTERM, reloading on SIGHUP or an admin request with `reload`.
 async fn serve_until_shutdown<F, Fut>(
+    signals: crate::service::Signals,
     mut requests: tokio::sync::mpsc::Receiver<
         tokio::sync::oneshot::Sender<Result<String, Vec<String>>>,
     >,
@@ -308,31 +309,15 @@ async fn serve_until_shutdown<F, Fut>(
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<String, Vec<String>>>,
 {
-    #[cfg(unix)]
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let stop = shutdown_signal();
-    tokio::pin!(stop);
+    let crate::service::Signals {
+        mut stop,
+        mut hangup,
+    } = signals;
     let mut requests_open = true;
     loop {
-        #[cfg(unix)]
-        let hup = async {
-            match hangup.as_mut() {
-                Some(h) => h.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hup = std::future::pending::<Option<()>>();
         let reply = tokio::select! {
             () = &mut stop => return,
-            signal = hup => {
-                if signal.is_none() {
-                    // The signal stream ended: no more SIGHUPs will come.
-                    hangup = None;
-                    continue;
-                }
-                None
-            }
+            () = hangup.next() => None,
             request = requests.recv(), if requests_open => match request {
                 Some(reply) => Some(reply),
                 None => {
@@ -443,8 +428,4 @@ async fn drain(
     if drained.is_err() {
         tracing::warn!("some tasks did not stop within 5s; exiting anyway");
     }
-}
-
-async fn shutdown_signal() {
-    crate::service::stop_signal(crate::service::StopOn::Terminate).await;
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, anyhow};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Listening, drain, shutdown_signal};
+use super::{Listening, drain};
 use crate::{
     config::{ProberIdentity, Settings},
     exchange::{
@@ -113,6 +113,8 @@ pub async fn run_probe(
     listen: Option<SocketAddr>,
     on_listening: impl FnOnce(&Listening),
 ) -> anyhow::Result<()> {
+    // Before anything says it is listening: a stop sent right after is never lost.
+    let stop = crate::service::stop_signal(crate::service::StopOn::Terminate);
     let secret = settings
         .cluster
         .token
@@ -180,7 +182,7 @@ pub async fn run_probe(
     tracing::info!(%region, listen = %listening.admin, tls = tls_on, own_key = identity.key_file.is_some(),
         endpoints = settings.endpoints.len(), "prober is running");
     on_listening(&listening);
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down the prober");
     drain(shutdown, tasks, None).await;
     Ok(())

@@ -54,6 +54,8 @@ pub async fn run_route53(
     on_listening: impl FnOnce(&Listening),
 ) -> anyhow::Result<()> {
     require_targets(&settings)?;
+    // Before anything says it is listening: a stop sent right after is never lost.
+    let signals = crate::service::Signals::register();
     let settings = Arc::new(settings);
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
@@ -112,7 +114,7 @@ pub async fn run_route53(
     });
     tracing::info!(admin = %listening.admin, force, "Route53 reconciler is running");
     on_listening(&listening);
-    serve_until_shutdown(reload_rx, &metrics, || {
+    serve_until_shutdown(signals, reload_rx, &metrics, || {
         let outcome = Settings::load(&config)
             .map_err(|e| vec![e.to_string()])
             .and_then(|next| {
