@@ -20,10 +20,10 @@ use crate::{
     exchange::ObservationBoard,
     metrics::Metrics,
     model::{EndpointId, Health, Region},
-    overrides::OverrideStore,
     quorum::{self, Verdict},
     snapshot::{self, Answer, QuorumState, Snapshot},
-    verdict_store::VerdictStore,
+    state::overrides::OverrideStore,
+    state::verdicts::VerdictStore,
 };
 
 /// How long to gather reports after the first one of a burst.
@@ -103,7 +103,7 @@ impl Aggregator {
     pub fn initial(
         settings: &Settings,
         restored: &BTreeMap<EndpointId, Health>,
-        overrides: BTreeMap<EndpointId, crate::overrides::Override>,
+        overrides: BTreeMap<EndpointId, crate::state::overrides::Override>,
     ) -> Snapshot {
         let required = settings.cluster.quorum.required(settings.regions.len());
         let verdicts = restored
@@ -316,7 +316,7 @@ impl Reporter {
         &mut self,
         metrics: &Metrics,
         endpoints: &[EndpointId],
-        active: &BTreeMap<EndpointId, crate::overrides::Override>,
+        active: &BTreeMap<EndpointId, crate::state::overrides::Override>,
         store: Option<&OverrideStore>,
     ) {
         metrics.overrides(endpoints, active);

@@ -23,14 +23,12 @@ pub mod keygen;
 pub mod limits;
 pub mod metrics;
 pub mod model;
-pub mod overrides;
 pub mod probe;
 pub mod quorum;
 pub mod route53;
 pub mod service;
 pub mod snapshot;
-pub mod state_file;
-pub mod verdict_store;
+pub mod state;
 
 /// Installs the process-wide TLS crypto provider (aws-lc-rs). Call once at start.
 pub fn install_crypto_provider() {

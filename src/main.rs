@@ -641,7 +641,7 @@ fn check_config(config: &std::path::Path) -> ExitCode {
         Ok((settings, zones)) => {
             // The server starts without a writable state directory (overrides are then
             // refused), so this is a warning, not a problem.
-            if let Err(warning) = vantage::state_file::check_writable(&settings.admin.state_dir) {
+            if let Err(warning) = vantage::state::file::check_writable(&settings.admin.state_dir) {
                 eprintln!("warning: {warning}");
             }
             for warning in settings.warnings() {

@@ -505,7 +505,7 @@ impl Metrics {
     pub fn drills(
         &self,
         records: &[crate::config::RecordSpec],
-        results: &[crate::drill::results::DrillResult],
+        results: &[crate::state::drills::DrillResult],
     ) {
         let d = &self.drills;
         for g in [&d.last, &d.rto, &d.target] {
@@ -785,11 +785,11 @@ impl Metrics {
     pub fn overrides(
         &self,
         endpoints: &[EndpointId],
-        active: &std::collections::BTreeMap<EndpointId, crate::overrides::Override>,
+        active: &std::collections::BTreeMap<EndpointId, crate::state::overrides::Override>,
     ) {
         for id in endpoints {
             let current = active.get(id).map(|o| o.action);
-            for action in crate::overrides::Action::ALL {
+            for action in crate::state::overrides::Action::ALL {
                 self.overrides
                     .with_label_values(&[id.as_str(), action.as_str()])
                     .set(i64::from(current == Some(action)));

@@ -23,12 +23,12 @@ pub use status::status_json;
 use crate::{
     aggregator::History,
     config::Settings,
-    drill::results::{DrillResult, DrillResults},
     exchange::pull::ProberLink,
     metrics::Metrics,
-    overrides::OverrideStore,
     route53::reconcile::Reports,
     snapshot::{Answer, Snapshot},
+    state::drills::{DrillResult, DrillResults},
+    state::overrides::OverrideStore,
 };
 
 #[derive(Clone)]
@@ -46,7 +46,7 @@ pub struct AdminState {
     /// The last drill result per record (serving roles only).
     pub drills: Option<Arc<DrillResults>>,
     /// Verdicts saved for the next start (serving roles only).
-    pub verdicts: Option<Arc<crate::verdict_store::VerdictStore>>,
+    pub verdicts: Option<Arc<crate::state::verdicts::VerdictStore>>,
     pub history: Arc<History>,
     /// Where reload requests go (roles that can reload).
     pub reload: Option<ReloadRequests>,

@@ -16,7 +16,7 @@ use crate::{
     clock::unix_ms,
     config::parse_duration,
     model::EndpointId,
-    overrides::{Action, Override},
+    state::overrides::{Action, Override},
 };
 
 /// The longest an override may last.

@@ -21,15 +21,15 @@ use crate::{
     aggregator::{Aggregator, History},
     config::Settings,
     dns::{self, ZoneFile},
-    drill::results::DrillResults,
     exchange::{self, ObservationBoard, auth::FleetKey, pull::ProberLink},
     metrics::Metrics,
     model::EndpointId,
-    overrides::OverrideStore,
     probe,
     route53::reconcile::Reports,
     snapshot::Snapshot,
-    verdict_store::VerdictStore,
+    state::drills::DrillResults,
+    state::overrides::OverrideStore,
+    state::verdicts::VerdictStore,
 };
 
 /// Where the process actually listens (ports resolved), printed as one JSON line on stdout.

@@ -7,7 +7,6 @@
 
 pub mod observe;
 pub mod report;
-pub mod results;
 
 use std::{
     net::{IpAddr, SocketAddr},

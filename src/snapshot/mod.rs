@@ -16,8 +16,8 @@ use serde::Serialize;
 use crate::{
     config::{Policy, RecordKind, RecordSpec, Settings, WhenAllDown},
     model::{EndpointId, Health, Region},
-    overrides::Override,
     quorum::Verdict,
+    state::overrides::Override,
 };
 
 /// Every managed answer, built from one set of verdicts.
@@ -262,7 +262,7 @@ pub fn build(
                     .filter(|e| {
                         overrides
                             .get(*e)
-                            .is_some_and(|o| o.action == crate::overrides::Action::Drain)
+                            .is_some_and(|o| o.action == crate::state::overrides::Action::Drain)
                     })
                     .cloned(),
             );

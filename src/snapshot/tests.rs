@@ -311,9 +311,9 @@ fn a_drained_endpoint_is_called_drained_not_down() {
         (EndpointId::new(id), v)
     })
     .collect();
-    let drain = crate::overrides::Override {
+    let drain = crate::state::overrides::Override {
         endpoint: EndpointId::new("one"),
-        action: crate::overrides::Action::Drain,
+        action: crate::state::overrides::Action::Drain,
         reason: "maintenance".into(),
         by: "test".into(),
         created_unix_ms: 0,

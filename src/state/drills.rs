@@ -57,7 +57,7 @@ impl DrillResults {
     /// corrupt file is moved aside and an unusable directory leaves the store in memory only,
     /// each reported by [`DrillResults::problem`].
     pub fn open(dir: &Path) -> Self {
-        let loaded = crate::state_file::load::<DrillResult>(dir, "drills.json", "drill results");
+        let loaded = super::file::load::<DrillResult>(dir, "drills.json", "drill results");
         Self {
             file: dir.join("drills.json"),
             latest: Mutex::new(

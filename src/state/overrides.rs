@@ -96,7 +96,7 @@ impl OverrideStore {
     /// corrupt file is moved aside and an unusable directory leaves the store read-only, each
     /// reported by [`OverrideStore::problem`].
     pub fn open(dir: &Path) -> Self {
-        let loaded = crate::state_file::load::<Override>(dir, "overrides.json", "overrides");
+        let loaded = super::file::load::<Override>(dir, "overrides.json", "overrides");
         Self {
             expired_total: std::sync::atomic::AtomicU64::new(0),
             dir: dir.to_path_buf(),
@@ -136,7 +136,7 @@ impl OverrideStore {
     fn audit(&self, entry: AuditEntry) -> Result<(), OverrideError> {
         let path = self.dir.join("audit.log");
         let line = serde_json::to_string(&entry).unwrap_or_default();
-        crate::state_file::append_line(&path, &line).map_err(|source| {
+        super::file::append_line(&path, &line).map_err(|source| {
             tracing::error!(path = %path.display(), error = %source, "cannot append to the audit log");
             OverrideError::Io {
                 path: path.display().to_string(),

@@ -46,12 +46,12 @@ pub struct VerdictStore {
 
 impl VerdictStore {
     /// Opens the store in `dir`; returns it with the saved verdicts of the endpoints in
-    /// `configured` (others are forgotten). A corrupt file is moved aside (see `state_file`).
+    /// `configured` (others are forgotten). A corrupt file is moved aside (see `state::file`).
     pub fn open(
         dir: &Path,
         configured: impl Fn(&EndpointId) -> bool,
     ) -> (Self, BTreeMap<EndpointId, Health>) {
-        let loaded = crate::state_file::load::<SavedVerdict>(dir, FILE, "saved verdicts");
+        let loaded = super::file::load::<SavedVerdict>(dir, FILE, "saved verdicts");
         let restored: BTreeMap<EndpointId, (Health, u64)> = loaded
             .items
             .into_iter()

@@ -1,0 +1,9 @@
+//! What a serving process keeps in its state directory (`admin.state_dir`, or
+//! `route53.state_dir`), read at start and written as it changes: operator overrides and their
+//! audit log (`overrides`), the last drill result per record (`drills`), the last verdicts
+//! (`verdicts`). Loading never stops a server (`file`).
+
+pub mod drills;
+pub mod file;
+pub mod overrides;
+pub mod verdicts;
