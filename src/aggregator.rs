@@ -229,6 +229,39 @@ impl Aggregator {
     }
 }
 
+/// What a reload keeps of the verdicts.
+pub struct CarryOver {
+    /// Verdicts of endpoints that exist before and after, probed the same way.
+    pub verdicts: BTreeMap<EndpointId, Verdict>,
+    /// Endpoints whose probe target changed: what was seen of the old target (verdict,
+    /// observations) says nothing about the new one, so they start over.
+    pub start_over: Vec<EndpointId>,
+}
+
+/// The reload rule (pure): verdicts carry over from `old` to `new` settings, except for
+/// endpoints removed and endpoints now probed differently (address, check, host...).
+pub fn carry_over(
+    old: &Settings,
+    new: &Settings,
+    verdicts: &BTreeMap<EndpointId, Verdict>,
+) -> CarryOver {
+    let start_over: Vec<EndpointId> = new
+        .endpoints
+        .iter()
+        .filter(|e| old.endpoint(&e.id).is_some_and(|before| **before != ***e))
+        .map(|e| e.id.clone())
+        .collect();
+    let verdicts = verdicts
+        .iter()
+        .filter(|(id, _)| !start_over.contains(id) && new.endpoint(id).is_some())
+        .map(|(id, v)| (id.clone(), v.clone()))
+        .collect();
+    CarryOver {
+        verdicts,
+        start_over,
+    }
+}
+
 /// Turns what changed between rounds into logs (transitions only) and metrics, so that the
 /// loop only decides and publishes.
 #[derive(Default)]
@@ -439,6 +472,46 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[test]
+    fn a_reload_keeps_verdicts_of_endpoints_probed_the_same_way_only() {
+        let fleet = |second: &str| {
+            Settings::from_toml(
+                &format!(
+                    "[[prober]]\nregion = \"a\"\n[check.t]\nprotocol = \"tcp\"\nport = 9\n\
+                     [[record]]\nname = \"www.example.com\"\nendpoints = [{{ name = \"one\", address = \"192.0.2.1\" }}, {second}]\n"
+                ),
+                "t.toml",
+                Path::new("."),
+            )
+            .expect("valid")
+        };
+        let old = fleet(
+            "{ name = \"two\", address = \"192.0.2.2\" }, { name = \"gone\", address = \"192.0.2.9\" }",
+        );
+        let new = fleet(
+            "{ name = \"two\", address = \"192.0.2.3\" }, { name = \"fresh\", address = \"192.0.2.4\" }",
+        );
+        let up = Verdict {
+            health: Health::Up,
+            ..Verdict::unknown(1)
+        };
+        let verdicts: BTreeMap<EndpointId, Verdict> = ["one", "two", "gone"]
+            .into_iter()
+            .map(|id| (EndpointId::new(id), up.clone()))
+            .collect();
+        let carried = carry_over(&old, &new, &verdicts);
+        // one: unchanged, kept; two: another address, starts over; gone: removed; fresh: new.
+        assert_eq!(
+            carried
+                .verdicts
+                .keys()
+                .map(EndpointId::as_str)
+                .collect::<Vec<_>>(),
+            vec!["one"]
+        );
+        assert_eq!(carried.start_over, vec![EndpointId::new("two")]);
     }
 
     #[tokio::test(start_paused = true)]

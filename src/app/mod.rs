@@ -242,31 +242,18 @@ impl Aggregation {
         tasks: &mut JoinSet<()>,
     ) -> anyhow::Result<()> {
         let old_settings = self.settings.load_full();
-        // Endpoints whose probe target changed start over: what was seen of the old target
-        // (verdicts, observations) says nothing about the new one.
-        let changed: Vec<crate::model::EndpointId> = settings
-            .endpoints
-            .iter()
-            .filter(|e| {
-                old_settings
-                    .endpoint(&e.id)
-                    .is_some_and(|old| **old != ***e)
-            })
-            .map(|e| e.id.clone())
-            .collect();
-        for id in &changed {
+        let previous = self.published.load_full();
+        let carried = crate::aggregator::carry_over(&old_settings, &settings, &previous.verdicts);
+        for id in &carried.start_over {
             self.board.forget(id);
         }
         // Stop the old generation first, so that it cannot publish over what follows.
         self.generation.cancel();
         // Publish the new records at once (a new name must not fall through to the zone file
         // and answer NXDOMAIN), deciding from the verdicts that carry over.
-        let previous = self.published.load_full();
-        let mut verdicts = previous.verdicts.clone();
-        verdicts.retain(|id, _| !changed.contains(id) && settings.endpoint(id).is_some());
         let mut snapshot = crate::snapshot::build(
             &settings,
-            verdicts,
+            carried.verdicts,
             previous.overrides.clone(),
             &previous,
             previous.generation + 1,
