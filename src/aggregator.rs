@@ -124,7 +124,7 @@ impl Aggregator {
             overrides,
             &Snapshot::default(),
             0,
-            false,
+            crate::snapshot::Undecided::Wait,
         )
     }
 
@@ -202,7 +202,11 @@ impl Aggregator {
                 active,
                 &previous,
                 generation,
-                grace_over,
+                if grace_over {
+                    snapshot::Undecided::NotUp
+                } else {
+                    snapshot::Undecided::Wait
+                },
             );
             snap.quorum = QuorumState {
                 reached: round.reached,

@@ -257,7 +257,7 @@ impl Aggregation {
             previous.overrides.clone(),
             &previous,
             previous.generation + 1,
-            false,
+            crate::snapshot::Undecided::Wait,
         );
         snapshot.quorum = previous.quorum.clone();
         self.published.store(Arc::new(snapshot));

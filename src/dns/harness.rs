@@ -73,7 +73,7 @@ impl Harness {
             Default::default(),
             &Snapshot::default(),
             1,
-            false,
+            crate::snapshot::Undecided::Wait,
         );
         let published = Arc::new(ArcSwap::from_pointee(snap));
         let state = DnsState::new(&settings, vec![zone]);

@@ -216,7 +216,16 @@ impl Reason {
     }
 }
 
-/// Builds the snapshot for `verdicts`. After `grace_over`, undecided endpoints count as not Up.
+/// What an endpoint no quorum has decided yet means for answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undecided {
+    /// During the startup grace: records that depend on it wait (SERVFAIL).
+    Wait,
+    /// After the grace: it counts as not Up.
+    NotUp,
+}
+
+/// Builds the snapshot for `verdicts`; `undecided` says what endpoints without a verdict mean.
 /// A record that was decided in `previous` stays decided (readiness never goes back).
 pub fn build(
     settings: &Settings,
@@ -224,7 +233,7 @@ pub fn build(
     overrides: BTreeMap<EndpointId, Override>,
     previous: &Snapshot,
     generation: u64,
-    grace_over: bool,
+    undecided: Undecided,
 ) -> Snapshot {
     let mut records = BTreeMap::new();
     let mut names = HashSet::new();
@@ -251,7 +260,12 @@ pub fn build(
             .records
             .get(&key)
             .is_some_and(|r| r.answer != Answer::NotReady);
-        let mut answer = answer_for(record, health, rtts, grace_over || was_decided);
+        let mut answer = answer_for(
+            record,
+            health,
+            rtts,
+            undecided == Undecided::NotUp || was_decided,
+        );
         if let Reason::Active {
             skipped, drained, ..
         } = &mut answer.reason

@@ -260,7 +260,7 @@ fn the_answers_generation_moves_only_when_answers_change() {
         BTreeMap::new(),
         &Snapshot::default(),
         1,
-        false,
+        Undecided::Wait,
     );
     let same = build(
         &settings,
@@ -268,7 +268,7 @@ fn the_answers_generation_moves_only_when_answers_change() {
         BTreeMap::new(),
         &first,
         2,
-        false,
+        Undecided::Wait,
     );
     assert_eq!(
         same.answers_generation, first.answers_generation,
@@ -280,7 +280,7 @@ fn the_answers_generation_moves_only_when_answers_change() {
         BTreeMap::new(),
         &same,
         3,
-        false,
+        Undecided::Wait,
     );
     assert_eq!(
         moved.answers_generation,
@@ -325,7 +325,7 @@ fn a_drained_endpoint_is_called_drained_not_down() {
         BTreeMap::from([(EndpointId::new("one"), drain)]),
         &Snapshot::default(),
         1,
-        false,
+        Undecided::Wait,
     );
     let www = &snapshot.records[&("www.example.com.".to_string(), RecordKind::A)];
     assert_eq!(www.answer, Answer::Fixed(ips(&[3])));
