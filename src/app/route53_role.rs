@@ -246,7 +246,7 @@ async fn reconcile_loop(
             }
             if !report.applied {
                 all_synced = false;
-                pending += report.steps.len();
+                pending += report.unapplied_steps();
             } else if !report.steps.is_empty() {
                 tracing::info!(zone, changes = report.steps.len(), "Route53 updated");
             }

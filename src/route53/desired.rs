@@ -106,6 +106,11 @@ pub fn targets(settings: &Settings, snapshot: &Snapshot) -> BTreeMap<String, Vec
                 owner: route53.owner.clone(),
                 take_over: route53.take_over,
                 desired,
+                set_identifiers: record
+                    .endpoints
+                    .iter()
+                    .map(|e| e.id.as_str().to_string())
+                    .collect(),
             });
     }
     zones

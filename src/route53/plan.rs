@@ -19,6 +19,9 @@ pub struct Target {
     pub take_over: bool,
     /// The record sets the group should hold (empty: none).
     pub desired: Vec<RecordSet>,
+    /// The set identifiers vantage writes for this record (its endpoints' names): a weighted
+    /// set with any other identifier in the group is someone else's and is left alone.
+    pub set_identifiers: Vec<String>,
 }
 
 /// The changes of one record group, applied together (record and marker in one batch).
@@ -206,8 +209,31 @@ pub fn plan(current: &[RecordSet], targets: &[Target]) -> Plan {
             }
             None => changes.push(Change::Create(marker(key, &target.owner))),
         }
+        let foreign: Vec<&&RecordSet> = have
+            .iter()
+            .filter(|s| {
+                s.set_identifier
+                    .as_ref()
+                    .is_some_and(|id| !target.set_identifiers.contains(id))
+            })
+            .collect();
+        if !foreign.is_empty() {
+            // Our marker, but a set we never wrote: report it, never delete it.
+            let ids: Vec<&str> = foreign
+                .iter()
+                .filter_map(|s| s.set_identifier.as_deref())
+                .collect();
+            result.conflicts.push(Conflict {
+                key: key.clone(),
+                kind: ConflictKind::Ownership,
+                reason: format!(
+                    "holds weighted sets vantage did not write (set identifiers {}); they are left alone",
+                    ids.join(", ")
+                ),
+            });
+        }
         for old in &have {
-            if !target.desired.contains(old) {
+            if !target.desired.contains(old) && !foreign.contains(&old) {
                 changes.push(Change::Delete((*old).clone()));
             }
         }
@@ -268,6 +294,8 @@ mod tests {
             owner: "prod".into(),
             take_over: false,
             desired,
+            // The identifiers the tests' weighted sets use.
+            set_identifiers: ["e1", "e2", "s0", "s1", "s2"].map(String::from).to_vec(),
         }
     }
 
@@ -364,6 +392,33 @@ mod tests {
                 old: w("e2", "192.0.2.2", 1)
             }]
         );
+    }
+
+    #[test]
+    fn a_weighted_set_someone_else_adds_to_our_group_is_reported_and_left_alone() {
+        let w = |id: &str, ip: &str, weight: u8| a("img.example.com.", &[ip]).weighted(id, weight);
+        let all = vec![target(
+            "img.example.com.",
+            vec![w("e1", "192.0.2.1", 3), w("e2", "192.0.2.2", 1)],
+        )];
+        let mut state = apply(&[], &plan(&[], &all));
+        state.push(w("canary", "198.51.100.7", 5));
+        // e2 goes Down: its set is withdrawn; the canary set is not ours and stays.
+        let one_down = vec![target("img.example.com.", vec![w("e1", "192.0.2.1", 3)])];
+        let p = plan(&state, &one_down);
+        assert_eq!(
+            p.steps(),
+            vec![Step::Delete {
+                old: w("e2", "192.0.2.2", 1)
+            }]
+        );
+        assert_eq!(p.conflicts.len(), 1, "{:?}", p.conflicts);
+        assert!(
+            p.conflicts[0].reason.contains("canary"),
+            "{:?}",
+            p.conflicts
+        );
+        assert!(apply(&state, &p).contains(&w("canary", "198.51.100.7", 5)));
     }
 
     fn arb_set() -> impl Strategy<Value = RecordSet> {

@@ -52,6 +52,34 @@ pub struct ZoneReport {
     pub last_change: Option<AppliedChange>,
 }
 
+impl ZoneReport {
+    /// Whether Route53 refused the change of `step`'s group in this cycle.
+    fn refused(&self, step: &Step) -> bool {
+        let set = match step {
+            Step::Create { new } | Step::Update { new, .. } => new,
+            Step::Delete { old } => old,
+        };
+        // The group's record sets, and its ownership marker, went in one batch.
+        self.conflicts.iter().any(|c| {
+            c.kind == ConflictKind::Refused
+                && ((c.key.name == set.name && c.key.rtype == set.rtype)
+                    || super::ownership::marker_name(&c.key) == set.name)
+        })
+    }
+
+    /// Planned changes not applied: all of them when nothing was applied (the change cap, a
+    /// failed call), else those of the groups Route53 refused.
+    pub fn unapplied_steps(&self) -> usize {
+        if self.applied {
+            0
+        } else if self.changes.is_empty() {
+            self.steps.len()
+        } else {
+            self.steps.iter().filter(|s| self.refused(s)).count()
+        }
+    }
+}
+
 /// Changes applied to a zone in one cycle, and when they were submitted and became INSYNC.
 #[derive(Debug, Clone, Serialize)]
 pub struct AppliedChange {
@@ -233,7 +261,8 @@ pub async fn reconcile_zone<A: Api + ?Sized>(
         if raced {
             continue;
         }
-        for step in &report.steps {
+        // Only what Route53 took is counted as made.
+        for step in report.steps.iter().filter(|s| !report.refused(s)) {
             metrics.route53_change(step);
         }
         report.applied = !failed;
@@ -396,6 +425,7 @@ mod tests {
             owner: "prod".into(),
             take_over: false,
             desired: vec![a(name, ip)],
+            set_identifiers: Vec::new(),
         }
     }
 
@@ -554,6 +584,15 @@ mod tests {
                 .any(|c| c.key.name == "bad.example.com." && c.reason.contains("not permitted")),
             "{r:?}"
         );
+        // Counted as made: only the good group (its record and marker); pending: the bad one's.
+        let text = metrics.render();
+        let created = text
+            .lines()
+            .find(|l| l.starts_with("vantage_route53_changes_total{action=\"create\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        assert_eq!(created, Some(2.0), "{text}");
+        assert_eq!(r.unapplied_steps(), 2, "{r:?}");
     }
 
     #[tokio::test]
