@@ -67,11 +67,12 @@ pub fn check(config: &Path) -> Result<(Settings, Vec<ZoneFile>), Vec<String>> {
 /// reported by `check-config` rather than at start.
 fn check_setups(settings: &Settings, region: &crate::model::Region) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
+    let mut tls = probe::check::TlsConfigs::default();
     settings
         .endpoints
         .iter()
         .filter(|e| seen.insert(e.check.name.clone()))
-        .filter_map(|e| probe::check::Checker::new(e, region).err())
+        .filter_map(|e| probe::check::Checker::new(e, region, &mut tls).err())
         .map(|e| e.to_string())
         .collect()
 }

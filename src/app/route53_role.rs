@@ -159,6 +159,7 @@ async fn reconcile_loop(
     let mut last_insync_poll = Instant::now();
     // Conflicts and errors are logged when they appear, not every cycle.
     let mut logged: BTreeMap<String, String> = BTreeMap::new();
+    let mut exported_states = Vec::new();
     loop {
         tokio::select! {
             () = tokio::time::sleep(WATCH) => {}
@@ -167,14 +168,16 @@ async fn reconcile_loop(
         let snapshot = published.load();
         let settings = settings.load_full();
         let limits = limits(&settings);
-        // Every record's state as of the latest reports, for the metrics.
-        {
+        // Every record's state as of the latest reports, for the metrics (set when it changes).
+        let states = {
             let reports = reports
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            metrics.route53_records(&crate::route53::status::record_states(
-                &settings, &snapshot, &reports,
-            ));
+            crate::route53::status::record_states(&settings, &snapshot, &reports)
+        };
+        if states != exported_states {
+            metrics.route53_records(&states);
+            exported_states = states;
         }
         // Propagation is followed without blocking new changes (every 2 s, one GetChange each).
         if !propagating.is_empty() && last_insync_poll.elapsed() >= INSYNC_POLL {

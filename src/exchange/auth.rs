@@ -155,14 +155,16 @@ impl ReportSigner {
     pub fn from_pem_file(path: &std::path::Path) -> Result<Self, String> {
         let pem =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let der = pem_block(&pem, "PRIVATE KEY").ok_or_else(|| {
+        use rustls::pki_types::{PrivatePkcs8KeyDer, pem::PemObject};
+        let der = PrivatePkcs8KeyDer::from_pem_slice(&pem).map_err(|_| {
             format!(
                 "{}: not a PEM private key (-----BEGIN PRIVATE KEY-----); write one with `vantage keygen`",
                 path.display()
             )
         })?;
-        Ed25519KeyPair::from_pkcs8(&der)
-            .or_else(|_| Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der))
+        let der = der.secret_pkcs8_der();
+        Ed25519KeyPair::from_pkcs8(der)
+            .or_else(|_| Ed25519KeyPair::from_pkcs8_maybe_unchecked(der))
             .map(ReportSigner::Own)
             .map_err(|e| format!("{}: not an Ed25519 private key: {e}", path.display()))
     }
@@ -257,72 +259,10 @@ impl std::str::FromStr for PublicKey {
 
 /// A new Ed25519 private key as PKCS#8 PEM, and its public key.
 pub fn generate_key() -> Result<(String, PublicKey), String> {
-    let rng = aws_lc_rs::rand::SystemRandom::new();
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| e.to_string())?;
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| e.to_string())?;
-    let public = <[u8; 32]>::try_from(pair.public_key().as_ref())
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| e.to_string())?;
+    let public = <[u8; 32]>::try_from(pair.public_key_raw())
         .map_err(|_| "unexpected Ed25519 public key length".to_string())?;
-    Ok((pem("PRIVATE KEY", pkcs8.as_ref()), PublicKey(public)))
-}
-
-/// The first PEM block labelled `label`, decoded.
-fn pem_block(text: &[u8], label: &str) -> Option<Vec<u8>> {
-    let text = std::str::from_utf8(text).ok()?;
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = text.find(&begin)? + begin.len();
-    let stop = start + text[start..].find(&end)?;
-    base64_decode(&text[start..stop])
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64_encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(BASE64[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        if c == b'=' {
-            break;
-        }
-        let v = BASE64.iter().position(|&b| b == c)? as u32;
-        acc = acc << 6 | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    Ok((pair.serialize_pem(), PublicKey(public)))
 }
 
 /// `t=<ms>,<name>=<hex>`.
@@ -470,11 +410,6 @@ mod tests {
         ] {
             assert!(bad.parse::<PublicKey>().is_err(), "{bad:?}");
         }
-        for data in [&b""[..], b"f", b"fo", b"foo", b"foob", b"fooba", b"foobar"] {
-            assert_eq!(base64_decode(&base64_encode(data)).as_deref(), Some(data));
-        }
-        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64_encode(b"fo"), "Zm8=");
     }
 
     #[test]

@@ -55,8 +55,31 @@ enum CheckerKind {
     },
 }
 
+/// The TLS client configuration of each https check, built once (its CA file read once, its
+/// verifier shared) for all the endpoints that use the check.
+#[derive(Default)]
+pub struct TlsConfigs(std::collections::HashMap<String, rustls::ClientConfig>);
+
+impl TlsConfigs {
+    fn get(
+        &mut self,
+        check: &crate::config::CheckSpec,
+    ) -> Result<rustls::ClientConfig, CheckSetupError> {
+        if let Some(config) = self.0.get(&check.name) {
+            return Ok(config.clone());
+        }
+        let config = tls_config(check)?;
+        self.0.insert(check.name.clone(), config.clone());
+        Ok(config)
+    }
+}
+
 impl Checker {
-    pub fn new(endpoint: &EndpointSpec, region: &Region) -> Result<Self, CheckSetupError> {
+    pub fn new(
+        endpoint: &EndpointSpec,
+        region: &Region,
+        tls: &mut TlsConfigs,
+    ) -> Result<Self, CheckSetupError> {
         let check = &endpoint.check;
         let addr = SocketAddr::new(endpoint.dial, check.port);
         let kind = match check.protocol {
@@ -86,7 +109,7 @@ impl Checker {
                     .resolve(&endpoint.host, addr);
                 if check.protocol == Protocol::Https {
                     builder = builder
-                        .tls_backend_preconfigured(tls_config(check)?)
+                        .tls_backend_preconfigured(tls.get(check)?)
                         .tls_info(true);
                 }
                 let client = builder.build().map_err(|e| CheckSetupError::Client {

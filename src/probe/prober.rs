@@ -7,7 +7,7 @@ use tokio::{task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    check::{CheckSetupError, Checker},
+    check::{CheckSetupError, Checker, TlsConfigs},
     threshold::Threshold,
 };
 use crate::{
@@ -27,8 +27,9 @@ pub fn spawn(
     tasks: &mut JoinSet<()>,
 ) -> Result<(), CheckSetupError> {
     let mut checkers = Vec::new();
+    let mut tls = TlsConfigs::default();
     for endpoint in endpoints {
-        checkers.push((endpoint.clone(), Checker::new(endpoint, region)?));
+        checkers.push((endpoint.clone(), Checker::new(endpoint, region, &mut tls)?));
     }
     for (endpoint, checker) in checkers {
         tasks.spawn(run_endpoint(

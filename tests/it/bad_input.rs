@@ -221,24 +221,8 @@ fn the_shipped_three_region_example_is_valid() {
     .zip(&example_keys)
     .map(|((r, ip), k)| (r, ip, k))
     {
-        let (code, stdout, stderr) = run_vantage(
-            &[
-                "keygen",
-                "--region",
-                region,
-                "--out-dir",
-                keys.to_str().expect("path"),
-                "--tls-name",
-                ip,
-            ],
-            &[],
-        );
-        assert_eq!(code, 0, "{stderr}");
-        let key = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("public_key = "))
-            .expect("public key printed");
-        text = text.replace(example_key, key);
+        let key = keygen_public_key(&keys, region, ip);
+        text = text.replace(example_key, &key);
     }
     let text = text
         .replace("/etc/vantage/keys", keys.to_str().expect("path"))

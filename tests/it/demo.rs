@@ -11,16 +11,7 @@ use crate::support::*;
 async fn demo_fails_over_and_quorum_refuses_a_one_region_failure() {
     init();
     let dir = tempfile::tempdir().expect("tempdir");
-    let vantage = Vantage::start(
-        &[
-            "demo",
-            "--dns-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        dir.path(),
-    );
+    let vantage = Vantage::demo(dir.path());
     vantage.wait_ready().await;
     let text = vantage.stdout_rest.lock().expect("lock").join("\n");
     assert!(

@@ -417,24 +417,8 @@ fn the_kubernetes_fleet_configuration_is_valid() {
     assert_eq!(example_keys.len(), 3);
     for (region, example) in REGIONS.iter().zip(&example_keys) {
         let name = format!("probe.{region}.example.net");
-        let (code, out, err) = run_vantage(
-            &[
-                "keygen",
-                "--region",
-                region,
-                "--out-dir",
-                keys.to_str().expect("path"),
-                "--tls-name",
-                &name,
-            ],
-            &[],
-        );
-        assert_eq!(code, 0, "{err}");
-        let key = out
-            .lines()
-            .find_map(|l| l.strip_prefix("public_key = "))
-            .expect("key");
-        fleet = fleet.replace(example, key);
+        let key = keygen_public_key(&keys, region, &name);
+        fleet = fleet.replace(example, &key);
     }
     std::fs::create_dir_all(dir.path().join("secret")).expect("dir");
     for file in ["token", "admin-token"] {

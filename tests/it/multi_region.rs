@@ -48,39 +48,6 @@ struct Fleet {
     dns: Vantage,
 }
 
-/// `vantage keygen` for `region` into `dir` with a TLS certificate for `tls_name`: the lines
-/// of its `[[prober]]` entry after the region (public key, key and certificate files).
-pub fn keygen(dir: &Path, region: &str, tls_name: Option<&str>) -> String {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_vantage"));
-    command
-        .args(["keygen", "--region", region, "--out-dir"])
-        .arg(dir);
-    if let Some(name) = tls_name {
-        command.args(["--tls-name", name]);
-    }
-    let out = command.output().expect("vantage keygen");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    let lines: Vec<&str> = text
-        .lines()
-        .skip_while(|l| !l.starts_with("region = "))
-        .skip(1)
-        // The caller gives the url.
-        .filter(|l| !l.starts_with("url = "))
-        .collect();
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("public_key = \"ed25519:")),
-        "{text}"
-    );
-    lines.join("\n") + "\n"
-}
-
 fn config(
     dir: &Path,
     timing: &Timing,
@@ -823,18 +790,7 @@ async fn a_prober_serves_its_report_only_to_holders_of_the_fleet_secret() {
          [[record]]\nname = \"www.example.com\"\nendpoints = [{ address = \"127.0.0.1\" }]\n",
     )
     .expect("config");
-    let prober = Vantage::start(
-        &[
-            "probe",
-            "--region",
-            "r1",
-            "--config",
-            path.to_str().expect("path"),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        dir.path(),
-    );
+    let prober = Vantage::probe("r1", &path, Some("127.0.0.1:0"), dir.path());
     let get = |auth: Option<String>| {
         let addr = prober.admin;
         async move {
@@ -995,16 +951,7 @@ async fn a_prober_listener_speaks_tls_and_aggregators_trust_only_its_pinned_cert
         ),
     )
     .expect("config");
-    let prober = Vantage::start(
-        &[
-            "probe",
-            "--region",
-            "r1",
-            "--config",
-            probe.to_str().expect("path"),
-        ],
-        dir.path(),
-    );
+    let prober = Vantage::probe("r1", &probe, None, dir.path());
     // Plain HTTP gets no report.
     let plain = reqwest::Client::new()
         .get(format!("http://{}/livez", prober.admin))

@@ -24,16 +24,7 @@ fn vantage_cli(args: &[&str]) -> (i32, String, String) {
 async fn status_page_shows_a_failure_and_a_drain_in_a_real_browser() {
     init();
     let dir = tempfile::tempdir().expect("tempdir");
-    let demo = Vantage::start(
-        &[
-            "demo",
-            "--dns-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        dir.path(),
-    );
+    let demo = Vantage::demo(dir.path());
     demo.wait_ready().await;
     let admin = format!("http://{}", demo.admin);
     let www = || async {
@@ -400,16 +391,7 @@ async fn deployment_files_are_valid_and_use_metrics_that_exist() {
 
     // Every metric the rules and the dashboard use exists in a running vantage's exposition.
     let demo_dir = tempfile::tempdir().expect("tempdir");
-    let demo = Vantage::start(
-        &[
-            "demo",
-            "--dns-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        demo_dir.path(),
-    );
+    let demo = Vantage::demo(demo_dir.path());
     demo.wait_ready().await;
     udp_query(
         demo.dns,
@@ -772,16 +754,7 @@ async fn the_demo_keeps_its_token_private_and_leaves_nothing_behind() {
     use std::os::unix::fs::PermissionsExt;
     init();
     let dir = workdir();
-    let mut demo = Vantage::start(
-        &[
-            "demo",
-            "--dns-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        dir.path(),
-    );
+    let mut demo = Vantage::demo(dir.path());
     let state = std::env::temp_dir().join(format!("vantage-demo-{}", demo.pid()));
     let token = state.join("admin-token");
     let mode = std::fs::metadata(&token)

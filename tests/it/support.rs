@@ -295,6 +295,35 @@ impl Vantage {
         self.child.id()
     }
 
+    /// Starts `vantage demo` on ephemeral loopback ports.
+    pub fn demo(dir: &Path) -> Vantage {
+        Self::start(
+            &[
+                "demo",
+                "--dns-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ],
+            dir,
+        )
+    }
+
+    /// Starts `vantage probe --region <region> --config <config> [--listen <listen>]`.
+    pub fn probe(region: &str, config: &Path, listen: Option<&str>, dir: &Path) -> Vantage {
+        let mut args = vec![
+            "probe",
+            "--region",
+            region,
+            "--config",
+            config.to_str().expect("path"),
+        ];
+        if let Some(listen) = listen {
+            args.extend(["--listen", listen]);
+        }
+        Self::start(&args, dir)
+    }
+
     /// Starts `vantage dns --config <config>`.
     pub fn dns(config: &Path, dir: &Path) -> Vantage {
         Self::start(&["dns", "--config", config.to_str().expect("path")], dir)
@@ -822,4 +851,46 @@ pub fn chromium(url: &str, extra: &[&str]) -> String {
 /// The rendered page, after its script has fetched /v1/status.
 pub fn rendered(admin: std::net::SocketAddr) -> String {
     chromium(&format!("http://{admin}/"), &["--dump-dom"])
+}
+
+/// `vantage keygen` for `region` into `dir` with a TLS certificate for `tls_name`: the lines
+/// of its `[[prober]]` entry after the region (public key, key and certificate files).
+pub fn keygen(dir: &Path, region: &str, tls_name: Option<&str>) -> String {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_vantage"));
+    command
+        .args(["keygen", "--region", region, "--out-dir"])
+        .arg(dir);
+    if let Some(name) = tls_name {
+        command.args(["--tls-name", name]);
+    }
+    let out = command.output().expect("vantage keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let lines: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("region = "))
+        .skip(1)
+        // The caller gives the url.
+        .filter(|l| !l.starts_with("url = "))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("public_key = \"ed25519:")),
+        "{text}"
+    );
+    lines.join("\n") + "\n"
+}
+
+/// `vantage keygen` as an operator runs it; the public key it prints.
+pub fn keygen_public_key(dir: &Path, region: &str, tls_name: &str) -> String {
+    keygen(dir, region, Some(tls_name))
+        .lines()
+        .find_map(|l| l.strip_prefix("public_key = "))
+        .expect("public key printed")
+        .to_string()
 }
