@@ -1,13 +1,36 @@
 //! Process limits: the soft limit of open files goes up to the hard limit at start (systemd's
 //! default soft limit of 1,024 is far below what a server facing the internet needs, and running
 //! out must never be what decides a health check), and the connection slots with which each
-//! listener keeps to its share of them.
+//! listener keeps to its share of them, and the counter of connections refused for want of one.
 
 use std::{
     collections::HashMap,
     net::IpAddr,
     sync::{Arc, Mutex, PoisonError},
 };
+
+/// Connections refused at accept, by listener (`dns`, `admin`, `prober`).
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    refused: prometheus::IntCounterVec,
+}
+
+impl ListenerMetrics {
+    pub fn new(registry: &crate::metrics::Registry) -> Self {
+        Self {
+            refused: registry.int_counter_vec(
+                "vantage_connections_refused_total",
+                "TCP connections closed at accept because the listener (dns, admin or prober) or the client's address had no free slot.",
+                &["listener"],
+            ),
+        }
+    }
+
+    /// The counter of connections `listener` refused when full.
+    pub fn refused(&self, listener: &str) -> prometheus::IntCounter {
+        self.refused.with_label_values(&[listener])
+    }
+}
 
 /// The connections a listener serves at once, in all and from one address.
 pub struct Slots {

@@ -61,6 +61,8 @@ pub enum Health {
 }
 
 impl Health {
+    pub const ALL: [Health; 3] = [Health::Up, Health::Down, Health::Unknown];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Health::Unknown => "unknown",

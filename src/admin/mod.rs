@@ -24,7 +24,7 @@ use crate::{
     aggregator::History,
     config::Settings,
     exchange::pull::ProberLink,
-    metrics::Metrics,
+    metrics::Registry,
     route53::reconcile::Reports,
     snapshot::{Answer, Snapshot},
     state::drills::{DrillResult, DrillResults},
@@ -36,7 +36,9 @@ pub struct AdminState {
     /// The settings in force (replaced on reload).
     pub settings: Arc<ArcSwap<Settings>>,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
-    pub metrics: Arc<Metrics>,
+    /// What `/metrics` renders.
+    pub registry: Registry,
+    pub state_metrics: crate::state::StateMetrics,
     /// Links to remote probers (empty when probers run in this process).
     pub links: Arc<ArcSwap<Vec<Arc<ProberLink>>>>,
     /// The Route53 reconciler's latest report per hosted zone (route53 role only).
@@ -166,7 +168,7 @@ async fn record_drill(
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     if let Some(drills) = &state.drills {
         state
-            .metrics
+            .state_metrics
             .drills(&state.settings.load().records, &drills.latest());
     }
     (
@@ -174,7 +176,7 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        state.registry.render(),
     )
 }
 

@@ -146,7 +146,7 @@ pub async fn set(
     };
     match store.set(o.clone()) {
         Ok(()) => {
-            state.metrics.override_changed("set");
+            state.state_metrics.override_changed("set");
             (StatusCode::OK, Json(json!({"override": o})))
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -178,7 +178,7 @@ pub async fn clear(
     let reason = query.reason.unwrap_or_default();
     match store.clear(&EndpointId::new(endpoint.as_str()), &by, &reason, unix_ms()) {
         Ok(Some(o)) => {
-            state.metrics.override_changed("clear");
+            state.state_metrics.override_changed("clear");
             (StatusCode::OK, Json(json!({"cleared": o})))
         }
         Ok(None) => error(

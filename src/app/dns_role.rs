@@ -9,13 +9,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Listening, admin_state, bind_admin, check, drain, serve_admin, serve_until_shutdown,
-    start_aggregation,
+    Listening, admin_state, bind_admin, check, drain, metrics::Metrics, serve_admin,
+    serve_until_shutdown, start_aggregation,
 };
 use crate::{
     config::Settings,
     dns::{self, ZoneFile, server::DnsState},
-    metrics::Metrics,
 };
 
 /// Serves DNS until SIGINT/SIGTERM. `config` is the file to re-read on reload (none for the
@@ -30,7 +29,7 @@ pub async fn run(
     // Before anything says it is listening: a stop sent right after is never lost.
     let signals = crate::service::Signals::register();
     let settings = Arc::new(settings);
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
 
@@ -64,6 +63,7 @@ pub async fn run(
             None,
             config.as_ref().map(|_| reload_tx),
         ),
+        metrics.listeners.refused("admin"),
         extra,
         &shutdown,
         &mut tasks,
@@ -71,7 +71,7 @@ pub async fn run(
     let frontend = dns::server::Frontend::new(
         state.clone(),
         aggregation.published.clone(),
-        metrics.clone(),
+        metrics.dns.clone(),
     );
     let server = dns::listen::serve(frontend, bound, &settings.dns.xdp)
         .context("cannot start the DNS server")?;
@@ -109,7 +109,7 @@ fn reload(
     first: &Settings,
     aggregation: &mut super::Aggregation,
     state: &Arc<ArcSwap<DnsState>>,
-    metrics: &Arc<Metrics>,
+    metrics: &Metrics,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Result<String, Vec<String>> {

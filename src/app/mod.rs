@@ -2,6 +2,7 @@
 //! configuration, bind listeners, spawn the parts, drain on SIGINT/SIGTERM.
 
 mod dns_role;
+mod metrics;
 mod probe_role;
 mod route53_role;
 
@@ -16,13 +17,14 @@ pub use dns_role::run;
 pub use probe_role::{check_probe, run_probe};
 pub use route53_role::{plan, run_route53};
 
+use metrics::Metrics;
+
 use crate::{
     admin::{self, AdminState},
     aggregator::{Aggregator, History},
     config::Settings,
     dns::{self, ZoneFile},
     exchange::{self, ObservationBoard, auth::FleetKey, pull::ProberLink},
-    metrics::Metrics,
     model::EndpointId,
     probe,
     route53::reconcile::Reports,
@@ -107,19 +109,21 @@ struct Aggregation {
 /// its own directory); None for a dry run, which keeps nothing.
 fn start_aggregation(
     settings: &Arc<Settings>,
-    metrics: &Arc<Metrics>,
+    metrics: &Metrics,
     state: Option<&Path>,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<Aggregation> {
     let overrides = state.map(|dir| {
         let store = OverrideStore::open(dir);
-        metrics.state_problem("overrides", store.problem().is_some());
+        metrics
+            .state
+            .problem("overrides", store.problem().is_some());
         Arc::new(store)
     });
     let drills = state.map(|dir| {
         let store = DrillResults::open(dir);
-        metrics.state_problem("drills", store.problem().is_some());
+        metrics.state.problem("drills", store.problem().is_some());
         Arc::new(store)
     });
     if state.is_some() {
@@ -131,7 +135,7 @@ fn start_aggregation(
         let ids: std::collections::HashSet<&EndpointId> =
             settings.endpoints.iter().map(|e| &e.id).collect();
         let (store, restored) = VerdictStore::open(dir, |id| ids.contains(id));
-        metrics.state_problem("verdicts", store.problem().is_some());
+        metrics.state.problem("verdicts", store.problem().is_some());
         if let Some(at) = store.restored().saved_unix_ms {
             let age = Duration::from_millis(crate::clock::unix_ms().saturating_sub(at));
             tracing::info!(
@@ -173,7 +177,7 @@ impl Aggregation {
     fn spawn_generation(
         &mut self,
         settings: &Arc<Settings>,
-        metrics: &Arc<Metrics>,
+        metrics: &Metrics,
         token: &CancellationToken,
         tasks: &mut JoinSet<()>,
     ) -> anyhow::Result<()> {
@@ -183,12 +187,12 @@ impl Aggregation {
                     region,
                     &settings.endpoints,
                     &self.board,
-                    metrics,
+                    &metrics.probe,
                     token,
                     tasks,
                 )?;
                 // An in-process prober is always reachable.
-                metrics.prober_link(region, true, None);
+                metrics.exchange.link(region, true, None);
             }
             Vec::new()
         } else {
@@ -208,7 +212,7 @@ impl Aggregation {
                 }),
                 Arc::new(FleetKey::new(secret)),
                 &self.board,
-                metrics,
+                &metrics.exchange,
                 &exchange::pull::PullSettings {
                     poll_interval: cluster.poll_interval,
                     poll_timeout: cluster.poll_timeout,
@@ -223,9 +227,12 @@ impl Aggregation {
             settings.clone(),
             self.board.clone(),
             self.published.clone(),
-            metrics.clone(),
+            crate::aggregator::Reporter::new(
+                metrics.aggregator.clone(),
+                metrics.state.clone(),
+                self.history.clone(),
+            ),
             self.overrides.clone(),
-            self.history.clone(),
             self.verdicts.clone(),
         );
         tasks.spawn(aggregator.run(token.clone()));
@@ -238,7 +245,7 @@ impl Aggregation {
     fn replace(
         &mut self,
         settings: Arc<Settings>,
-        metrics: &Arc<Metrics>,
+        metrics: &Metrics,
         shutdown: &CancellationToken,
         tasks: &mut JoinSet<()>,
     ) -> anyhow::Result<()> {
@@ -252,15 +259,14 @@ impl Aggregation {
         self.generation.cancel();
         // Publish the new records at once (a new name must not fall through to the zone file
         // and answer NXDOMAIN), deciding from the verdicts that carry over.
-        let mut snapshot = crate::snapshot::build(
+        let snapshot = crate::snapshot::build(
             &settings,
-            carried.verdicts,
+            crate::snapshot::Decided::held(carried.verdicts, previous.quorum.clone()),
             previous.overrides.clone(),
             &previous,
             previous.generation + 1,
             crate::snapshot::Undecided::Wait,
         );
-        snapshot.quorum = previous.quorum.clone();
         self.published.store(Arc::new(snapshot));
         let next = shutdown.child_token();
         match self.spawn_generation(&settings, metrics, &next, tasks) {
@@ -317,11 +323,11 @@ async fn serve_until_shutdown<F, Fut>(
         let outcome = reload().await;
         match &outcome {
             Ok(summary) => {
-                metrics.config_reloaded(true);
+                metrics.reloads.reloaded(true);
                 tracing::info!("configuration reloaded: {summary}");
             }
             Err(problems) => {
-                metrics.config_reloaded(false);
+                metrics.reloads.reloaded(false);
                 tracing::error!(
                     "configuration reload failed; still serving the previous configuration:\n{}",
                     problems.join("\n")
@@ -357,11 +363,11 @@ async fn bind_admin(listen: SocketAddr, setting: &str) -> anyhow::Result<tokio::
 fn serve_admin(
     listener: tokio::net::TcpListener,
     state: AdminState,
+    refused: prometheus::IntCounter,
     extra: Option<axum::Router>,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) {
-    let refused = state.metrics.connections_refused_counter("admin");
     let mut router = admin::router(state.clone());
     if let Some(extra) = extra {
         router = router.merge(extra);
@@ -380,14 +386,15 @@ fn serve_admin(
 
 fn admin_state(
     aggregation: &Aggregation,
-    metrics: &Arc<Metrics>,
+    metrics: &Metrics,
     route53: Option<Reports>,
     reload: Option<ReloadRequests>,
 ) -> AdminState {
     AdminState {
         settings: aggregation.settings.clone(),
         snapshot: aggregation.published.clone(),
-        metrics: metrics.clone(),
+        registry: metrics.registry.clone(),
+        state_metrics: metrics.state.clone(),
         links: aggregation.links.clone(),
         route53,
         overrides: aggregation.overrides.clone(),

@@ -6,7 +6,7 @@ use anyhow::{Context, anyhow};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Listening, drain};
+use super::{Listening, drain, metrics::Metrics};
 use crate::{
     config::{ProberIdentity, Settings},
     exchange::{
@@ -14,7 +14,6 @@ use crate::{
         auth::{self, FleetKey, ReportSigner},
         serve::ProberState,
     },
-    metrics::Metrics,
     model::Region,
     probe,
 };
@@ -142,7 +141,7 @@ pub async fn run_probe(
         None => ReportSigner::Fleet(fleet_key.clone()),
     };
     let tls = tls_config(&identity).map_err(|e| anyhow!("prober {region}: {e}"))?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Metrics::new();
     let board = Arc::new(ObservationBoard::new());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -157,17 +156,18 @@ pub async fn run_probe(
         &region,
         &settings.endpoints,
         &board,
-        &metrics,
+        &metrics.probe,
         &shutdown,
         &mut tasks,
     )?;
-    let refused = metrics.connections_refused_counter("prober");
+    let refused = metrics.listeners.refused("prober");
     let state = ProberState::new(
         region.clone(),
         board,
         fleet_key,
         Arc::new(report_signer),
-        metrics,
+        metrics.exchange,
+        metrics.registry,
         settings.cluster.stale_after,
     );
     let tls_on = tls.is_some();

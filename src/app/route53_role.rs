@@ -8,11 +8,11 @@ use tokio::{task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Listening, admin_state, bind_admin, drain, serve_admin, serve_until_shutdown, start_aggregation,
+    Listening, admin_state, bind_admin, drain, metrics::Metrics, serve_admin, serve_until_shutdown,
+    start_aggregation,
 };
 use crate::{
     config::Settings,
-    metrics::Metrics,
     route53::{
         api::Api,
         client::Route53Client,
@@ -36,12 +36,12 @@ fn require_targets(settings: &Settings) -> anyhow::Result<()> {
     }
 }
 
-async fn api(settings: &Settings, metrics: &Arc<Metrics>) -> Paced<Route53Client> {
+async fn api(settings: &Settings, metrics: &Metrics) -> Paced<Route53Client> {
     Paced::new(
         Route53Client::new(&settings.route53).await,
         settings.route53.requests_per_second,
         Backoff::default(),
-        metrics.clone(),
+        metrics.route53.clone(),
     )
 }
 
@@ -57,7 +57,7 @@ pub async fn run_route53(
     // Before anything says it is listening: a stop sent right after is never lost.
     let signals = crate::service::Signals::register();
     let settings = Arc::new(settings);
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let admin_listener = match settings.route53.admin_listen {
@@ -91,6 +91,7 @@ pub async fn run_route53(
             Some(reports.clone()),
             Some(reload_tx),
         ),
+        metrics.listeners.refused("admin"),
         None,
         &shutdown,
         &mut tasks,
@@ -141,7 +142,7 @@ async fn reconcile_loop(
     settings: Arc<arc_swap::ArcSwap<Settings>>,
     published: Arc<arc_swap::ArcSwap<crate::snapshot::Snapshot>>,
     api: impl Api,
-    metrics: Arc<Metrics>,
+    metrics: Metrics,
     reports: Reports,
     force: bool,
     shutdown: CancellationToken,
@@ -176,7 +177,7 @@ async fn reconcile_loop(
             crate::route53::status::record_states(&settings, &snapshot, &reports)
         };
         if states != exported_states {
-            metrics.route53_records(&states);
+            metrics.route53.records(&states);
             exported_states = states;
         }
         // Propagation is followed without blocking new changes (every 2 s, one GetChange each).
@@ -188,9 +189,9 @@ async fn reconcile_loop(
                 let timed_out = p.since.elapsed() >= limits.insync_timeout;
                 if done || timed_out {
                     if done {
-                        metrics.route53_insync_after(
-                            p.changed_at.unwrap_or(p.since).elapsed().as_secs_f64(),
-                        );
+                        metrics
+                            .route53
+                            .insync_after(p.changed_at.unwrap_or(p.since).elapsed().as_secs_f64());
                     } else {
                         tracing::warn!(zone = %p.zone, timeout = ?limits.insync_timeout, "changes not INSYNC within the timeout");
                     }
@@ -223,8 +224,11 @@ async fn reconcile_loop(
         let mut conflicts = Vec::new();
         let mut pending = 0;
         for (zone, zone_targets) in &targets {
-            let mut report =
-                reconcile::reconcile_zone(&api, zone, zone_targets, limits, &metrics).await;
+            let mut report = reconcile::reconcile_zone(&api, zone, zone_targets, limits).await;
+            if report.capped {
+                metrics.route53.cycle_refused();
+            }
+            metrics.route53.changes_made(report.made.iter());
             for c in &report.conflicts {
                 if c.kind == crate::route53::plan::ConflictKind::Ownership {
                     conflicts.push(c.key.name.clone());
@@ -268,7 +272,7 @@ async fn reconcile_loop(
                 .or_else(|| reports.get(zone).and_then(|r| r.last_change.clone()));
             reports.insert(zone.clone(), report);
         }
-        metrics.route53_state(&conflicts, pending, all_synced);
+        metrics.route53.state(&conflicts, pending, all_synced);
         changed_at = None;
         if all_synced {
             last = Some(targets);
@@ -307,7 +311,7 @@ pub struct PlanOutcome {
 pub async fn plan(settings: Settings) -> anyhow::Result<PlanOutcome> {
     require_targets(&settings)?;
     let settings = Arc::new(settings);
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let aggregation = start_aggregation(&settings, &metrics, None, &shutdown, &mut tasks)?;

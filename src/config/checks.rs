@@ -4,8 +4,8 @@ use std::path::Path;
 
 use super::{
     CheckSpec, Cluster, Protocol, defaults,
+    problems::{Problems, check_dns_name},
     raw::RawCheck,
-    validate::{Problems, check_dns_name},
 };
 
 /// A prober reports once per interval (+10% jitter) after a check of up to `timeout`; a stale

@@ -5,6 +5,7 @@
 
 mod checks;
 mod locate;
+mod problems;
 mod raw;
 mod records;
 mod shape;
@@ -23,7 +24,7 @@ use std::{
 
 use crate::model::{EndpointId, Region};
 
-pub use validate::parse_duration;
+pub use problems::parse_duration;
 
 /// Named defaults, documented in README.md.
 pub mod defaults {

@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
 use super::{
     CheckSpec, EndpointSpec, Policy, RecordEndpoint, RecordKind, RecordSpec, Route53Target,
     WhenAllDown, defaults,
+    problems::{Problems, check_dns_name},
     raw::{RawEndpoint, RawRecord},
-    validate::{Problems, check_dns_name},
 };
 use crate::model::{EndpointId, Region};
 

@@ -17,7 +17,6 @@ use super::{
 };
 use crate::{
     config::Settings,
-    metrics::Metrics,
     model::Health,
     quorum::Verdict,
     snapshot::{self, Snapshot},
@@ -69,7 +68,7 @@ impl Harness {
             .collect();
         let snap = snapshot::build(
             &settings,
-            verdicts,
+            snapshot::Decided::held(verdicts, Default::default()),
             Default::default(),
             &Snapshot::default(),
             1,
@@ -81,7 +80,10 @@ impl Harness {
             answerer: UdpAnswerer::new(Frontend::new(
                 Arc::new(ArcSwap::from_pointee(state)),
                 published,
-                Arc::new(Metrics::new()),
+                super::DnsMetrics::new(
+                    &crate::metrics::Registry::new(),
+                    prometheus::IntCounter::new("refused", "refused").expect("valid metric"),
+                ),
             )),
             cache: Mutex::new(ThreadCache::default()),
         })

@@ -3,7 +3,8 @@
 //! `zonefile` reads zone files and `zones` loads them into `zone` stores; `answer` decides what
 //! a question gets (pure); `wire` parses queries and writes responses; `server` is the one
 //! request path that UDP (`udp`, with its `answer_cache`), AF_XDP (`xdp`), TCP (`tcp`) and
-//! the `harness` call; `listen` binds the addresses and starts the transports.
+//! the `harness` call; `listen` binds the addresses and starts the transports; `metrics`
+//! counts responses.
 
 pub mod answer;
 pub mod answer_cache;
@@ -11,6 +12,7 @@ pub mod client;
 pub mod cookie;
 pub mod harness;
 pub mod listen;
+pub mod metrics;
 pub mod query;
 pub mod rrl;
 pub mod server;
@@ -25,6 +27,7 @@ pub mod zonefile;
 pub mod zones;
 
 use crate::{config::Problem, config::Settings};
+pub use metrics::DnsMetrics;
 pub use zones::{ZoneError, ZoneFile};
 
 /// Problems between managed records and zone files: a record outside every zone, below a

@@ -6,6 +6,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 
+use super::DnsMetrics;
 use super::{
     answer::{Catalog, Question, Reply, Set},
     client::ClientRegions,
@@ -13,7 +14,7 @@ use super::{
     rrl::RateLimiter,
     wire::{self, OptOut, Parsed, Section, Writer},
 };
-use crate::{config::RecordKind, metrics::Metrics, snapshot::Snapshot};
+use crate::{config::RecordKind, snapshot::Snapshot};
 
 /// The largest message over TCP (RFC 1035 section 4.2.2).
 const TCP_MAX_MESSAGE: usize = 65_535;
@@ -117,7 +118,7 @@ struct Outcome {
 pub struct Frontend {
     state: Arc<ArcSwap<DnsState>>,
     snapshot: Arc<ArcSwap<Snapshot>>,
-    metrics: Arc<Metrics>,
+    metrics: DnsMetrics,
     /// The key of our server cookies (RFC 9018), random for each process.
     cookie_secret: [u8; 16],
 }
@@ -131,7 +132,7 @@ impl Frontend {
     pub fn new(
         state: Arc<ArcSwap<DnsState>>,
         snapshot: Arc<ArcSwap<Snapshot>>,
-        metrics: Arc<Metrics>,
+        metrics: DnsMetrics,
     ) -> Self {
         Self {
             state,
@@ -143,7 +144,7 @@ impl Frontend {
 
     /// Counts TCP connections refused at accept (the listener or the source was full).
     pub fn refused_counter(&self) -> prometheus::IntCounter {
-        self.metrics.connections_refused_counter("dns")
+        self.metrics.refused_counter()
     }
 
     /// Where the answer state lives (the answer cache compares it to what it was built from).
@@ -151,7 +152,7 @@ impl Frontend {
         (&self.state, &self.snapshot)
     }
 
-    pub fn metrics(&self) -> &Metrics {
+    pub fn metrics(&self) -> &DnsMetrics {
         &self.metrics
     }
 
@@ -212,11 +213,8 @@ impl Frontend {
                     wire::RCODE_FORMERR,
                     opt.as_ref(),
                 ));
-                self.metrics.dns_response(
-                    transport.name(),
-                    "NONE",
-                    rcode_name(wire::RCODE_FORMERR),
-                );
+                self.metrics
+                    .response(transport.name(), "NONE", rcode_name(wire::RCODE_FORMERR));
                 return Some(Outcome {
                     replay: None,
                     verified: false,
@@ -283,7 +281,7 @@ impl Frontend {
             let w = Writer::new(Vec::with_capacity(64), q.id, Some(q.question()), limit);
             send(w.finish(flags, rcode, opt.as_ref()));
             self.metrics
-                .dns_response(transport.name(), qtype, rcode_name(rcode));
+                .response(transport.name(), qtype, rcode_name(rcode));
             return Some(Outcome {
                 replay: None,
                 verified,
@@ -292,7 +290,7 @@ impl Frontend {
         if matches!(q.qtype, wire::TYPE_AXFR | wire::TYPE_IXFR) {
             let rcode = self.transfer(&state, &q, transport, src, flags, opt.as_ref(), send);
             self.metrics
-                .dns_response(transport.name(), qtype, rcode_name(rcode));
+                .response(transport.name(), qtype, rcode_name(rcode));
             return Some(Outcome {
                 replay: None,
                 verified,
@@ -320,7 +318,7 @@ impl Frontend {
         send(response);
         let counter = self
             .metrics
-            .dns_response_counter(transport.name(), qtype, rcode_name(rcode));
+            .response_counter(transport.name(), qtype, rcode_name(rcode));
         counter.inc();
         let managed = self.managed_counter(&state, &snapshot, &q.lower, q.qtype);
         if let Some(c) = &managed {

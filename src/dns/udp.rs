@@ -35,7 +35,7 @@ impl UdpAnswerer {
         Self { frontend }
     }
 
-    pub fn metrics(&self) -> &crate::metrics::Metrics {
+    pub fn metrics(&self) -> &super::DnsMetrics {
         self.frontend.metrics()
     }
 
@@ -93,11 +93,11 @@ impl UdpAnswerer {
             Decision::Send => true,
             Decision::Slip => {
                 *out = rrl::slipped(out);
-                self.metrics().dns_rrl("slipped");
+                self.metrics().rrl("slipped");
                 true
             }
             Decision::Drop => {
-                self.metrics().dns_rrl("dropped");
+                self.metrics().rrl("dropped");
                 false
             }
         }

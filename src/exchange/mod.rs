@@ -3,12 +3,14 @@
 //! In-process probers write to the `board` directly. Remote probers (`vantage probe`) serve
 //! their board as a signed report (`serve`), which aggregators pull (`pull`) and write to their
 //! own board. Reports and requests are authenticated with the fleet secret (`auth`); the wire
-//! format is in `wire`.
+//! format is in `wire`; `metrics` counts pulls and refusals.
 
 pub mod auth;
 pub mod board;
+pub mod metrics;
 pub mod pull;
 pub mod serve;
 pub mod wire;
 
 pub use board::ObservationBoard;
+pub use metrics::ExchangeMetrics;

@@ -15,13 +15,12 @@ use tokio::{task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ObservationBoard,
+    ExchangeMetrics, ObservationBoard,
     auth::{self, FleetKey, Rejection, ReportVerifier},
     wire::Report,
 };
 use crate::{
     config::ProberIdentity,
-    metrics::Metrics,
     model::{EndpointId, Region},
 };
 
@@ -80,7 +79,7 @@ pub fn spawn<'a>(
     probers: impl Iterator<Item = (Region, url::Url, &'a ProberIdentity)>,
     key: Arc<FleetKey>,
     board: &Arc<ObservationBoard>,
-    metrics: &Arc<Metrics>,
+    metrics: &ExchangeMetrics,
     pull: &PullSettings,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
@@ -136,7 +135,7 @@ struct Puller {
     key: Arc<FleetKey>,
     verifier: ReportVerifier,
     board: Arc<ObservationBoard>,
-    metrics: Arc<Metrics>,
+    metrics: ExchangeMetrics,
     stale_after: Duration,
     endpoints: Arc<HashSet<EndpointId>>,
 }
@@ -198,24 +197,23 @@ impl Puller {
                         }
                     }
                     if unknown > 0 {
-                        self.metrics.prober_unknown_endpoints(&region, unknown);
+                        self.metrics.unknown_endpoints(&region, unknown);
                     }
-                    self.metrics.prober_poll(&region, "ok", None);
+                    self.metrics.poll(&region, "ok", None);
                     if !was_reachable {
                         tracing::info!(%region, url = %self.link.url, "prober {region} is reachable");
                     }
                     failures.reset();
                 }
                 Err(PollError::Unreachable(error)) => {
-                    self.metrics.prober_poll(&region, "unreachable", None);
+                    self.metrics.poll(&region, "unreachable", None);
                     if let Some(unlogged) = failures.due(started) {
                         tracing::warn!(%region, url = %self.link.url, %error, unlogged,
                             "prober {region} is unreachable ({unlogged} more failed polls since the last line)");
                     }
                 }
                 Err(PollError::Rejected(rejection)) => {
-                    self.metrics
-                        .prober_poll(&region, "rejected", Some(rejection));
+                    self.metrics.poll(&region, "rejected", Some(rejection));
                     if let Some(unlogged) = failures.due(started) {
                         tracing::warn!(%region, url = %self.link.url, reason = rejection.label(), unlogged,
                             "rejected a report from prober {region}: {rejection} ({unlogged} more failed polls since the last line)");
@@ -224,7 +222,7 @@ impl Puller {
             }
             let age = self.link.status().last_report_at.map(|t| t.elapsed());
             self.metrics
-                .prober_link(&region, self.link.status().reachable, age);
+                .link(&region, self.link.status().reachable, age);
             let wait = poll_interval.saturating_sub(started.elapsed());
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}

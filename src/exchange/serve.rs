@@ -15,12 +15,13 @@ use axum::{
 };
 use tokio::time::Instant;
 
+use super::ExchangeMetrics;
 use super::{
     ObservationBoard,
     auth::{self, FleetKey, ReportSigner},
     wire::Report,
 };
-use crate::{metrics::Metrics, model::Region};
+use crate::{metrics::Registry, model::Region};
 
 #[derive(Clone)]
 pub struct ProberState {
@@ -30,7 +31,9 @@ pub struct ProberState {
     pub key: Arc<FleetKey>,
     /// Signs reports.
     pub signer: Arc<ReportSigner>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: ExchangeMetrics,
+    /// What `/metrics` renders.
+    pub registry: Registry,
     /// How old a request signature may be.
     pub max_age: std::time::Duration,
     boot_id: u64,
@@ -43,7 +46,8 @@ impl ProberState {
         board: Arc<ObservationBoard>,
         key: Arc<FleetKey>,
         signer: Arc<ReportSigner>,
-        metrics: Arc<Metrics>,
+        metrics: ExchangeMetrics,
+        registry: Registry,
         max_age: std::time::Duration,
     ) -> Self {
         Self {
@@ -52,6 +56,7 @@ impl ProberState {
             key,
             signer,
             metrics,
+            registry,
             max_age,
             boot_id: rand::random(),
             seq: Arc::new(AtomicU64::new(0)),
@@ -74,7 +79,7 @@ async fn metrics(State(state): State<ProberState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        state.registry.render(),
     )
 }
 

@@ -7,13 +7,13 @@ use tokio::{task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    ProbeMetrics,
     check::{CheckSetupError, Checker, TlsConfigs},
     threshold::Threshold,
 };
 use crate::{
     config::EndpointSpec,
     exchange::ObservationBoard,
-    metrics::Metrics,
     model::{FailureKind, Observation, ProbeOutcome, Region},
 };
 
@@ -22,7 +22,7 @@ pub fn spawn(
     region: &Region,
     endpoints: &[Arc<EndpointSpec>],
     board: &Arc<ObservationBoard>,
-    metrics: &Arc<Metrics>,
+    metrics: &ProbeMetrics,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), CheckSetupError> {
@@ -65,7 +65,7 @@ async fn run_endpoint(
     endpoint: Arc<EndpointSpec>,
     checker: Checker,
     board: Arc<ObservationBoard>,
-    metrics: Arc<Metrics>,
+    metrics: ProbeMetrics,
     shutdown: CancellationToken,
 ) {
     let check = &endpoint.check;
@@ -75,7 +75,7 @@ async fn run_endpoint(
     let mut smoothed_rtt: Option<Duration> = None;
     // When the last check that ran finished (a check that fails locally did not run).
     let mut observed_at: Option<Instant> = None;
-    metrics.prober_state(&endpoint.id, &region, threshold.state());
+    metrics.state(&endpoint.id, &region, threshold.state());
     // Spread the first checks over one interval so that all probers do not fire at once.
     let offset = check.interval.mul_f64(rand::rng().random_range(0.0..1.0));
     tokio::select! {
@@ -88,14 +88,14 @@ async fn run_endpoint(
             outcome = checker.run() => outcome,
             () = shutdown.cancelled() => return,
         };
-        metrics.probe_completed(
+        metrics.completed(
             &endpoint.id,
             &region,
             &outcome,
             started.elapsed().as_secs_f64(),
         );
         if let Some(expiry) = checker.cert_expiry() {
-            metrics.tls_cert_expiry(&endpoint.id, &region, expiry);
+            metrics.cert_expiry(&endpoint.id, &region, expiry);
         }
         let local = matches!(
             outcome,
@@ -137,7 +137,7 @@ async fn run_endpoint(
                 }
             };
             tracing::info!(endpoint = %endpoint.id, %region, %state, "prober {region} sees endpoint {} become {state}: {why}", endpoint.id);
-            metrics.prober_state(&endpoint.id, &region, state);
+            metrics.state(&endpoint.id, &region, state);
         }
         // A check that could not run refreshes nothing: the last real observation ages (and
         // goes stale if this lasts), with the local error shown beside it.

@@ -2,12 +2,14 @@
 //! holds, touching only what we own) -> atomic change batches -> Route53.
 //!
 //! `desired`, `ownership`, `plan` and `batch` are pure; `retry` adds rate limiting and backoff
-//! around any `Api`; `client` is the only user of the AWS SDK; `reconcile` runs the cycle.
+//! around any `Api`; `client` is the only user of the AWS SDK; `reconcile` runs the cycle; `metrics` counts
+//! calls and changes and exports each record's sync state (`status`).
 
 pub mod api;
 pub mod batch;
 pub mod client;
 pub mod desired;
+pub mod metrics;
 pub mod ownership;
 pub mod plan;
 pub mod reconcile;

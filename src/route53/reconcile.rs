@@ -19,7 +19,6 @@ use super::{
     batch::{self, Limits},
     plan::{self, Conflict, ConflictKind, Plan, Step, Target, Unit},
 };
-use crate::metrics::Metrics;
 
 /// How many times a cycle re-reads after a refused batch before giving up until next time.
 const CAS_ATTEMPTS: usize = 4;
@@ -50,6 +49,12 @@ pub struct ZoneReport {
     pub insync: Option<bool>,
     /// The latest cycle that applied changes to this zone (kept by later cycles that did not).
     pub last_change: Option<AppliedChange>,
+    /// The plan was refused by the change cap.
+    #[serde(skip)]
+    pub capped: bool,
+    /// Changes Route53 took in this cycle (over every attempt).
+    #[serde(skip)]
+    pub made: Vec<Step>,
 }
 
 impl ZoneReport {
@@ -157,7 +162,6 @@ pub async fn reconcile_zone<A: Api + ?Sized>(
     zone: &str,
     targets: &[Target],
     limits: CycleLimits,
-    metrics: &Metrics,
 ) -> ZoneReport {
     let mut report = ZoneReport {
         zone: zone.to_string(),
@@ -168,6 +172,8 @@ pub async fn reconcile_zone<A: Api + ?Sized>(
         changes: Vec::new(),
         insync: None,
         last_change: None,
+        capped: false,
+        made: Vec::new(),
     };
     let mut last_units = None;
     for attempt in 1..=CAS_ATTEMPTS {
@@ -194,7 +200,7 @@ pub async fn reconcile_zone<A: Api + ?Sized>(
                  more than allowed ({allowed}: max_change_fraction {} or min_change_cap {}); apply with --force if intended",
                 limits.max_change_fraction, limits.min_change_cap
             ));
-            metrics.route53_refused();
+            report.capped = true;
             return report;
         }
         // The same plan refused twice is not a race: some group cannot be applied. Apply the
@@ -262,9 +268,13 @@ pub async fn reconcile_zone<A: Api + ?Sized>(
             continue;
         }
         // Only what Route53 took is counted as made.
-        for step in report.steps.iter().filter(|s| !report.refused(s)) {
-            metrics.route53_change(step);
-        }
+        let made: Vec<Step> = report
+            .steps
+            .iter()
+            .filter(|s| !report.refused(s))
+            .cloned()
+            .collect();
+        report.made.extend(made);
         report.applied = !failed;
         if failed {
             report.error = Some("some groups could not be applied; see conflicts".into());
@@ -442,13 +452,11 @@ mod tests {
     async fn creates_then_flips_and_leaves_foreign_records_alone() {
         let foreign = a("mail.example.com.", "192.0.2.25");
         let fake = FakeRoute53::with(vec![foreign.clone()]);
-        let metrics = Metrics::new();
         let r = reconcile_zone(
             &fake,
             "Z1",
             &[target("www.example.com.", "192.0.2.1")],
             limits(),
-            &metrics,
         )
         .await;
         assert!(r.applied && r.error.is_none(), "{r:?}");
@@ -458,7 +466,6 @@ mod tests {
             "Z1",
             &[target("www.example.com.", "192.0.2.2")],
             limits(),
-            &metrics,
         )
         .await;
         assert!(r.applied, "{r:?}");
@@ -471,9 +478,8 @@ mod tests {
     #[tokio::test]
     async fn two_racing_reconcilers_converge_and_the_loser_rereads() {
         let fake = FakeRoute53::with(Vec::new());
-        let metrics = Metrics::new();
         let t1 = [target("www.example.com.", "192.0.2.1")];
-        reconcile_zone(&fake, "Z1", &t1, limits(), &metrics).await;
+        reconcile_zone(&fake, "Z1", &t1, limits()).await;
         // Both replicas read the same state and plan the same flip.
         let t2 = [target("www.example.com.", "192.0.2.2")];
         let (_, plan_a) = plan_zone(&fake, "Z1", &t2).await.expect("plan");
@@ -489,12 +495,12 @@ mod tests {
             "{lost:?}"
         );
         // The loser's next cycle re-reads and finds nothing to do.
-        let r = reconcile_zone(&fake, "Z1", &t2, limits(), &metrics).await;
+        let r = reconcile_zone(&fake, "Z1", &t2, limits()).await;
         assert!(r.applied && r.steps.is_empty(), "{r:?}");
         // Racing replicas wanting different values: each cycle re-reads, the last one wins
         // cleanly, and no batch ever applies halfway.
         let t3 = [target("www.example.com.", "192.0.2.3")];
-        let r = reconcile_zone(&fake, "Z1", &t3, limits(), &metrics).await;
+        let r = reconcile_zone(&fake, "Z1", &t3, limits()).await;
         assert!(r.applied, "{r:?}");
         let www: Vec<RecordSet> = fake
             .state()
@@ -511,9 +517,8 @@ mod tests {
         let mut owned: Vec<RecordSet> = first.iter().map(|t| marker(&t.key, "prod")).collect();
         owned.extend(first.iter().flat_map(|t| t.desired.clone()));
         let fake = FakeRoute53::with(owned.clone());
-        let metrics = Metrics::new();
         let all_flip: Vec<Target> = names.iter().map(|n| target(n, "192.0.2.9")).collect();
-        let r = reconcile_zone(&fake, "Z1", &all_flip, limits(), &metrics).await;
+        let r = reconcile_zone(&fake, "Z1", &all_flip, limits()).await;
         assert!(!r.applied);
         assert!(
             r.error.as_deref().is_some_and(|e| e.contains("refused")),
@@ -526,7 +531,7 @@ mod tests {
             force: true,
             ..limits()
         };
-        let r = reconcile_zone(&fake, "Z1", &all_flip, forced, &metrics).await;
+        let r = reconcile_zone(&fake, "Z1", &all_flip, forced).await;
         assert!(r.applied, "{r:?}");
         // Two of four is within the cap.
         let two: Vec<Target> = names
@@ -534,7 +539,7 @@ mod tests {
             .enumerate()
             .map(|(i, n)| target(n, if i < 2 { "192.0.2.1" } else { "192.0.2.9" }))
             .collect();
-        let r = reconcile_zone(&fake, "Z1", &two, limits(), &metrics).await;
+        let r = reconcile_zone(&fake, "Z1", &two, limits()).await;
         assert!(r.applied, "{r:?}");
     }
 
@@ -568,12 +573,11 @@ mod tests {
             }
         }
         let api = Picky(FakeRoute53::with(Vec::new()));
-        let metrics = Metrics::new();
         let targets = [
             target("bad.example.com.", "192.0.2.1"),
             target("www.example.com.", "192.0.2.2"),
         ];
-        let r = reconcile_zone(&api, "Z1", &targets, limits(), &metrics).await;
+        let r = reconcile_zone(&api, "Z1", &targets, limits()).await;
         assert!(
             api.0.state().contains(&a("www.example.com.", "192.0.2.2")),
             "the good group is applied"
@@ -585,7 +589,9 @@ mod tests {
             "{r:?}"
         );
         // Counted as made: only the good group (its record and marker); pending: the bad one's.
-        let text = metrics.render();
+        let registry = crate::metrics::Registry::new();
+        super::super::metrics::Route53Metrics::new(&registry).changes_made(r.made.iter());
+        let text = registry.render();
         let created = text
             .lines()
             .find(|l| l.starts_with("vantage_route53_changes_total{action=\"create\"}"))
@@ -598,13 +604,11 @@ mod tests {
     #[tokio::test]
     async fn ownership_is_part_of_the_compare_and_swap() {
         let fake = FakeRoute53::with(Vec::new());
-        let metrics = Metrics::new();
         reconcile_zone(
             &fake,
             "Z1",
             &[target("www.example.com.", "192.0.2.1")],
             limits(),
-            &metrics,
         )
         .await;
         let (_, plan) = plan_zone(&fake, "Z1", &[target("www.example.com.", "192.0.2.2")])

@@ -2,16 +2,16 @@
 //! per account) and jittered exponential backoff for throttling, prior-request-not-complete,
 //! server and transport errors. Every call is counted by operation and result.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use rand::Rng;
 use tokio::{sync::Mutex, time::Instant};
 
+use super::metrics::Route53Metrics;
 use super::{
     Change,
     api::{Api, ApiError, Page, PageStart},
 };
-use crate::metrics::Metrics;
 
 /// Retry policy.
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +49,7 @@ pub struct Paced<A> {
     rate: f64,
     bucket: Mutex<Bucket>,
     backoff: Backoff,
-    metrics: Arc<Metrics>,
+    metrics: Route53Metrics,
 }
 
 impl<A: Api> Paced<A> {
@@ -57,7 +57,7 @@ impl<A: Api> Paced<A> {
         inner: A,
         requests_per_second: f64,
         backoff: Backoff,
-        metrics: Arc<Metrics>,
+        metrics: Route53Metrics,
     ) -> Self {
         Self {
             inner,
@@ -98,11 +98,11 @@ impl<A: Api> Paced<A> {
             self.token().await;
             match f().await {
                 Ok(v) => {
-                    self.metrics.route53_call(operation, "ok");
+                    self.metrics.call(operation, "ok");
                     return Ok(v);
                 }
                 Err(e) => {
-                    self.metrics.route53_call(operation, e.label());
+                    self.metrics.call(operation, e.label());
                     attempt += 1;
                     if !e.is_transient() || attempt >= self.backoff.attempts {
                         return Err(e);
@@ -183,7 +183,7 @@ mod tests {
             },
             rate,
             Backoff::default(),
-            Arc::new(Metrics::new()),
+            Route53Metrics::new(&crate::metrics::Registry::new()),
         )
     }
 

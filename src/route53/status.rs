@@ -199,6 +199,8 @@ mod tests {
             changes: Vec::new(),
             insync: None,
             last_change: None,
+            capped: false,
+            made: Vec::new(),
         }
     }
 

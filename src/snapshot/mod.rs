@@ -216,6 +216,32 @@ impl Reason {
     }
 }
 
+/// What a snapshot is built from: each endpoint's verdict, and the probers behind them.
+pub struct Decided {
+    pub verdicts: BTreeMap<EndpointId, Verdict>,
+    pub quorum: QuorumState,
+}
+
+impl Decided {
+    /// The outcome of a quorum round.
+    pub fn round(round: crate::quorum::Round) -> Self {
+        Self {
+            quorum: QuorumState {
+                reached: round.reached,
+                fresh: round.fresh,
+                impaired: round.impaired,
+            },
+            verdicts: round.verdicts,
+        }
+    }
+
+    /// Verdicts no round of this process voted on (saved, carried over by a reload, given),
+    /// with the quorum state they come with.
+    pub fn held(verdicts: BTreeMap<EndpointId, Verdict>, quorum: QuorumState) -> Self {
+        Self { verdicts, quorum }
+    }
+}
+
 /// What an endpoint no quorum has decided yet means for answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Undecided {
@@ -225,16 +251,18 @@ pub enum Undecided {
     NotUp,
 }
 
-/// Builds the snapshot for `verdicts`; `undecided` says what endpoints without a verdict mean.
-/// A record that was decided in `previous` stays decided (readiness never goes back).
+/// Builds the snapshot for what was `decided`; `undecided` says what endpoints without a
+/// verdict mean. A record that was decided in `previous` stays decided (readiness never goes
+/// back).
 pub fn build(
     settings: &Settings,
-    verdicts: BTreeMap<EndpointId, Verdict>,
+    decided: Decided,
     overrides: BTreeMap<EndpointId, Override>,
     previous: &Snapshot,
     generation: u64,
     undecided: Undecided,
 ) -> Snapshot {
+    let Decided { verdicts, quorum } = decided;
     let mut records = BTreeMap::new();
     let mut names = HashSet::new();
     let mut ancestors = HashSet::new();
@@ -306,7 +334,7 @@ pub fn build(
         ancestors,
         verdicts,
         overrides,
-        quorum: QuorumState::default(),
+        quorum,
     }
 }
 

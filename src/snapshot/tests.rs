@@ -256,7 +256,7 @@ fn the_answers_generation_moves_only_when_answers_change() {
     };
     let first = build(
         &settings,
-        verdicts(Health::Up),
+        Decided::held(verdicts(Health::Up), QuorumState::default()),
         BTreeMap::new(),
         &Snapshot::default(),
         1,
@@ -264,7 +264,7 @@ fn the_answers_generation_moves_only_when_answers_change() {
     );
     let same = build(
         &settings,
-        verdicts(Health::Up),
+        Decided::held(verdicts(Health::Up), QuorumState::default()),
         BTreeMap::new(),
         &first,
         2,
@@ -276,7 +276,7 @@ fn the_answers_generation_moves_only_when_answers_change() {
     );
     let moved = build(
         &settings,
-        verdicts(Health::Down),
+        Decided::held(verdicts(Health::Down), QuorumState::default()),
         BTreeMap::new(),
         &same,
         3,
@@ -321,7 +321,7 @@ fn a_drained_endpoint_is_called_drained_not_down() {
     };
     let snapshot = build(
         &settings,
-        verdicts,
+        Decided::held(verdicts, QuorumState::default()),
         BTreeMap::from([(EndpointId::new("one"), drain)]),
         &Snapshot::default(),
         1,

@@ -1,6 +1,7 @@
 //! Integration tests: the real `vantage` binary, real HTTPS backends with generated
 //! certificates, DNS over real UDP and TCP sockets on loopback.
 
+mod architecture;
 mod bad_input;
 mod conformance;
 mod demo;

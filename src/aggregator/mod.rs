@@ -3,7 +3,9 @@
 //!
 //! Each turn of the loop decides a round (`quorum::round`, pure), builds the snapshot
 //! (`snapshot::build`, pure) and publishes it; a `Reporter` turns what changed into logs
-//! (transitions, not probes) and metrics.
+//! (transitions, not probes) and metrics (`metrics`).
+
+pub mod metrics;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -18,13 +20,12 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::Settings,
     exchange::ObservationBoard,
-    metrics::Metrics,
     model::{EndpointId, Health, Region},
     quorum::{self, Verdict},
     snapshot::{self, Answer, QuorumState, Snapshot},
-    state::overrides::OverrideStore,
-    state::verdicts::VerdictStore,
+    state::{StateMetrics, overrides::OverrideStore, verdicts::VerdictStore},
 };
+pub use metrics::AggregatorMetrics;
 
 /// How long to gather reports after the first one of a burst.
 const COALESCE: Duration = Duration::from_millis(20);
@@ -33,9 +34,8 @@ pub struct Aggregator {
     settings: Arc<Settings>,
     board: Arc<ObservationBoard>,
     published: Arc<ArcSwap<Snapshot>>,
-    metrics: Arc<Metrics>,
+    reporter: Reporter,
     overrides: Option<Arc<OverrideStore>>,
-    history: Arc<History>,
     /// Where verdicts are saved for the next start (serving roles).
     saved: Option<Arc<VerdictStore>>,
 }
@@ -81,18 +81,16 @@ impl Aggregator {
         settings: Arc<Settings>,
         board: Arc<ObservationBoard>,
         published: Arc<ArcSwap<Snapshot>>,
-        metrics: Arc<Metrics>,
+        reporter: Reporter,
         overrides: Option<Arc<OverrideStore>>,
-        history: Arc<History>,
         saved: Option<Arc<VerdictStore>>,
     ) -> Self {
         Self {
             settings,
             board,
             published,
-            metrics,
+            reporter,
             overrides,
-            history,
             saved,
         }
     }
@@ -120,7 +118,7 @@ impl Aggregator {
             .collect();
         snapshot::build(
             settings,
-            verdicts,
+            snapshot::Decided::held(verdicts, QuorumState::default()),
             overrides,
             &Snapshot::default(),
             0,
@@ -128,7 +126,7 @@ impl Aggregator {
         )
     }
 
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let started = Instant::now();
         let cluster = &self.settings.cluster;
         let tick =
@@ -144,7 +142,6 @@ impl Aggregator {
             .iter()
             .map(|e| e.id.clone())
             .collect();
-        let mut reporter = Reporter::default();
         for generation in (previous.generation + 1).. {
             tokio::select! {
                 () = self.board.changed() => {
@@ -173,13 +170,7 @@ impl Aggregator {
                 now,
             );
             // ... say what changed ...
-            let changed = reporter.round(
-                &self.settings,
-                &self.metrics,
-                &self.history,
-                &verdicts,
-                &round,
-            );
+            let changed = self.reporter.round(&self.settings, &verdicts, &round);
             if changed && let Some(saved) = &self.saved {
                 saved.save(&round.verdicts, crate::clock::unix_ms());
             }
@@ -188,17 +179,13 @@ impl Aggregator {
                 .as_ref()
                 .map(|o| o.active(crate::clock::unix_ms()))
                 .unwrap_or_default();
-            reporter.overrides(
-                &self.metrics,
-                &endpoint_ids,
-                &active,
-                self.overrides.as_deref(),
-            );
+            self.reporter
+                .overrides(&endpoint_ids, &active, self.overrides.as_deref());
             // ... build the answers ...
             let grace_over = now.duration_since(started) >= cluster.startup_grace;
-            let mut snap = snapshot::build(
+            let snap = snapshot::build(
                 &self.settings,
-                round.verdicts.clone(),
+                snapshot::Decided::round(round),
                 active,
                 &previous,
                 generation,
@@ -208,18 +195,8 @@ impl Aggregator {
                     snapshot::Undecided::Wait
                 },
             );
-            snap.quorum = QuorumState {
-                reached: round.reached,
-                fresh: round.fresh.to_vec(),
-                impaired: round.impaired.clone(),
-            };
-            reporter.snapshot(
-                &self.metrics,
-                &previous,
-                &snap,
-                grace_over,
-                cluster.startup_grace,
-            );
+            self.reporter
+                .snapshot(&previous, &snap, grace_over, cluster.startup_grace);
             // ... and publish them whole.
             let snap = Arc::new(snap);
             if shutdown.is_cancelled() {
@@ -227,8 +204,8 @@ impl Aggregator {
                 return;
             }
             self.published.store(snap.clone());
+            verdicts = snap.verdicts.clone();
             previous = snap;
-            verdicts = round.verdicts;
         }
     }
 }
@@ -268,8 +245,10 @@ pub fn carry_over(
 
 /// Turns what changed between rounds into logs (transitions only) and metrics, so that the
 /// loop only decides and publishes.
-#[derive(Default)]
-struct Reporter {
+pub struct Reporter {
+    metrics: AggregatorMetrics,
+    state_metrics: StateMetrics,
+    history: Arc<History>,
     impaired: BTreeSet<Region>,
     /// Whether the last round had a quorum of fresh probers (the first one reached is logged).
     quorum: bool,
@@ -278,12 +257,26 @@ struct Reporter {
 }
 
 impl Reporter {
+    pub fn new(
+        metrics: AggregatorMetrics,
+        state_metrics: StateMetrics,
+        history: Arc<History>,
+    ) -> Self {
+        Self {
+            metrics,
+            state_metrics,
+            history,
+            impaired: BTreeSet::new(),
+            quorum: false,
+            expired_seen: 0,
+            grace_reported: false,
+        }
+    }
+
     /// Logs and counts a round against the previous verdicts; true if a verdict changed.
     fn round(
         &mut self,
         settings: &Settings,
-        metrics: &Metrics,
-        history: &History,
         before: &BTreeMap<EndpointId, Verdict>,
         round: &quorum::Round,
     ) -> bool {
@@ -314,7 +307,7 @@ impl Reporter {
             }
             self.quorum = round.reached;
         }
-        metrics.quorum(
+        self.metrics.quorum(
             round.reached,
             round.fresh.len(),
             &settings.regions,
@@ -327,8 +320,8 @@ impl Reporter {
                 changed = true;
                 tracing::info!(endpoint = %id, from = %was, to = %verdict.health,
                     "endpoint {id} becomes {}: {}", verdict.health, verdict.explain());
-                metrics.verdict_changed(id, verdict.health);
-                history.push(Transition {
+                self.metrics.verdict_changed(id, verdict.health);
+                self.history.push(Transition {
                     at_unix_ms: crate::clock::unix_ms(),
                     endpoint: id.clone(),
                     from: was,
@@ -343,7 +336,8 @@ impl Reporter {
             {
                 tracing::warn!(endpoint = %id, "endpoint {id}: {}", verdict.explain());
             }
-            metrics.verdict(id, verdict.health, verdict.up, verdict.down);
+            self.metrics
+                .verdict(id, verdict.health, verdict.up, verdict.down);
         }
         changed
     }
@@ -351,18 +345,17 @@ impl Reporter {
     /// The overrides in force, and those that expired since the last round.
     fn overrides(
         &mut self,
-        metrics: &Metrics,
         endpoints: &[EndpointId],
         active: &BTreeMap<EndpointId, crate::state::overrides::Override>,
         store: Option<&OverrideStore>,
     ) {
-        metrics.overrides(endpoints, active);
+        self.state_metrics.overrides(endpoints, active);
         if let Some(store) = store {
             let total = store
                 .expired_total
                 .load(std::sync::atomic::Ordering::Relaxed);
             for _ in self.expired_seen..total {
-                metrics.override_changed("expired");
+                self.state_metrics.override_changed("expired");
             }
             self.expired_seen = total;
         }
@@ -372,7 +365,6 @@ impl Reporter {
     /// the answers.
     fn snapshot(
         &mut self,
-        metrics: &Metrics,
         previous: &Snapshot,
         next: &Snapshot,
         grace_over: bool,
@@ -408,15 +400,16 @@ impl Reporter {
         if next.ready && !previous.ready {
             tracing::info!("ready: every managed record has a decided answer");
         }
-        metrics.record_answers(next.records.iter().map(|((name, kind), a)| {
-            (
-                name.as_str(),
-                kind.as_str(),
-                a.reason.code(),
-                a.answer.addresses().len(),
-            )
-        }));
-        metrics.published(next.generation, next.ready);
+        self.metrics
+            .record_answers(next.records.iter().map(|((name, kind), a)| {
+                (
+                    name.as_str(),
+                    kind.as_str(),
+                    a.reason.code(),
+                    a.answer.addresses().len(),
+                )
+            }));
+        self.metrics.published(next.generation, next.ready);
     }
 }
 
@@ -529,13 +522,17 @@ mod tests {
             BTreeMap::new(),
         )));
         let shutdown = CancellationToken::new();
+        let registry = crate::metrics::Registry::new();
         let aggregator = Aggregator::new(
             settings.clone(),
             board.clone(),
             published.clone(),
-            Arc::new(Metrics::new()),
+            Reporter::new(
+                AggregatorMetrics::new(&registry),
+                StateMetrics::new(&registry),
+                Arc::default(),
+            ),
             None,
-            Arc::default(),
             None,
         );
         let task = tokio::spawn(aggregator.run(shutdown.clone()));

@@ -1,0 +1,159 @@
+//! The aggregator's metrics: quorum state and verdicts of the latest round, verdict
+//! transitions, what each managed record answers, the published snapshot.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec};
+
+use crate::{
+    metrics::{Registry, one_hot},
+    model::{EndpointId, Health, Region},
+};
+
+#[derive(Clone)]
+pub struct AggregatorMetrics {
+    verdict: IntGaugeVec,
+    votes: IntGaugeVec,
+    transitions: IntCounterVec,
+    record_answers: IntGaugeVec,
+    /// The reason label currently set per (record, type).
+    record_reasons: Arc<Mutex<HashMap<(String, String), String>>>,
+    ready: IntGauge,
+    generation: IntGauge,
+    quorum_reached: IntGauge,
+    fresh_probers: IntGauge,
+    impaired: IntGaugeVec,
+}
+
+impl AggregatorMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        Self {
+            verdict: registry.int_gauge_vec(
+                "vantage_endpoint_verdict",
+                "1 for the current quorum verdict of an endpoint (state = up, down or unknown).",
+                &["endpoint", "state"],
+            ),
+            votes: registry.int_gauge_vec(
+                "vantage_endpoint_votes",
+                "Fresh prober votes for an endpoint in the latest quorum round, by reported state.",
+                &["endpoint", "state"],
+            ),
+            transitions: registry.int_counter_vec(
+                "vantage_verdict_transitions_total",
+                "Changes of an endpoint's quorum verdict, by the state it changed to.",
+                &["endpoint", "to"],
+            ),
+            record_answers: registry.int_gauge_vec(
+                "vantage_record_answer_endpoints",
+                "Number of addresses a managed record currently answers, with the reason for the answer.",
+                &["record", "type", "reason"],
+            ),
+            record_reasons: Arc::default(),
+            ready: registry.int_gauge(
+                "vantage_ready",
+                "1 when every managed record has a decided answer (the first quorum round completed).",
+            ),
+            generation: registry.int_gauge(
+                "vantage_snapshot_generation",
+                "Generation number of the answer snapshot currently published to the DNS server.",
+            ),
+            quorum_reached: registry.int_gauge(
+                "vantage_quorum_reached",
+                "1 when at least a quorum of probers have fresh reports; 0 means verdicts hold their last value (fail static).",
+            ),
+            fresh_probers: registry.int_gauge(
+                "vantage_probers_fresh",
+                "Probers whose latest report is younger than stale_after.",
+            ),
+            impaired: registry.int_gauge_vec(
+                "vantage_prober_impaired",
+                "1 when a prober sees every endpoint Down while others see some Up; its Down votes are ignored.",
+                &["region"],
+            ),
+        }
+    }
+
+    /// An endpoint's verdict and the fresh votes behind it.
+    pub fn verdict(
+        &self,
+        endpoint: &EndpointId,
+        state: Health,
+        up_votes: usize,
+        down_votes: usize,
+    ) {
+        one_hot(
+            &self.verdict,
+            &[endpoint.as_str()],
+            &Health::ALL,
+            Some(state),
+            Health::as_str,
+        );
+        self.votes
+            .with_label_values(&[endpoint.as_str(), "up"])
+            .set(up_votes as i64);
+        self.votes
+            .with_label_values(&[endpoint.as_str(), "down"])
+            .set(down_votes as i64);
+    }
+
+    pub fn verdict_changed(&self, endpoint: &EndpointId, to: Health) {
+        self.transitions
+            .with_label_values(&[endpoint.as_str(), to.as_str()])
+            .inc();
+    }
+
+    /// Quorum state of the latest round: probers with fresh reports, impaired probers.
+    pub fn quorum(
+        &self,
+        reached: bool,
+        fresh: usize,
+        regions: &[Region],
+        impaired: &BTreeSet<Region>,
+    ) {
+        self.quorum_reached.set(i64::from(reached));
+        self.fresh_probers.set(fresh as i64);
+        for region in regions {
+            self.impaired
+                .with_label_values(&[region.as_str()])
+                .set(i64::from(impaired.contains(region)));
+        }
+    }
+
+    /// Sets the per-record answer gauge; a record's series with its previous reason is removed
+    /// (never the whole family, so a scrape always sees every record).
+    pub fn record_answers<'a>(
+        &self,
+        answers: impl Iterator<Item = (&'a str, &'a str, &'a str, usize)>,
+    ) {
+        let mut reasons = self
+            .record_reasons
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (record, kind, reason, count) in answers {
+            self.record_answers
+                .with_label_values(&[record, kind, reason])
+                .set(count as i64);
+            let key = (record.to_string(), kind.to_string());
+            if let Some(old) = reasons.insert(key, reason.to_string())
+                && old != reason
+            {
+                // The series may not exist (first round); nothing to remove then.
+                if self
+                    .record_answers
+                    .remove_label_values(&[record, kind, &old])
+                    .is_err()
+                {
+                    tracing::debug!(record, kind, reason = %old, "no series to remove");
+                }
+            }
+        }
+    }
+
+    pub fn published(&self, generation: u64, ready: bool) {
+        self.generation.set(generation as i64);
+        self.ready.set(i64::from(ready));
+    }
+}

@@ -1,0 +1,79 @@
+//! The DNS server's metrics: responses by transport, type and code; answers of managed
+//! records by reason; rate limiting; the AF_XDP path; TCP connections refused.
+
+use prometheus::{IntCounter, IntCounterVec};
+
+use crate::metrics::Registry;
+
+#[derive(Clone)]
+pub struct DnsMetrics {
+    responses: IntCounterVec,
+    managed_answers: IntCounterVec,
+    rrl: IntCounterVec,
+    xdp_packets: IntCounterVec,
+    /// TCP connections refused at accept (`vantage_connections_refused_total{listener="dns"}`).
+    refused: IntCounter,
+}
+
+impl DnsMetrics {
+    /// `refused` counts TCP connections refused at accept (see `limits::ListenerMetrics`).
+    pub fn new(registry: &Registry, refused: IntCounter) -> Self {
+        let rrl = registry.int_counter_vec(
+            "vantage_dns_rrl_total",
+            "UDP responses held back by response rate limiting: dropped, or slipped (sent truncated).",
+            &["action"],
+        );
+        for action in ["dropped", "slipped"] {
+            rrl.with_label_values(&[action]);
+        }
+        Self {
+            responses: registry.int_counter_vec(
+                "vantage_dns_responses_total",
+                "DNS responses sent, by transport protocol, query type and response code.",
+                &["protocol", "qtype", "rcode"],
+            ),
+            managed_answers: registry.int_counter_vec(
+                "vantage_dns_managed_answers_total",
+                "Answers for managed records, by record, query type and the reason behind the answer.",
+                &["record", "qtype", "reason"],
+            ),
+            rrl,
+            xdp_packets: registry.int_counter_vec(
+                "vantage_dns_xdp_packets_total",
+                "UDP packets taken by the AF_XDP path (dns.xdp), by interface and outcome: replied (on the XDP ring), replied_by_socket (too big for a frame or the link), no_reply.",
+                &["interface", "outcome"],
+            ),
+            refused,
+        }
+    }
+
+    pub fn response(&self, protocol: &str, qtype: &str, rcode: &str) {
+        self.response_counter(protocol, qtype, rcode).inc();
+    }
+
+    /// The counter `response` increments, for callers that count the same answer again.
+    pub fn response_counter(&self, protocol: &str, qtype: &str, rcode: &str) -> IntCounter {
+        self.responses.with_label_values(&[protocol, qtype, rcode])
+    }
+
+    /// Answers for a managed record by the reason behind them.
+    pub fn managed_answer_counter(&self, record: &str, qtype: &str, reason: &str) -> IntCounter {
+        self.managed_answers
+            .with_label_values(&[record, qtype, reason])
+    }
+
+    /// A UDP response held back by rate limiting (`dropped` or `slipped`).
+    pub fn rrl(&self, action: &str) {
+        self.rrl.with_label_values(&[action]).inc();
+    }
+
+    /// Packets of the AF_XDP path on `interface` with this outcome.
+    pub fn xdp_packet_counter(&self, interface: &str, outcome: &str) -> IntCounter {
+        self.xdp_packets.with_label_values(&[interface, outcome])
+    }
+
+    /// TCP connections refused at accept (the listener or the source was full).
+    pub fn refused_counter(&self) -> IntCounter {
+        self.refused.clone()
+    }
+}
