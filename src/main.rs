@@ -90,13 +90,15 @@ enum Command {
     },
     /// Push the answers of records with a route53 section to Route53 (only records it owns).
     #[command(
-        after_help = "Examples:\n  vantage route53 --config /etc/vantage/fleet.toml\n  vantage route53 --config fleet.toml --force   # apply a plan the change cap refused"
+        after_help = "Examples:\n  vantage route53 --config /etc/vantage/fleet.toml\n  vantage route53 --config fleet.toml --force   # approve config-driven changes the change cap holds"
     )]
     Route53 {
         /// The fleet configuration file.
         #[arg(long, short)]
         config: PathBuf,
-        /// Apply plans even when they change more than max_change_fraction of the owned records.
+        /// Approve this configuration's config-driven changes even when they update or delete more
+        /// than max_change_fraction of the owned records (health-driven changes are never capped);
+        /// the approval is kept in route53.state_dir until the configuration changes.
         #[arg(long)]
         force: bool,
     },

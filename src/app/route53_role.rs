@@ -1,6 +1,6 @@
 //! `vantage route53` (the reconciler) and `vantage plan` (its dry run).
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::anyhow;
 use serde_json::json;
@@ -14,17 +14,13 @@ use super::{
 use crate::{
     config::Settings,
     route53::{
-        api::Api,
         client::Route53Client,
+        controller::{Approval, Controller},
         desired,
-        plan::Target,
-        reconcile::{self, AppliedChange, CycleLimits, Reports},
+        reconcile::{self, Reports},
         retry::{Backoff, Paced},
     },
 };
-
-/// How often the reconciler looks at the snapshot for changed answers.
-const WATCH: Duration = Duration::from_millis(200);
 
 fn require_targets(settings: &Settings) -> anyhow::Result<()> {
     if settings.records.iter().any(|r| r.route53.is_some()) {
@@ -96,23 +92,15 @@ pub async fn run_route53(
         &shutdown,
         &mut tasks,
     );
-    let api = api(&settings, &metrics).await;
-    let published = aggregation.published.clone();
-    let stop = shutdown.clone();
-    let loop_settings = aggregation.settings.clone();
-    let loop_metrics = metrics.clone();
-    tasks.spawn(async move {
-        reconcile_loop(
-            loop_settings,
-            published,
-            api,
-            loop_metrics,
-            reports,
-            force,
-            stop,
-        )
-        .await;
-    });
+    let controller = Controller::new(
+        Arc::new(api(&settings, &metrics).await),
+        aggregation.settings.clone(),
+        aggregation.published.clone(),
+        reports,
+        metrics.route53.clone(),
+        Approval::new(force, Some(&settings.route53.state_dir)),
+    );
+    tasks.spawn(controller.run(shutdown.clone()));
     tracing::info!(admin = %listening.admin, force, "Route53 reconciler is running");
     on_listening(&listening);
     serve_until_shutdown(signals, reload_rx, &metrics, || {
@@ -136,165 +124,6 @@ pub async fn run_route53(
     tracing::info!("shutting down the reconciler (nothing is deleted on shutdown)");
     drain(shutdown, tasks, None).await;
     Ok(())
-}
-
-async fn reconcile_loop(
-    settings: Arc<arc_swap::ArcSwap<Settings>>,
-    published: Arc<arc_swap::ArcSwap<crate::snapshot::Snapshot>>,
-    api: impl Api,
-    metrics: Metrics,
-    reports: Reports,
-    force: bool,
-    shutdown: CancellationToken,
-) {
-    let limits = |settings: &Settings| CycleLimits {
-        max_change_fraction: settings.route53.max_change_fraction,
-        min_change_cap: settings.route53.min_change_cap,
-        insync_timeout: settings.route53.insync_timeout,
-        force,
-    };
-    let mut last: Option<BTreeMap<String, Vec<Target>>> = None;
-    let mut next_cycle = Instant::now();
-    let mut changed_at: Option<Instant> = None;
-    let mut propagating: Vec<Propagating> = Vec::new();
-    let mut last_insync_poll = Instant::now();
-    // Conflicts and errors are logged when they appear, not every cycle.
-    let mut logged: BTreeMap<String, String> = BTreeMap::new();
-    let mut exported_states = Vec::new();
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(WATCH) => {}
-            () = shutdown.cancelled() => return,
-        }
-        let snapshot = published.load();
-        let settings = settings.load_full();
-        let limits = limits(&settings);
-        // Every record's state as of the latest reports, for the metrics (set when it changes).
-        let states = {
-            let reports = reports
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            crate::route53::status::record_states(&settings, &snapshot, &reports)
-        };
-        if states != exported_states {
-            metrics.route53.records(&states);
-            exported_states = states;
-        }
-        // Propagation is followed without blocking new changes (every 2 s, one GetChange each).
-        if !propagating.is_empty() && last_insync_poll.elapsed() >= INSYNC_POLL {
-            last_insync_poll = Instant::now();
-            let mut still = Vec::new();
-            for p in propagating.drain(..) {
-                let done = reconcile::all_insync(&api, &p.changes).await;
-                let timed_out = p.since.elapsed() >= limits.insync_timeout;
-                if done || timed_out {
-                    if done {
-                        metrics
-                            .route53
-                            .insync_after(p.changed_at.unwrap_or(p.since).elapsed().as_secs_f64());
-                    } else {
-                        tracing::warn!(zone = %p.zone, timeout = ?limits.insync_timeout, "changes not INSYNC within the timeout");
-                    }
-                    if let Some(r) = reports
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .get_mut(&p.zone)
-                    {
-                        r.insync = Some(done);
-                        if let Some(change) = r.last_change.as_mut().filter(|c| c.ids == p.changes)
-                        {
-                            change.insync_unix_ms = done.then(crate::clock::unix_ms);
-                        }
-                    }
-                } else {
-                    still.push(p);
-                }
-            }
-            propagating = still;
-        }
-        let targets = desired::targets(&settings, &snapshot);
-        let changed = last.as_ref() != Some(&targets);
-        if !changed && Instant::now() < next_cycle {
-            continue;
-        }
-        if changed && last.is_some() {
-            changed_at = Some(Instant::now());
-        }
-        let mut all_synced = true;
-        let mut conflicts = Vec::new();
-        let mut pending = 0;
-        for (zone, zone_targets) in &targets {
-            let mut report = reconcile::reconcile_zone(&api, zone, zone_targets, limits).await;
-            if report.capped {
-                metrics.route53.cycle_refused();
-            }
-            metrics.route53.changes_made(report.made.iter());
-            for c in &report.conflicts {
-                if c.kind == crate::route53::plan::ConflictKind::Ownership {
-                    conflicts.push(c.key.name.clone());
-                }
-            }
-            let error = report.error.clone().unwrap_or_default();
-            if logged.get(zone) != Some(&error) {
-                if !error.is_empty() {
-                    tracing::error!(zone, %error, "Route53 not reconciled");
-                }
-                for c in &report.conflicts {
-                    match c.kind {
-                        crate::route53::plan::ConflictKind::Ownership => {
-                            tracing::warn!(zone, record = %c.key, "Route53 ownership conflict: {}", c.reason);
-                        }
-                        crate::route53::plan::ConflictKind::Refused => {
-                            tracing::warn!(zone, record = %c.key, "Route53 refused the change: {}", c.reason);
-                        }
-                    }
-                }
-                logged.insert(zone.clone(), error);
-            }
-            if !report.applied {
-                all_synced = false;
-                pending += report.unapplied_steps();
-            } else if !report.steps.is_empty() {
-                tracing::info!(zone, changes = report.steps.len(), "Route53 updated");
-            }
-            if !report.changes.is_empty() {
-                propagating.push(Propagating {
-                    zone: zone.clone(),
-                    changes: report.changes.clone(),
-                    since: Instant::now(),
-                    changed_at,
-                });
-            }
-            let mut reports = reports
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            report.last_change = AppliedChange::of(&report)
-                .or_else(|| reports.get(zone).and_then(|r| r.last_change.clone()));
-            reports.insert(zone.clone(), report);
-        }
-        metrics.route53.state(&conflicts, pending, all_synced);
-        changed_at = None;
-        if all_synced {
-            last = Some(targets);
-            next_cycle = Instant::now() + settings.route53.interval;
-        } else {
-            // Try again soon, but not in a tight loop.
-            last = Some(targets);
-            next_cycle = Instant::now() + settings.route53.interval.min(Duration::from_secs(5));
-        }
-    }
-}
-
-/// How often applied changes are checked for INSYNC.
-const INSYNC_POLL: Duration = Duration::from_secs(2);
-
-/// Applied changes waiting to propagate.
-struct Propagating {
-    zone: String,
-    changes: Vec<String>,
-    since: Instant,
-    /// When the answer changed (for the verdict-to-INSYNC histogram).
-    changed_at: Option<Instant>,
 }
 
 /// What `vantage plan` found.

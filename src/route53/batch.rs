@@ -41,7 +41,20 @@ fn size(changes: &[Change]) -> (usize, usize) {
 
 /// Packs units into as few batches as fit (first fit, in plan order).
 pub fn batches(units: &[Unit], limits: Limits) -> Result<Vec<Vec<Change>>, TooLarge> {
-    let mut out: Vec<(Vec<Change>, usize, usize)> = Vec::new();
+    Ok(pack(units, limits)?
+        .into_iter()
+        .map(|group| {
+            group
+                .into_iter()
+                .flat_map(|u| u.changes.iter().cloned())
+                .collect()
+        })
+        .collect())
+}
+
+/// The units of each batch (first fit, in plan order): a unit is never split.
+pub fn pack(units: &[Unit], limits: Limits) -> Result<Vec<Vec<&Unit>>, TooLarge> {
+    let mut out: Vec<(Vec<&Unit>, usize, usize)> = Vec::new();
     for unit in units {
         let (records, chars) = size(&unit.changes);
         if records > limits.records || chars > limits.chars {
@@ -56,11 +69,11 @@ pub fn batches(units: &[Unit], limits: Limits) -> Result<Vec<Vec<Change>>, TooLa
             .find(|(_, r, c)| r + records <= limits.records && c + chars <= limits.chars)
         {
             Some((batch, r, c)) => {
-                batch.extend(unit.changes.iter().cloned());
+                batch.push(unit);
                 *r += records;
                 *c += chars;
             }
-            None => out.push((unit.changes.clone(), records, chars)),
+            None => out.push((vec![unit], records, chars)),
         }
     }
     Ok(out.into_iter().map(|(b, _, _)| b).collect())

@@ -111,6 +111,12 @@ pub fn targets(settings: &Settings, snapshot: &Snapshot) -> BTreeMap<String, Vec
                     .iter()
                     .map(|e| e.id.as_str().to_string())
                     .collect(),
+                addresses: record
+                    .endpoints
+                    .iter()
+                    .map(|e| e.address.to_string())
+                    .collect(),
+                ttl: record.ttl,
             });
     }
     zones

@@ -8,10 +8,13 @@
 pub mod api;
 pub mod batch;
 pub mod client;
+pub mod controller;
 pub mod desired;
 pub mod metrics;
 pub mod ownership;
 pub mod plan;
+pub mod policy;
+pub mod propagation;
 pub mod reconcile;
 pub mod retry;
 pub mod status;

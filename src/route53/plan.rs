@@ -22,6 +22,10 @@ pub struct Target {
     /// The set identifiers vantage writes for this record (its endpoints' names): a weighted
     /// set with any other identifier in the group is someone else's and is left alone.
     pub set_identifiers: Vec<String>,
+    /// Every value the configuration allows in the group (its endpoints' addresses) and its
+    /// TTL: changes within them are driven by health, others by the configuration.
+    pub addresses: Vec<String>,
+    pub ttl: u32,
 }
 
 /// The changes of one record group, applied together (record and marker in one batch).
@@ -296,6 +300,8 @@ mod tests {
             desired,
             // The identifiers the tests' weighted sets use.
             set_identifiers: ["e1", "e2", "s0", "s1", "s2"].map(String::from).to_vec(),
+            addresses: Vec::new(),
+            ttl: 30,
         }
     }
 

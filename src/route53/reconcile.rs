@@ -7,41 +7,35 @@
 //! or for records that are not decided yet (they yield no target).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use serde::Serialize;
 
+use tokio::time::Instant;
+
 use super::{
+    Change, Key,
     api::{Api, ApiError, list_all},
     batch::{self, Limits},
     plan::{self, Conflict, ConflictKind, Plan, Step, Target, Unit},
+    policy::{self, Cap, Held, HeldBy, RefusedGroups},
 };
 
 /// How many times a cycle re-reads after a refused batch before giving up until next time.
 const CAS_ATTEMPTS: usize = 4;
 
-#[derive(Debug, Clone, Copy)]
-pub struct CycleLimits {
-    pub max_change_fraction: f64,
-    /// A cycle may always update or delete this many record sets, whatever the fraction.
-    pub min_change_cap: usize,
-    pub insync_timeout: Duration,
-    /// Apply even above the change cap.
-    pub force: bool,
-}
-
 /// The outcome of one zone's cycle.
 #[derive(Debug, Clone, Serialize)]
 pub struct ZoneReport {
     pub zone: String,
-    /// The steps of the last plan (applied, refused or failed).
+    /// The steps of the last plan (applied, held, refused or failed).
     pub steps: Vec<Step>,
     pub conflicts: Vec<Conflict>,
+    /// Every change of the plan was applied.
     pub applied: bool,
-    /// Why the plan was not applied, if it was not.
+    /// Why the plan was not applied whole, if it was not.
     pub error: Option<String>,
     /// Change ids of the batches applied in this cycle.
     pub changes: Vec<String>,
@@ -49,39 +43,45 @@ pub struct ZoneReport {
     pub insync: Option<bool>,
     /// The latest cycle that applied changes to this zone (kept by later cycles that did not).
     pub last_change: Option<AppliedChange>,
-    /// The plan was refused by the change cap.
+    /// Groups whose change waits (the change cap, a refusal's backoff).
+    pub held: Vec<Held>,
+    /// Groups planned but not applied (held, refused, failed).
     #[serde(skip)]
-    pub capped: bool,
+    pub unapplied: BTreeSet<Key>,
+    /// Steps planned but not applied.
+    #[serde(skip)]
+    pub pending: usize,
     /// Changes Route53 took in this cycle (over every attempt).
     #[serde(skip)]
     pub made: Vec<Step>,
 }
 
 impl ZoneReport {
-    /// Whether Route53 refused the change of `step`'s group in this cycle.
-    fn refused(&self, step: &Step) -> bool {
-        let set = match step {
-            Step::Create { new } | Step::Update { new, .. } => new,
-            Step::Delete { old } => old,
-        };
-        // The group's record sets, and its ownership marker, went in one batch.
-        self.conflicts.iter().any(|c| {
-            c.kind == ConflictKind::Refused
-                && ((c.key.name == set.name && c.key.rtype == set.rtype)
-                    || super::ownership::marker_name(&c.key) == set.name)
-        })
+    fn new(zone: &str) -> Self {
+        Self {
+            zone: zone.to_string(),
+            steps: Vec::new(),
+            conflicts: Vec::new(),
+            applied: false,
+            error: None,
+            changes: Vec::new(),
+            insync: None,
+            last_change: None,
+            held: Vec::new(),
+            unapplied: BTreeSet::new(),
+            pending: 0,
+            made: Vec::new(),
+        }
     }
 
-    /// Planned changes not applied: all of them when nothing was applied (the change cap, a
-    /// failed call), else those of the groups Route53 refused.
+    /// Planned changes not applied (held, refused or failed).
     pub fn unapplied_steps(&self) -> usize {
-        if self.applied {
-            0
-        } else if self.changes.is_empty() {
-            self.steps.len()
-        } else {
-            self.steps.iter().filter(|s| self.refused(s)).count()
-        }
+        self.pending
+    }
+
+    /// Whether the change cap held back some of the plan.
+    pub fn capped(&self) -> bool {
+        self.held.iter().any(|h| h.why == HeldBy::ChangeCap)
     }
 }
 
@@ -124,27 +124,6 @@ impl AppliedChange {
 /// The latest report per zone, for the status API.
 pub type Reports = Arc<Mutex<BTreeMap<String, ZoneReport>>>;
 
-/// Record sets (not markers) in groups we own, from a plan's point of view.
-fn owned_sets(current: &[super::RecordSet], targets: &[Target], conflicts: &[Conflict]) -> usize {
-    targets
-        .iter()
-        .filter(|t| !conflicts.iter().any(|c| c.key == t.key))
-        .map(|t| current.iter().filter(|s| s.key() == t.key).count())
-        .sum()
-}
-
-/// Updates and deletes of record sets (creations are not destructive).
-fn destructive(plan: &Plan) -> usize {
-    plan.steps()
-        .iter()
-        .filter(|s| match s {
-            Step::Update { new, .. } => !super::ownership::is_marker(&new.name),
-            Step::Delete { old } => !super::ownership::is_marker(&old.name),
-            Step::Create { .. } => false,
-        })
-        .count()
-}
-
 /// Plans one zone (read only).
 pub async fn plan_zone<A: Api + ?Sized>(
     api: &A,
@@ -156,61 +135,46 @@ pub async fn plan_zone<A: Api + ?Sized>(
     Ok((current, plan))
 }
 
-/// Runs one cycle for one zone.
+/// Runs one cycle for one zone: read, plan, keep what the policy holds back, apply the rest in
+/// as few batches as fit. A refused batch makes the cycle re-read (someone may have changed
+/// the records since: DELETE of the exact old set is a compare-and-swap); groups refused again
+/// unchanged are bisected, so that a group Route53 will not take costs O(log n) calls and
+/// holds back nothing else. A refused group waits with backoff (`refused`).
 pub async fn reconcile_zone<A: Api + ?Sized>(
     api: &A,
     zone: &str,
     targets: &[Target],
-    limits: CycleLimits,
+    cap: Cap,
+    refused: &mut RefusedGroups,
+    now: Instant,
 ) -> ZoneReport {
-    let mut report = ZoneReport {
-        zone: zone.to_string(),
-        steps: Vec::new(),
-        conflicts: Vec::new(),
-        applied: false,
-        error: None,
-        changes: Vec::new(),
-        insync: None,
-        last_change: None,
-        capped: false,
-        made: Vec::new(),
-    };
-    let mut last_units = None;
+    let mut report = ZoneReport::new(zone);
+    let mut applied: Vec<Unit> = Vec::new();
+    let mut last_plan = Plan::default();
+    // Units of batches Route53 refused in the previous attempt.
+    let mut suspects: Vec<Unit> = Vec::new();
     for attempt in 1..=CAS_ATTEMPTS {
         let (current, plan) = match plan_zone(api, zone, targets).await {
             Ok(p) => p,
             Err(e) => {
                 report.error = Some(format!("cannot read zone {zone}: {e}"));
-                return report;
+                break;
             }
         };
+        for t in targets {
+            if !plan.units.iter().any(|u| u.key == t.key) {
+                refused.forget(&t.key);
+            }
+        }
+        let decision = policy::decide(&plan, targets, &current, cap, refused, now);
         report.steps = plan.steps();
         report.conflicts = plan.conflicts.clone();
-        if plan.is_empty() {
-            report.applied = true;
-            return report;
-        }
-        let owned = owned_sets(&current, targets, &plan.conflicts);
-        let allowed = (((owned as f64) * limits.max_change_fraction).floor() as usize)
-            .max(limits.min_change_cap);
-        let destructive = destructive(&plan);
-        if destructive > allowed && !limits.force {
-            report.error = Some(format!(
-                "refused: the plan would update or delete {destructive} of {owned} owned record sets, \
-                 more than allowed ({allowed}: max_change_fraction {} or min_change_cap {}); apply with --force if intended",
-                limits.max_change_fraction, limits.min_change_cap
-            ));
-            report.capped = true;
-            return report;
-        }
-        // The same plan refused twice is not a race: some group cannot be applied. Apply the
-        // groups one by one so that one bad group does not hold back the others.
-        let isolate = last_units.as_ref() == Some(&plan.units);
-        last_units = Some(plan.units.clone());
-        let mut units: Vec<&Unit> = Vec::new();
-        for unit in &plan.units {
-            match batch::batches(std::slice::from_ref(unit), Limits::default()) {
-                Ok(_) => units.push(unit),
+        report.held = decision.held;
+        last_plan = plan;
+        let mut fit = Vec::new();
+        for unit in decision.apply {
+            match batch::pack(std::slice::from_ref(&unit), Limits::default()) {
+                Ok(_) => fit.push(unit),
                 Err(e) => report.conflicts.push(Conflict {
                     key: unit.key.clone(),
                     reason: e.to_string(),
@@ -218,82 +182,132 @@ pub async fn reconcile_zone<A: Api + ?Sized>(
                 }),
             }
         }
-        let groups: Vec<Vec<Unit>> = if isolate {
-            units.iter().map(|u| vec![(*u).clone()]).collect()
-        } else {
-            vec![units.iter().map(|u| (*u).clone()).collect()]
-        };
-        let mut raced = false;
-        let mut failed = false;
-        for group in &groups {
-            let batches = match batch::batches(group, Limits::default()) {
-                Ok(b) => b,
-                Err(e) => {
-                    report.error = Some(e.to_string());
-                    return report;
-                }
-            };
-            for b in &batches {
-                match api
-                    .change(zone, b, "vantage: health-checked failover")
-                    .await
-                {
-                    Ok(id) => report.changes.push(id),
-                    Err(ApiError::InvalidChangeBatch(message)) if isolate => {
-                        for unit in group {
-                            report.conflicts.push(Conflict {
-                                key: unit.key.clone(),
-                                reason: format!("Route53 refuses this change: {message}"),
-                                kind: ConflictKind::Refused,
-                            });
-                        }
-                        failed = true;
-                    }
-                    Err(ApiError::InvalidChangeBatch(message)) => {
-                        tracing::info!(zone, attempt, %message, "Route53 refused a batch (records changed since we read them?); re-reading");
-                        raced = true;
-                        break;
-                    }
-                    Err(e) => {
-                        report.error = Some(format!("change failed: {e}"));
-                        return report;
-                    }
-                }
-            }
-            if raced {
-                break;
-            }
+        // Refused again, unchanged, after a re-read: no race; find the culprits.
+        let (known, fresh): (Vec<Unit>, Vec<Unit>) =
+            fit.into_iter().partition(|u| suspects.contains(u));
+        let mut next = Vec::new();
+        let outcome = async {
+            submit(api, zone, &fresh, &mut report, &mut applied, &mut next).await?;
+            bisect(api, zone, known, &mut report, &mut applied, refused, now).await
         }
-        if raced {
-            continue;
+        .await;
+        if let Err(e) = outcome {
+            report.error = Some(format!("change failed: {e}"));
+            break;
         }
-        // Only what Route53 took is counted as made.
-        let made: Vec<Step> = report
-            .steps
-            .iter()
-            .filter(|s| !report.refused(s))
-            .cloned()
-            .collect();
-        report.made.extend(made);
-        report.applied = !failed;
-        if failed {
-            report.error = Some("some groups could not be applied; see conflicts".into());
-            return report;
+        if next.is_empty() {
+            break;
         }
-        // Applied; one more pass confirms (and catches a partly applied multi-batch plan).
-        let (_, after) = match plan_zone(api, zone, targets).await {
-            Ok(p) => p,
-            Err(_) => return report,
-        };
-        if after.is_empty() {
-            return report;
+        tracing::info!(
+            zone,
+            attempt,
+            groups = next.len(),
+            "Route53 refused a batch (records changed since we read them?); re-reading"
+        );
+        suspects = next;
+        if attempt == CAS_ATTEMPTS {
+            report.error = Some(format!(
+                "gave up after {CAS_ATTEMPTS} attempts: Route53 kept changing under us"
+            ));
         }
     }
-    report.error = Some(format!(
-        "gave up after {CAS_ATTEMPTS} attempts: Route53 kept changing under us"
-    ));
+    for unit in &applied {
+        refused.forget(&unit.key);
+    }
+    report.made = Plan {
+        units: applied.clone(),
+        conflicts: Vec::new(),
+    }
+    .steps();
+    let unapplied: Vec<Unit> = last_plan
+        .units
+        .into_iter()
+        .filter(|u| !applied.iter().any(|a| a.key == u.key))
+        .collect();
+    report.unapplied = unapplied.iter().map(|u| u.key.clone()).collect();
+    report.pending = Plan {
+        units: unapplied,
+        conflicts: Vec::new(),
+    }
+    .steps()
+    .len();
+    report.applied = report.unapplied.is_empty() && report.error.is_none();
+    if report.error.is_none() && !report.unapplied.is_empty() && report.held.is_empty() {
+        report.error = Some("some groups could not be applied; see conflicts".into());
+    }
     report
 }
+
+/// Submits `units` in as few batches as fit; the units of refused batches go to `refused`.
+async fn submit<A: Api + ?Sized>(
+    api: &A,
+    zone: &str,
+    units: &[Unit],
+    report: &mut ZoneReport,
+    applied: &mut Vec<Unit>,
+    refused: &mut Vec<Unit>,
+) -> Result<(), ApiError> {
+    for group in batch::pack(units, Limits::default()).unwrap_or_default() {
+        let changes: Vec<Change> = group.iter().flat_map(|u| u.changes.clone()).collect();
+        match api.change(zone, &changes, COMMENT).await {
+            Ok(id) => {
+                report.changes.push(id);
+                applied.extend(group.into_iter().cloned());
+            }
+            Err(ApiError::InvalidChangeBatch(_)) => refused.extend(group.into_iter().cloned()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Applies `units` that Route53 refused together: halves that are refused are halved again,
+/// down to the groups Route53 refuses alone, which are reported and put in backoff.
+async fn bisect<A: Api + ?Sized>(
+    api: &A,
+    zone: &str,
+    units: Vec<Unit>,
+    report: &mut ZoneReport,
+    applied: &mut Vec<Unit>,
+    backoff: &mut RefusedGroups,
+    now: Instant,
+) -> Result<(), ApiError> {
+    let mut stack = vec![units];
+    while let Some(mut units) = stack.pop() {
+        if units.len() > 1 {
+            let second = units.split_off(units.len() / 2);
+            for half in [second, units] {
+                let mut refused = Vec::new();
+                submit(api, zone, &half, report, applied, &mut refused).await?;
+                if !refused.is_empty() {
+                    stack.push(refused);
+                }
+            }
+            continue;
+        }
+        let Some(unit) = units.pop() else { continue };
+        // Alone (a half of one was already refused; once more to learn why).
+        let changes = unit.changes.clone();
+        match api.change(zone, &changes, COMMENT).await {
+            Ok(id) => {
+                report.changes.push(id);
+                applied.push(unit);
+            }
+            Err(ApiError::InvalidChangeBatch(message)) => {
+                backoff.refused(&unit, now);
+                report.conflicts.push(Conflict {
+                    key: unit.key.clone(),
+                    reason: format!("Route53 refuses this change: {message}"),
+                    kind: ConflictKind::Refused,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+const COMMENT: &str = "vantage: health-checked failover";
 
 /// Whether every change has propagated (one GetChange each; no waiting).
 pub async fn all_insync<A: Api + ?Sized>(api: &A, ids: &[String]) -> bool {
@@ -436,15 +450,18 @@ mod tests {
             take_over: false,
             desired: vec![a(name, ip)],
             set_identifiers: Vec::new(),
+            addresses: ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+                .map(String::from)
+                .to_vec(),
+            ttl: 30,
         }
     }
 
-    fn limits() -> CycleLimits {
-        CycleLimits {
+    fn limits() -> Cap {
+        Cap {
             max_change_fraction: 0.5,
             min_change_cap: 1,
-            insync_timeout: Duration::from_secs(1),
-            force: false,
+            approved: false,
         }
     }
 
@@ -457,6 +474,8 @@ mod tests {
             "Z1",
             &[target("www.example.com.", "192.0.2.1")],
             limits(),
+            &mut RefusedGroups::default(),
+            Instant::now(),
         )
         .await;
         assert!(r.applied && r.error.is_none(), "{r:?}");
@@ -466,6 +485,8 @@ mod tests {
             "Z1",
             &[target("www.example.com.", "192.0.2.2")],
             limits(),
+            &mut RefusedGroups::default(),
+            Instant::now(),
         )
         .await;
         assert!(r.applied, "{r:?}");
@@ -479,7 +500,15 @@ mod tests {
     async fn two_racing_reconcilers_converge_and_the_loser_rereads() {
         let fake = FakeRoute53::with(Vec::new());
         let t1 = [target("www.example.com.", "192.0.2.1")];
-        reconcile_zone(&fake, "Z1", &t1, limits()).await;
+        reconcile_zone(
+            &fake,
+            "Z1",
+            &t1,
+            limits(),
+            &mut RefusedGroups::default(),
+            Instant::now(),
+        )
+        .await;
         // Both replicas read the same state and plan the same flip.
         let t2 = [target("www.example.com.", "192.0.2.2")];
         let (_, plan_a) = plan_zone(&fake, "Z1", &t2).await.expect("plan");
@@ -495,12 +524,28 @@ mod tests {
             "{lost:?}"
         );
         // The loser's next cycle re-reads and finds nothing to do.
-        let r = reconcile_zone(&fake, "Z1", &t2, limits()).await;
+        let r = reconcile_zone(
+            &fake,
+            "Z1",
+            &t2,
+            limits(),
+            &mut RefusedGroups::default(),
+            Instant::now(),
+        )
+        .await;
         assert!(r.applied && r.steps.is_empty(), "{r:?}");
         // Racing replicas wanting different values: each cycle re-reads, the last one wins
         // cleanly, and no batch ever applies halfway.
         let t3 = [target("www.example.com.", "192.0.2.3")];
-        let r = reconcile_zone(&fake, "Z1", &t3, limits()).await;
+        let r = reconcile_zone(
+            &fake,
+            "Z1",
+            &t3,
+            limits(),
+            &mut RefusedGroups::default(),
+            Instant::now(),
+        )
+        .await;
         assert!(r.applied, "{r:?}");
         let www: Vec<RecordSet> = fake
             .state()
@@ -518,68 +563,149 @@ mod tests {
         owned.extend(first.iter().flat_map(|t| t.desired.clone()));
         let fake = FakeRoute53::with(owned.clone());
         let all_flip: Vec<Target> = names.iter().map(|n| target(n, "192.0.2.9")).collect();
-        let r = reconcile_zone(&fake, "Z1", &all_flip, limits()).await;
+        let r = reconcile_zone(
+            &fake,
+            "Z1",
+            &all_flip,
+            limits(),
+            &mut RefusedGroups::default(),
+            Instant::now(),
+        )
+        .await;
+        // 192.0.2.9 is no address of the records' endpoints: the configuration changed.
         assert!(!r.applied);
+        assert!(r.capped(), "{r:?}");
         assert!(
-            r.error.as_deref().is_some_and(|e| e.contains("refused")),
+            r.held.iter().all(|h| h.reason.contains("change cap")),
             "{r:?}"
         );
+        assert_eq!(r.unapplied_steps(), 4);
         let mut before = owned.clone();
         before.sort();
         assert_eq!(fake.state(), before, "nothing changed");
-        let forced = CycleLimits {
-            force: true,
+        // A failover of every record (to another configured address) is health: never capped.
+        let failover: Vec<Target> = names.iter().map(|n| target(n, "192.0.2.2")).collect();
+        let r = reconcile_zone(
+            &fake,
+            "Z1",
+            &failover,
+            limits(),
+            &mut RefusedGroups::default(),
+            Instant::now(),
+        )
+        .await;
+        assert!(r.applied && !r.capped(), "{r:?}");
+        assert_eq!(r.made.len(), 4);
+        let forced = Cap {
+            approved: true,
             ..limits()
         };
-        let r = reconcile_zone(&fake, "Z1", &all_flip, forced).await;
+        let r = reconcile_zone(
+            &fake,
+            "Z1",
+            &all_flip,
+            forced,
+            &mut RefusedGroups::default(),
+            Instant::now(),
+        )
+        .await;
         assert!(r.applied, "{r:?}");
         // Two of four is within the cap.
         let two: Vec<Target> = names
             .iter()
             .enumerate()
-            .map(|(i, n)| target(n, if i < 2 { "192.0.2.1" } else { "192.0.2.9" }))
+            .map(|(i, n)| target(n, if i < 2 { "192.0.2.3" } else { "192.0.2.9" }))
             .collect();
-        let r = reconcile_zone(&fake, "Z1", &two, limits()).await;
+        let r = reconcile_zone(
+            &fake,
+            "Z1",
+            &two,
+            limits(),
+            &mut RefusedGroups::default(),
+            Instant::now(),
+        )
+        .await;
         assert!(r.applied, "{r:?}");
+    }
+
+    /// Refuses every batch that touches `bad`; counts calls.
+    struct Picky {
+        inner: FakeRoute53,
+        bad: String,
+        changes: std::sync::atomic::AtomicUsize,
+        lists: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Picky {
+        fn new(bad: &str) -> Self {
+            let mut inner = FakeRoute53::with(Vec::new());
+            // Route53's own page size.
+            inner.page_size = 300;
+            Self {
+                inner,
+                bad: bad.into(),
+                changes: Default::default(),
+                lists: Default::default(),
+            }
+        }
+
+        fn calls(&self) -> (usize, usize) {
+            use std::sync::atomic::Ordering::Relaxed;
+            (self.changes.load(Relaxed), self.lists.load(Relaxed))
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Api for Picky {
+        async fn list_page(&self, zone: &str, start: Option<&PageStart>) -> Result<Page, ApiError> {
+            // Counts reads of the zone (first pages).
+            if start.is_none() {
+                self.lists
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            self.inner.list_page(zone, start).await
+        }
+        async fn change(
+            &self,
+            zone: &str,
+            changes: &[Change],
+            comment: &str,
+        ) -> Result<String, ApiError> {
+            self.changes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if changes.iter().any(|c| c.set().name == self.bad) {
+                return Err(ApiError::InvalidChangeBatch(format!(
+                    "RRSet of type A with DNS name {} is not permitted",
+                    self.bad
+                )));
+            }
+            self.inner.change(zone, changes, comment).await
+        }
+        async fn is_insync(&self, id: &str) -> Result<bool, ApiError> {
+            self.inner.is_insync(id).await
+        }
     }
 
     #[tokio::test]
     async fn a_group_route53_refuses_does_not_hold_back_the_others() {
-        struct Picky(FakeRoute53);
-        #[async_trait::async_trait]
-        impl Api for Picky {
-            async fn list_page(
-                &self,
-                zone: &str,
-                start: Option<&PageStart>,
-            ) -> Result<Page, ApiError> {
-                self.0.list_page(zone, start).await
-            }
-            async fn change(
-                &self,
-                zone: &str,
-                changes: &[Change],
-                comment: &str,
-            ) -> Result<String, ApiError> {
-                if changes.iter().any(|c| c.set().name == "bad.example.com.") {
-                    return Err(ApiError::InvalidChangeBatch(
-                        "RRSet of type A with DNS name bad.example.com. is not permitted".into(),
-                    ));
-                }
-                self.0.change(zone, changes, comment).await
-            }
-            async fn is_insync(&self, id: &str) -> Result<bool, ApiError> {
-                self.0.is_insync(id).await
-            }
-        }
-        let api = Picky(FakeRoute53::with(Vec::new()));
+        let api = Picky::new("bad.example.com.");
         let targets = [
             target("bad.example.com.", "192.0.2.1"),
             target("www.example.com.", "192.0.2.2"),
         ];
-        let r = reconcile_zone(&api, "Z1", &targets, limits()).await;
+        let r = reconcile_zone(
+            &api,
+            "Z1",
+            &targets,
+            limits(),
+            &mut RefusedGroups::default(),
+            Instant::now(),
+        )
+        .await;
         assert!(
-            api.0.state().contains(&a("www.example.com.", "192.0.2.2")),
+            api.inner
+                .state()
+                .contains(&a("www.example.com.", "192.0.2.2")),
             "the good group is applied"
         );
         assert!(
@@ -602,6 +728,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_refused_group_among_a_thousand_costs_a_logarithm_of_calls_then_backs_off() {
+        let api = Picky::new("n500.example.com.");
+        let names: Vec<String> = (0..1000).map(|i| format!("n{i}.example.com.")).collect();
+        let up: Vec<Target> = names.iter().map(|n| target(n, "192.0.2.1")).collect();
+        let mut refused = RefusedGroups::default();
+        let t0 = Instant::now();
+        let r = reconcile_zone(&api, "Z1", &up, limits(), &mut refused, t0).await;
+        assert_eq!(r.made.len(), 2 * 999, "every other record and its marker");
+        assert_eq!(r.unapplied.len(), 1);
+        assert!(
+            r.conflicts
+                .iter()
+                .any(|c| c.key.name == "n500.example.com." && c.kind == ConflictKind::Refused)
+        );
+        let (changes, lists) = api.calls();
+        // 2 batches of 500 groups (4 records each, at most 1,000 per call; one refused), then
+        // a re-read, then halving the refused batch down to the group: 2 + 2 * log2(500) + 1.
+        assert!(changes <= 2 + 2 * 9 + 1, "{changes} change calls");
+        assert_eq!(lists, 2, "one read, and one re-read after the refusal");
+        // The next cycle does not retry the refused group before its backoff ends...
+        let before = api.calls().0;
+        let r = reconcile_zone(&api, "Z1", &up, limits(), &mut refused, t0).await;
+        assert_eq!(api.calls().0, before, "no change call during the backoff");
+        assert_eq!(r.held.len(), 1);
+        assert_eq!(r.held[0].why, HeldBy::Backoff);
+        // ... and a failover of every record still goes at once, around it.
+        let down: Vec<Target> = names.iter().map(|n| target(n, "192.0.2.2")).collect();
+        let r = reconcile_zone(&api, "Z1", &down, limits(), &mut refused, t0).await;
+        // (our markers are rewritten too, but that is the ownership guard, not a step)
+        assert_eq!(r.made.len(), 999, "{:?}", r.error);
+        let www = |n: &str| {
+            api.inner
+                .state()
+                .into_iter()
+                .filter(|s| s.name == n)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            www("n0.example.com."),
+            vec![a("n0.example.com.", "192.0.2.2")]
+        );
+        assert_eq!(
+            www("n999.example.com."),
+            vec![a("n999.example.com.", "192.0.2.2")]
+        );
+    }
+
+    #[tokio::test]
     async fn ownership_is_part_of_the_compare_and_swap() {
         let fake = FakeRoute53::with(Vec::new());
         reconcile_zone(
@@ -609,6 +783,8 @@ mod tests {
             "Z1",
             &[target("www.example.com.", "192.0.2.1")],
             limits(),
+            &mut RefusedGroups::default(),
+            Instant::now(),
         )
         .await;
         let (_, plan) = plan_zone(&fake, "Z1", &[target("www.example.com.", "192.0.2.2")])

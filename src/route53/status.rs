@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::{
     desired,
     plan::{ConflictKind, Step},
+    policy::HeldBy,
     reconcile::ZoneReport,
 };
 use crate::{config::Settings, snapshot::Snapshot};
@@ -115,6 +116,17 @@ fn state_of(
             Some("no reconcile cycle has covered this zone yet".into()),
         );
     };
+    if let Some(held) = report
+        .held
+        .iter()
+        .find(|h| is_this(&h.key.name, &h.key.rtype))
+    {
+        let state = match held.why {
+            HeldBy::ChangeCap => SyncState::Pending,
+            HeldBy::Backoff => SyncState::Refused,
+        };
+        return (state, Some(held.reason.clone()));
+    }
     if let Some(conflict) = report
         .conflicts
         .iter()
@@ -130,7 +142,8 @@ fn state_of(
         Step::Create { new } | Step::Update { new, .. } => is_this(&new.name, &new.rtype),
         Step::Delete { old } => is_this(&old.name, &old.rtype),
     });
-    if planned && !report.applied {
+    let unapplied = report.unapplied.iter().any(|k| is_this(&k.name, &k.rtype));
+    if planned && unapplied {
         return (
             SyncState::Pending,
             Some(
@@ -166,7 +179,7 @@ mod tests {
     use super::*;
     use crate::{
         model::{EndpointId, Health},
-        route53::{Key, RecordSet, plan::Conflict, reconcile::AppliedChange},
+        route53::{Key, RecordSet, plan::Conflict, policy::Held, reconcile::AppliedChange},
     };
 
     fn settings() -> Settings {
@@ -199,7 +212,9 @@ mod tests {
             changes: Vec::new(),
             insync: None,
             last_change: None,
-            capped: false,
+            held: Vec::new(),
+            unapplied: Default::default(),
+            pending: 0,
             made: Vec::new(),
         }
     }
@@ -248,22 +263,40 @@ mod tests {
         let got = states(&decided(), Some(r));
         assert_eq!(got[0].0, SyncState::Refused);
         assert_eq!(got[1].0, SyncState::Conflict);
-        // A plan not applied (the change cap): pending with the reason, for its record only.
+        // A change not applied (a failed call): pending with the reason, for its record only.
+        let www = Key {
+            name: "www.example.com.".into(),
+            rtype: "A".into(),
+        };
         let mut r = report();
         r.applied = false;
-        r.error = Some("refused: the plan would update 9 of 10".into());
+        r.error = Some("change failed: timed out".into());
+        r.unapplied = [www.clone()].into();
         r.steps = vec![Step::Create {
             new: RecordSet::new("www.example.com.", "A", 30, vec!["192.0.2.1".into()]),
         }];
-        let got = states(&decided(), Some(r));
+        let got = states(&decided(), Some(r.clone()));
         assert_eq!(
             got[0],
-            (
-                SyncState::Pending,
-                Some("refused: the plan would update 9 of 10".into())
-            )
+            (SyncState::Pending, Some("change failed: timed out".into()))
         );
         assert_eq!(got[1].0, SyncState::InSync);
+        // Held by the change cap: pending, saying so; in backoff after refusals: refused.
+        for (why, state) in [
+            (HeldBy::ChangeCap, SyncState::Pending),
+            (HeldBy::Backoff, SyncState::Refused),
+        ] {
+            let mut r = r.clone();
+            r.held = vec![Held {
+                key: www.clone(),
+                why,
+                reason: "the reason".into(),
+            }];
+            assert_eq!(
+                states(&decided(), Some(r))[0],
+                (state, Some("the reason".into()))
+            );
+        }
         // Applied, not INSYNC yet.
         let mut r = report();
         r.last_change = Some(AppliedChange {
