@@ -199,7 +199,22 @@ impl Api for Route53Client {
             .change_batch(batch)
             .send()
             .await
-            .map_err(api_error)?;
+            .map_err(|e| {
+                use aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsError;
+                // Route53 says which changes it refuses, one message each.
+                if let Some(ChangeResourceRecordSetsError::InvalidChangeBatch(refusal)) =
+                    e.as_service_error()
+                {
+                    let mut messages: Vec<&str> =
+                        refusal.messages().iter().map(String::as_str).collect();
+                    messages.extend(refusal.message());
+                    return ApiError::InvalidChangeBatch(format!(
+                        "InvalidChangeBatch: {}",
+                        messages.join("; ")
+                    ));
+                }
+                api_error(e)
+            })?;
         Ok(out
             .change_info()
             .map(|c| c.id().to_string())

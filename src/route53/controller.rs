@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Key,
+    Key, RecordSet,
     api::Api,
     desired,
     metrics::Route53Metrics,
@@ -88,6 +88,10 @@ pub struct Controller<A: Api + ?Sized> {
     next_cycle: Instant,
     /// When the answers changed, if a cycle has not pushed the change yet.
     changed_at: Option<Instant>,
+    /// What each zone held after the last cycle (unless a call failed): a change of the
+    /// answers between full cycles is planned on it, without reading the zone (a change that
+    /// loses the compare-and-swap is refused, and the zone is read).
+    known: BTreeMap<String, Vec<RecordSet>>,
     /// Errors and conflicts are logged when they appear, not every cycle.
     logged: BTreeMap<String, String>,
     exported: Vec<RecordSync>,
@@ -114,6 +118,7 @@ impl<A: Api + ?Sized + 'static> Controller<A> {
             last: None,
             next_cycle: Instant::now(),
             changed_at: None,
+            known: BTreeMap::new(),
             logged: BTreeMap::new(),
             exported: Vec::new(),
         }
@@ -151,8 +156,14 @@ impl<A: Api + ?Sized + 'static> Controller<A> {
         self.export_states(&settings, &snapshot);
         let targets = desired::targets(&settings, &snapshot);
         let changed = self.last.as_ref() != Some(&targets);
-        if !changed && now < self.next_cycle {
+        // A full cycle (every interval, and soon after one that left something undone) reads
+        // every zone; a change of the answers in between plans on what the last one left.
+        let full = now >= self.next_cycle;
+        if !changed && !full {
             return;
+        }
+        if full {
+            self.known.clear();
         }
         if changed && self.last.is_some() {
             self.changed_at = Some(now);
@@ -167,6 +178,7 @@ impl<A: Api + ?Sized + 'static> Controller<A> {
         let keys: BTreeSet<&Key> = targets.values().flatten().map(|t| &t.key).collect();
         self.refused.retain(&keys);
         let mut all_synced = true;
+        let mut retry_soon = false;
         let mut conflicts = Vec::new();
         let mut pending = 0;
         for (zone, zone_targets) in &targets {
@@ -174,6 +186,7 @@ impl<A: Api + ?Sized + 'static> Controller<A> {
                 self.api.as_ref(),
                 zone,
                 zone_targets,
+                self.known.get(zone).map(Vec::as_slice),
                 cap,
                 &mut self.refused,
                 now,
@@ -182,6 +195,10 @@ impl<A: Api + ?Sized + 'static> Controller<A> {
             if report.capped() {
                 self.metrics.cycle_refused();
             }
+            match report.state.take() {
+                Some(state) => self.known.insert(zone.clone(), state),
+                None => self.known.remove(zone),
+            };
             self.metrics.changes_made(report.made.iter());
             conflicts.extend(
                 report
@@ -195,6 +212,7 @@ impl<A: Api + ?Sized + 'static> Controller<A> {
                 all_synced = false;
                 pending += report.unapplied_steps();
             }
+            retry_soon |= report.retry_soon();
             if !report.made.is_empty() {
                 tracing::info!(
                     zone,
@@ -217,13 +235,16 @@ impl<A: Api + ?Sized + 'static> Controller<A> {
         self.metrics.state(&conflicts, pending, all_synced);
         self.changed_at = None;
         self.last = Some(targets);
-        self.next_cycle = now
-            + if all_synced {
-                settings.route53.interval
-            } else {
-                // Try again soon, but not in a tight loop.
-                settings.route53.interval.min(RETRY)
-            };
+        if retry_soon {
+            // Try again soon (reading the zones), but not in a tight loop.
+            self.next_cycle = now + settings.route53.interval.min(RETRY);
+        } else if full {
+            self.next_cycle = now + settings.route53.interval;
+        }
+        // A refused group is tried again when its backoff ends, not before.
+        if let Some(due) = self.refused.next_due() {
+            self.next_cycle = self.next_cycle.min(due.max(now + RETRY));
+        }
     }
 
     /// Every record's state as of the latest reports (set when it changes).

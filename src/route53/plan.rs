@@ -1,7 +1,7 @@
 //! The plan: a pure diff of what Route53 holds against what we want, for the record groups we
 //! own. Pure; a plan is a plain value that can be printed (dry run) or applied.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
@@ -162,15 +162,22 @@ impl Plan {
 /// Diffs `current` (everything Route53 holds in the zone) against `targets`.
 pub fn plan(current: &[RecordSet], targets: &[Target]) -> Plan {
     let mut result = Plan::default();
+    let mut by_group: HashMap<(&str, &str), Vec<&RecordSet>> = HashMap::new();
+    for set in current {
+        by_group
+            .entry((set.name.as_str(), set.rtype.as_str()))
+            .or_default()
+            .push(set);
+    }
     for target in targets {
         let key = &target.key;
-        let have: Vec<&RecordSet> = current
-            .iter()
-            .filter(|s| s.name == key.name && s.rtype == key.rtype)
-            .collect();
-        let marker_set = current
-            .iter()
-            .find(|s| s.rtype == "TXT" && s.name == marker_name(key));
+        let have: Vec<&RecordSet> = by_group
+            .get(&(key.name.as_str(), key.rtype.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        let marker_set = by_group
+            .get(&(marker_name(key).as_str(), "TXT"))
+            .and_then(|sets| sets.first().copied());
         let mut changes = Vec::new();
         if have.iter().any(|s| s.opaque) {
             result.conflicts.push(Conflict {
@@ -266,17 +273,20 @@ pub fn plan(current: &[RecordSet], targets: &[Target]) -> Plan {
 
 /// What Route53 would hold after applying `plan` to `current` (for tests and dry runs).
 pub fn apply(current: &[RecordSet], plan: &Plan) -> Vec<RecordSet> {
-    let mut state: Vec<RecordSet> = current.to_vec();
+    let mut state: BTreeSet<RecordSet> = current.iter().cloned().collect();
     for unit in &plan.units {
         for change in &unit.changes {
             match change {
-                Change::Delete(s) => state.retain(|x| x != s),
-                Change::Create(s) => state.push(s.clone()),
+                Change::Delete(s) => {
+                    state.remove(s);
+                }
+                Change::Create(s) => {
+                    state.insert(s.clone());
+                }
             }
         }
     }
-    state.sort();
-    state
+    state.into_iter().collect()
 }
 
 #[cfg(test)]

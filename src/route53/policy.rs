@@ -133,10 +133,15 @@ pub fn decide(
         }
     }
     let destructive_total: usize = config_driven.iter().map(|u| destructive(u)).sum();
+    let mut sets_of: BTreeMap<Key, usize> = BTreeMap::new();
+    for set in current {
+        *sets_of.entry(set.key()).or_default() += 1;
+    }
+    let conflicted: BTreeSet<&Key> = plan.conflicts.iter().map(|c| &c.key).collect();
     let owned: usize = targets
         .iter()
-        .filter(|t| !plan.conflicts.iter().any(|c| c.key == t.key))
-        .map(|t| current.iter().filter(|s| s.key() == t.key).count())
+        .filter(|t| !conflicted.contains(&t.key))
+        .map(|t| sets_of.get(&t.key).copied().unwrap_or(0))
         .sum();
     let allowed =
         (((owned as f64) * cap.max_change_fraction).floor() as usize).max(cap.min_change_cap);
@@ -202,6 +207,11 @@ impl RefusedGroups {
                 until: now + wait,
             },
         );
+    }
+
+    /// When the first waiting group may be tried again.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.groups.values().map(|r| r.until).min()
     }
 
     /// Route53 took the group's change, or it has nothing to change any more.

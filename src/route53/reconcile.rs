@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::{
-    Change, Key,
+    Change, Key, RecordSet,
     api::{Api, ApiError, list_all},
     batch::{self, Limits},
     plan::{self, Conflict, ConflictKind, Plan, Step, Target, Unit},
@@ -54,6 +54,10 @@ pub struct ZoneReport {
     /// Changes Route53 took in this cycle (over every attempt).
     #[serde(skip)]
     pub made: Vec<Step>,
+    /// What the zone holds after the cycle (unless a call failed), for the next cycle to plan
+    /// on without reading the zone again.
+    #[serde(skip)]
+    pub state: Option<Vec<RecordSet>>,
 }
 
 impl ZoneReport {
@@ -71,12 +75,26 @@ impl ZoneReport {
             unapplied: BTreeSet::new(),
             pending: 0,
             made: Vec::new(),
+            state: None,
         }
     }
 
     /// Planned changes not applied (held, refused or failed).
     pub fn unapplied_steps(&self) -> usize {
         self.pending
+    }
+
+    /// Whether something failed that a cycle soon may fix (an error, a group not applied);
+    /// held and refused groups wait for their own time (the cap's approval, their backoff).
+    pub fn retry_soon(&self) -> bool {
+        let waits = |k: &Key| {
+            self.held.iter().any(|h| &h.key == k)
+                || self
+                    .conflicts
+                    .iter()
+                    .any(|c| c.kind == ConflictKind::Refused && &c.key == k)
+        };
+        self.error.is_some() || self.unapplied.iter().any(|k| !waits(k))
     }
 
     /// Whether the change cap held back some of the plan.
@@ -144,38 +162,54 @@ pub async fn reconcile_zone<A: Api + ?Sized>(
     api: &A,
     zone: &str,
     targets: &[Target],
+    known: Option<&[RecordSet]>,
     cap: Cap,
     refused: &mut RefusedGroups,
     now: Instant,
 ) -> ZoneReport {
-    let mut report = ZoneReport::new(zone);
-    let mut applied: Vec<Unit> = Vec::new();
+    let mut run = Applier {
+        api,
+        zone,
+        report: ZoneReport::new(zone),
+        applied: Vec::new(),
+        backoff: refused,
+        now,
+    };
     let mut last_plan = Plan::default();
     // Units of batches Route53 refused in the previous attempt.
     let mut suspects: Vec<Unit> = Vec::new();
+    let mut state: Option<Vec<RecordSet>> = None;
     for attempt in 1..=CAS_ATTEMPTS {
-        let (current, plan) = match plan_zone(api, zone, targets).await {
+        let read = match known {
+            // What the zone held after our last cycle: a change on it that lost the
+            // compare-and-swap is refused, and the next attempt reads the zone.
+            Some(known) if attempt == 1 => Ok((known.to_vec(), plan::plan(known, targets))),
+            _ => plan_zone(api, zone, targets).await,
+        };
+        let (current, plan) = match read {
             Ok(p) => p,
             Err(e) => {
-                report.error = Some(format!("cannot read zone {zone}: {e}"));
+                run.report.error = Some(format!("cannot read zone {zone}: {e}"));
+                state = None;
                 break;
             }
         };
+        let applied_before = run.applied.len();
         for t in targets {
             if !plan.units.iter().any(|u| u.key == t.key) {
-                refused.forget(&t.key);
+                run.backoff.forget(&t.key);
             }
         }
-        let decision = policy::decide(&plan, targets, &current, cap, refused, now);
-        report.steps = plan.steps();
-        report.conflicts = plan.conflicts.clone();
-        report.held = decision.held;
+        let decision = policy::decide(&plan, targets, &current, cap, run.backoff, now);
+        run.report.steps = plan.steps();
+        run.report.conflicts = plan.conflicts.clone();
+        run.report.held = decision.held;
         last_plan = plan;
         let mut fit = Vec::new();
         for unit in decision.apply {
             match batch::pack(std::slice::from_ref(&unit), Limits::default()) {
                 Ok(_) => fit.push(unit),
-                Err(e) => report.conflicts.push(Conflict {
+                Err(e) => run.report.conflicts.push(Conflict {
                     key: unit.key.clone(),
                     reason: e.to_string(),
                     kind: ConflictKind::Refused,
@@ -183,16 +217,24 @@ pub async fn reconcile_zone<A: Api + ?Sized>(
             }
         }
         // Refused again, unchanged, after a re-read: no race; find the culprits.
-        let (known, fresh): (Vec<Unit>, Vec<Unit>) =
-            fit.into_iter().partition(|u| suspects.contains(u));
+        let suspected: BTreeMap<&Key, &Unit> = suspects.iter().map(|u| (&u.key, u)).collect();
+        let (known, fresh): (Vec<Unit>, Vec<Unit>) = fit
+            .into_iter()
+            .partition(|u| suspected.get(&u.key).is_some_and(|s| *s == u));
         let mut next = Vec::new();
-        let outcome = async {
-            submit(api, zone, &fresh, &mut report, &mut applied, &mut next).await?;
-            bisect(api, zone, known, &mut report, &mut applied, refused, now).await
-        }
-        .await;
+        let outcome = match run.submit(&fresh, &mut next).await {
+            Ok(()) => run.bisect(known).await,
+            Err(e) => Err(e),
+        };
+        state = Some(plan::apply(
+            &current,
+            &Plan {
+                units: run.applied[applied_before..].to_vec(),
+                conflicts: Vec::new(),
+            },
+        ));
         if let Err(e) = outcome {
-            report.error = Some(format!("change failed: {e}"));
+            run.report.error = Some(format!("change failed: {e}"));
             break;
         }
         if next.is_empty() {
@@ -206,23 +248,30 @@ pub async fn reconcile_zone<A: Api + ?Sized>(
         );
         suspects = next;
         if attempt == CAS_ATTEMPTS {
-            report.error = Some(format!(
+            run.report.error = Some(format!(
                 "gave up after {CAS_ATTEMPTS} attempts: Route53 kept changing under us"
             ));
         }
     }
+    let Applier {
+        mut report,
+        applied,
+        backoff,
+        ..
+    } = run;
     for unit in &applied {
-        refused.forget(&unit.key);
+        backoff.forget(&unit.key);
     }
     report.made = Plan {
         units: applied.clone(),
         conflicts: Vec::new(),
     }
     .steps();
+    let done: BTreeSet<&Key> = applied.iter().map(|u| &u.key).collect();
     let unapplied: Vec<Unit> = last_plan
         .units
         .into_iter()
-        .filter(|u| !applied.iter().any(|a| a.key == u.key))
+        .filter(|u| !done.contains(&u.key))
         .collect();
     report.unapplied = unapplied.iter().map(|u| u.key.clone()).collect();
     report.pending = Plan {
@@ -232,79 +281,173 @@ pub async fn reconcile_zone<A: Api + ?Sized>(
     .steps()
     .len();
     report.applied = report.unapplied.is_empty() && report.error.is_none();
+    // Batches are atomic: what was refused did not change anything, so the zone is as read
+    // plus what was applied; after a failed call it is unknown, and the next cycle reads it.
+    report.state = state.filter(|_| report.error.is_none());
     if report.error.is_none() && !report.unapplied.is_empty() && report.held.is_empty() {
         report.error = Some("some groups could not be applied; see conflicts".into());
     }
     report
 }
 
-/// Submits `units` in as few batches as fit; the units of refused batches go to `refused`.
-async fn submit<A: Api + ?Sized>(
-    api: &A,
-    zone: &str,
-    units: &[Unit],
-    report: &mut ZoneReport,
-    applied: &mut Vec<Unit>,
-    refused: &mut Vec<Unit>,
-) -> Result<(), ApiError> {
-    for group in batch::pack(units, Limits::default()).unwrap_or_default() {
-        let changes: Vec<Change> = group.iter().flat_map(|u| u.changes.clone()).collect();
-        match api.change(zone, &changes, COMMENT).await {
-            Ok(id) => {
-                report.changes.push(id);
-                applied.extend(group.into_iter().cloned());
-            }
-            Err(ApiError::InvalidChangeBatch(_)) => refused.extend(group.into_iter().cloned()),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+/// Applies units to one zone and keeps what happened: change ids, applied units, refused
+/// groups (reported, and put in backoff).
+struct Applier<'a, A: ?Sized> {
+    api: &'a A,
+    zone: &'a str,
+    report: ZoneReport,
+    applied: Vec<Unit>,
+    backoff: &'a mut RefusedGroups,
+    now: Instant,
 }
 
-/// Applies `units` that Route53 refused together: halves that are refused are halved again,
-/// down to the groups Route53 refuses alone, which are reported and put in backoff.
-async fn bisect<A: Api + ?Sized>(
-    api: &A,
-    zone: &str,
-    units: Vec<Unit>,
-    report: &mut ZoneReport,
-    applied: &mut Vec<Unit>,
-    backoff: &mut RefusedGroups,
-    now: Instant,
-) -> Result<(), ApiError> {
-    let mut stack = vec![units];
-    while let Some(mut units) = stack.pop() {
-        if units.len() > 1 {
-            let second = units.split_off(units.len() / 2);
-            for half in [second, units] {
-                let mut refused = Vec::new();
-                submit(api, zone, &half, report, applied, &mut refused).await?;
-                if !refused.is_empty() {
-                    stack.push(refused);
+impl<A: Api + ?Sized> Applier<'_, A> {
+    /// Submits `units` in as few batches as fit. When Route53 refuses a batch and names the
+    /// records it will not take (not a lost compare-and-swap), those groups are refused at
+    /// once and the rest of the batch goes again; other refused batches go to `suspects`
+    /// (re-read, then bisected).
+    async fn submit(&mut self, units: &[Unit], suspects: &mut Vec<Unit>) -> Result<(), ApiError> {
+        let mut queue: Vec<Vec<Unit>> = batch::pack(units, Limits::default())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|g| g.into_iter().cloned().collect())
+            .collect();
+        while let Some(group) = queue.pop() {
+            let changes: Vec<Change> = group.iter().flat_map(|u| u.changes.clone()).collect();
+            match self.api.change(self.zone, &changes, COMMENT).await {
+                Ok(id) => {
+                    self.report.changes.push(id);
+                    self.applied.extend(group);
+                }
+                Err(ApiError::InvalidChangeBatch(message)) => {
+                    let refusal = Refusal::read(&message);
+                    let (named, rest): (Vec<Unit>, Vec<Unit>) =
+                        group.into_iter().partition(|u| refusal.names(u));
+                    if refusal.attributable() && !named.is_empty() {
+                        for unit in named {
+                            self.refuse(unit, &message);
+                        }
+                        if !rest.is_empty() {
+                            queue.push(rest);
+                        }
+                    } else {
+                        suspects.extend(named.into_iter().chain(rest));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `units` that Route53 refused together: halves that are refused are halved
+    /// again, down to the groups Route53 refuses alone.
+    async fn bisect(&mut self, units: Vec<Unit>) -> Result<(), ApiError> {
+        let mut stack = vec![units];
+        while let Some(mut units) = stack.pop() {
+            if units.len() > 1 {
+                let second = units.split_off(units.len() / 2);
+                for half in [second, units] {
+                    let mut refused = Vec::new();
+                    self.submit(&half, &mut refused).await?;
+                    if !refused.is_empty() {
+                        stack.push(refused);
+                    }
+                }
+                continue;
+            }
+            let Some(unit) = units.pop() else { continue };
+            // Alone (a half of one was already refused; once more to learn why).
+            match self.api.change(self.zone, &unit.changes, COMMENT).await {
+                Ok(id) => {
+                    self.report.changes.push(id);
+                    self.applied.push(unit);
+                }
+                Err(ApiError::InvalidChangeBatch(message)) => self.refuse(unit, &message),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// `unit` is one Route53 will not take: reported, and put in backoff.
+    fn refuse(&mut self, unit: Unit, message: &str) {
+        self.backoff.refused(&unit, self.now);
+        self.report.conflicts.push(Conflict {
+            key: unit.key,
+            reason: format!("Route53 refuses this change: {message}"),
+            kind: ConflictKind::Refused,
+        });
+    }
+}
+
+/// What Route53's InvalidChangeBatch messages say: which record names it refuses for what they
+/// are, and whether some change lost the compare-and-swap (the records changed since we read
+/// them: "... but it was not found", "... do not match the current values", "... but it
+/// already exists").
+#[derive(Debug, Default, PartialEq)]
+pub struct Refusal {
+    pub refused: BTreeSet<String>,
+    pub raced: bool,
+    /// A message that names no record.
+    pub unexplained: bool,
+}
+
+impl Refusal {
+    pub fn read(message: &str) -> Self {
+        let body = message
+            .strip_prefix("InvalidChangeBatch:")
+            .unwrap_or(message);
+        let mut out = Refusal::default();
+        for part in body.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            if [
+                "was not found",
+                "do not match the current values",
+                "already exists",
+            ]
+            .iter()
+            .any(|race| part.contains(race))
+            {
+                out.raced = true;
+                continue;
+            }
+            let mut named = false;
+            for (prefix, end) in [("DNS name ", ' '), ("name='", '\'')] {
+                let mut rest = part;
+                while let Some(i) = rest.find(prefix) {
+                    rest = &rest[i + prefix.len()..];
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| *c != end && *c != ',' && !c.is_whitespace())
+                        .collect();
+                    if !name.is_empty() {
+                        let name = name.to_ascii_lowercase();
+                        out.refused.insert(if name.ends_with('.') {
+                            name
+                        } else {
+                            name + "."
+                        });
+                        named = true;
+                    }
                 }
             }
-            continue;
+            out.unexplained |= !named;
         }
-        let Some(unit) = units.pop() else { continue };
-        // Alone (a half of one was already refused; once more to learn why).
-        let changes = unit.changes.clone();
-        match api.change(zone, &changes, COMMENT).await {
-            Ok(id) => {
-                report.changes.push(id);
-                applied.push(unit);
-            }
-            Err(ApiError::InvalidChangeBatch(message)) => {
-                backoff.refused(&unit, now);
-                report.conflicts.push(Conflict {
-                    key: unit.key.clone(),
-                    reason: format!("Route53 refuses this change: {message}"),
-                    kind: ConflictKind::Refused,
-                });
-            }
-            Err(e) => return Err(e),
-        }
+        out
     }
-    Ok(())
+
+    /// Whether the named groups alone explain the refusal.
+    fn attributable(&self) -> bool {
+        !self.raced && !self.unexplained && !self.refused.is_empty()
+    }
+
+    /// Whether a refused name is `unit`'s record or its ownership marker.
+    fn names(&self, unit: &Unit) -> bool {
+        self.refused.contains(&unit.key.name)
+            || self
+                .refused
+                .contains(&super::ownership::marker_name(&unit.key))
+    }
 }
 
 const COMMENT: &str = "vantage: health-checked failover";
@@ -473,6 +616,7 @@ mod tests {
             &fake,
             "Z1",
             &[target("www.example.com.", "192.0.2.1")],
+            None,
             limits(),
             &mut RefusedGroups::default(),
             Instant::now(),
@@ -484,6 +628,7 @@ mod tests {
             &fake,
             "Z1",
             &[target("www.example.com.", "192.0.2.2")],
+            None,
             limits(),
             &mut RefusedGroups::default(),
             Instant::now(),
@@ -504,6 +649,7 @@ mod tests {
             &fake,
             "Z1",
             &t1,
+            None,
             limits(),
             &mut RefusedGroups::default(),
             Instant::now(),
@@ -528,6 +674,7 @@ mod tests {
             &fake,
             "Z1",
             &t2,
+            None,
             limits(),
             &mut RefusedGroups::default(),
             Instant::now(),
@@ -541,6 +688,7 @@ mod tests {
             &fake,
             "Z1",
             &t3,
+            None,
             limits(),
             &mut RefusedGroups::default(),
             Instant::now(),
@@ -567,6 +715,7 @@ mod tests {
             &fake,
             "Z1",
             &all_flip,
+            None,
             limits(),
             &mut RefusedGroups::default(),
             Instant::now(),
@@ -589,6 +738,7 @@ mod tests {
             &fake,
             "Z1",
             &failover,
+            None,
             limits(),
             &mut RefusedGroups::default(),
             Instant::now(),
@@ -604,6 +754,7 @@ mod tests {
             &fake,
             "Z1",
             &all_flip,
+            None,
             forced,
             &mut RefusedGroups::default(),
             Instant::now(),
@@ -620,6 +771,7 @@ mod tests {
             &fake,
             "Z1",
             &two,
+            None,
             limits(),
             &mut RefusedGroups::default(),
             Instant::now(),
@@ -632,6 +784,8 @@ mod tests {
     struct Picky {
         inner: FakeRoute53,
         bad: String,
+        /// Whether the refusal names the record (as Route53's messages do).
+        names: bool,
         changes: std::sync::atomic::AtomicUsize,
         lists: std::sync::atomic::AtomicUsize,
     }
@@ -644,6 +798,7 @@ mod tests {
             Self {
                 inner,
                 bad: bad.into(),
+                names: true,
                 changes: Default::default(),
                 lists: Default::default(),
             }
@@ -674,10 +829,14 @@ mod tests {
             self.changes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if changes.iter().any(|c| c.set().name == self.bad) {
-                return Err(ApiError::InvalidChangeBatch(format!(
-                    "RRSet of type A with DNS name {} is not permitted",
-                    self.bad
-                )));
+                return Err(ApiError::InvalidChangeBatch(if self.names {
+                    format!(
+                        "RRSet of type A with DNS name {} is not permitted",
+                        self.bad
+                    )
+                } else {
+                    "Invalid request".into()
+                }));
             }
             self.inner.change(zone, changes, comment).await
         }
@@ -697,6 +856,7 @@ mod tests {
             &api,
             "Z1",
             &targets,
+            None,
             limits(),
             &mut RefusedGroups::default(),
             Instant::now(),
@@ -729,12 +889,19 @@ mod tests {
 
     #[tokio::test]
     async fn one_refused_group_among_a_thousand_costs_a_logarithm_of_calls_then_backs_off() {
-        let api = Picky::new("n500.example.com.");
+        for names in [true, false] {
+            one_refused_among_a_thousand(names).await;
+        }
+    }
+
+    async fn one_refused_among_a_thousand(named: bool) {
+        let mut api = Picky::new("n500.example.com.");
+        api.names = named;
         let names: Vec<String> = (0..1000).map(|i| format!("n{i}.example.com.")).collect();
         let up: Vec<Target> = names.iter().map(|n| target(n, "192.0.2.1")).collect();
         let mut refused = RefusedGroups::default();
         let t0 = Instant::now();
-        let r = reconcile_zone(&api, "Z1", &up, limits(), &mut refused, t0).await;
+        let r = reconcile_zone(&api, "Z1", &up, None, limits(), &mut refused, t0).await;
         assert_eq!(r.made.len(), 2 * 999, "every other record and its marker");
         assert_eq!(r.unapplied.len(), 1);
         assert!(
@@ -743,19 +910,26 @@ mod tests {
                 .any(|c| c.key.name == "n500.example.com." && c.kind == ConflictKind::Refused)
         );
         let (changes, lists) = api.calls();
-        // 2 batches of 500 groups (4 records each, at most 1,000 per call; one refused), then
-        // a re-read, then halving the refused batch down to the group: 2 + 2 * log2(500) + 1.
-        assert!(changes <= 2 + 2 * 9 + 1, "{changes} change calls");
-        assert_eq!(lists, 2, "one read, and one re-read after the refusal");
+        if named {
+            // 2 batches of 500 groups (a record and its marker each: at most 1,000 records per
+            // call); Route53 names the group it refuses, so the rest of that batch goes again
+            // at once, without a re-read.
+            assert_eq!((changes, lists), (3, 1));
+        } else {
+            // A refusal that names nothing: a re-read (was it a race?), then halving the
+            // refused batch down to the group: 2 + 2 * log2(500) + 1.
+            assert!(changes <= 2 + 2 * 9 + 1, "{changes} change calls");
+            assert_eq!(lists, 2, "one read, and one re-read after the refusal");
+        }
         // The next cycle does not retry the refused group before its backoff ends...
         let before = api.calls().0;
-        let r = reconcile_zone(&api, "Z1", &up, limits(), &mut refused, t0).await;
+        let r = reconcile_zone(&api, "Z1", &up, None, limits(), &mut refused, t0).await;
         assert_eq!(api.calls().0, before, "no change call during the backoff");
         assert_eq!(r.held.len(), 1);
         assert_eq!(r.held[0].why, HeldBy::Backoff);
         // ... and a failover of every record still goes at once, around it.
         let down: Vec<Target> = names.iter().map(|n| target(n, "192.0.2.2")).collect();
-        let r = reconcile_zone(&api, "Z1", &down, limits(), &mut refused, t0).await;
+        let r = reconcile_zone(&api, "Z1", &down, None, limits(), &mut refused, t0).await;
         // (our markers are rewritten too, but that is the ownership guard, not a step)
         assert_eq!(r.made.len(), 999, "{:?}", r.error);
         let www = |n: &str| {
@@ -776,12 +950,93 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_change_between_full_cycles_is_planned_on_the_known_state_and_a_stale_one_rereads() {
+        let api = Picky::new("none.example.com.");
+        let mut backoff = RefusedGroups::default();
+        let t = |ip: &str| [target("www.example.com.", ip)];
+        let r = reconcile_zone(
+            &api,
+            "Z1",
+            &t("192.0.2.1"),
+            None,
+            limits(),
+            &mut backoff,
+            Instant::now(),
+        )
+        .await;
+        let known = r
+            .state
+            .expect("the state after a cycle that applied everything");
+        assert_eq!(api.calls(), (1, 1));
+        // The answer changes: planned on what the last cycle left, no read.
+        let r = reconcile_zone(
+            &api,
+            "Z1",
+            &t("192.0.2.2"),
+            Some(&known),
+            limits(),
+            &mut backoff,
+            Instant::now(),
+        )
+        .await;
+        assert!(r.applied, "{r:?}");
+        assert_eq!(api.calls(), (2, 1), "no read");
+        // Someone changed the record meanwhile: our DELETE no longer matches, Route53 refuses
+        // it as a lost race, the cycle reads the zone and converges.
+        let stale = r.state.expect("state");
+        api.inner
+            .change(
+                "Z1",
+                &[
+                    Change::Delete(a("www.example.com.", "192.0.2.2")),
+                    Change::Create(a("www.example.com.", "192.0.2.9")),
+                ],
+                "someone",
+            )
+            .await
+            .expect("a change behind our back");
+        let r = reconcile_zone(
+            &api,
+            "Z1",
+            &t("192.0.2.3"),
+            Some(&stale),
+            limits(),
+            &mut backoff,
+            Instant::now(),
+        )
+        .await;
+        assert!(r.applied, "{r:?}");
+        assert_eq!(api.calls().1, 2, "one read after the refusal");
+        assert!(
+            api.inner
+                .state()
+                .contains(&a("www.example.com.", "192.0.2.3"))
+        );
+    }
+
+    #[test]
+    fn refusals_say_which_records_route53_will_not_take_and_which_lost_a_race() {
+        let r = Refusal::read(
+            "InvalidChangeBatch: RRSet of type A with DNS name Bad.example.com is not permitted; \
+             Tried to create resource record set [name='x.example.com.', type='A'] but it already exists",
+        );
+        assert_eq!(r.refused, BTreeSet::from(["bad.example.com.".to_string()]));
+        assert!(r.raced && !r.attributable());
+        let r = Refusal::read(
+            "InvalidChangeBatch: [RRSet with DNS name www.example.com., type A cannot be created as a non-weighted set exists with the same name and type]",
+        );
+        assert!(r.attributable(), "{r:?}");
+        assert!(!Refusal::read("InvalidChangeBatch: Invalid request").attributable());
+    }
+
+    #[tokio::test]
     async fn ownership_is_part_of_the_compare_and_swap() {
         let fake = FakeRoute53::with(Vec::new());
         reconcile_zone(
             &fake,
             "Z1",
             &[target("www.example.com.", "192.0.2.1")],
+            None,
             limits(),
             &mut RefusedGroups::default(),
             Instant::now(),

@@ -216,6 +216,7 @@ mod tests {
             unapplied: Default::default(),
             pending: 0,
             made: Vec::new(),
+            state: None,
         }
     }
 

@@ -1,5 +1,6 @@
-//! Route53 automation end to end: the real binary and the real AWS SDK against the moto
-//! server (a Route53 emulator started by the test, installed by tests/run).
+//! Route53 automation end to end: the real binary and the real AWS SDK against a Route53
+//! emulator started by the test: the strict one the tests own (tests/route53/emulator.py),
+//! and stock moto (installed by tests/run) for a compatibility run.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -15,47 +16,135 @@ use aws_sdk_route53::{
 
 use crate::support::*;
 
-/// A moto server on a free loopback port; killed on drop.
-struct Moto {
+/// A Route53 emulator on a free loopback port, killed on drop: the strict one the tests own
+/// (tests/route53/emulator.py: the API reference's batch rules, each with its source), or stock
+/// moto for a compatibility run.
+struct Emulator {
     child: Child,
     url: String,
+    addr: SocketAddr,
 }
 
-impl Moto {
-    async fn start() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        // tests/run installs moto into a virtual environment and names its Python here.
-        let python = std::env::var("VANTAGE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-        let child = Command::new(python)
-            .args([
+impl Emulator {
+    /// The strict emulator; changes stay PENDING for `pending`.
+    async fn strict() -> Emulator {
+        Self::start_with(&["--pending", "1"]).await
+    }
+
+    async fn start_with(options: &[&str]) -> Emulator {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/route53/emulator.py");
+        Self::spawn(|python, port| {
+            let mut command = Command::new(python);
+            command
+                .args([script, "--port", &port.to_string()])
+                .args(options);
+            command
+        })
+        .await
+    }
+
+    /// Stock moto (it does not enforce every rule: see README, Route53).
+    async fn moto() -> Emulator {
+        Self::spawn(|python, port| {
+            let mut command = Command::new(python);
+            command.args([
                 "-m",
                 "moto.server",
                 "-H",
                 "127.0.0.1",
                 "-p",
                 &port.to_string(),
-            ])
+            ]);
+            command
+        })
+        .await
+    }
+
+    async fn spawn(command: impl Fn(&str, u16) -> Command) -> Emulator {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        // tests/run installs moto into a virtual environment and names its Python here.
+        let python = std::env::var("VANTAGE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let child = command(&python, port)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start moto (tests/run installs it; or set VANTAGE_TEST_PYTHON to a Python with moto[server])");
+            .expect("start the Route53 emulator (tests/run installs moto; or set VANTAGE_TEST_PYTHON to a Python with moto[server])");
         let url = format!("http://127.0.0.1:{port}");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         eventually(
             Duration::from_secs(30),
-            "moto to listen (is moto[server] installed? tests/run installs it)",
+            "the Route53 emulator to listen",
             || async { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) },
         )
         .await;
-        Moto { child, url }
+        Emulator { child, url, addr }
+    }
+
+    /// Batches that touch these names are refused (InvalidChangeBatch), as Route53 refuses
+    /// a change it will not take (strict emulator only).
+    async fn refuse(&self, names: &[&str]) {
+        let body = serde_json::json!({ "names": names }).to_string();
+        let (code, _) = http_request_with(
+            self.addr,
+            "POST",
+            "/_emulator/refuse",
+            &[
+                ("host", &self.addr.to_string()),
+                ("content-type", "application/json"),
+            ],
+            &body,
+        )
+        .await;
+        assert_eq!(code, 200);
+    }
+
+    /// Which of the records `r0..r{n}` hold exactly `ip` in `zone`.
+    async fn holding(&self, zone: &str, n: usize, ip: &str) -> Vec<usize> {
+        let (_, body) = http_get(self.addr, "/_emulator/state").await;
+        let state: serde_json::Value = serde_json::from_str(&body).expect("state JSON");
+        let mut found: Vec<usize> = state[zone]
+            .as_array()
+            .expect("the zone")
+            .iter()
+            .filter(|s| s["type"] == "A" && s["values"] == serde_json::json!([ip]))
+            .filter_map(|s| {
+                s["name"]
+                    .as_str()?
+                    .strip_prefix('r')?
+                    .strip_suffix(".example.com.")?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .filter(|i| *i < n)
+            .collect();
+        found.sort_unstable();
+        found
+    }
+
+    /// Every API call so far: operation, wall-clock time (Unix seconds), HTTP status.
+    async fn calls(&self) -> Vec<(String, f64, u16)> {
+        let (_, body) = http_get(self.addr, "/_emulator/calls").await;
+        let calls: serde_json::Value = serde_json::from_str(&body).expect("calls JSON");
+        calls
+            .as_array()
+            .expect("calls")
+            .iter()
+            .map(|c| {
+                (
+                    c["op"].as_str().unwrap_or("").to_string(),
+                    c["unix"].as_f64().unwrap_or(0.0),
+                    c["status"].as_u64().unwrap_or(0) as u16,
+                )
+            })
+            .collect()
     }
 }
 
-impl Drop for Moto {
+impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -91,8 +180,8 @@ async fn put(client: &Client, zone: &str, name: &str, rtype: RrType, value: &str
     put_values(client, zone, name, rtype, &[value], 300).await;
 }
 
-/// Writes a record set as an operator would, with UPSERT: moto remembers every CREATE and
-/// refuses a later CREATE equal to one of them even after the batch deleted the set.
+/// Writes a record set as an operator would, with UPSERT (moto remembers every CREATE and
+/// refuses a later CREATE equal to one of them even after the batch deleted the set).
 async fn put_values(
     client: &Client,
     zone: &str,
@@ -241,8 +330,17 @@ fn plan(path: &std::path::Path, json: bool) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_is_pushed_to_route53_touching_only_owned_records() {
+    failover_scenario(Emulator::strict().await, true).await;
+}
+
+/// The same against stock moto, which refuses a failback (a CREATE equal to an earlier one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_on_stock_moto() {
+    failover_scenario(Emulator::moto().await, false).await;
+}
+
+async fn failover_scenario(moto: Emulator, failback: bool) {
     init();
-    let moto = Moto::start().await;
     let r53 = client(&moto.url);
     let zone = create_zone(&r53, "example.com.").await;
     put(&r53, &zone, "mail.example.com.", RrType::A, "192.0.2.25").await;
@@ -480,13 +578,30 @@ async fn failover_is_pushed_to_route53_touching_only_owned_records() {
         "the header says the service is failed over"
     );
 
-    // Shutdown deletes nothing.
-    let status = reconciler.terminate();
-    assert!(status.success());
+    // Failback: the primary returns and the record goes back to the address it held before
+    // (a CREATE equal to an earlier one, which Route53 accepts after the DELETE).
+    let mut expected = ips[1];
+    if failback {
+        let _back = start_backends_on(&[backends[0].addr], vec![pki.issue(&["app.test"])]).await;
+        eventually(Duration::from_secs(20), "www to fail back", || async {
+            let now = records(&r53, &zone).await;
+            (values_of(&now, "www.example.com.", "A") == Some(www(IpAddr::V4(ips[0])))
+                && values_of(&now, "api.example.com.", "A").is_some_and(|v| v.len() == 2))
+            .then_some(())
+        })
+        .await;
+        expected = ips[0];
+        // Shutdown deletes nothing.
+        let status = reconciler.terminate();
+        assert!(status.success());
+    } else {
+        let status = reconciler.terminate();
+        assert!(status.success());
+    }
     let after = records(&r53, &zone).await;
     assert_eq!(
         values_of(&after, "www.example.com.", "A"),
-        Some(www(IpAddr::V4(ips[1])))
+        Some(www(IpAddr::V4(expected)))
     );
 }
 
@@ -551,7 +666,7 @@ async fn throttling_proxy(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_is_retried_with_backoff() {
     init();
-    let moto = Moto::start().await;
+    let moto = Emulator::strict().await;
     let r53 = client(&moto.url);
     let zone = create_zone(&r53, "example.com.").await;
     let moto_addr: SocketAddr = moto
@@ -616,7 +731,7 @@ async fn throttling_is_retried_with_backoff() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drill_times_the_route53_change_until_it_is_insync_and_fails_back() {
     init();
-    let moto = Moto::start().await;
+    let moto = Emulator::strict().await;
     let r53 = client(&moto.url);
     let zone = create_zone(&r53, "example.com.").await;
     let dir = workdir();
@@ -855,4 +970,304 @@ async fn plan_never_says_no_changes_while_blind_and_names_credential_problems() 
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// A reconciler's configuration with `n` failover records `r0..` on endpoints a (primary)
+/// and b, checked on `port`.
+#[allow(clippy::too_many_arguments)]
+fn many_records(
+    dir: &std::path::Path,
+    zone: &str,
+    endpoint: &str,
+    a: std::net::Ipv4Addr,
+    b: std::net::Ipv4Addr,
+    port: u16,
+    ca: &std::path::Path,
+    n: usize,
+) -> String {
+    let mut text = format!(
+        r#"
+[[prober]]
+region = "r1"
+[check.web]
+port = {port}
+host = "app.test"
+path = "/healthz"
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+fall = 1
+ca_file = "{ca}"
+[admin]
+listen = "127.0.0.1:0"
+state_dir = "{state}"
+[dns]
+zones_dir = "{zones}"
+[route53]
+endpoint_url = "{endpoint}"
+interval = "1s"
+insync_timeout = "10s"
+requests_per_second = 50
+"#,
+        ca = ca.display(),
+        state = dir.join("state").display(),
+        zones = dir.join("zones").display(),
+    );
+    for i in 0..n {
+        text.push_str(&format!(
+            "[[record]]\nname = \"r{i}.example.com\"\npolicy = \"failover\"\n\
+             endpoints = [{{ name = \"a\", address = \"{a}\" }}, {{ name = \"b\", address = \"{b}\" }}]\n\
+             route53 = {{ zone_id = \"{zone}\", owner = \"test\" }}\n"
+        ));
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_refused_record_among_a_thousand_never_delays_a_failover_and_the_cap_never_blocks_it() {
+    init();
+    const N: usize = 1000;
+    const BAD: usize = 500;
+    let emulator = Emulator::strict().await;
+    let r53 = client(&emulator.url);
+    let zone = create_zone(&r53, "example.com.").await;
+    emulator.refuse(&["r500.example.com."]).await;
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..2],
+        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
+    )
+    .await;
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        many_records(
+            dir.path(),
+            &zone,
+            &emulator.url,
+            ips[0],
+            ips[1],
+            backends[0].addr.port(),
+            &pki.ca_file,
+            N,
+        ),
+    )
+    .expect("config");
+    let reconciler = Vantage::start_with_env(
+        &["route53", "--config", path.to_str().expect("path")],
+        dir.path(),
+        &vantage_env(),
+    );
+    let all_but_bad = |ip: std::net::Ipv4Addr| {
+        let emulator = &emulator;
+        let zone = zone.clone();
+        async move {
+            let found = emulator.holding(&zone, N, &ip.to_string()).await;
+            (found.len() == N - 1 && !found.contains(&BAD)).then_some(())
+        }
+    };
+    eventually(
+        Duration::from_secs(60),
+        "every record but the refused one to be created",
+        || all_but_bad(ips[0]),
+    )
+    .await;
+    let record_state = |status: &serde_json::Value, name: &str| {
+        status["records"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == name))
+            .map(|r| r["route53"].clone())
+            .unwrap_or_default()
+    };
+    let bad = eventually(Duration::from_secs(10), "r500 to be refused", || async {
+        let bad = record_state(&reconciler.status().await, "r500.example.com.");
+        (bad["state"] == "refused").then_some(bad)
+    })
+    .await;
+    assert!(
+        bad["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not permitted")),
+        "{bad}"
+    );
+
+    // The primary fails: 999 records move in one go, around the refused one, and the change
+    // cap (default: half of the owned sets) does not hold a failover.
+    backends[0].stop();
+    eventually(
+        Duration::from_secs(30),
+        "every record but the refused one to fail over",
+        || all_but_bad(ips[1]),
+    )
+    .await;
+    let status = reconciler.status().await;
+    let verdict_ms = status["transitions"]
+        .as_array()
+        .and_then(|t| {
+            t.iter()
+                .find(|t| t["endpoint"] == "a" && t["to"] == "down")
+                .and_then(|t| t["at_unix_ms"].as_u64())
+        })
+        .unwrap_or_else(|| panic!("a transition of a to down in {}", status["transitions"]));
+    let verdict = verdict_ms as f64 / 1000.0;
+    let calls = emulator.calls().await;
+    let applied_after: Vec<f64> = calls
+        .iter()
+        .filter(|(op, t, code)| op == "ChangeResourceRecordSets" && *code == 200 && *t >= verdict)
+        .map(|(_, t, _)| *t)
+        .collect();
+    let last = applied_after.iter().copied().fold(f64::NAN, f64::max);
+    eprintln!(
+        "failover of {} records: {} batches, the last {:.2} s after the verdict",
+        N - 1,
+        applied_after.len(),
+        last - verdict
+    );
+    assert!(
+        last - verdict <= 2.0,
+        "the last batch of the failover was submitted {:.2} s after the verdict",
+        last - verdict
+    );
+    // A refused group waits (5 s, doubling) instead of being retried at every cycle: the whole
+    // run so far saw only the bisection's refusals and a few retries.
+    let refusals = calls
+        .iter()
+        .filter(|(op, _, code)| op == "ChangeResourceRecordSets" && *code == 400)
+        .count();
+    assert!(refusals <= 25, "{refusals} refused change calls");
+    let (_, text) = reconciler.get("/metrics").await;
+    let metrics = Exposition::parse(&text);
+    assert_eq!(
+        metrics.value("vantage_route53_cycles_refused_total", &[]),
+        Some(0.0),
+        "a failover is never held by the change cap"
+    );
+    assert_eq!(
+        metrics.value(
+            "vantage_route53_record_state",
+            &[
+                ("record", "r500.example.com."),
+                ("type", "A"),
+                ("state", "refused")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        record_state(&reconciler.status().await, "r500.example.com.")["state"],
+        "refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renumbering_waits_for_force_and_a_forced_change_finishes_after_a_kill() {
+    init();
+    const N: usize = 30;
+    let emulator = Emulator::strict().await;
+    let r53 = client(&emulator.url);
+    let zone = create_zone(&r53, "example.com.").await;
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..3],
+        vec![
+            pki.issue(&["app.test"]),
+            pki.issue(&["app.test"]),
+            pki.issue(&["app.test"]),
+        ],
+    )
+    .await;
+    let port = backends[0].addr.port();
+    let path = dir.path().join("fleet.toml");
+    let write = |primary: std::net::Ipv4Addr| {
+        std::fs::write(
+            &path,
+            many_records(
+                dir.path(),
+                &zone,
+                &emulator.url,
+                primary,
+                ips[1],
+                port,
+                &pki.ca_file,
+                N,
+            ),
+        )
+        .expect("config");
+    };
+    let start = |force: bool| {
+        let mut args = vec!["route53", "--config", path.to_str().expect("path")];
+        if force {
+            args.push("--force");
+        }
+        Vantage::start_with_env(&args, dir.path(), &vantage_env())
+    };
+    write(ips[0]);
+    let mut reconciler = start(false);
+    eventually(Duration::from_secs(30), "every record created", || async {
+        (emulator.holding(&zone, N, &ips[0].to_string()).await.len() == N).then_some(())
+    })
+    .await;
+    assert!(reconciler.terminate().success());
+
+    // The primary is renumbered in the configuration: every record would be rewritten, more
+    // than the cap allows for a configuration change. It waits, and says why.
+    write(ips[2]);
+    let mut reconciler = start(false);
+    let status = eventually(
+        Duration::from_secs(20),
+        "the renumbering to be held",
+        || async {
+            let status = reconciler.status().await;
+            let r0 = status["records"]
+                .as_array()?
+                .iter()
+                .find(|r| r["name"] == "r0.example.com.")?
+                .clone();
+            (r0["route53"]["state"] == "pending").then_some(r0)
+        },
+    )
+    .await;
+    assert!(
+        status["route53"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("change cap") && r.contains("--force")),
+        "{status}"
+    );
+    assert_eq!(
+        emulator.holding(&zone, N, &ips[0].to_string()).await.len(),
+        N,
+        "nothing rewritten"
+    );
+    let (_, text) = reconciler.get("/metrics").await;
+    assert!(
+        Exposition::parse(&text)
+            .value("vantage_route53_cycles_refused_total", &[])
+            .is_some_and(|v| v >= 1.0)
+    );
+    assert!(reconciler.terminate().success());
+
+    // Approved with --force, then killed (-9) as soon as the approval is on disk; a restart
+    // without --force finishes the change for this configuration.
+    let approval = dir.path().join("state/route53/route53-approved");
+    let forced = start(true);
+    eventually(
+        Duration::from_secs(10),
+        "the approval to be saved",
+        || async { approval.exists().then_some(()) },
+    )
+    .await;
+    drop(forced);
+    let _reconciler = start(false);
+    eventually(
+        Duration::from_secs(30),
+        "the approved renumbering to finish after the restart",
+        || async {
+            (emulator.holding(&zone, N, &ips[2].to_string()).await.len() == N).then_some(())
+        },
+    )
+    .await;
 }

@@ -39,7 +39,7 @@ Test controls (not part of the API), under /_emulator/:
   POST /_emulator/refuse   {"names": ["bad.example.com."]}: batches touching those names are
                            refused with InvalidChangeBatch (as Route53 refuses a value it will
                            not take), the whole batch, as [batch] says.
-  GET  /_emulator/calls    every API call: {"op", "t" (seconds since start), "status"}.
+  GET  /_emulator/calls    every API call: {"op", "unix" (wall-clock seconds), "status"}.
   GET  /_emulator/state    every zone's record sets.
 
 Usage: emulator.py --port PORT [--pending SECONDS] [--rate PER_SECOND]
@@ -61,7 +61,6 @@ MAX_RECORDS = 1000
 MAX_CHARS = 32000
 
 LOCK = threading.Lock()
-STARTED = time.monotonic()
 ZONES = {}  # id -> {"name": str, "sets": {(name, type, ident): set}}
 CHANGES = {}  # id -> (submitted monotonic, submitted iso)
 CALLS = []
@@ -326,10 +325,10 @@ class Handler(BaseHTTPRequestHandler):
         except Refused as e:
             status = e.status
             with LOCK:
-                CALLS.append({"op": op, "t": time.monotonic() - STARTED, "status": status, "error": e.code})
+                CALLS.append({"op": op, "unix": time.time(), "status": status, "error": e.code})
             return self.error(e)
         with LOCK:
-            CALLS.append({"op": op, "t": time.monotonic() - STARTED, "status": out[0]})
+            CALLS.append({"op": op, "unix": time.time(), "status": out[0]})
         self.reply(*out)
 
     def api(self, op, method, path, query, body):
