@@ -5,6 +5,44 @@ use std::{net::IpAddr, path::Path};
 
 use serde_json::{Value, json};
 
+/// Why a request to an admin API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Where to send it is unknown or malformed (configuration, URL, token file).
+    #[error("{0}")]
+    Setup(String),
+    /// Nothing answered there, or not in time.
+    #[error("cannot reach the admin API at {base}: {why} ({detail})")]
+    Unreachable {
+        base: String,
+        why: &'static str,
+        detail: String,
+    },
+    /// The server refused the request.
+    #[error("HTTP {status}: {message}")]
+    Refused {
+        status: reqwest::StatusCode,
+        message: String,
+    },
+    /// The answer is not what the API sends.
+    #[error("HTTP {status}: {detail}")]
+    Invalid {
+        status: reqwest::StatusCode,
+        detail: String,
+    },
+}
+
+impl AdminError {
+    /// The server answered 404 (e.g. an override already gone).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, AdminError::Refused { status, .. } if *status == reqwest::StatusCode::NOT_FOUND)
+    }
+}
+
+fn setup(e: impl std::fmt::Display) -> AdminError {
+    AdminError::Setup(e.to_string())
+}
+
 /// Where the admin API is, and the token for writes.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -18,11 +56,11 @@ impl Target {
         config: Option<&Path>,
         admin: Option<&str>,
         token_file: Option<&Path>,
-    ) -> Result<Target, String> {
+    ) -> Result<Target, AdminError> {
         let mut token = match token_file {
             Some(f) => Some(
                 std::fs::read_to_string(f)
-                    .map_err(|e| format!("{}: {e}", f.display()))?
+                    .map_err(|e| setup(format!("{}: {e}", f.display())))?
                     .trim()
                     .to_string(),
             ),
@@ -46,7 +84,9 @@ impl Target {
                     format!("http://{url}")
                 };
                 url::Url::parse(&with_scheme).map_err(|e| {
-                    format!("--admin {url:?} is not a URL ({e}); e.g. http://127.0.0.1:8053")
+                    setup(format!(
+                        "--admin {url:?} is not a URL ({e}); e.g. http://127.0.0.1:8053"
+                    ))
                 })?
             }
             (None, Some((addr, _))) => {
@@ -54,33 +94,34 @@ impl Target {
                 if addr.ip().is_unspecified() {
                     addr.set_ip(IpAddr::from([127, 0, 0, 1]));
                 }
-                url::Url::parse(&format!("http://{addr}/")).map_err(|e| e.to_string())?
+                url::Url::parse(&format!("http://{addr}/")).map_err(setup)?
             }
-            (None, None) => return Err("give --config FILE or --admin URL".into()),
+            (None, None) => return Err(setup("give --config FILE or --admin URL")),
         };
         Ok(Target { base, token })
     }
 
-    fn url(&self, path: &str) -> Result<url::Url, String> {
-        self.base.join(path).map_err(|e| e.to_string())
+    fn url(&self, path: &str) -> Result<url::Url, AdminError> {
+        self.base.join(path).map_err(setup)
     }
 }
 
 /// The admin listen address and token (or read token) of a configuration file, read from its `[admin]` table.
-fn admin_of(config: &Path) -> Result<(std::net::SocketAddr, Option<String>), String> {
-    let text = std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
+fn admin_of(config: &Path) -> Result<(std::net::SocketAddr, Option<String>), AdminError> {
+    let text =
+        std::fs::read_to_string(config).map_err(|e| setup(format!("{}: {e}", config.display())))?;
     let table: toml::Table =
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", config.display()))?;
+        toml::from_str(&text).map_err(|e| setup(format!("{}: {e}", config.display())))?;
     let admin = table.get("admin").and_then(|a| a.as_table());
     let listen = admin
         .and_then(|a| a.get("listen"))
         .and_then(|l| l.as_str())
         .unwrap_or(crate::config::defaults::ADMIN_LISTEN);
     let listen = listen.parse().map_err(|_| {
-        format!(
+        setup(format!(
             "{}: admin.listen {listen:?} is not an address:port",
             config.display()
-        )
+        ))
     })?;
     // The admin token does everything; a read token is enough for status.
     let token = match admin
@@ -92,7 +133,7 @@ fn admin_of(config: &Path) -> Result<(std::net::SocketAddr, Option<String>), Str
             let path = config.parent().unwrap_or(Path::new(".")).join(file);
             Some(
                 std::fs::read_to_string(&path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?
+                    .map_err(|e| setup(format!("{}: {e}", path.display())))?
                     .trim()
                     .to_string(),
             )
@@ -109,27 +150,27 @@ pub struct Session {
 
 impl Session {
     /// Every request gives up after `timeout`.
-    pub fn new(timeout: std::time::Duration) -> Result<Session, String> {
+    pub fn new(timeout: std::time::Duration) -> Result<Session, AdminError> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(timeout)
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(setup)?;
         Ok(Session { http })
     }
 
     /// `GET /v1/status`.
-    pub async fn status(&self, target: &Target) -> Result<Value, String> {
+    pub async fn status(&self, target: &Target) -> Result<Value, AdminError> {
         self.get(target, "v1/status").await
     }
 
     /// `GET /v1/overrides`: the overrides in force.
-    pub async fn overrides(&self, target: &Target) -> Result<Value, String> {
+    pub async fn overrides(&self, target: &Target) -> Result<Value, AdminError> {
         self.get(target, "v1/overrides").await
     }
 
     /// A JSON document of the admin API (with the token, for servers that require one to read).
-    async fn get(&self, target: &Target, path: &str) -> Result<Value, String> {
+    async fn get(&self, target: &Target, path: &str) -> Result<Value, AdminError> {
         let request = bearer(target, self.http.get(target.url(path)?));
         reply(request.send().await.map_err(|e| unreachable(target, &e))?).await
     }
@@ -143,7 +184,7 @@ impl Session {
         reason: &str,
         duration: &str,
         by: &str,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, AdminError> {
         let request = self
             .http
             .post(target.url("v1/overrides")?)
@@ -157,7 +198,7 @@ impl Session {
         &self,
         target: &Target,
         request: reqwest::RequestBuilder,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, AdminError> {
         reply(
             bearer(target, request)
                 .send()
@@ -174,20 +215,24 @@ impl Session {
         endpoint: &str,
         reason: &str,
         by: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), AdminError> {
         let request = self
             .http
             .delete(override_url(target, endpoint, reason, by)?);
         self.send(target, request).await.map(drop)
     }
 
-    /// `POST /v1/drills`: hands a drill result to a serving process.
-    pub async fn post_drill(&self, target: &Target, result: &Value) -> Result<(), String> {
+    /// `POST /v1/drills`: hands a drill result to a serving process (the type it parses).
+    pub async fn post_drill(
+        &self,
+        target: &Target,
+        result: &crate::state::drills::DrillResult,
+    ) -> Result<(), AdminError> {
         let request = self
             .http
             .post(target.url("v1/drills")?)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(result.to_string());
+            .body(serde_json::to_string(result).map_err(setup)?);
         self.send(target, request).await?;
         Ok(())
     }
@@ -198,10 +243,10 @@ fn override_url(
     endpoint: &str,
     reason: &str,
     by: &str,
-) -> Result<url::Url, String> {
+) -> Result<url::Url, AdminError> {
     let mut url = target.url("v1/overrides/")?;
     url.path_segments_mut()
-        .map_err(|()| "the admin URL cannot have a path".to_string())?
+        .map_err(|()| setup("the admin URL cannot have a path"))?
         .pop_if_empty()
         .push(endpoint);
     url.query_pairs_mut()
@@ -213,34 +258,35 @@ fn override_url(
 /// How long the CLI's admin requests may take.
 const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn client() -> Result<reqwest::Client, String> {
+fn client() -> Result<reqwest::Client, AdminError> {
     Session::new(CLIENT_TIMEOUT).map(|s| s.http)
 }
 
-async fn reply(response: reqwest::Response) -> Result<Value, String> {
+async fn reply(response: reqwest::Response) -> Result<Value, AdminError> {
     let status = response.status();
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| format!("HTTP {status}: {e}"))?;
-    let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        format!(
-            "HTTP {status}: not JSON ({e}): {}",
-            String::from_utf8_lossy(&bytes)
-        )
+    let bytes = response.bytes().await.map_err(|e| AdminError::Invalid {
+        status,
+        detail: e.to_string(),
+    })?;
+    let body: Value = serde_json::from_slice(&bytes).map_err(|e| AdminError::Invalid {
+        status,
+        detail: format!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)),
     })?;
     if status.is_success() {
         Ok(body)
     } else {
-        Err(format!(
-            "HTTP {status}: {}",
-            body["error"].as_str().unwrap_or("request refused")
-        ))
+        Err(AdminError::Refused {
+            status,
+            message: body["error"]
+                .as_str()
+                .unwrap_or("request refused")
+                .to_string(),
+        })
     }
 }
 
 /// Why the admin API could not be reached, in words an operator can act on.
-fn unreachable(target: &Target, error: &reqwest::Error) -> String {
+fn unreachable(target: &Target, error: &reqwest::Error) -> AdminError {
     let why = if error.is_connect() {
         "nothing answers there (is vantage running, and is this its admin.listen?)"
     } else if error.is_timeout() {
@@ -248,11 +294,11 @@ fn unreachable(target: &Target, error: &reqwest::Error) -> String {
     } else {
         "the request failed"
     };
-    format!(
-        "cannot reach the admin API at {}: {why} ({})",
-        target.base,
-        crate::error_chain(error)
-    )
+    AdminError::Unreachable {
+        base: target.base.to_string(),
+        why,
+        detail: crate::error_chain(error),
+    }
 }
 
 fn bearer(target: &Target, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -270,7 +316,7 @@ pub async fn set(
     reason: &str,
     duration: &str,
     by: &str,
-) -> Result<String, String> {
+) -> Result<String, AdminError> {
     let body = Session::new(CLIENT_TIMEOUT)?
         .set_override(target, endpoint, action, reason, duration, by)
         .await?;
@@ -289,7 +335,7 @@ pub async fn clear(
     endpoint: &str,
     reason: &str,
     by: &str,
-) -> Result<String, String> {
+) -> Result<String, AdminError> {
     Session::new(CLIENT_TIMEOUT)?
         .clear_override(target, endpoint, reason, by)
         .await?;
@@ -297,14 +343,17 @@ pub async fn clear(
 }
 
 /// Asks a running vantage to reload; the error lists every problem found.
-pub async fn reload(target: &Target) -> Result<String, String> {
+pub async fn reload(target: &Target) -> Result<String, AdminError> {
     let request = client()?.post(target.url("v1/reload")?);
     let response = bearer(target, request)
         .send()
         .await
         .map_err(|e| unreachable(target, &e))?;
     let status = response.status();
-    let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+    let bytes = response.bytes().await.map_err(|e| AdminError::Invalid {
+        status,
+        detail: e.to_string(),
+    })?;
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     if status.is_success() {
         return Ok(format!("reloaded: {}", text(&body["reloaded"])));
@@ -313,20 +362,23 @@ pub async fn reload(target: &Target) -> Result<String, String> {
         .as_array()
         .map(|p| p.iter().map(text).collect())
         .unwrap_or_default();
-    Err(format!(
-        "HTTP {status}: {}{}",
-        text(&body["error"]),
-        problems
-            .iter()
-            .map(|p| format!("\n  {p}"))
-            .collect::<String>()
-    ))
+    Err(AdminError::Refused {
+        status,
+        message: format!(
+            "{}{}",
+            text(&body["error"]),
+            problems
+                .iter()
+                .map(|p| format!("\n  {p}"))
+                .collect::<String>()
+        ),
+    })
 }
 
-pub async fn list(target: &Target, json: bool) -> Result<String, String> {
+pub async fn list(target: &Target, json: bool) -> Result<String, AdminError> {
     let body = Session::new(CLIENT_TIMEOUT)?.overrides(target).await?;
     if json {
-        return serde_json::to_string_pretty(&body).map_err(|e| e.to_string());
+        return serde_json::to_string_pretty(&body).map_err(setup);
     }
     let rows: Vec<Vec<String>> = body["overrides"]
         .as_array()
@@ -349,10 +401,10 @@ pub async fn list(target: &Target, json: bool) -> Result<String, String> {
     ))
 }
 
-pub async fn status(target: &Target, json: bool) -> Result<String, String> {
+pub async fn status(target: &Target, json: bool) -> Result<String, AdminError> {
     let body = Session::new(CLIENT_TIMEOUT)?.status(target).await?;
     if json {
-        return serde_json::to_string_pretty(&body).map_err(|e| e.to_string());
+        return serde_json::to_string_pretty(&body).map_err(setup);
     }
     Ok(render_status(&body))
 }

@@ -676,7 +676,9 @@ fn print_out(text: &str) {
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
-fn client(command: impl std::future::Future<Output = Result<String, String>>) -> ExitCode {
+fn client<E: std::fmt::Display>(
+    command: impl std::future::Future<Output = Result<String, E>>,
+) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };

@@ -6,7 +6,7 @@ use std::{fmt::Write, net::IpAddr, time::Duration};
 use serde_json::{Value, json};
 
 use super::observe::{Mode, list};
-use crate::config::ServerRole;
+use crate::{config::ServerRole, state::drills::DrillResult};
 
 /// Time from the start of a half (injection or repair) to each phase on one server.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -97,19 +97,19 @@ impl Report {
         }
     }
 
-    /// The result kept by the serving processes (see `results.rs`).
-    pub fn result(&self) -> Value {
-        json!({
-            "record": self.record,
-            "type": self.kind,
-            "endpoint": self.endpoint,
-            "mode": self.mode_name(),
-            "finished_unix_ms": self.finished_unix_ms,
-            "rto_ms": self.rto().map(ms),
-            "compared_ms": self.compared().map(ms),
-            "target_ms": self.target.map(ms),
-            "met": self.met(),
-        })
+    /// The result kept by the serving processes (`state::drills`), posted as that type.
+    pub fn result(&self) -> DrillResult {
+        DrillResult {
+            record: self.record.clone(),
+            kind: self.kind.clone(),
+            endpoint: self.endpoint.clone(),
+            mode: self.mode_name().to_string(),
+            finished_unix_ms: self.finished_unix_ms,
+            rto_ms: self.rto().map(ms),
+            compared_ms: self.compared().map(ms),
+            target_ms: self.target.map(ms),
+            met: self.met(),
+        }
     }
 
     pub fn json(&self) -> Value {
@@ -287,7 +287,7 @@ mod tests {
         assert_eq!(r.rto(), None);
         assert_eq!(r.met(), Some(false));
         assert!(r.table().contains("MISSED"));
-        assert_eq!(r.result()["rto_ms"], Value::Null);
+        assert_eq!(r.result().rto_ms, None);
         assert_eq!(report(Mode::Real, &[Some(1)], None).met(), None);
     }
 }

@@ -1,5 +1,6 @@
-//! Pacing and retries around any `Api`: a token bucket (Route53 allows 5 requests per second
-//! per account) and jittered exponential backoff for throttling, prior-request-not-complete,
+//! Pacing and retries around any `Api`: a sliding window that never lets more than the rate
+//! through in any window (Route53 allows 5 requests per second per account, measured over any
+//! second: a token bucket's burst would be throttled) and jittered exponential backoff for throttling, prior-request-not-complete,
 //! server and transport errors. Every call is counted by operation and result.
 
 use std::time::Duration;
@@ -39,15 +40,57 @@ impl Backoff {
     }
 }
 
-struct Bucket {
-    tokens: f64,
-    last: Instant,
+/// The start times of the last calls, at most `calls` within any `window`.
+struct Window {
+    calls: usize,
+    window: Duration,
+    sent: std::collections::VecDeque<Instant>,
+}
+
+impl Window {
+    /// `rate` calls per second: at most ceil(rate) per second, or one per 1/rate seconds.
+    fn new(rate: f64) -> Self {
+        let rate = if rate.is_finite() && rate > 0.0 {
+            rate
+        } else {
+            1.0
+        };
+        let (calls, window) = if rate >= 1.0 {
+            (rate.floor() as usize, Duration::from_secs(1))
+        } else {
+            (1, Duration::from_secs_f64(1.0 / rate))
+        };
+        Self {
+            calls,
+            window,
+            sent: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// When the next call may start (`now` if at once); the call is counted from then.
+    fn admit(&mut self, now: Instant) -> Instant {
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            self.sent.pop_front();
+        }
+        let at = if self.sent.len() < self.calls {
+            now
+        } else {
+            // The window is full: wait until its oldest call leaves it.
+            let oldest = self.sent.pop_front().unwrap_or(now);
+            (oldest + self.window).max(now)
+        };
+        self.sent.push_back(at);
+        at
+    }
 }
 
 pub struct Paced<A> {
     inner: A,
-    rate: f64,
-    bucket: Mutex<Bucket>,
+    window: Mutex<Window>,
     backoff: Backoff,
     metrics: Route53Metrics,
 }
@@ -61,31 +104,16 @@ impl<A: Api> Paced<A> {
     ) -> Self {
         Self {
             inner,
-            rate: requests_per_second,
-            bucket: Mutex::new(Bucket {
-                tokens: requests_per_second.max(1.0),
-                last: Instant::now(),
-            }),
+            window: Mutex::new(Window::new(requests_per_second)),
             backoff,
             metrics,
         }
     }
 
-    /// Waits for a request token.
+    /// Waits until a call fits the window.
     async fn token(&self) {
-        let mut bucket = self.bucket.lock().await;
-        loop {
-            let now = Instant::now();
-            let refill = now.duration_since(bucket.last).as_secs_f64() * self.rate;
-            bucket.tokens = (bucket.tokens + refill).min(self.rate.max(1.0));
-            bucket.last = now;
-            if bucket.tokens >= 1.0 {
-                bucket.tokens -= 1.0;
-                return;
-            }
-            let wait = (1.0 - bucket.tokens) / self.rate;
-            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-        }
+        let at = self.window.lock().await.admit(Instant::now());
+        tokio::time::sleep_until(at).await;
     }
 
     async fn call<T, F, Fut>(&self, operation: &'static str, mut f: F) -> Result<T, ApiError>
@@ -212,18 +240,45 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn requests_are_paced_by_the_token_bucket() {
-        let api = paced(0, ApiError::Other(String::new()), 5.0);
+    async fn never_more_calls_than_the_rate_in_any_second() {
+        let api = std::sync::Arc::new(paced(0, ApiError::Other(String::new()), 5.0));
         let started = Instant::now();
-        for _ in 0..15 {
-            api.list_page("Z", None).await.expect("ok");
+        // Callers at once, as a cycle's batches and the propagation checks are.
+        let mut tasks = Vec::new();
+        for _ in 0..23 {
+            let api = api.clone();
+            tasks.push(tokio::spawn(async move {
+                api.list_page("Z", None).await.expect("ok");
+                Instant::now()
+            }));
         }
-        // A full bucket of 5, then 10 more at 5 per second.
+        let mut at = Vec::new();
+        for t in tasks {
+            at.push(t.await.expect("join"));
+        }
+        at.sort();
+        for (i, t) in at.iter().enumerate() {
+            let in_window = at[i..]
+                .iter()
+                .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+                .count();
+            assert!(in_window <= 5, "{in_window} calls within one second");
+        }
+        // 5 at once, then 5 more each second: the 23rd in the fifth second.
         let took = started.elapsed();
-        assert!(
-            took >= Duration::from_millis(1_950),
-            "15 calls at 5/s took only {took:?}"
+        assert!(took >= Duration::from_secs(4), "{took:?}");
+        assert!(took < Duration::from_millis(4_100), "{took:?}");
+    }
+
+    #[test]
+    fn a_rate_below_one_spaces_calls_out() {
+        let mut w = Window::new(0.5);
+        let t0 = Instant::now();
+        assert_eq!(w.admit(t0), t0);
+        assert_eq!(w.admit(t0), t0 + Duration::from_secs(2));
+        assert_eq!(
+            w.admit(t0 + Duration::from_secs(10)),
+            t0 + Duration::from_secs(10)
         );
-        assert!(took <= Duration::from_millis(2_100), "{took:?}");
     }
 }
