@@ -68,7 +68,7 @@ pub fn keygen(dir: &Path, region: &str, tls_names: &[String]) -> Result<Written,
         .map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
     let (pem, public) = auth::generate_key()?;
     let key_file = dir.join(format!("{region}.key"));
-    write_new(&key_file, pem.as_bytes(), true)?;
+    write_new(&key_file, pem.as_bytes(), Access::Owner)?;
     let tls = if tls_names.is_empty() {
         None
     } else {
@@ -78,8 +78,12 @@ pub fn keygen(dir: &Path, region: &str, tls_names: &[String]) -> Result<Written,
         let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
         let cert_file = dir.join(format!("{region}-tls.crt"));
         let cert_key_file = dir.join(format!("{region}-tls.key"));
-        write_new(&cert_key_file, key.serialize_pem().as_bytes(), true)?;
-        write_new(&cert_file, cert.pem().as_bytes(), false)?;
+        write_new(
+            &cert_key_file,
+            key.serialize_pem().as_bytes(),
+            Access::Owner,
+        )?;
+        write_new(&cert_file, cert.pem().as_bytes(), Access::Everyone)?;
         Some((cert_file, cert_key_file))
     };
     Ok(Written {
@@ -91,13 +95,25 @@ pub fn keygen(dir: &Path, region: &str, tls_names: &[String]) -> Result<Written,
 }
 
 /// Creates `path` (never replacing a file), readable by its owner only when `private`.
-fn write_new(path: &Path, contents: &[u8], private: bool) -> Result<(), String> {
+/// Who may read a file keygen writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Its owner only (keys).
+    Owner,
+    /// Everyone (certificates).
+    Everyone,
+}
+
+fn write_new(path: &Path, contents: &[u8], access: Access) -> Result<(), String> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(if private { 0o600 } else { 0o644 });
+        options.mode(match access {
+            Access::Owner => 0o600,
+            Access::Everyone => 0o644,
+        });
     }
     let mut file = options.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {

@@ -22,7 +22,7 @@ use self::{
     inject::Restore,
     observe::{Half, Mode, ServerView},
     report::{Phases, Report, ServerResult},
-    watch::{Drill, Seen},
+    watch::{Ask, Drill, Seen},
 };
 use crate::{
     adminctl::{AdminError, Session, Target},
@@ -63,10 +63,10 @@ pub enum StepError {
     Inject { server: String, source: AdminError },
     #[error("failback: cannot clear the override at {base}: {source}")]
     Restore { base: String, source: AdminError },
-    #[error("no check of {endpoint} {} within {}s", if *failing { "failed" } else { "succeeded" }, within.as_secs())]
+    #[error("no check of {endpoint} {} within {}s", match half { Half::Failure => "failed", Half::Failback => "succeeded" }, within.as_secs())]
     NoCheck {
         endpoint: String,
-        failing: bool,
+        half: Half,
         within: Duration,
     },
     #[error("{} not complete within {}s on {late}", match half { Half::Failure => "failover", Half::Failback => "failback" }, within.as_secs())]
@@ -305,7 +305,7 @@ async fn execute(
                 drill.endpoint,
                 drill.address
             ));
-            drill.wait_for_checks(true, timeout).await?
+            drill.wait_for_checks(Half::Failure, timeout).await?
         }
     };
     let mut aborted = None;
@@ -320,7 +320,7 @@ async fn execute(
         ));
         tokio::time::sleep(options.hold).await;
     }
-    let looks = drill.look_all(true).await;
+    let looks = drill.look_all(Ask::StatusAndDns).await;
     for (s, look) in seen.iter_mut().zip(&looks) {
         if let Ok(view) = &look.view {
             s.change_before = view.last_change.as_ref().map(|c| c.submitted_unix_ms);
@@ -344,7 +344,7 @@ async fn execute(
                 timeout.as_secs(),
                 drill.endpoint
             ));
-            match drill.wait_for_checks(false, timeout).await {
+            match drill.wait_for_checks(Half::Failback, timeout).await {
                 Ok(restart) => Some(restart),
                 Err(e) => {
                     aborted = Some(format!("failback: {e}"));

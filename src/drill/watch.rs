@@ -17,6 +17,15 @@ use crate::{
     route53::{api::Api, client::Route53Client},
 };
 
+/// What a look asks each member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ask {
+    /// Its status document.
+    Status,
+    /// Its status, and its DNS answer (DNS servers).
+    StatusAndDns,
+}
+
 /// Everything the watching needs.
 pub(super) struct Drill {
     pub settings: Settings,
@@ -89,16 +98,17 @@ impl Drill {
         check + pull
     }
 
-    /// Real mode: waits until some prober's latest check of the endpoint fails (`failing`) or
-    /// succeeds again; that instant starts the clock.
+    /// Real mode: waits until some prober's latest check of the endpoint fails (the failure
+    /// half) or succeeds again (the failback); that instant starts the clock.
     pub async fn wait_for_checks(
         &self,
-        failing: bool,
+        half: Half,
         timeout: Duration,
     ) -> Result<Instant, StepError> {
+        let failing = half == Half::Failure;
         let deadline = Instant::now() + timeout;
         loop {
-            for look in self.look_all(false).await {
+            for look in self.look_all(Ask::Status).await {
                 if let Ok(view) = &look.view
                     && let Some(e) = view.endpoints.get(&self.endpoint)
                     && (if failing {
@@ -113,7 +123,7 @@ impl Drill {
             if Instant::now() >= deadline {
                 return Err(StepError::NoCheck {
                     endpoint: self.endpoint.clone(),
-                    failing,
+                    half,
                     within: timeout,
                 });
             }
@@ -121,8 +131,8 @@ impl Drill {
         }
     }
 
-    /// Looks at every member at once (status, and DNS when `dns`).
-    pub async fn look_all(&self, dns: bool) -> Vec<Look> {
+    /// Looks at every member at once.
+    pub async fn look_all(&self, ask: Ask) -> Vec<Look> {
         let mut tasks = JoinSet::new();
         for (i, m) in self.members.iter().enumerate() {
             let session = self.session.clone();
@@ -131,7 +141,7 @@ impl Drill {
             let dns_addr = m
                 .server
                 .dns
-                .filter(|_| dns && m.server.role == ServerRole::Dns);
+                .filter(|_| ask == Ask::StatusAndDns && m.server.role == ServerRole::Dns);
             tasks.spawn(async move {
                 let (view, reply) = tokio::join!(
                     async {
@@ -189,7 +199,7 @@ impl Drill {
         let deadline = start + self.settings.drill.timeout;
         let mut route53_read: Option<(Instant, Result<Vec<IpAddr>, String>)> = None;
         loop {
-            let looks = self.look_all(true).await;
+            let looks = self.look_all(Ask::StatusAndDns).await;
             let route53_due = route53_read
                 .as_ref()
                 .is_none_or(|(at, _)| at.elapsed() >= ROUTE53_READ_EVERY);

@@ -22,7 +22,7 @@ PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     sleep 0.2
-    rm -rf "$WORK"
+    [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -44,6 +44,7 @@ run() {
     local label="$1" refused="$2"
     local dir="$WORK/$label"
     mkdir -p "$dir/zones"
+    printf '$ORIGIN example.com.\n@ 3600 SOA ns1 hostmaster 1 3600 600 604800 300\n@ 3600 NS ns1\nns1 3600 A 192.0.2.53\n' > "$dir/zones/example.com.zone"
     local eport cport
     eport=$(free_port)
     cport=$(free_port)
@@ -132,5 +133,5 @@ echo "vantage route53, $N failover records, strict emulator at 5 calls/s, PENDIN
 echo
 echo "| run | ChangeResourceRecordSets | ListResourceRecordSets | GetChange | calls in all | throttled | most calls in 1 s | verdict -> first batch | verdict -> last batch | verdict -> all listed |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
-run "clean flip" ""
-run "one record refused" "r500.example.com."
+run "clean-flip" ""
+run "one-refused" "r500.example.com."
