@@ -333,6 +333,8 @@ pub struct RecordEndpoint {
     pub id: EndpointId,
     pub address: IpAddr,
     pub weight: u32,
+    /// The AWS Region of the endpoint, for Route53 latency records (`aws_region`).
+    pub aws_region: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -190,4 +190,5 @@ pub struct RawEndpoint {
     pub weight: Option<i64>,
     pub check: Option<String>,
     pub check_address: Option<String>,
+    pub aws_region: Option<String>,
 }

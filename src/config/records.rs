@@ -234,10 +234,19 @@ pub(super) fn validate_record(
             dial,
             host,
         }));
+        if let Some(region) = &e.aws_region
+            && !is_aws_region(region)
+        {
+            p.add(
+                format!("{epath}.aws_region"),
+                format!("{region:?} is not an AWS Region (e.g. \"us-east-1\", \"eu-west-1\")"),
+            );
+        }
         record_endpoints.push(RecordEndpoint {
             id,
             address,
             weight,
+            aws_region: e.aws_region.clone(),
         });
     }
     if policy == Policy::Weighted
@@ -264,11 +273,17 @@ pub(super) fn validate_record(
             ok = false;
         }
         if policy == Policy::Latency {
-            p.add(
-                tpath.clone(),
-                "latency records are answered by vantage's own DNS; Route53 cannot steer by our measurements",
-            );
-            ok = false;
+            // Route53's own latency routing, one record set per endpoint in its AWS Region;
+            // vantage's verdicts withdraw the unhealthy ones.
+            for (i, e) in raw.endpoints.iter().enumerate() {
+                if e.aws_region.is_none() {
+                    p.add(
+                        format!("{path}.endpoints[{i}].aws_region"),
+                        "a latency record pushed to Route53 needs the AWS Region of each endpoint (Route53 steers by its own latency measurements to AWS Regions)",
+                    );
+                    ok = false;
+                }
+            }
         }
         ok.then(|| Route53Target {
             zone_id: zone_id.to_string(),
@@ -276,6 +291,16 @@ pub(super) fn validate_record(
             take_over: t.take_over.unwrap_or(false),
         })
     });
+    if policy != Policy::Latency || raw.route53.is_none() {
+        for (i, e) in raw.endpoints.iter().enumerate() {
+            if e.aws_region.is_some() {
+                p.add(
+                    format!("{path}.endpoints[{i}].aws_region"),
+                    "aws_region is for latency records pushed to Route53 (policy = \"latency\" with a route53 section)",
+                );
+            }
+        }
+    }
     let rto = raw
         .rto
         .as_ref()
@@ -383,4 +408,18 @@ pub(super) fn assign_endpoint_ids(
         }
     }
     distinct
+}
+
+/// An AWS Region name as Route53's latency records take it (`us-east-1`, `ap-southeast-2`).
+fn is_aws_region(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('-').collect();
+    parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
 }

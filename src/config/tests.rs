@@ -237,3 +237,47 @@ fn an_admin_token_must_be_visible_ascii() {
         );
     }
 }
+
+#[test]
+fn latency_records_go_to_route53_with_an_aws_region_per_endpoint() {
+    let record = |extra_a: &str, extra_b: &str, policy: &str| {
+        format!(
+            "{GOOD}\n    [[record]]\n    name = \"lat.example.com\"\n    policy = \"{policy}\"\n    check = \"web\"\n    \
+             endpoints = [{{ address = \"192.0.2.1\"{extra_a} }}, {{ address = \"192.0.2.2\"{extra_b} }}]\n    \
+             route53 = {{ zone_id = \"Z1\", owner = \"o\" }}\n"
+        )
+    };
+    let ok = record(
+        ", aws_region = \"us-east-1\"",
+        ", aws_region = \"eu-west-1\"",
+        "latency",
+    );
+    let s = Settings::from_toml(&ok, "t.toml", Path::new(".")).expect("valid");
+    assert_eq!(
+        s.records[1].endpoints[1].aws_region.as_deref(),
+        Some("eu-west-1")
+    );
+    let missing = problems(&record(", aws_region = \"us-east-1\"", "", "latency"));
+    assert!(
+        missing
+            .iter()
+            .any(|p| p.contains("record[1].endpoints[1].aws_region")),
+        "{missing:?}"
+    );
+    let wrong = problems(&record(
+        ", aws_region = \"US East\"",
+        ", aws_region = \"eu-west-1\"",
+        "latency",
+    ));
+    assert!(
+        wrong.iter().any(|p| p.contains("is not an AWS Region")),
+        "{wrong:?}"
+    );
+    let misplaced = problems(&record(", aws_region = \"us-east-1\"", "", "failover"));
+    assert!(
+        misplaced
+            .iter()
+            .any(|p| p.contains("aws_region is for latency records")),
+        "{misplaced:?}"
+    );
+}

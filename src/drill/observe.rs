@@ -390,6 +390,7 @@ mod tests {
                     id: EndpointId::new(*id),
                     address: IpAddr::from([127, 0, 0, i]),
                     weight: 1,
+                    aws_region: None,
                 })
                 .collect(),
             route53: None,

@@ -96,7 +96,7 @@ fn from_sdk(set: &types::ResourceRecordSet) -> RecordSet {
     let opaque = set.alias_target().is_some()
         || set.geo_location().is_some()
         || set.failover().is_some()
-        || set.region().is_some()
+        || (set.region().is_some() && set.weight().is_some())
         || set.multi_value_answer().is_some()
         || set.health_check_id().is_some()
         || set.cidr_routing_config().is_some()
@@ -114,6 +114,7 @@ fn from_sdk(set: &types::ResourceRecordSet) -> RecordSet {
     if let Some(id) = set.set_identifier() {
         out.set_identifier = Some(id.to_string());
         out.weight = set.weight().map(|w| w.clamp(0, 255) as u8);
+        out.region = set.region().map(|r| r.as_str().to_string());
     }
     out.opaque = opaque;
     out
@@ -137,6 +138,11 @@ fn to_sdk(change: &Change) -> Result<types::Change, ApiError> {
         .set_resource_records(Some(records));
     if let (Some(id), Some(weight)) = (&set.set_identifier, set.weight) {
         builder = builder.set_identifier(id).weight(i64::from(weight));
+    }
+    if let (Some(id), Some(region)) = (&set.set_identifier, &set.region) {
+        builder = builder
+            .set_identifier(id)
+            .region(types::ResourceRecordSetRegion::from(region.as_str()));
     }
     let set = builder
         .build()

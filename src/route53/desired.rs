@@ -10,7 +10,18 @@ use crate::{
     snapshot::{Answer, Snapshot},
 };
 
-/// Targets per hosted zone id.
+/// An endpoint's health as the answers use it: its verdict under the override in force.
+fn effective(snapshot: &Snapshot, id: &crate::model::EndpointId) -> crate::model::Health {
+    let verdict = snapshot
+        .verdicts
+        .get(id)
+        .map_or(crate::model::Health::Unknown, |v| v.health);
+    snapshot
+        .overrides
+        .get(id)
+        .map_or(verdict, |o| o.action.effective(verdict))
+}
+
 /// The endpoints of `record` that no quorum has decided yet (and no override covers).
 pub fn undecided_endpoints<'a>(
     record: &'a crate::config::RecordSpec,
@@ -51,6 +62,7 @@ pub fn undecided(settings: &Settings, snapshot: &Snapshot) -> Vec<String> {
         .collect()
 }
 
+/// Targets per hosted zone id.
 pub fn targets(settings: &Settings, snapshot: &Snapshot) -> BTreeMap<String, Vec<Target>> {
     let mut zones: BTreeMap<String, Vec<Target>> = BTreeMap::new();
     for record in &settings.records {
@@ -82,7 +94,39 @@ pub fn targets(settings: &Settings, snapshot: &Snapshot) -> BTreeMap<String, Vec
         let desired = match &answer.answer {
             Answer::NotReady => continue,
             Answer::Fixed(ips) => simple(ips),
-            Answer::ByRegion { default, .. } => simple(default),
+            // Route53's latency routing: one set per endpoint in its AWS Region, for every
+            // endpoint that is Up (or, when none is, those `when_all_down` answers).
+            Answer::ByRegion { .. } => {
+                let up: Vec<&crate::config::RecordEndpoint> = record
+                    .endpoints
+                    .iter()
+                    .filter(|e| effective(snapshot, &e.id) == crate::model::Health::Up)
+                    .collect();
+                let fallback = answer.answer.addresses();
+                let serving: Vec<&crate::config::RecordEndpoint> = if up.is_empty() {
+                    record
+                        .endpoints
+                        .iter()
+                        .filter(|e| fallback.contains(&e.address))
+                        .collect()
+                } else {
+                    up
+                };
+                serving
+                    .iter()
+                    .filter_map(|e| {
+                        Some(
+                            RecordSet::new(
+                                &record.name,
+                                rtype,
+                                answer.ttl,
+                                vec![e.address.to_string()],
+                            )
+                            .latency(e.id.as_str(), e.aws_region.as_deref()?),
+                        )
+                    })
+                    .collect()
+            }
             // Weighted: one set per endpoint, named by the endpoint id.
             Answer::Weighted(choices) => choices
                 .iter()

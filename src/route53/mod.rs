@@ -30,9 +30,12 @@ pub struct RecordSet {
     /// `A`, `AAAA` or `TXT`.
     pub rtype: String,
     pub ttl: u32,
-    /// Weighted routing: the set identifier and weight.
+    /// Weighted routing: the set identifier and weight; latency routing: the set identifier
+    /// and the AWS Region.
     pub set_identifier: Option<String>,
     pub weight: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// Values as Route53 writes them (TXT values include their quotes), sorted.
     pub values: Vec<String>,
     /// Uses routing features vantage does not manage (alias, geolocation, failover, ...):
@@ -51,6 +54,7 @@ impl RecordSet {
             ttl,
             set_identifier: None,
             weight: None,
+            region: None,
             values,
             opaque: false,
         }
@@ -59,6 +63,13 @@ impl RecordSet {
     pub fn weighted(mut self, set_identifier: &str, weight: u8) -> Self {
         self.set_identifier = Some(set_identifier.to_string());
         self.weight = Some(weight);
+        self
+    }
+
+    /// A latency record set: Route53 answers it to resolvers closest to `region`.
+    pub fn latency(mut self, set_identifier: &str, region: &str) -> Self {
+        self.set_identifier = Some(set_identifier.to_string());
+        self.region = Some(region.to_string());
         self
     }
 
@@ -81,6 +92,9 @@ impl fmt::Display for RecordSet {
         write!(f, "{} {} {}", self.name, self.ttl, self.rtype)?;
         if let (Some(id), Some(w)) = (&self.set_identifier, self.weight) {
             write!(f, " [set {id} weight {w}]")?;
+        }
+        if let (Some(id), Some(region)) = (&self.set_identifier, &self.region) {
+            write!(f, " [set {id} region {region}]")?;
         }
         write!(f, " {}", self.values.join(" "))
     }

@@ -17,6 +17,7 @@ fn record(policy: Policy, when_all_down: WhenAllDown, n: u8) -> RecordSpec {
                 id: EndpointId::new(format!("e{i}")),
                 address: IpAddr::from([192, 0, 2, i]),
                 weight: u32::from(i),
+                aws_region: None,
             })
             .collect(),
         route53: None,

@@ -1271,3 +1271,102 @@ async fn a_renumbering_waits_for_force_and_a_forced_change_finishes_after_a_kill
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latency_record_is_pushed_as_route53_latency_sets_and_follows_health() {
+    init();
+    let emulator = Emulator::strict().await;
+    let r53 = client(&emulator.url);
+    let zone = create_zone(&r53, "example.com.").await;
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..2],
+        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
+    )
+    .await;
+    let text = config(
+        dir.path(),
+        &zone,
+        &emulator.url,
+        &ips,
+        backends[0].addr.port(),
+        &pki.ca_file,
+    )
+    .split("[[record]]")
+    .next()
+    .expect("config")
+    .to_string()
+        + &format!(
+            r#"
+[[record]]
+name = "lat.example.com"
+policy = "latency"
+endpoints = [{{ name = "a", address = "{a}", aws_region = "us-east-1" }}, {{ name = "b", address = "{b}", aws_region = "eu-west-1" }}]
+route53 = {{ zone_id = "{zone}", owner = "test" }}
+"#,
+            a = ips[0],
+            b = ips[1]
+        );
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(&path, &text).expect("config");
+    // Without an AWS Region per endpoint, Route53 cannot steer: check-config says which.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, text.replace(", aws_region = \"eu-west-1\"", "")).expect("config");
+    let (code, _, err) = run_vantage(&["check-config", bad.to_str().expect("path")], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("record[0].endpoints[1].aws_region") && err.contains("latency"),
+        "{err}"
+    );
+
+    let _reconciler = Vantage::start_with_env(
+        &["route53", "--config", path.to_str().expect("path")],
+        dir.path(),
+        &vantage_env(),
+    );
+    // One latency set per endpoint, in its Region, named by the endpoint.
+    let sets = || async {
+        let (_, body) = http_get(emulator.addr, "/_emulator/state").await;
+        let state: serde_json::Value = serde_json::from_str(&body).expect("state");
+        let mut sets: Vec<(String, String, String)> = state[&zone]
+            .as_array()
+            .expect("zone")
+            .iter()
+            .filter(|s| s["name"] == "lat.example.com." && s["type"] == "A")
+            .map(|s| {
+                (
+                    s["ident"].as_str().unwrap_or("").to_string(),
+                    s["region"].as_str().unwrap_or("").to_string(),
+                    s["values"][0].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        sets.sort();
+        sets
+    };
+    let both = vec![
+        ("a".to_string(), "us-east-1".to_string(), ips[0].to_string()),
+        ("b".to_string(), "eu-west-1".to_string(), ips[1].to_string()),
+    ];
+    eventually(Duration::from_secs(20), "both latency sets", || async {
+        (sets().await == both).then_some(())
+    })
+    .await;
+    // a fails: its set is withdrawn, b's stays; a returns: its set is back.
+    backends[0].stop();
+    eventually(
+        Duration::from_secs(20),
+        "a's latency set withdrawn",
+        || async { (sets().await == both[1..]).then_some(()) },
+    )
+    .await;
+    let _back = start_backends_on(&[backends[0].addr], vec![pki.issue(&["app.test"])]).await;
+    eventually(
+        Duration::from_secs(20),
+        "a's latency set restored",
+        || async { (sets().await == both).then_some(()) },
+    )
+    .await;
+}

@@ -20,7 +20,8 @@ API reference's rules, which moto (5.x) does not all enforce. Each rule names it
   [limits]  At most 1,000 ResourceRecord elements and 32,000 characters of values per
             request; an UPSERT counts twice.
             https://docs.aws.amazon.com/Route53/latest/DeveloperGuide/DNSLimitations.html#limits-api-requests
-  [mixed]   A weighted and a non-weighted set cannot share a name and type; a CNAME cannot
+  [mixed]   A weighted and a non-weighted set cannot share a name and type, nor sets of two
+            routing policies (weighted, latency by Region); a CNAME cannot
             share a name with any other type. (Route53 error messages "... cannot be created as
             a non-weighted set exists ..." and "... is not permitted because a conflicting
             RRSet ...".)
@@ -102,6 +103,7 @@ def parse_set(el):
         "type": text(el, "Type", ""),
         "ident": text(el, "SetIdentifier"),
         "weight": None,
+        "region": text(el, "Region"),
         "ttl": None,
         "values": [],
         "other": False,
@@ -114,7 +116,7 @@ def parse_set(el):
     if records is not None:
         for r in records:
             s["values"].append(text(r, "Value", ""))
-    for routing in ("AliasTarget", "Region", "GeoLocation", "Failover", "HealthCheckId",
+    for routing in ("AliasTarget", "GeoLocation", "Failover", "HealthCheckId",
                     "MultiValueAnswer", "CidrRoutingConfig", "GeoProximityLocation"):
         if tag(el, routing) is not None:
             s["other"] = True
@@ -132,7 +134,7 @@ def describe(s):
 
 def same_values(a, b):
     return (a["ttl"] == b["ttl"] and a.get("weight") == b.get("weight")
-            and sorted(a["values"]) == sorted(b["values"]))
+            and a.get("region") == b.get("region") and sorted(a["values"]) == sorted(b["values"]))
 
 
 def check_value(s):
@@ -188,6 +190,11 @@ def apply_batch(zone, changes):
         for other in sets.values():  # [mixed]
             if other["name"] != s["name"] or key(other) == k:
                 continue
+            if other["type"] == s["type"] and other.get("ident") and s.get("ident") and (
+                    (other.get("weight") is None) != (s.get("weight") is None)):
+                messages.append("RRSet with DNS name %s, type %s cannot be created because another set with the same name and type uses a different routing policy" % (
+                    s["name"], s["type"]))
+                break
             if other["type"] == s["type"] and bool(other.get("ident")) != bool(s.get("ident")):
                 messages.append("RRSet with DNS name %s, type %s cannot be created as a %s set exists with the same name and type" % (
                     s["name"], s["type"], "non-weighted" if s.get("ident") else "weighted"))
@@ -225,6 +232,8 @@ def set_xml(s):
         out += "<SetIdentifier>%s</SetIdentifier>" % esc(s["ident"])
     if s.get("weight") is not None:
         out += "<Weight>%d</Weight>" % s["weight"]
+    if s.get("region"):
+        out += "<Region>%s</Region>" % esc(s["region"])
     if s.get("ttl") is not None:
         out += "<TTL>%d</TTL>" % s["ttl"]
     if s["values"]:
@@ -383,7 +392,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self.reply(200, json.dumps(CALLS), "application/json")
             if path == "/_emulator/state":
                 state = {zid: sorted(({"name": s["name"], "type": s["type"], "ident": s["ident"],
-                                       "weight": s["weight"], "ttl": s["ttl"], "values": sorted(s["values"])}
+                                       "weight": s["weight"], "region": s.get("region"), "ttl": s["ttl"], "values": sorted(s["values"])}
                                       for s in z["sets"].values()), key=sort_key)
                          for zid, z in ZONES.items()}
                 return self.reply(200, json.dumps(state), "application/json")
