@@ -328,12 +328,13 @@ pub(super) fn assign_endpoint_ids(
     records: &mut [(RecordSpec, Vec<Arc<EndpointSpec>>)],
     p: &mut Problems,
 ) -> Vec<Arc<EndpointSpec>> {
+    // A TCP check sends no host name: records sharing an endpoint probe it the same way.
     let probe_key = |e: &EndpointSpec| {
         (
             e.address,
             e.dial,
             e.check.clone(),
-            e.host.clone(),
+            (e.check.protocol != super::Protocol::Tcp).then(|| e.host.clone()),
             e.site.clone(),
         )
     };

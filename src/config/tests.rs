@@ -281,3 +281,25 @@ fn latency_records_go_to_route53_with_an_aws_region_per_endpoint() {
         "{misplaced:?}"
     );
 }
+
+#[test]
+fn records_sharing_an_endpoint_checked_over_tcp_share_its_probe() {
+    // The host defaults to each record's name, but a TCP check sends none.
+    let text = r#"
+        [[prober]]
+        region = "a"
+        [check.t]
+        protocol = "tcp"
+        port = 9
+        [[record]]
+        name = "one.example.com"
+        check = "t"
+        endpoints = [{ name = "a", address = "192.0.2.1" }]
+        [[record]]
+        name = "two.example.com"
+        check = "t"
+        endpoints = [{ name = "a", address = "192.0.2.1" }]
+    "#;
+    let s = Settings::from_toml(text, "t.toml", Path::new(".")).expect("valid");
+    assert_eq!(s.endpoints.len(), 1, "one probe for both records");
+}

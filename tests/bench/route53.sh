@@ -70,7 +70,6 @@ run() {
 region = "bench"
 [check.t]
 protocol = "tcp"
-host = "app.test"
 port = $cport
 interval = "500ms"
 timeout = "300ms"
