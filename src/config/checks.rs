@@ -103,6 +103,29 @@ pub(super) fn validate_check(
     }
     let rise = p.ranged(&format!("{path}.rise"), raw.rise, defaults::RISE, 1, 100);
     let fall = p.ranged(&format!("{path}.fall"), raw.fall, defaults::FALL, 1, 100);
+    // A fifth of the interval, between 100 ms and the interval.
+    let suspect_default = (interval / 5)
+        .max(defaults::SUSPECT_INTERVAL_MIN)
+        .min(interval);
+    let suspect_interval = p.duration(
+        &format!("{path}.suspect_interval"),
+        raw.suspect_interval.as_ref(),
+        suspect_default,
+    );
+    if suspect_interval > interval {
+        p.add(
+            format!("{path}.suspect_interval"),
+            format!("{suspect_interval:?} is longer than the interval ({interval:?})"),
+        );
+    } else if raw.suspect_interval.is_some() && suspect_interval < defaults::SUSPECT_INTERVAL_MIN {
+        p.add(
+            format!("{path}.suspect_interval"),
+            format!(
+                "{suspect_interval:?} is shorter than {:?}: re-checks that fast would hammer a failing endpoint",
+                defaults::SUSPECT_INTERVAL_MIN
+            ),
+        );
+    }
     let expect_status = match &raw.expect_status {
         None => defaults::EXPECT_STATUS.to_vec(),
         Some(codes) if codes.is_empty() => {
@@ -170,6 +193,7 @@ pub(super) fn validate_check(
         port,
         path: check_path,
         interval,
+        suspect_interval,
         timeout,
         connect_timeout,
         rise,

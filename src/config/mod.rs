@@ -33,6 +33,8 @@ pub mod defaults {
     pub const STALE_AFTER: Duration = Duration::from_secs(5);
     pub const STARTUP_GRACE: Duration = Duration::from_secs(60);
     pub const INTERVAL: Duration = Duration::from_secs(1);
+    /// The shortest `suspect_interval` (and the default's floor).
+    pub const SUSPECT_INTERVAL_MIN: Duration = Duration::from_millis(100);
     pub const TIMEOUT: Duration = Duration::from_millis(800);
     pub const RISE: u32 = 2;
     pub const FALL: u32 = 3;
@@ -236,6 +238,9 @@ pub struct CheckSpec {
     pub port: u16,
     pub path: String,
     pub interval: Duration,
+    /// After a failure that has not reached `fall` yet, the next check comes this soon (the
+    /// suspicion is confirmed or cleared quickly; `fall` keeps meaning consecutive failures).
+    pub suspect_interval: Duration,
     /// Whole check: connect, TLS, request and body.
     pub timeout: Duration,
     /// TCP connect plus TLS handshake.

@@ -119,6 +119,7 @@ pub struct RawCheck {
     pub port: Option<i64>,
     pub path: Option<String>,
     pub interval: Option<String>,
+    pub suspect_interval: Option<String>,
     pub timeout: Option<String>,
     pub connect_timeout: Option<String>,
     pub rise: Option<i64>,

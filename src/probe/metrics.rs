@@ -14,6 +14,7 @@ pub struct ProbeMetrics {
     duration: HistogramVec,
     cert_expiry: GaugeVec,
     state: IntGaugeVec,
+    suspicions: IntCounterVec,
 }
 
 impl ProbeMetrics {
@@ -36,6 +37,11 @@ impl ProbeMetrics {
                 "vantage_probe_tls_cert_expiry_timestamp_seconds",
                 "When the certificate an endpoint showed to the last https check expires (Unix seconds), by endpoint and prober region (as blackbox_exporter's probe_ssl_earliest_cert_expiry).",
                 &["endpoint", "region"],
+            ),
+            suspicions: registry.int_counter_vec(
+                "vantage_probe_suspicions_total",
+                "Failure streaks shorter than fall that ended, by endpoint, prober region and outcome: confirmed (the endpoint went Down) or cleared (a check succeeded first: a false alarm).",
+                &["endpoint", "region", "outcome"],
             ),
             state: registry.int_gauge_vec(
                 "vantage_prober_endpoint_state",
@@ -73,6 +79,17 @@ impl ProbeMetrics {
             Some(state),
             Health::as_str,
         );
+    }
+
+    /// A suspicion (a failure streak short of `fall`) ended: confirmed or cleared.
+    pub fn suspicion_ended(&self, endpoint: &EndpointId, region: &Region, confirmed: bool) {
+        self.suspicions
+            .with_label_values(&[
+                endpoint.as_str(),
+                region.as_str(),
+                if confirmed { "confirmed" } else { "cleared" },
+            ])
+            .inc();
     }
 
     /// When the certificate `endpoint` showed to `region`'s last https check expires.

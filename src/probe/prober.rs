@@ -118,12 +118,24 @@ async fn run_endpoint(
                 last_failure = Some((*kind, detail.clone()));
             }
         }
+        let suspected = threshold.suspect();
         let change = if local {
             None
         } else {
             observed_at = Some(Instant::now());
             threshold.record(outcome.is_success())
         };
+        // A suspicion ends Down (confirmed) or with a success (cleared).
+        if suspected && !threshold.suspect() && !local {
+            let confirmed = change == Some(crate::model::Health::Down);
+            metrics.suspicion_ended(&endpoint.id, &region, confirmed);
+            if !confirmed {
+                tracing::debug!(endpoint = %endpoint.id, %region, "suspicion cleared by a successful check");
+            }
+        } else if !suspected && threshold.suspect() {
+            tracing::debug!(endpoint = %endpoint.id, %region, next = ?check.suspect_interval,
+                "check failed; suspected, checking again soon");
+        }
         if let Some(state) = change {
             let why = match &outcome {
                 ProbeOutcome::Success { rtt } => {
@@ -160,7 +172,14 @@ async fn run_endpoint(
                 seq: crate::exchange::board::next_seq(),
             });
         }
-        let wait = jittered(check.interval).saturating_sub(started.elapsed());
+        // While suspected, the next check comes after `suspect_interval`: `fall` consecutive
+        // failures take (fall - 1) x suspect_interval, not (fall - 1) x interval.
+        let period = if threshold.suspect() {
+            check.suspect_interval
+        } else {
+            jittered(check.interval)
+        };
+        let wait = period.saturating_sub(started.elapsed());
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = shutdown.cancelled() => return,

@@ -40,6 +40,12 @@ impl Threshold {
         (self.successes, self.failures)
     }
 
+    /// Whether a failure streak is under way that has not reached `fall`: the endpoint is
+    /// suspected (checked again soon), not yet Down.
+    pub fn suspect(&self) -> bool {
+        self.state != Health::Down && self.failures > 0 && self.failures < self.fall
+    }
+
     /// Records one check result; returns the new state if it changed.
     pub fn record(&mut self, success: bool) -> Option<Health> {
         let next = if success {
@@ -63,6 +69,30 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_failure_short_of_fall_is_a_suspicion_until_it_flips_or_clears() {
+        let mut t = Threshold::new(2, 3);
+        t.record(true);
+        t.record(true);
+        assert!(!t.suspect());
+        t.record(false);
+        assert!(t.suspect(), "one failure of three");
+        t.record(false);
+        assert!(t.suspect());
+        assert_eq!(t.record(false), Some(Health::Down));
+        assert!(!t.suspect(), "Down: checks go back to the interval");
+        t.record(true);
+        t.record(false);
+        assert!(!t.suspect(), "still Down");
+        let mut t = Threshold::new(1, 1);
+        assert_eq!(t.record(false), Some(Health::Down));
+        assert!(!t.suspect(), "fall 1 flips at once");
+        let mut t = Threshold::new(2, 3);
+        t.record(false);
+        t.record(true);
+        assert!(!t.suspect(), "a success clears it");
+    }
 
     #[test]
     fn table() {

@@ -111,7 +111,7 @@ sys.exit(0 if need <= held else 1)' "$zone" "$1" "$N" "$refused"
     local listed
     listed=$(python3 -c 'import time; print(time.time())')
     sleep 10 # what follows the flip (propagation checks, retries) counts too
-    curl -sf "http://127.0.0.1:$admin/v1/status" > "$dir/status.json"
+    curl -sf "http://$admin/v1/status" > "$dir/status.json"
     curl -sf "http://127.0.0.1:$eport/_emulator/calls" > "$dir/calls.json"
     python3 - "$label" "$dir/status.json" "$dir/calls.json" "$listed" <<'EOF'
 import collections, json, sys

@@ -551,3 +551,159 @@ async fn a_certificate_that_expires_fails_the_next_check() {
         "{down}"
     );
 }
+
+/// One prober; `primary` is checked every 4 s with fall 3, suspected failures re-checked every
+/// 100 ms; `flaky` has a fall no short failure reaches.
+fn suspicion_config(
+    dir: &std::path::Path,
+    ips: &[std::net::Ipv4Addr],
+    port: u16,
+    ca: &std::path::Path,
+) -> String {
+    format!(
+        r#"
+[[prober]]
+region = "r1"
+[check.slow]
+port = {port}
+path = "/healthz"
+host = "app.test"
+interval = "4s"
+suspect_interval = "100ms"
+timeout = "150ms"
+rise = 1
+fall = 3
+ca_file = "{ca}"
+[check.patient]
+port = {port}
+path = "/healthz"
+host = "app.test"
+interval = "500ms"
+suspect_interval = "100ms"
+timeout = "150ms"
+rise = 1
+fall = 100
+ca_file = "{ca}"
+[dns]
+listen = ["127.0.0.1:0"]
+zones_dir = "{zones}"
+[admin]
+listen = "127.0.0.1:0"
+[[record]]
+name = "www.example.com"
+policy = "failover"
+check = "slow"
+endpoints = [{{ name = "primary", address = "{a}" }}, {{ name = "secondary", address = "{b}" }}]
+[[record]]
+name = "api.example.com"
+policy = "all"
+check = "patient"
+endpoints = [{{ name = "flaky", address = "{c}" }}]
+"#,
+        ca = ca.display(),
+        zones = dir.join("zones").display(),
+        a = ips[0],
+        b = ips[1],
+        c = ips[2],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspected_failure_is_confirmed_at_the_suspect_interval_not_the_interval() {
+    init();
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..3],
+        vec![
+            pki.issue(&["app.test"]),
+            pki.issue(&["app.test"]),
+            pki.issue(&["app.test"]),
+        ],
+    )
+    .await;
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        suspicion_config(dir.path(), &ips, backends[0].addr.port(), &pki.ca_file),
+    )
+    .expect("config");
+    let vantage = Vantage::dns(&path, dir.path());
+    vantage.wait_ready().await;
+    let www = || async {
+        addresses(
+            &udp_query(
+                vantage.dns,
+                &query_message("www.example.com.", RecordType::A, false),
+            )
+            .await,
+        )
+    };
+    assert_eq!(www().await, vec![IpAddr::V4(ips[0])]);
+    let vantage = &vantage;
+    let metric = |endpoint: &'static str, outcome: &'static str| async move {
+        let (_, text) = vantage.get("/metrics").await;
+        Exposition::parse(&text)
+            .value(
+                "vantage_probe_suspicions_total",
+                &[
+                    ("endpoint", endpoint),
+                    ("region", "r1"),
+                    ("outcome", outcome),
+                ],
+            )
+            .unwrap_or(0.0)
+    };
+
+    // fall = 3 at a 4 s interval: the first failure comes within 4 s, and the two that
+    // confirm it 100 ms apart, not 8 s later.
+    backends[0].set(Mode::Status(503));
+    eventually(
+        Duration::from_secs(6),
+        "www to fail over within one interval and two suspect intervals",
+        || async { (www().await == vec![IpAddr::V4(ips[1])]).then_some(()) },
+    )
+    .await;
+    assert_eq!(metric("primary", "confirmed").await, 1.0);
+
+    // A short failure of an endpoint whose fall it cannot reach: a suspicion, cleared.
+    backends[2].set(Mode::Status(503));
+    eventually(
+        Duration::from_secs(5),
+        "a failed check of flaky",
+        || async {
+            let (_, text) = vantage.get("/metrics").await;
+            let failed = Exposition::parse(&text)
+                .value(
+                    "vantage_probes_total",
+                    &[
+                        ("endpoint", "flaky"),
+                        ("region", "r1"),
+                        ("result", "status"),
+                    ],
+                )
+                .unwrap_or(0.0);
+            (failed >= 1.0).then_some(())
+        },
+    )
+    .await;
+    backends[2].set(Mode::Healthy);
+    eventually(
+        Duration::from_secs(5),
+        "the suspicion of flaky cleared",
+        || async { (metric("flaky", "cleared").await >= 1.0).then_some(()) },
+    )
+    .await;
+    assert_eq!(metric("flaky", "confirmed").await, 0.0);
+    let api = udp_query(
+        vantage.dns,
+        &query_message("api.example.com.", RecordType::A, false),
+    )
+    .await;
+    assert_eq!(
+        addresses(&api),
+        vec![IpAddr::V4(ips[2])],
+        "never failed over"
+    );
+}
