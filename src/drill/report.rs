@@ -46,7 +46,7 @@ pub struct Report {
     pub mode: Mode,
     pub servers: Vec<ServerResult>,
     pub target: Option<Duration>,
-    /// How long the checks take to notice a real failure (fall x interval, plus the pull
+    /// How long the checks take to notice a real failure (an interval and fall - 1 suspect intervals, plus the pull
     /// interval when probers are remote); added to the RTO in override mode.
     pub detection_budget: Duration,
     pub finished_unix_ms: u64,
@@ -189,7 +189,7 @@ impl Report {
         if self.mode == Mode::Override {
             let _ = writeln!(
                 out,
-                "a real failure also needs the checks to notice it: about {} (fall x interval); RTO with detection {}",
+                "a real failure also needs the checks to notice it: about {} (interval + (fall - 1) x suspect_interval); RTO with detection {}",
                 human(Some(self.detection_budget)),
                 human(self.compared()),
             );

@@ -79,7 +79,8 @@ impl Drill {
         Ok(observe::route53_values(&sets, &self.record))
     }
 
-    /// How long checks take to notice a real failure of the endpoint: fall x interval, plus
+    /// How long checks take to notice a real failure of the endpoint: an interval and (fall - 1)
+    /// suspect intervals, plus
     /// one pull when probers are remote.
     pub fn detection_budget(&self) -> Duration {
         let check = self
@@ -88,7 +89,9 @@ impl Drill {
             .iter()
             .find(|e| e.id.as_str() == self.endpoint)
             .and_then(|e| self.settings.endpoint(&e.id))
-            .map(|spec| spec.check.interval * spec.check.fall)
+            // The first failed check comes within an interval; the suspicion is confirmed by
+            // (fall - 1) more, one suspect_interval apart.
+            .map(|spec| spec.check.interval + spec.check.suspect_interval * (spec.check.fall - 1))
             .unwrap_or_default();
         let pull = if self.settings.prober_urls.is_empty() {
             Duration::ZERO

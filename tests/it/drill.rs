@@ -21,6 +21,8 @@ const ADMIN_TOKEN: &str = "admin-token-for-drill-tests";
 const INTERVAL_MS: u64 = 400;
 const FALL: u64 = 3;
 const POLL_MS: u64 = 100;
+/// The default suspect_interval at this interval: a fifth of it, at least 100 ms.
+const SUSPECT_MS: u64 = 100;
 
 struct Fleet {
     dir: tempfile::TempDir,
@@ -81,7 +83,7 @@ endpoints = [
 [[record]]
 name = "api.example.com"
 policy = "all"
-rto = "1s"
+rto = "500ms"
 endpoints = [
   {{ name = "a", address = "{a}", site = "r1" }},
   {{ name = "b", address = "{b}", site = "r2" }},
@@ -368,8 +370,8 @@ async fn drills_measure_failover_and_failback_on_every_server_and_export_the_res
     assert_eq!(report["restored"], true);
     assert_eq!(
         ms(&report["detection_budget_ms"]),
-        FALL * INTERVAL_MS + POLL_MS,
-        "fall x interval + one pull"
+        INTERVAL_MS + (FALL - 1) * SUSPECT_MS + POLL_MS,
+        "an interval, fall - 1 suspect intervals and one pull"
     );
     let servers = report["servers"].as_array().expect("servers");
     assert_eq!(servers.len(), 2);
@@ -433,7 +435,7 @@ async fn drills_measure_failover_and_failback_on_every_server_and_export_the_res
         );
     }
 
-    // 2. A real failure caused by the operator: detection follows interval x fall.
+    // 2. A real failure caused by the operator: detection follows (fall - 1) x suspect_interval.
     let run = fleet.drill(&["--record", "www.example.com", "--real", "--json"]);
     run.wait_line("cause the failure now").await;
     fleet.backends[0].set(Mode::Status(503));
@@ -446,8 +448,8 @@ async fn drills_measure_failover_and_failback_on_every_server_and_export_the_res
     for s in report["servers"].as_array().expect("servers") {
         let detection = ms(&s["failure"]["detection_ms"]);
         // The clock starts at the first failed check; a verdict needs `fall` of them from a
-        // quorum of probers, so about (fall - 1) more intervals, give or take one pull.
-        let low = (FALL - 1) * INTERVAL_MS / 2;
+        // quorum of probers, so (fall - 1) more suspect intervals, give or take one pull.
+        let low = (FALL - 1) * SUSPECT_MS / 2;
         let high = FALL * INTERVAL_MS + 3 * POLL_MS + 1_000;
         assert!(
             (low..=high).contains(&detection),
@@ -462,7 +464,7 @@ async fn drills_measure_failover_and_failback_on_every_server_and_export_the_res
             .await;
     }
 
-    // 3. A target that cannot be met (1 s, while the checks alone need 1.3 s): exit 3.
+    // 3. A target that cannot be met (500 ms, while the checks alone need 700 ms): exit 3.
     let run = fleet.drill(&["--record", "api.example.com"]);
     let (code, stdout, stderr) = run.finish().await;
     assert_eq!(code, 3, "stdout:\n{stdout}\nstderr:\n{stderr}");
