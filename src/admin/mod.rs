@@ -171,6 +171,9 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
             .state_metrics
             .drills(&state.settings.load().records, &drills.latest());
     }
+    if let Some(overrides) = &state.overrides {
+        state.state_metrics.backend(&overrides.backend());
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -231,11 +234,21 @@ async fn status(State(state): State<AdminState>) -> Json<Value> {
     doc["overrides"] = json!(snapshot.overrides.values().collect::<Vec<_>>());
     // Problems with the state kept in admin.state_dir (a corrupt file moved aside, a directory
     // that cannot be written): the server runs, and says so.
+    // Where overrides live, and whether it can be reached (etcd for the whole fleet).
+    if let Some(overrides) = &state.overrides {
+        doc["state_backend"] = json!(overrides.backend());
+    }
     doc["state_problems"] = json!(
         [
             state.overrides.as_ref().and_then(|o| o.problem()),
-            state.drills.as_ref().and_then(|d| d.problem()),
-            state.verdicts.as_ref().and_then(|v| v.problem()),
+            state
+                .drills
+                .as_ref()
+                .and_then(|d| d.problem().map(str::to_string)),
+            state
+                .verdicts
+                .as_ref()
+                .and_then(|v| v.problem().map(str::to_string)),
         ]
         .into_iter()
         .flatten()

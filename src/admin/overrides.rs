@@ -144,7 +144,7 @@ pub async fn set(
         created_unix_ms: now,
         expires_unix_ms: now + duration.as_millis() as u64,
     };
-    match store.set(o.clone()) {
+    match store.set(o.clone()).await {
         Ok(()) => {
             state.state_metrics.override_changed("set");
             (StatusCode::OK, Json(json!({"override": o})))
@@ -176,7 +176,10 @@ pub async fn clear(
     };
     let by = query.by.unwrap_or_else(|| "unknown".into());
     let reason = query.reason.unwrap_or_default();
-    match store.clear(&EndpointId::new(endpoint.as_str()), &by, &reason, unix_ms()) {
+    match store
+        .clear(&EndpointId::new(endpoint.as_str()), &by, &reason, unix_ms())
+        .await
+    {
         Ok(Some(o)) => {
             state.state_metrics.override_changed("clear");
             (StatusCode::OK, Json(json!({"cleared": o})))

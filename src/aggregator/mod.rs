@@ -153,6 +153,8 @@ impl Aggregator {
                     }
                 }
                 () = tokio::time::sleep(tick) => {}
+                // An override set or cleared (here, or anywhere in the fleet) applies at once.
+                () = overrides_changed(self.overrides.as_deref()) => {}
                 () = shutdown.cancelled() => return,
             }
             let now = Instant::now();
@@ -207,6 +209,14 @@ impl Aggregator {
             verdicts = snap.verdicts.clone();
             previous = snap;
         }
+    }
+}
+
+/// Resolves when the overrides change; never without a store.
+async fn overrides_changed(store: Option<&OverrideStore>) {
+    match store {
+        Some(store) => store.changed().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -351,9 +361,7 @@ impl Reporter {
     ) {
         self.state_metrics.overrides(endpoints, active);
         if let Some(store) = store {
-            let total = store
-                .expired_total
-                .load(std::sync::atomic::Ordering::Relaxed);
+            let total = store.expired_total();
             for _ in self.expired_seen..total {
                 self.state_metrics.override_changed("expired");
             }

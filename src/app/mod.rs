@@ -114,13 +114,32 @@ fn start_aggregation(
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<Aggregation> {
-    let overrides = state.map(|dir| {
-        let store = OverrideStore::open(dir);
-        metrics
-            .state
-            .problem("overrides", store.problem().is_some());
-        Arc::new(store)
-    });
+    let overrides = match (state, &settings.state) {
+        (None, _) => None,
+        (Some(dir), crate::config::StateSettings::File) => {
+            let store = OverrideStore::open(dir);
+            metrics
+                .state
+                .problem("overrides", store.problem().is_some());
+            Some(Arc::new(store))
+        }
+        // The fleet's overrides, followed from etcd (a copy kept in the state directory).
+        (Some(dir), crate::config::StateSettings::Etcd(etcd)) => {
+            let client = crate::state::etcd::Etcd::new(
+                etcd.endpoints.clone(),
+                &etcd.prefix,
+                etcd.ca.as_deref(),
+                etcd.identity.as_deref(),
+            )
+            .context("[state] etcd client")?;
+            if let Err(error) = std::fs::create_dir_all(dir) {
+                tracing::warn!(dir = %dir.display(), %error, "cannot create the state directory; the fleet's overrides are not kept locally");
+            }
+            Some(Arc::new(OverrideStore::Fleet(
+                crate::state::fleet::FleetOverrides::start(client, dir, shutdown, tasks),
+            )))
+        }
+    };
     let drills = state.map(|dir| {
         let store = DrillResults::open(dir);
         metrics.state.problem("drills", store.problem().is_some());

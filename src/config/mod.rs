@@ -83,6 +83,7 @@ pub struct Settings {
     /// The fleet's serving processes as listed in `[[server]]` (empty: only this host's).
     pub servers: Vec<FleetServer>,
     pub drill: DrillSettings,
+    pub state: StateSettings,
 }
 
 /// A serving process of the fleet: where `vantage drill` queries its DNS and reaches its
@@ -402,6 +403,26 @@ pub struct AdminSettings {
     pub hosts: Vec<String>,
     /// Where overrides and their audit log are kept.
     pub state_dir: PathBuf,
+}
+
+/// Where serving processes keep overrides (`[state]`).
+#[derive(Debug, Clone, Default)]
+pub enum StateSettings {
+    /// Each process in its own state directory.
+    #[default]
+    File,
+    /// The whole fleet on etcd.
+    Etcd(EtcdSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct EtcdSettings {
+    pub endpoints: Vec<url::Url>,
+    /// Every key starts with it: one fleet per prefix.
+    pub prefix: String,
+    /// PEM: the CA of the etcd servers; the client certificate and key, when required.
+    pub ca: Option<Vec<u8>>,
+    pub identity: Option<Vec<u8>>,
 }
 
 /// One thing wrong with the configuration, at a path inside it.

@@ -28,6 +28,20 @@ pub struct RawConfig {
     pub server: Vec<RawServer>,
     #[serde(default)]
     pub drill: RawDrill,
+    #[serde(default)]
+    pub state: RawState,
+}
+
+/// Where serving processes keep overrides: their state directory, or etcd.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub backend: Option<String>,
+    pub endpoints: Option<Vec<String>>,
+    pub prefix: Option<String>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 /// A serving process of the fleet (for `vantage drill`).

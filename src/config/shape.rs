@@ -9,7 +9,7 @@ use super::{
     Problem,
     raw::{
         RawAdmin, RawCheck, RawCluster, RawDns, RawDrill, RawEndpoint, RawProber, RawRecord,
-        RawRoute53, RawRoute53Target, RawRrl, RawServer,
+        RawRoute53, RawRoute53Target, RawRrl, RawServer, RawState,
     },
 };
 
@@ -26,6 +26,7 @@ pub fn check(table: &mut toml::Table) -> Shape {
     let mut shape = Shape::default();
     let sections = [
         "cluster", "prober", "check", "dns", "admin", "record", "route53", "server", "drill",
+        "state",
     ];
     let keys: Vec<String> = table.keys().cloned().collect();
     for key in keys {
@@ -37,6 +38,7 @@ pub fn check(table: &mut toml::Table) -> Shape {
             "admin" => shape.fit::<RawAdmin>(&key, value),
             "route53" => shape.fit::<RawRoute53>(&key, value),
             "drill" => shape.fit::<RawDrill>(&key, value),
+            "state" => shape.fit::<RawState>(&key, value),
             "dns" => {
                 if let Some(rrl) = value.as_table_mut().and_then(|t| t.get_mut("rrl")) {
                     shape.fit::<RawRrl>("dns.rrl", rrl);

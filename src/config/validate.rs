@@ -8,9 +8,9 @@ use std::{
 };
 
 use super::{
-    AdminSettings, CheckSpec, Cluster, DnsSettings, DrillSettings, EndpointSpec, FleetServer,
-    ProberIdentity, Problem, QuorumRule, RecordKind, RecordSpec, Route53Settings, RrlSettings,
-    Secret, ServerRole, Settings, checks, defaults,
+    AdminSettings, CheckSpec, Cluster, DnsSettings, DrillSettings, EndpointSpec, EtcdSettings,
+    FleetServer, ProberIdentity, Problem, QuorumRule, RecordKind, RecordSpec, Route53Settings,
+    RrlSettings, Secret, ServerRole, Settings, StateSettings, checks, defaults,
     problems::Problems,
     raw::{RawConfig, RawOneOrMany, RawQuorum},
     records,
@@ -86,6 +86,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
     let route53 = validate_route53(&raw, base, &admin.state_dir, &mut p);
     let servers = validate_servers(&raw, &mut p);
     let drill = validate_drill(&raw, &mut p);
+    let state = validate_state(&raw, base, &mut p);
     if p.0.is_empty() {
         Ok(Settings {
             cluster,
@@ -99,9 +100,107 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
             route53,
             servers,
             drill,
+            state,
         })
     } else {
         Err(p.0)
+    }
+}
+
+fn validate_state(raw: &RawConfig, base: &Path, p: &mut Problems) -> StateSettings {
+    let s = &raw.state;
+    let etcd_only = [
+        ("endpoints", s.endpoints.is_some()),
+        ("prefix", s.prefix.is_some()),
+        ("ca_file", s.ca_file.is_some()),
+        ("cert_file", s.cert_file.is_some()),
+        ("key_file", s.key_file.is_some()),
+    ];
+    match s.backend.as_deref() {
+        None | Some("file") => {
+            for (field, set) in etcd_only {
+                if set {
+                    p.add(
+                        format!("state.{field}"),
+                        "only applies to backend = \"etcd\"",
+                    );
+                }
+            }
+            StateSettings::File
+        }
+        Some("etcd") => {
+            let mut endpoints = Vec::new();
+            match &s.endpoints {
+                None => p.add(
+                    "state.endpoints",
+                    "the etcd endpoints, e.g. [\"https://10.0.0.1:2379\", \"https://10.0.0.2:2379\"]",
+                ),
+                Some(list) if list.is_empty() => {
+                    p.add("state.endpoints", "list at least one etcd endpoint")
+                }
+                Some(list) => {
+                    for (i, text) in list.iter().enumerate() {
+                        match url::Url::parse(text) {
+                            Ok(url) if matches!(url.scheme(), "http" | "https") => {
+                                endpoints.push(url)
+                            }
+                            _ => p.add(
+                                format!("state.endpoints[{i}]"),
+                                format!("{text:?} is not an http(s) URL of an etcd server"),
+                            ),
+                        }
+                    }
+                }
+            }
+            let prefix = s.prefix.clone().unwrap_or_else(|| "/vantage/".into());
+            if !prefix.starts_with('/') || !prefix.ends_with('/') {
+                p.add(
+                    "state.prefix",
+                    format!("{prefix:?} must start and end with '/' (e.g. \"/vantage/prod/\")"),
+                );
+            }
+            let read = |field: &str, file: &Option<String>, p: &mut Problems| {
+                let path = base.join(file.as_ref()?);
+                match std::fs::read(&path) {
+                    Ok(bytes) => Some(bytes),
+                    Err(e) => {
+                        p.add(format!("state.{field}"), format!("{}: {e}", path.display()));
+                        None
+                    }
+                }
+            };
+            let ca = read("ca_file", &s.ca_file, p);
+            let identity = match (
+                read("cert_file", &s.cert_file, p),
+                read("key_file", &s.key_file, p),
+            ) {
+                (Some(mut cert), Some(key)) => {
+                    cert.extend_from_slice(&key);
+                    Some(cert)
+                }
+                (None, None) => None,
+                _ => {
+                    p.add(
+                        "state.cert_file",
+                        "cert_file and key_file go together (the client certificate and its key)",
+                    );
+                    None
+                }
+            };
+            StateSettings::Etcd(EtcdSettings {
+                endpoints,
+                prefix,
+                ca,
+                identity,
+            })
+        }
+        Some(other) => {
+            p.add(
+                "state.backend",
+                format!("{other:?} is not a state backend; use \"file\" or \"etcd\""),
+            );
+            StateSettings::File
+        }
     }
 }
 

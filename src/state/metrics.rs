@@ -18,6 +18,7 @@ use crate::{
 #[derive(Clone)]
 pub struct StateMetrics {
     problem: IntGaugeVec,
+    backend_reachable: IntGaugeVec,
     overrides: IntGaugeVec,
     override_changes: IntCounterVec,
     drill_last: GaugeVec,
@@ -34,6 +35,11 @@ impl StateMetrics {
                 "vantage_state_problem",
                 "1 when the state kept in admin.state_dir had a problem at start (a corrupt file moved aside, a directory that cannot be written; see /v1/status), by store.",
                 &["store"],
+            ),
+            backend_reachable: registry.int_gauge_vec(
+                "vantage_state_backend_reachable",
+                "1 when the state backend (file, or etcd for the fleet) can be reached; 0: answers keep the last overrides seen and override changes fail.",
+                &["backend"],
             ),
             overrides: registry.int_gauge_vec(
                 "vantage_endpoint_override",
@@ -70,6 +76,13 @@ impl StateMetrics {
         self.problem
             .with_label_values(&[store])
             .set(i64::from(problem));
+    }
+
+    /// Whether the state backend can be reached.
+    pub fn backend(&self, backend: &super::overrides::Backend) {
+        self.backend_reachable
+            .with_label_values(&[backend.kind])
+            .set(i64::from(backend.reachable));
     }
 
     /// Overrides in force: 1 for each endpoint's current override action.

@@ -4,7 +4,9 @@
 //! (`verdicts`). Loading never stops a server (`file`); `metrics` exports them.
 
 pub mod drills;
+pub mod etcd;
 pub mod file;
+pub mod fleet;
 pub mod metrics;
 pub mod overrides;
 pub mod verdicts;

@@ -81,7 +81,8 @@ pub enum OverrideError {
 /// How many audit entries are kept in memory for the status page.
 const RECENT: usize = 50;
 
-pub struct OverrideStore {
+/// Overrides kept in this process's state directory (`overrides.json`, `audit.log`).
+pub struct FileOverrides {
     /// Overrides that expired so far (for the metric).
     pub expired_total: std::sync::atomic::AtomicU64,
     dir: PathBuf,
@@ -89,12 +90,14 @@ pub struct OverrideStore {
     recent: Mutex<VecDeque<AuditEntry>>,
     problem: Option<String>,
     writable: bool,
+    /// Wakes whoever waits for the overrides to change (the aggregator).
+    pub changed: tokio::sync::Notify,
 }
 
-impl OverrideStore {
+impl FileOverrides {
     /// Opens (creating the directory) and loads the persisted overrides. Never fails: a
     /// corrupt file is moved aside and an unusable directory leaves the store read-only, each
-    /// reported by [`OverrideStore::problem`].
+    /// reported by [`FileOverrides::problem`].
     pub fn open(dir: &Path) -> Self {
         let loaded = super::file::load::<Override>(dir, "overrides.json", "overrides");
         Self {
@@ -110,6 +113,7 @@ impl OverrideStore {
             recent: Mutex::new(VecDeque::new()),
             problem: loaded.problem,
             writable: loaded.writable,
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -190,6 +194,7 @@ impl OverrideStore {
             return Err(e);
         }
         *entries = next;
+        self.changed.notify_waiters();
         Ok(())
     }
 
@@ -225,6 +230,7 @@ impl OverrideStore {
             return Err(e);
         }
         *entries = next;
+        self.changed.notify_waiters();
         Ok(Some(o))
     }
 
@@ -284,6 +290,103 @@ impl OverrideStore {
     }
 }
 
+/// Where a serving process keeps its overrides: its own state directory, or etcd, shared by
+/// the whole fleet (`[state] backend = "etcd"`).
+pub enum OverrideStore {
+    File(FileOverrides),
+    Fleet(std::sync::Arc<super::fleet::FleetOverrides>),
+}
+
+impl OverrideStore {
+    /// The file store in `dir`.
+    pub fn open(dir: &Path) -> Self {
+        Self::File(FileOverrides::open(dir))
+    }
+
+    /// What went wrong with the store at start, if anything.
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            Self::File(f) => f.problem().map(str::to_string),
+            Self::Fleet(f) => f.problem(),
+        }
+    }
+
+    /// Sets (or replaces) the override of an endpoint, with its audit entry.
+    pub async fn set(&self, o: Override) -> Result<(), OverrideError> {
+        match self {
+            Self::File(f) => f.set(o),
+            Self::Fleet(f) => f.set(o).await,
+        }
+    }
+
+    /// Removes the override of an endpoint; returns it if there was one.
+    pub async fn clear(
+        &self,
+        endpoint: &EndpointId,
+        by: &str,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<Option<Override>, OverrideError> {
+        match self {
+            Self::File(f) => f.clear(endpoint, by, reason, now_ms),
+            Self::Fleet(f) => f.clear(endpoint, by, reason, now_ms).await,
+        }
+    }
+
+    /// The overrides in force at `now_ms`.
+    pub fn active(&self, now_ms: u64) -> BTreeMap<EndpointId, Override> {
+        match self {
+            Self::File(f) => f.active(now_ms),
+            Self::Fleet(f) => f.active(now_ms),
+        }
+    }
+
+    /// The latest audit entries, newest first.
+    pub fn recent(&self) -> Vec<AuditEntry> {
+        match self {
+            Self::File(f) => f.recent(),
+            Self::Fleet(f) => f.recent(),
+        }
+    }
+
+    /// Resolves when an override is set or cleared (here or, for the fleet's, anywhere).
+    pub async fn changed(&self) {
+        match self {
+            Self::File(f) => f.changed.notified().await,
+            Self::Fleet(f) => f.changed.notified().await,
+        }
+    }
+
+    /// Overrides that expired so far.
+    pub fn expired_total(&self) -> u64 {
+        let counter = match self {
+            Self::File(f) => &f.expired_total,
+            Self::Fleet(f) => &f.expired_total,
+        };
+        counter.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Where the store is and whether it can be reached (for status and metrics).
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::File(_) => Backend {
+                kind: "file",
+                reachable: true,
+                error: None,
+            },
+            Self::Fleet(f) => f.backend(),
+        }
+    }
+}
+
+/// The state backend as status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Backend {
+    pub kind: &'static str,
+    pub reachable: bool,
+    pub error: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,14 +405,14 @@ mod tests {
     #[test]
     fn overrides_survive_a_restart_expire_and_are_audited() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = OverrideStore::open(dir.path());
+        let store = FileOverrides::open(dir.path());
         store.set(drain("use1", 10_000)).expect("set");
         store.set(drain("euw1", 2_000)).expect("set");
-        let reopened = OverrideStore::open(dir.path());
+        let reopened = FileOverrides::open(dir.path());
         assert_eq!(reopened.active(1_500).len(), 2, "persisted");
         assert_eq!(reopened.active(5_000).len(), 1, "euw1 expired");
         assert_eq!(
-            OverrideStore::open(dir.path()).active(5_000).len(),
+            FileOverrides::open(dir.path()).active(5_000).len(),
             1,
             "expiry persisted"
         );
@@ -331,7 +434,7 @@ mod tests {
     fn a_corrupt_file_is_moved_aside_and_named() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("overrides.json"), "{not json").expect("write");
-        let store = OverrideStore::open(dir.path());
+        let store = FileOverrides::open(dir.path());
         assert!(store.active(0).is_empty());
         let problem = store.problem().expect("a problem");
         assert!(
@@ -347,7 +450,7 @@ mod tests {
     fn without_a_state_directory_overrides_are_refused_with_the_reason() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("file"), "x").expect("write");
-        let store = OverrideStore::open(&dir.path().join("file/state"));
+        let store = FileOverrides::open(&dir.path().join("file/state"));
         let err = store.set(drain("use1", 10_000)).expect_err("refused");
         assert!(err.to_string().contains("admin.state_dir"), "{err}");
         assert!(store.active(0).is_empty());
@@ -356,7 +459,7 @@ mod tests {
     #[test]
     fn an_override_whose_audit_entry_cannot_be_written_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = OverrideStore::open(dir.path());
+        let store = FileOverrides::open(dir.path());
         // A directory where the audit log should be: appending fails.
         std::fs::create_dir(dir.path().join("audit.log")).expect("dir");
         assert!(store.set(drain("use1", 10_000)).is_err());

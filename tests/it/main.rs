@@ -10,6 +10,7 @@ mod differential;
 mod dns_rfc;
 mod drill;
 mod failover;
+mod fleet_state;
 mod hardening;
 mod kubernetes;
 mod multi_region;

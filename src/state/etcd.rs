@@ -1,0 +1,341 @@
+//! A small etcd v3 client over etcd's JSON gateway (`/v3/kv/*`, `/v3/watch`, `/v3/lease/*`),
+//! with the HTTP client the rest of vantage already uses: keys and values are base64 in
+//! JSON, a watch is one long response of newline-separated JSON messages. Endpoints are
+//! tried in order until one answers.
+
+use std::time::Duration;
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use serde_json::{Value, json};
+
+/// Why etcd could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcd is unreachable at {endpoints}: {detail}")]
+    Unreachable { endpoints: String, detail: String },
+    #[error("etcd refused the request: {0}")]
+    Refused(String),
+    #[error("etcd sent something unexpected: {0}")]
+    Invalid(String),
+}
+
+/// Where the fleet's state lives in etcd, and how to reach it.
+#[derive(Clone)]
+pub struct Etcd {
+    http: reqwest::Client,
+    endpoints: Vec<url::Url>,
+    prefix: String,
+}
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+fn b64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+fn unb64(value: &Value) -> Result<Vec<u8>, EtcdError> {
+    STANDARD
+        .decode(value.as_str().unwrap_or_default())
+        .map_err(|e| EtcdError::Invalid(format!("not base64: {e}")))
+}
+
+/// The key right after every key starting with `prefix` (etcd's `range_end` for a prefix).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn revision(v: &Value) -> i64 {
+    v["header"]["revision"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Etcd {
+    /// `prefix` is prepended to every key (`/vantage/` by default: one fleet per prefix).
+    /// `tls` is the CA that signs the etcd servers' certificates, and the client identity
+    /// (certificate and key, PEM) when the servers require one.
+    pub fn new(
+        endpoints: Vec<url::Url>,
+        prefix: &str,
+        ca: Option<&[u8]>,
+        identity: Option<&[u8]>,
+    ) -> Result<Self, EtcdError> {
+        let invalid = |e: reqwest::Error| EtcdError::Invalid(e.to_string());
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(2))
+            .http1_only();
+        if let Some(ca) = ca {
+            let certs = reqwest::Certificate::from_pem_bundle(ca).map_err(invalid)?;
+            builder = builder.tls_certs_only(certs);
+        }
+        if let Some(identity) = identity {
+            builder = builder.identity(reqwest::Identity::from_pem(identity).map_err(invalid)?);
+        }
+        Ok(Self {
+            http: builder.build().map_err(invalid)?,
+            endpoints,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn endpoints_text(&self) -> String {
+        self.endpoints
+            .iter()
+            .map(url::Url::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// POSTs `body` to `path` at the first endpoint that answers.
+    async fn call(&self, path: &str, body: &Value, timeout: Duration) -> Result<Value, EtcdError> {
+        let mut last = String::from("no endpoint configured");
+        for endpoint in &self.endpoints {
+            let Ok(url) = endpoint.join(path) else {
+                continue;
+            };
+            let sent = self
+                .http
+                .post(url)
+                .timeout(timeout)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string())
+                .send()
+                .await;
+            let response = match sent {
+                Ok(r) => r,
+                Err(e) => {
+                    last = crate::error_chain(&e);
+                    continue;
+                }
+            };
+            let status = response.status();
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| EtcdError::Invalid(e.to_string()))?;
+            let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                EtcdError::Invalid(format!("{e}: {}", String::from_utf8_lossy(&bytes)))
+            })?;
+            if !status.is_success() {
+                return Err(EtcdError::Refused(
+                    value["error"]
+                        .as_str()
+                        .or_else(|| value["message"].as_str())
+                        .unwrap_or("no reason given")
+                        .to_string(),
+                ));
+            }
+            return Ok(value);
+        }
+        Err(EtcdError::Unreachable {
+            endpoints: self.endpoints_text(),
+            detail: last,
+        })
+    }
+
+    /// Grants a lease of `ttl`; its id.
+    pub async fn grant(&self, ttl: Duration) -> Result<i64, EtcdError> {
+        let v = self
+            .call(
+                "v3/lease/grant",
+                &json!({"TTL": ttl.as_secs().max(1)}),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        v["ID"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| EtcdError::Invalid(format!("no lease id in {v}")))
+    }
+
+    /// Writes `key` (under the prefix), attached to `lease` if given.
+    pub async fn put(&self, key: &str, value: &[u8], lease: Option<i64>) -> Result<(), EtcdError> {
+        let mut body =
+            json!({"key": b64(format!("{}{key}", self.prefix).as_bytes()), "value": b64(value)});
+        if let Some(lease) = lease {
+            body["lease"] = json!(lease.to_string());
+        }
+        self.call("v3/kv/put", &body, REQUEST_TIMEOUT)
+            .await
+            .map(drop)
+    }
+
+    /// Deletes `key` (under the prefix); whether it existed.
+    pub async fn delete(&self, key: &str) -> Result<bool, EtcdError> {
+        let v = self
+            .call(
+                "v3/kv/deleterange",
+                &json!({"key": b64(format!("{}{key}", self.prefix).as_bytes())}),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        Ok(v["deleted"].as_str().is_some_and(|d| d != "0"))
+    }
+
+    /// Every key under `dir` (relative to the prefix, itself relative), and the store's
+    /// revision at that moment.
+    pub async fn list(&self, dir: &str) -> Result<(Vec<(String, Vec<u8>)>, i64), EtcdError> {
+        let full = format!("{}{dir}", self.prefix);
+        let v = self
+            .call(
+                "v3/kv/range",
+                &json!({"key": b64(full.as_bytes()), "range_end": b64(&prefix_end(&full))}),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        let mut out = Vec::new();
+        for kv in v["kvs"].as_array().into_iter().flatten() {
+            let key = String::from_utf8_lossy(&unb64(&kv["key"])?).to_string();
+            let key = key.strip_prefix(&self.prefix).unwrap_or(&key).to_string();
+            out.push((key, unb64(&kv["value"])?));
+        }
+        Ok((out, revision(&v)))
+    }
+
+    /// Watches every key under `dir` from `revision` on, handing each change to `event`
+    /// until the stream ends or fails (the caller reconnects from the last revision seen).
+    /// Returns the revision to resume from.
+    pub async fn watch(
+        &self,
+        dir: &str,
+        revision: i64,
+        mut event: impl FnMut(Event),
+    ) -> Result<i64, EtcdError> {
+        let full = format!("{}{dir}", self.prefix);
+        let body = json!({"create_request": {
+            "key": b64(full.as_bytes()),
+            "range_end": b64(&prefix_end(&full)),
+            "start_revision": revision.to_string(),
+            "progress_notify": true,
+        }});
+        let mut last = String::new();
+        let mut response = None;
+        for endpoint in &self.endpoints {
+            let Ok(url) = endpoint.join("v3/watch") else {
+                continue;
+            };
+            match self
+                .http
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => {
+                    response = Some(r);
+                    break;
+                }
+                Ok(r) => last = format!("HTTP {}", r.status()),
+                Err(e) => last = crate::error_chain(&e),
+            }
+        }
+        let Some(mut response) = response else {
+            return Err(EtcdError::Unreachable {
+                endpoints: self.endpoints_text(),
+                detail: last,
+            });
+        };
+        let mut next = revision;
+        let mut buffer = Vec::new();
+        loop {
+            let chunk = tokio::time::timeout(WATCH_IDLE, response.chunk()).await;
+            let chunk = match chunk {
+                Err(_) => {
+                    return Err(EtcdError::Unreachable {
+                        endpoints: self.endpoints_text(),
+                        detail: format!("the watch was silent for {WATCH_IDLE:?}"),
+                    });
+                }
+                Ok(Err(e)) => {
+                    return Err(EtcdError::Unreachable {
+                        endpoints: self.endpoints_text(),
+                        detail: crate::error_chain(&e),
+                    });
+                }
+                Ok(Ok(None)) => return Ok(next),
+                Ok(Ok(Some(chunk))) => chunk,
+            };
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let message: Value = serde_json::from_slice(&line)
+                    .map_err(|e| EtcdError::Invalid(format!("watch message: {e}")))?;
+                let result = &message["result"];
+                if result["canceled"].as_bool() == Some(true) {
+                    return Err(EtcdError::Refused(format!(
+                        "the watch was cancelled: {}",
+                        result["cancel_reason"]
+                            .as_str()
+                            .unwrap_or("no reason given")
+                    )));
+                }
+                next = next.max(revision_of(result) + 1);
+                for e in result["events"].as_array().into_iter().flatten() {
+                    let kv = &e["kv"];
+                    let key = String::from_utf8_lossy(&unb64(&kv["key"])?).to_string();
+                    let key = key.strip_prefix(&self.prefix).unwrap_or(&key).to_string();
+                    if let Some(rev) = kv["mod_revision"]
+                        .as_str()
+                        .and_then(|r| r.parse::<i64>().ok())
+                    {
+                        next = next.max(rev + 1);
+                    }
+                    event(if e["type"].as_str() == Some("DELETE") {
+                        Event::Delete { key }
+                    } else {
+                        Event::Put {
+                            key,
+                            value: unb64(&kv["value"])?,
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn revision_of(result: &Value) -> i64 {
+    revision(result)
+}
+
+/// Requests other than watches give up after this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// A watch asks for progress notifications (every 10 minutes by default in etcd); a watch
+/// silent for longer than this is taken for lost.
+const WATCH_IDLE: Duration = Duration::from_secs(15 * 60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_ends_at_the_next_key() {
+        assert_eq!(
+            prefix_end("/vantage/overrides/"),
+            b"/vantage/overrides0".to_vec()
+        );
+        assert_eq!(prefix_end("a\u{7f}"), vec![b'a', 0x80]);
+    }
+}

@@ -1,0 +1,353 @@
+//! Overrides shared by the whole fleet, on etcd: `<prefix>overrides/<endpoint>` holds each
+//! override (JSON, attached to a lease that ends with it, so expiry does not depend on any
+//! process), `<prefix>audit/<ms>-<n>` each audit entry. Every serving process watches the
+//! prefix and answers from its own copy: a change made through one reaches all at once, a
+//! process started later reads the current state first, and when etcd cannot be reached the
+//! copy stays as it was (fail static; expiries still apply) while writes fail with the cause.
+//! The copy is also kept in the state directory, for a restart while etcd is away.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    path::PathBuf,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    etcd::{Etcd, EtcdError, Event},
+    overrides::{AuditEntry, Backend, Override, OverrideError},
+};
+use crate::model::EndpointId;
+
+const OVERRIDES: &str = "overrides/";
+const AUDIT: &str = "audit/";
+/// Audit entries live this long in etcd (the local audit log keeps them for good).
+const AUDIT_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+/// An override's lease outlives its expiry by this much: processes drop it at the expiry
+/// time already; the lease only cleans up.
+const LEASE_GRACE: Duration = Duration::from_secs(60);
+/// How many audit entries are kept for the status page.
+const RECENT: usize = 50;
+
+pub struct FleetOverrides {
+    etcd: Etcd,
+    entries: Mutex<BTreeMap<EndpointId, Override>>,
+    recent: Mutex<VecDeque<AuditEntry>>,
+    /// The last copy, for a restart while etcd cannot be reached.
+    cache: PathBuf,
+    reachable: AtomicBool,
+    error: Mutex<Option<String>>,
+    pub expired_total: AtomicU64,
+    /// Wakes whoever waits for the copy to change (the aggregator).
+    pub changed: tokio::sync::Notify,
+}
+
+impl FleetOverrides {
+    /// Starts following the fleet's overrides (until `shutdown`), from the copy kept in
+    /// `state_dir` until etcd answers.
+    pub fn start(
+        etcd: Etcd,
+        state_dir: &std::path::Path,
+        shutdown: &CancellationToken,
+        tasks: &mut JoinSet<()>,
+    ) -> Arc<Self> {
+        let cache = state_dir.join("fleet-overrides.json");
+        let loaded = super::file::load::<Override>(state_dir, "fleet-overrides.json", "overrides");
+        let store = Arc::new(Self {
+            etcd,
+            entries: Mutex::new(
+                loaded
+                    .items
+                    .into_iter()
+                    .map(|o| (o.endpoint.clone(), o))
+                    .collect(),
+            ),
+            recent: Mutex::default(),
+            cache,
+            reachable: AtomicBool::new(false),
+            error: Mutex::new(Some("not connected yet".into())),
+            expired_total: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
+        });
+        tasks.spawn(store.clone().follow(shutdown.clone()));
+        store
+    }
+
+    pub fn problem(&self) -> Option<String> {
+        None
+    }
+
+    pub fn backend(&self) -> Backend {
+        Backend {
+            kind: "etcd",
+            reachable: self.reachable.load(Ordering::Relaxed),
+            error: self
+                .error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<EndpointId, Override>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn unavailable(&self, e: EtcdError) -> OverrideError {
+        OverrideError::Unavailable(format!(
+            "the fleet's state (etcd, {}) cannot take the change: {e}",
+            self.etcd.prefix()
+        ))
+    }
+
+    /// Sets an override fleet-wide: written to etcd with a lease that ends after it, then
+    /// audited. Nothing changes when etcd refuses or cannot be reached.
+    pub async fn set(&self, o: Override) -> Result<(), OverrideError> {
+        let ttl = Duration::from_millis(o.expires_unix_ms.saturating_sub(o.created_unix_ms))
+            + LEASE_GRACE;
+        let lease = self
+            .etcd
+            .grant(ttl)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        let body = serde_json::to_vec(&o).unwrap_or_default();
+        self.etcd
+            .put(&format!("{OVERRIDES}{}", o.endpoint), &body, Some(lease))
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        self.apply(Event::Put {
+            key: format!("{OVERRIDES}{}", o.endpoint),
+            value: body,
+        });
+        self.audit(AuditEntry {
+            at_unix_ms: o.created_unix_ms,
+            what: "set".into(),
+            who: o.by.clone(),
+            endpoint: o.endpoint.clone(),
+            action: o.action,
+            reason: o.reason.clone(),
+            expires_unix_ms: o.expires_unix_ms,
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Clears an override fleet-wide; the override that was in force, if any.
+    pub async fn clear(
+        &self,
+        endpoint: &EndpointId,
+        by: &str,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<Option<Override>, OverrideError> {
+        let known = self.entries().get(endpoint).cloned();
+        let existed = self
+            .etcd
+            .delete(&format!("{OVERRIDES}{endpoint}"))
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        self.apply(Event::Delete {
+            key: format!("{OVERRIDES}{endpoint}"),
+        });
+        let Some(o) = known.filter(|_| existed) else {
+            return Ok(None);
+        };
+        self.audit(AuditEntry {
+            at_unix_ms: now_ms,
+            what: "clear".into(),
+            who: by.to_string(),
+            endpoint: o.endpoint.clone(),
+            action: o.action,
+            reason: reason.to_string(),
+            expires_unix_ms: o.expires_unix_ms,
+        })
+        .await;
+        Ok(Some(o))
+    }
+
+    /// Writes an audit entry to etcd (every process sees it through its watch); kept
+    /// locally when etcd cannot take it.
+    async fn audit(&self, entry: AuditEntry) {
+        let key = format!(
+            "{AUDIT}{:016}-{:08x}",
+            entry.at_unix_ms,
+            rand::random::<u32>()
+        );
+        let body = serde_json::to_vec(&entry).unwrap_or_default();
+        let written = async {
+            let lease = self.etcd.grant(AUDIT_TTL).await?;
+            self.etcd.put(&key, &body, Some(lease)).await
+        }
+        .await;
+        if let Err(error) = written {
+            tracing::error!(%error, "cannot write the audit entry to etcd; kept in this process only");
+            self.remember(entry);
+        }
+    }
+
+    fn remember(&self, entry: AuditEntry) {
+        tracing::info!(what = %entry.what, who = %entry.who, endpoint = %entry.endpoint,
+            action = entry.action.as_str(), reason = %entry.reason, "override {}", entry.what);
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.push_front(entry);
+        recent.truncate(RECENT);
+    }
+
+    /// The overrides in force at `now_ms` (an expired one never is, even before etcd's lease
+    /// removes it).
+    pub fn active(&self, now_ms: u64) -> BTreeMap<EndpointId, Override> {
+        let mut entries = self.entries();
+        let expired: Vec<Override> = entries
+            .values()
+            .filter(|o| o.expires_unix_ms <= now_ms)
+            .cloned()
+            .collect();
+        for o in &expired {
+            entries.remove(&o.endpoint);
+        }
+        let active = entries.clone();
+        drop(entries);
+        for o in expired {
+            self.expired_total.fetch_add(1, Ordering::Relaxed);
+            self.remember(AuditEntry {
+                at_unix_ms: now_ms,
+                what: "expired".into(),
+                who: "vantage".into(),
+                endpoint: o.endpoint,
+                action: o.action,
+                reason: o.reason,
+                expires_unix_ms: o.expires_unix_ms,
+            });
+        }
+        active
+    }
+
+    pub fn recent(&self) -> Vec<AuditEntry> {
+        self.recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// One change from etcd into the copy.
+    fn apply(&self, event: Event) {
+        match event {
+            Event::Put { key, value } => {
+                if let Some(id) = key.strip_prefix(OVERRIDES) {
+                    match serde_json::from_slice::<Override>(&value) {
+                        Ok(o) => {
+                            self.entries().insert(EndpointId::new(id), o);
+                        }
+                        Err(error) => {
+                            tracing::warn!(key, %error, "ignoring an override in etcd that is not one");
+                            return;
+                        }
+                    }
+                } else if key.starts_with(AUDIT) {
+                    if let Ok(entry) = serde_json::from_slice::<AuditEntry>(&value) {
+                        self.remember(entry);
+                    }
+                    return;
+                } else {
+                    return;
+                }
+            }
+            Event::Delete { key } => match key.strip_prefix(OVERRIDES) {
+                Some(id) => {
+                    self.entries().remove(&EndpointId::new(id));
+                }
+                None => return,
+            },
+        }
+        self.save();
+        self.changed.notify_waiters();
+    }
+
+    /// Keeps the copy in the state directory.
+    fn save(&self) {
+        let list: Vec<Override> = self.entries().values().cloned().collect();
+        let body = serde_json::to_vec_pretty(&list).unwrap_or_default();
+        if let Err(error) = crate::write_atomically(&self.cache, &body) {
+            tracing::warn!(file = %self.cache.display(), %error, "cannot keep the fleet's overrides locally");
+        }
+    }
+
+    fn connected(&self, result: Result<(), &EtcdError>) {
+        let now = result.is_ok();
+        let was = self.reachable.swap(now, Ordering::Relaxed);
+        let mut error = self.error.lock().unwrap_or_else(PoisonError::into_inner);
+        match result {
+            Ok(()) => {
+                if !was {
+                    tracing::info!(
+                        prefix = self.etcd.prefix(),
+                        "following the fleet's state on etcd"
+                    );
+                }
+                *error = None;
+            }
+            Err(e) => {
+                if was || error.as_deref() != Some(&e.to_string()) {
+                    tracing::error!(error = %e, "the fleet's state on etcd cannot be followed; answers keep the last overrides seen");
+                }
+                *error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Reads the current overrides, then watches every change; on any failure keeps the copy
+    /// and starts over after a backoff.
+    async fn follow(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let round = async {
+                let (current, revision) = self.etcd.list(OVERRIDES).await?;
+                let next: BTreeMap<EndpointId, Override> = current
+                    .into_iter()
+                    .filter_map(|(key, value)| {
+                        let id = key.strip_prefix(OVERRIDES)?;
+                        let o = serde_json::from_slice::<Override>(&value).ok()?;
+                        Some((EndpointId::new(id), o))
+                    })
+                    .collect();
+                let replaced = *self.entries() != next;
+                *self.entries() = next;
+                if replaced {
+                    self.save();
+                    self.changed.notify_waiters();
+                }
+                self.connected(Ok(()));
+                let mut from = revision + 1;
+                loop {
+                    from = self.etcd.watch("", from, |event| self.apply(event)).await?;
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), EtcdError>(())
+            };
+            let error = tokio::select! {
+                result = round => match result {
+                    Ok(()) => continue,
+                    Err(e) => e,
+                },
+                () = shutdown.cancelled() => return,
+            };
+            if self.reachable.load(Ordering::Relaxed) {
+                backoff = Duration::from_millis(200);
+            }
+            self.connected(Err(&error));
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = shutdown.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}

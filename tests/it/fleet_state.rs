@@ -1,0 +1,282 @@
+//! Fleet-wide overrides on a real etcd (Debian's etcd-server, started by the test on
+//! loopback): one command drains an endpoint on every DNS server, a server started later has
+//! it at once, and losing etcd changes no answer.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use hickory_proto::rr::RecordType;
+use tokio::time::Instant;
+
+use crate::support::*;
+
+/// An etcd server on free loopback ports, its data in `dir`; killed on drop.
+struct Etcd {
+    child: Child,
+    client: SocketAddr,
+    peer: SocketAddr,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+impl Etcd {
+    async fn start(dir: &Path) -> Etcd {
+        let client: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let peer: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        Self::start_on(dir, client, peer).await
+    }
+
+    async fn start_on(dir: &Path, client: SocketAddr, peer: SocketAddr) -> Etcd {
+        let child = Command::new("etcd")
+            .args([
+                "--name",
+                "t",
+                "--data-dir",
+                dir.to_str().expect("path"),
+                "--listen-client-urls",
+                &format!("http://{client}"),
+                "--advertise-client-urls",
+                &format!("http://{client}"),
+                "--listen-peer-urls",
+                &format!("http://{peer}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://{peer}"),
+                "--initial-cluster",
+                &format!("t=http://{peer}"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd (tests/run installs Debian's etcd-server)");
+        eventually(Duration::from_secs(20), "etcd to be healthy", || async {
+            let (code, body) = try_http_get(client, "/health").await?;
+            (code == 200 && body.contains("true")).then_some(())
+        })
+        .await;
+        Etcd {
+            child,
+            client,
+            peer,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn restart(&mut self) {
+        self.stop();
+        *self = Self::start_on(&self.dir.clone(), self.client, self.peer).await;
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn config(
+    dir: &Path,
+    n: usize,
+    etcd: SocketAddr,
+    ips: &[std::net::Ipv4Addr],
+    port: u16,
+) -> PathBuf {
+    let path = dir.join(format!("ns{n}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[[prober]]
+region = "r1"
+[check.t]
+protocol = "tcp"
+port = {port}
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+fall = 1
+[dns]
+listen = ["127.0.0.1:0"]
+zones_dir = "{zones}"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "token"
+state_dir = "state-{n}"
+[state]
+backend = "etcd"
+endpoints = ["http://{etcd}"]
+prefix = "/vantage/test/"
+[[record]]
+name = "www.example.com"
+policy = "failover"
+check = "t"
+endpoints = [{{ name = "a", address = "{a}" }}, {{ name = "b", address = "{b}" }}]
+"#,
+            zones = dir.join("zones").display(),
+            a = ips[0],
+            b = ips[1],
+        ),
+    )
+    .expect("config");
+    path
+}
+
+async fn www(server: &Vantage) -> Vec<IpAddr> {
+    addresses(
+        &udp_query(
+            server.dns,
+            &query_message("www.example.com.", RecordType::A, false),
+        )
+        .await,
+    )
+}
+
+fn override_cli(server: &Vantage, dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let admin = format!("http://{}", server.admin);
+    let token = dir.join("token");
+    let mut all = vec![
+        "override",
+        "--admin",
+        &admin,
+        "--token-file",
+        token.to_str().expect("path"),
+    ];
+    all.extend_from_slice(args);
+    run_vantage(&all, &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_drain_reaches_every_server_and_losing_etcd_changes_no_answer() {
+    init();
+    let dir = workdir();
+    std::fs::write(dir.path().join("token"), "fleet-admin-token").expect("token");
+    let mut etcd = Etcd::start(&dir.path().join("etcd")).await;
+    // Both endpoints are checked over TCP on 127.0.0.1 (check_address not needed: the
+    // addresses are the listeners' own).
+    let ips = loopback_block();
+    let listeners: Vec<tokio::net::TcpListener> = {
+        let first = tokio::net::TcpListener::bind((ips[0], 0))
+            .await
+            .expect("bind");
+        let port = first.local_addr().expect("addr").port();
+        let second = tokio::net::TcpListener::bind((ips[1], port))
+            .await
+            .expect("bind");
+        vec![first, second]
+    };
+    let port = listeners[0].local_addr().expect("addr").port();
+    for l in listeners {
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                drop(s);
+            }
+        });
+    }
+    let servers: Vec<Vantage> = (0..2)
+        .map(|n| Vantage::dns(&config(dir.path(), n, etcd.client, &ips, port), dir.path()))
+        .collect();
+    for s in &servers {
+        s.wait_ready().await;
+        assert_eq!(www(s).await, vec![IpAddr::V4(ips[0])]);
+    }
+
+    // A drain through server 0 changes the answer of both.
+    let (code, out, err) = override_cli(
+        &servers[0],
+        dir.path(),
+        &["drain", "a", "--reason", "maintenance", "--for", "10m"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let set_at = Instant::now();
+    let mut took = Vec::new();
+    for s in &servers {
+        eventually(
+            Duration::from_secs(5),
+            "the drain on every server",
+            || async { (www(s).await == vec![IpAddr::V4(ips[1])]).then_some(()) },
+        )
+        .await;
+        took.push(set_at.elapsed());
+    }
+    eprintln!("drain answered by every server after {took:?}");
+    assert!(
+        took.iter().all(|t| *t < Duration::from_secs(1)),
+        "within 1 s: {took:?}"
+    );
+    // Both show it, and the audit entry, with who and why.
+    for s in &servers {
+        let status = s.status().await;
+        assert_eq!(status["state_backend"]["kind"], "etcd", "{status}");
+        assert_eq!(status["state_backend"]["reachable"], true);
+        assert!(
+            status["audit"].as_array().is_some_and(|a| a
+                .iter()
+                .any(|e| e["what"] == "set" && e["reason"] == "maintenance")),
+            "{}",
+            status["audit"]
+        );
+    }
+
+    // A server started later answers from the fleet's state at once.
+    let late = Vantage::dns(&config(dir.path(), 2, etcd.client, &ips, port), dir.path());
+    late.wait_ready().await;
+    assert_eq!(www(&late).await, vec![IpAddr::V4(ips[1])]);
+
+    // etcd goes away: answers stay, changes fail and say why, status and metrics say so.
+    etcd.stop();
+    let (code, _, err) = override_cli(&servers[1], dir.path(), &["clear", "a"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("etcd"), "{err}");
+    for s in &servers {
+        eventually(
+            Duration::from_secs(10),
+            "etcd seen as unreachable",
+            || async {
+                let status = s.status().await;
+                (status["state_backend"]["reachable"] == false).then_some(())
+            },
+        )
+        .await;
+        assert_eq!(www(s).await, vec![IpAddr::V4(ips[1])], "fail static");
+        let (_, text) = s.get("/metrics").await;
+        assert_eq!(
+            Exposition::parse(&text)
+                .value("vantage_state_backend_reachable", &[("backend", "etcd")]),
+            Some(0.0)
+        );
+    }
+
+    // etcd is back: everyone follows again, and a clear reaches all.
+    etcd.restart().await;
+    for s in &servers {
+        eventually(Duration::from_secs(15), "etcd followed again", || async {
+            (s.status().await["state_backend"]["reachable"] == true).then_some(())
+        })
+        .await;
+    }
+    let (code, out, err) = override_cli(&servers[1], dir.path(), &["clear", "a"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for s in servers.iter().chain([&late]) {
+        eventually(
+            Duration::from_secs(5),
+            "the clear on every server",
+            || async { (www(s).await == vec![IpAddr::V4(ips[0])]).then_some(()) },
+        )
+        .await;
+    }
+}
