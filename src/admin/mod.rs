@@ -43,6 +43,8 @@ pub struct AdminState {
     pub links: Arc<ArcSwap<Vec<Arc<ProberLink>>>>,
     /// The Route53 reconciler's latest report per hosted zone (route53 role only).
     pub route53: Option<Reports>,
+    /// Whether this reconciler replica writes to Route53 (route53 role only).
+    pub leadership: Option<Arc<crate::state::leader::Leadership>>,
     /// Operator overrides (serving roles only).
     pub overrides: Option<Arc<OverrideStore>>,
     /// The last drill result per record (serving roles only).
@@ -234,6 +236,9 @@ async fn status(State(state): State<AdminState>) -> Json<Value> {
     doc["overrides"] = json!(snapshot.overrides.values().collect::<Vec<_>>());
     // Problems with the state kept in admin.state_dir (a corrupt file moved aside, a directory
     // that cannot be written): the server runs, and says so.
+    if let Some(leadership) = &state.leadership {
+        doc["route53_leadership"] = json!(leadership.state());
+    }
     // Where overrides live, and whether it can be reached (etcd for the whole fleet).
     if let Some(overrides) = &state.overrides {
         doc["state_backend"] = json!(overrides.backend());

@@ -125,13 +125,7 @@ fn start_aggregation(
         }
         // The fleet's overrides, followed from etcd (a copy kept in the state directory).
         (Some(dir), crate::config::StateSettings::Etcd(etcd)) => {
-            let client = crate::state::etcd::Etcd::new(
-                etcd.endpoints.clone(),
-                &etcd.prefix,
-                etcd.ca.as_deref(),
-                etcd.identity.as_deref(),
-            )
-            .context("[state] etcd client")?;
+            let client = etcd_client(etcd)?;
             if let Err(error) = std::fs::create_dir_all(dir) {
                 tracing::warn!(dir = %dir.display(), %error, "cannot create the state directory; the fleet's overrides are not kept locally");
             }
@@ -361,6 +355,25 @@ async fn serve_until_shutdown<F, Fut>(
     }
 }
 
+/// The client of the fleet's etcd (`[state]`).
+fn etcd_client(etcd: &crate::config::EtcdSettings) -> anyhow::Result<crate::state::etcd::Etcd> {
+    crate::state::etcd::Etcd::new(
+        etcd.endpoints.clone(),
+        &etcd.prefix,
+        etcd.ca.as_deref(),
+        etcd.identity.as_deref(),
+    )
+    .context("[state] etcd client")
+}
+
+/// This replica's name among its peers: the host name and the admin address.
+fn replica_name(admin: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}/{admin}")
+}
+
 /// The identity of a prober configured without keys or TLS.
 static NO_IDENTITY: crate::config::ProberIdentity = crate::config::ProberIdentity {
     public_keys: Vec::new(),
@@ -406,9 +419,13 @@ fn serve_admin(
 fn admin_state(
     aggregation: &Aggregation,
     metrics: &Metrics,
-    route53: Option<Reports>,
+    route53: Option<(Reports, Arc<crate::state::leader::Leadership>)>,
     reload: Option<ReloadRequests>,
 ) -> AdminState {
+    let (route53, leadership) = match route53 {
+        Some((reports, leadership)) => (Some(reports), Some(leadership)),
+        None => (None, None),
+    };
     AdminState {
         settings: aggregation.settings.clone(),
         snapshot: aggregation.published.clone(),
@@ -416,6 +433,7 @@ fn admin_state(
         state_metrics: metrics.state.clone(),
         links: aggregation.links.clone(),
         route53,
+        leadership,
         overrides: aggregation.overrides.clone(),
         drills: aggregation.drills.clone(),
         verdicts: aggregation.verdicts.clone(),

@@ -20,6 +20,7 @@ use crate::{
         reconcile::{self, Reports},
         retry::{Backoff, Paced},
     },
+    state::leader::Leadership,
 };
 
 fn require_targets(settings: &Settings) -> anyhow::Result<()> {
@@ -40,6 +41,9 @@ async fn api(settings: &Settings, metrics: &Metrics) -> Paced<Route53Client> {
         metrics.route53.clone(),
     )
 }
+
+/// How long a reconciler leads without renewing its lease: a standby takes over within it.
+const LEADER_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs the Route53 reconciler until SIGINT/SIGTERM; reloads the configuration on SIGHUP or
 /// `POST /v1/reload` (the Route53 endpoint and pacing take effect at the next restart).
@@ -78,13 +82,26 @@ pub async fn run_route53(
         &mut tasks,
     )?;
     let reports: Reports = Arc::default();
+    // Replicas sharing the fleet's etcd elect one writer; alone, this one writes.
+    let name = super::replica_name(listening.admin);
+    let leadership = match &settings.state {
+        crate::config::StateSettings::Etcd(etcd) => Leadership::campaign(
+            super::etcd_client(etcd)?,
+            "route53",
+            &name,
+            LEADER_TTL,
+            &shutdown,
+            &mut tasks,
+        ),
+        crate::config::StateSettings::File => Leadership::alone(&name),
+    };
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     serve_admin(
         admin_listener,
         admin_state(
             &aggregation,
             &metrics,
-            Some(reports.clone()),
+            Some((reports.clone(), leadership.clone())),
             Some(reload_tx),
         ),
         metrics.listeners.refused("admin"),
@@ -99,6 +116,7 @@ pub async fn run_route53(
         reports,
         metrics.route53.clone(),
         Approval::new(force, Some(&settings.route53.state_dir)),
+        leadership,
     );
     tasks.spawn(controller.run(shutdown.clone()));
     tracing::info!(admin = %listening.admin, force, "Route53 reconciler is running");

@@ -83,6 +83,9 @@ pub struct Controller<A: Api + ?Sized> {
     tracker: Arc<Mutex<Tracker>>,
     refused: RefusedGroups,
     approval: Approval,
+    /// Only the leading replica writes.
+    leadership: Arc<crate::state::leader::Leadership>,
+    leading: bool,
     /// The targets of the last cycle.
     last: Option<BTreeMap<String, Vec<Target>>>,
     next_cycle: Instant,
@@ -105,6 +108,7 @@ impl<A: Api + ?Sized + 'static> Controller<A> {
         reports: Reports,
         metrics: Route53Metrics,
         approval: Approval,
+        leadership: Arc<crate::state::leader::Leadership>,
     ) -> Self {
         Self {
             api,
@@ -115,6 +119,8 @@ impl<A: Api + ?Sized + 'static> Controller<A> {
             tracker: Arc::default(),
             refused: RefusedGroups::default(),
             approval,
+            leadership,
+            leading: false,
             last: None,
             next_cycle: Instant::now(),
             changed_at: None,
@@ -154,6 +160,17 @@ impl<A: Api + ?Sized + 'static> Controller<A> {
         let snapshot = self.published.load_full();
         let settings = self.settings.load_full();
         self.export_states(&settings, &snapshot);
+        // A standby writes nothing; a new leader starts with a full cycle (reading every zone).
+        let leading = self.leadership.is_leader();
+        if leading != self.leading {
+            self.leading = leading;
+            self.known.clear();
+            self.last = None;
+            self.next_cycle = now;
+        }
+        if !leading {
+            return;
+        }
         let targets = desired::targets(&settings, &snapshot);
         let changed = self.last.as_ref() != Some(&targets);
         // A full cycle (every interval, and soon after one that left something undone) reads

@@ -178,6 +178,63 @@ impl Etcd {
             .map(drop)
     }
 
+    /// Creates `key` (under the prefix) with `value` on `lease` only if it does not exist:
+    /// None when created, else the value it holds.
+    pub async fn create(
+        &self,
+        key: &str,
+        value: &[u8],
+        lease: i64,
+    ) -> Result<Option<Vec<u8>>, EtcdError> {
+        let key = b64(format!("{}{key}", self.prefix).as_bytes());
+        let v = self
+            .call(
+                "v3/kv/txn",
+                &json!({
+                    "compare": [{"key": key, "target": "CREATE", "create_revision": "0"}],
+                    "success": [{"request_put": {"key": key, "value": b64(value), "lease": lease.to_string()}}],
+                    "failure": [{"request_range": {"key": key}}],
+                }),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        if v["succeeded"].as_bool() == Some(true) {
+            return Ok(None);
+        }
+        let held = &v["responses"][0]["response_range"]["kvs"][0]["value"];
+        Ok(Some(if held.is_null() {
+            Vec::new()
+        } else {
+            unb64(held)?
+        }))
+    }
+
+    /// Renews `lease`; false when it is gone (expired or revoked).
+    pub async fn keepalive(&self, lease: i64) -> Result<bool, EtcdError> {
+        let v = self
+            .call(
+                "v3/lease/keepalive",
+                &json!({"ID": lease.to_string()}),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        Ok(v["result"]["TTL"]
+            .as_str()
+            .and_then(|t| t.parse::<i64>().ok())
+            .is_some_and(|t| t > 0))
+    }
+
+    /// Ends `lease` now (its keys go with it).
+    pub async fn revoke(&self, lease: i64) -> Result<(), EtcdError> {
+        self.call(
+            "v3/lease/revoke",
+            &json!({"ID": lease.to_string()}),
+            REQUEST_TIMEOUT,
+        )
+        .await
+        .map(drop)
+    }
+
     /// Deletes `key` (under the prefix); whether it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, EtcdError> {
         let v = self

@@ -7,6 +7,7 @@ pub mod drills;
 pub mod etcd;
 pub mod file;
 pub mod fleet;
+pub mod leader;
 pub mod metrics;
 pub mod overrides;
 pub mod verdicts;

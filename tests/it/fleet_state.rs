@@ -280,3 +280,116 @@ async fn one_drain_reaches_every_server_and_losing_etcd_changes_no_answer() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_reconcilers_elect_one_writer_and_a_standby_takes_over() {
+    use crate::route53::{Emulator, client, create_zone, many_records, vantage_env};
+    init();
+    const N: usize = 20;
+    let dir = workdir();
+    let etcd = Etcd::start(&dir.path().join("etcd")).await;
+    let emulator = Emulator::strict().await;
+    let zone = create_zone(&client(&emulator.url), "example.com.").await;
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..2],
+        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
+    )
+    .await;
+    let replica = |n: usize| {
+        let text = many_records(
+            dir.path(),
+            &zone,
+            &emulator.url,
+            ips[0],
+            ips[1],
+            backends[0].addr.port(),
+            &pki.ca_file,
+            N,
+        )
+        .replace(
+            &format!("state_dir = \"{}\"", dir.path().join("state").display()),
+            &format!(
+                "state_dir = \"{}\"",
+                dir.path().join(format!("state-{n}")).display()
+            ),
+        ) + &format!(
+            "\n[state]\nbackend = \"etcd\"\nendpoints = [\"http://{}\"]\nprefix = \"/vantage/r53/\"\n",
+            etcd.client
+        );
+        let path = dir.path().join(format!("r{n}.toml"));
+        std::fs::write(&path, text).expect("config");
+        Vantage::start_with_env(
+            &["route53", "--config", path.to_str().expect("path")],
+            dir.path(),
+            &vantage_env(),
+        )
+    };
+    let mut replicas = [Some(replica(0)), Some(replica(1))];
+    let holding = |ip: std::net::Ipv4Addr| {
+        let emulator = &emulator;
+        let zone = zone.clone();
+        async move { (emulator.holding(&zone, N, &ip.to_string()).await.len() == N).then_some(()) }
+    };
+    eventually(Duration::from_secs(30), "every record created", || {
+        holding(ips[0])
+    })
+    .await;
+    // Exactly one replica leads, and the other names it.
+    let leader = eventually(Duration::from_secs(10), "one leader", || async {
+        let mut states = Vec::new();
+        for r in replicas.iter().flatten() {
+            states.push(r.status().await["route53_leadership"].clone());
+        }
+        let leaders: Vec<usize> = (0..states.len())
+            .filter(|i| states[*i]["leader"] == true)
+            .collect();
+        (leaders.len() == 1
+            && states
+                .iter()
+                .all(|s| s["holder"] == states[leaders[0]]["name"]))
+        .then_some(leaders[0])
+    })
+    .await;
+    // One writer: the creation and a failover cost one batch each, and no batch of a second
+    // replica ever races (a refused compare-and-swap would show as a 400).
+    backends[0].stop();
+    eventually(Duration::from_secs(20), "every record failed over", || {
+        holding(ips[1])
+    })
+    .await;
+    let writes = |calls: &[(String, f64, u16)], code: u16| {
+        calls
+            .iter()
+            .filter(|(op, _, c)| op == "ChangeResourceRecordSets" && *c == code)
+            .count()
+    };
+    let calls = emulator.calls().await;
+    assert_eq!(
+        (writes(&calls, 200), writes(&calls, 400)),
+        (2, 0),
+        "{calls:?}"
+    );
+
+    // The leader dies (kill -9): the standby leads within the lease's TTL and fails back.
+    let standby = 1 - leader;
+    drop(replicas[leader].take());
+    let took = Instant::now();
+    let survivor = replicas[standby].as_ref().expect("standby");
+    eventually(Duration::from_secs(15), "the standby to lead", || async {
+        (survivor.status().await["route53_leadership"]["leader"] == true).then_some(())
+    })
+    .await;
+    eprintln!(
+        "the standby leads {:?} after the leader was killed",
+        took.elapsed()
+    );
+    let _back = start_backends_on(&[backends[0].addr], vec![pki.issue(&["app.test"])]).await;
+    eventually(
+        Duration::from_secs(30),
+        "the failback by the new leader",
+        || holding(ips[0]),
+    )
+    .await;
+}

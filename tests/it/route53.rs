@@ -19,15 +19,15 @@ use crate::support::*;
 /// A Route53 emulator on a free loopback port, killed on drop: the strict one the tests own
 /// (tests/route53/emulator.py: the API reference's batch rules, each with its source), or stock
 /// moto for a compatibility run.
-struct Emulator {
+pub(crate) struct Emulator {
     child: Child,
-    url: String,
-    addr: SocketAddr,
+    pub url: String,
+    pub addr: SocketAddr,
 }
 
 impl Emulator {
     /// The strict emulator; changes stay PENDING for `pending`.
-    async fn strict() -> Emulator {
+    pub(crate) async fn strict() -> Emulator {
         Self::start_with(&["--pending", "1"]).await
     }
 
@@ -103,7 +103,7 @@ impl Emulator {
     }
 
     /// Which of the records `r0..r{n}` hold exactly `ip` in `zone`.
-    async fn holding(&self, zone: &str, n: usize, ip: &str) -> Vec<usize> {
+    pub(crate) async fn holding(&self, zone: &str, n: usize, ip: &str) -> Vec<usize> {
         let (_, body) = http_get(self.addr, "/_emulator/state").await;
         let state: serde_json::Value = serde_json::from_str(&body).expect("state JSON");
         let mut found: Vec<usize> = state[zone]
@@ -126,7 +126,7 @@ impl Emulator {
     }
 
     /// Every API call so far: operation, wall-clock time (Unix seconds), HTTP status.
-    async fn calls(&self) -> Vec<(String, f64, u16)> {
+    pub(crate) async fn calls(&self) -> Vec<(String, f64, u16)> {
         let (_, body) = http_get(self.addr, "/_emulator/calls").await;
         let calls: serde_json::Value = serde_json::from_str(&body).expect("calls JSON");
         calls
@@ -151,7 +151,7 @@ impl Drop for Emulator {
     }
 }
 
-fn client(url: &str) -> Client {
+pub(crate) fn client(url: &str) -> Client {
     let config = aws_sdk_route53::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -161,7 +161,7 @@ fn client(url: &str) -> Client {
     Client::from_conf(config)
 }
 
-async fn create_zone(client: &Client, name: &str) -> String {
+pub(crate) async fn create_zone(client: &Client, name: &str) -> String {
     let out = client
         .create_hosted_zone()
         .name(name)
@@ -312,7 +312,7 @@ route53 = {{ zone_id = "{zone}", owner = "test" }}
     )
 }
 
-fn vantage_env() -> [(&'static str, &'static str); 3] {
+pub(crate) fn vantage_env() -> [(&'static str, &'static str); 3] {
     [
         ("AWS_ACCESS_KEY_ID", "test"),
         ("AWS_SECRET_ACCESS_KEY", "test"),
@@ -975,7 +975,7 @@ async fn plan_never_says_no_changes_while_blind_and_names_credential_problems() 
 /// A reconciler's configuration with `n` failover records `r0..` on endpoints a (primary)
 /// and b, checked on `port`.
 #[allow(clippy::too_many_arguments)]
-fn many_records(
+pub(crate) fn many_records(
     dir: &std::path::Path,
     zone: &str,
     endpoint: &str,
