@@ -409,6 +409,134 @@ pub async fn status(target: &Target, json: bool) -> Result<String, AdminError> {
     Ok(render_status(&body))
 }
 
+/// `vantage status --fleet`: every member's status side by side (reachable, ready, quorum,
+/// snapshot generation, the answer of each record); the text (or JSON) and whether the DNS
+/// servers disagree on some answer.
+pub async fn fleet_status(
+    members: &[crate::state::members::Member],
+    token: Option<String>,
+    json: bool,
+) -> Result<(String, bool), AdminError> {
+    let session = Session::new(std::time::Duration::from_secs(3))?;
+    let mut docs = Vec::new();
+    for m in members {
+        let target = Target {
+            base: url::Url::parse(&m.admin).map_err(setup)?,
+            token: token.clone(),
+        };
+        docs.push(session.status(&target).await);
+    }
+    // Each DNS server's answer per record ("name type" -> answer).
+    let answers = |doc: &Value| -> std::collections::BTreeMap<String, String> {
+        doc["records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let answer = if r["state"] == "servfail" {
+                    "SERVFAIL".to_string()
+                } else {
+                    r["answer"]
+                        .as_array()
+                        .map(|a| a.iter().map(text).collect::<Vec<_>>().join(" "))
+                        .unwrap_or_default()
+                };
+                (format!("{} {}", text(&r["name"]), text(&r["type"])), answer)
+            })
+            .collect()
+    };
+    let mut records: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for (m, doc) in members.iter().zip(&docs) {
+        if let (Ok(doc), "dns") = (doc, m.role.as_str()) {
+            for (record, answer) in answers(doc) {
+                records.entry(record).or_default().insert(answer);
+            }
+        }
+    }
+    let disagree: Vec<&String> = records
+        .iter()
+        .filter(|(_, answers)| answers.len() > 1)
+        .map(|(record, _)| record)
+        .collect();
+    if json {
+        let servers: Vec<Value> = members
+            .iter()
+            .zip(&docs)
+            .map(|(m, doc)| match doc {
+                Ok(doc) => json!({
+                    "name": m.name, "role": m.role, "admin": m.admin, "reachable": true,
+                    "ready": doc["ready"], "quorum": doc["quorum"]["state"],
+                    "generation": doc["generation"], "answers": answers(doc),
+                }),
+                Err(e) => json!({"name": m.name, "role": m.role, "admin": m.admin,
+                    "reachable": false, "error": e.to_string()}),
+            })
+            .collect();
+        let out = json!({"servers": servers, "disagree": disagree});
+        return Ok((out.to_string(), !disagree.is_empty()));
+    }
+    let record_names: Vec<&String> = records.keys().collect();
+    let mut headers: Vec<&str> = vec![
+        "SERVER",
+        "ROLE",
+        "ADMIN",
+        "REACHABLE",
+        "READY",
+        "QUORUM",
+        "GENERATION",
+    ];
+    headers.extend(record_names.iter().map(|r| r.as_str()));
+    let rows: Vec<Vec<String>> = members
+        .iter()
+        .zip(&docs)
+        .map(|(m, doc)| {
+            let mut row = vec![m.name.clone(), m.role.clone(), m.admin.clone()];
+            match doc {
+                Ok(doc) => {
+                    let mine = answers(doc);
+                    row.extend([
+                        "yes".into(),
+                        text(&doc["ready"]),
+                        text(&doc["quorum"]["state"]),
+                        text(&doc["generation"]),
+                    ]);
+                    row.extend(
+                        record_names
+                            .iter()
+                            .map(|r| mine.get(*r).cloned().unwrap_or_default()),
+                    );
+                }
+                Err(e) => {
+                    row.push(format!("no: {e}"));
+                    row.extend(std::iter::repeat_n(String::new(), 3 + record_names.len()));
+                }
+            }
+            row
+        })
+        .collect();
+    let mut out = table(&headers, &rows);
+    if disagree.is_empty() {
+        out.push_str(
+            "
+every DNS server answers the same
+",
+        );
+    } else {
+        out.push_str(&format!(
+            "
+DNS servers disagree on: {}
+",
+            disagree
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok((out, !disagree.is_empty()))
+}
+
 fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),

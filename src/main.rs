@@ -129,7 +129,7 @@ enum Command {
     /// Show what every record answers and why, every endpoint's verdict and each region's
     /// vote, from a running vantage.
     #[command(
-        after_help = "Examples:\n  vantage status --config fleet.toml\n  vantage status --admin http://127.0.0.1:8053 --json"
+        after_help = "Examples:\n  vantage status --config fleet.toml\n  vantage status --admin http://127.0.0.1:8053 --json\n  vantage status --fleet --config fleet.toml   # every registered server side by side; exit 3 when DNS servers disagree"
     )]
     Status {
         #[command(flatten)]
@@ -137,6 +137,11 @@ enum Command {
         /// Print the status document (/v1/status) as JSON.
         #[arg(long)]
         json: bool,
+        /// Every server registered in the fleet's etcd ([state] backend = "etcd"), side by side:
+        /// reachable, ready, quorum, snapshot generation, each record's answer. Exit 3 when the
+        /// DNS servers disagree on an answer.
+        #[arg(long, requires = "config")]
+        fleet: bool,
     },
     /// Make a running vantage re-read its configuration and zones (like SIGHUP); exit 1 if
     /// they are invalid (the running process keeps its previous configuration).
@@ -406,7 +411,12 @@ fn main() -> ExitCode {
             };
             client(async move { vantage::adminctl::reload(&target).await })
         }
-        Command::Status { admin, json } => {
+        Command::Status {
+            admin,
+            json,
+            fleet: true,
+        } => fleet_status(admin.config.as_deref(), json),
+        Command::Status { admin, json, .. } => {
             let target = match admin_target(&admin) {
                 Ok(t) => t,
                 Err(code) => return code,
@@ -674,6 +684,73 @@ fn print_out(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
+/// `vantage status --fleet`: 0 when every DNS server answers the same, 3 when they disagree,
+/// 2 for a bad configuration, 1 when etcd cannot be read.
+fn fleet_status(config: Option<&std::path::Path>, json: bool) -> ExitCode {
+    let Some(config) = config else {
+        eprintln!("vantage status --fleet needs --config");
+        return ExitCode::from(2);
+    };
+    let settings = match vantage::config::Settings::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let vantage::config::StateSettings::Etcd(etcd) = &settings.state else {
+        eprintln!(
+            "vantage status --fleet: {} has no [state] backend = \"etcd\": servers register there",
+            config.display()
+        );
+        return ExitCode::from(2);
+    };
+    let token = settings
+        .admin
+        .read_token
+        .as_ref()
+        .or(settings.admin.token.as_ref())
+        .map(|t| String::from_utf8_lossy(t.bytes()).trim().to_string());
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let outcome = runtime.block_on(async {
+        let client = vantage::state::etcd::Etcd::new(
+            etcd.endpoints.clone(),
+            &etcd.prefix,
+            etcd.ca.as_deref(),
+            etcd.identity.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
+        let members = vantage::state::members::list(&client)
+            .await
+            .map_err(|e| e.to_string())?;
+        if members.is_empty() {
+            return Err(format!(
+                "no server is registered under {} in etcd",
+                etcd.prefix
+            ));
+        }
+        vantage::adminctl::fleet_status(&members, token, json)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match outcome {
+        Ok((text, disagree)) => {
+            print_out(text.trim_end());
+            if disagree {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(error) => {
+            eprintln!("vantage: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn client<E: std::fmt::Display>(

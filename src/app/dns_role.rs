@@ -78,6 +78,7 @@ pub async fn run(
 
     tracing::info!(dns = ?listening.dns, admin = %listening.admin, probers = settings.regions.len(),
         endpoints = settings.endpoints.len(), records = settings.records.len(), "vantage is serving");
+    super::join_fleet(&settings, "dns", &listening, &shutdown, &mut tasks)?;
     on_listening(&listening);
 
     serve_until_shutdown(signals, reload_rx, &metrics, || {

@@ -366,6 +366,33 @@ fn etcd_client(etcd: &crate::config::EtcdSettings) -> anyhow::Result<crate::stat
     .context("[state] etcd client")
 }
 
+/// Registers this serving process in the fleet's membership (etcd backend only).
+fn join_fleet(
+    settings: &Settings,
+    role: &str,
+    listening: &Listening,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    let crate::config::StateSettings::Etcd(etcd) = &settings.state else {
+        return Ok(());
+    };
+    let admin = format!(
+        "http://{}/",
+        crate::state::members::reachable(listening.admin)
+    );
+    let member = crate::state::members::Member {
+        name: replica_name(listening.admin),
+        role: role.to_string(),
+        dns: listening.dns.clone(),
+        admin,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_unix_ms: crate::clock::unix_ms(),
+    };
+    crate::state::members::register(etcd_client(etcd)?, member, shutdown, tasks);
+    Ok(())
+}
+
 /// This replica's name among its peers: the host name and the admin address.
 fn replica_name(admin: SocketAddr) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

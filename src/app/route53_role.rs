@@ -120,6 +120,7 @@ pub async fn run_route53(
     );
     tasks.spawn(controller.run(shutdown.clone()));
     tracing::info!(admin = %listening.admin, force, "Route53 reconciler is running");
+    super::join_fleet(&settings, "route53", &listening, &shutdown, &mut tasks)?;
     on_listening(&listening);
     serve_until_shutdown(signals, reload_rx, &metrics, || {
         let outcome = Settings::load(&config)

@@ -99,6 +99,38 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Reading a hosted zone gives up after this.
 const ROUTE53_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The processes a drill acts on: `[[server]]`, else the servers registered in the fleet's
+/// etcd (`[state] backend = "etcd"`), else this host's listeners.
+pub async fn fleet_of(settings: &Settings) -> Vec<FleetServer> {
+    if settings.servers.is_empty()
+        && let crate::config::StateSettings::Etcd(etcd) = &settings.state
+        && let Ok(client) = crate::state::etcd::Etcd::new(
+            etcd.endpoints.clone(),
+            &etcd.prefix,
+            etcd.ca.as_deref(),
+            etcd.identity.as_deref(),
+        )
+        && let Ok(members) = crate::state::members::list(&client).await
+        && !members.is_empty()
+    {
+        return members
+            .into_iter()
+            .filter_map(|m| {
+                Some(FleetServer {
+                    role: match m.role.as_str() {
+                        "route53" => ServerRole::Route53,
+                        _ => ServerRole::Dns,
+                    },
+                    dns: m.dns.first().copied(),
+                    admin: url::Url::parse(&m.admin).ok()?,
+                    name: m.name,
+                })
+            })
+            .collect();
+    }
+    fleet(settings)
+}
+
 /// The processes a drill acts on: `[[server]]`, or this host's DNS and admin listeners.
 pub fn fleet(settings: &Settings) -> Vec<FleetServer> {
     if !settings.servers.is_empty() {
@@ -147,7 +179,8 @@ pub async fn run(
         .as_ref()
         .map(|t| String::from_utf8_lossy(t.bytes()).trim().to_string());
     let route53_involved = record.route53.is_some();
-    let members: Vec<Member> = fleet(&settings)
+    let members: Vec<Member> = fleet_of(&settings)
+        .await
         .into_iter()
         .filter(|s| s.role == ServerRole::Dns || route53_involved)
         .map(|server| Member {

@@ -8,6 +8,7 @@ pub mod etcd;
 pub mod file;
 pub mod fleet;
 pub mod leader;
+pub mod members;
 pub mod metrics;
 pub mod overrides;
 pub mod verdicts;

@@ -96,6 +96,20 @@ fn config(
     ips: &[std::net::Ipv4Addr],
     port: u16,
 ) -> PathBuf {
+    config_ordered(dir, n, etcd, [ips[0], ips[1]], port)
+}
+
+/// The same, with `order` as the failover order of www's two endpoints.
+fn config_ordered(
+    dir: &Path,
+    n: usize,
+    etcd: SocketAddr,
+    order: [std::net::Ipv4Addr; 2],
+    port: u16,
+) -> PathBuf {
+    let (a_ip, b_ip) = (order[0], order[1]);
+    let first = if a_ip < b_ip { "a" } else { "b" };
+    let second = if first == "a" { "b" } else { "a" };
     let path = dir.join(format!("ns{n}.toml"));
     std::fs::write(
         &path,
@@ -125,11 +139,11 @@ prefix = "/vantage/test/"
 name = "www.example.com"
 policy = "failover"
 check = "t"
-endpoints = [{{ name = "a", address = "{a}" }}, {{ name = "b", address = "{b}" }}]
+endpoints = [{{ name = "{first}", address = "{a}" }}, {{ name = "{second}", address = "{b}" }}]
 "#,
             zones = dir.join("zones").display(),
-            a = ips[0],
-            b = ips[1],
+            a = a_ip,
+            b = b_ip,
         ),
     )
     .expect("config");
@@ -232,8 +246,24 @@ async fn one_drain_reaches_every_server_and_losing_etcd_changes_no_answer() {
         );
     }
 
-    // A server started later answers from the fleet's state at once.
-    let late = Vantage::dns(&config(dir.path(), 2, etcd.client, &ips, port), dir.path());
+    // Every registered server side by side: they agree.
+    let ns0 = dir.path().join("ns0.toml");
+    let (code, out, err) = run_vantage(
+        &["status", "--fleet", "--config", ns0.to_str().expect("path")],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.matches(" dns ").count() >= 2 && out.contains("every DNS server answers the same"),
+        "{out}"
+    );
+
+    // A server started later answers from the fleet's state at once (it lists b first, so
+    // once the drain is gone it answers b: the fleet's status will flag it).
+    let late = Vantage::dns(
+        &config_ordered(dir.path(), 2, etcd.client, [ips[1], ips[0]], port),
+        dir.path(),
+    );
     late.wait_ready().await;
     assert_eq!(www(&late).await, vec![IpAddr::V4(ips[1])]);
 
@@ -271,7 +301,7 @@ async fn one_drain_reaches_every_server_and_losing_etcd_changes_no_answer() {
     }
     let (code, out, err) = override_cli(&servers[1], dir.path(), &["clear", "a"]);
     assert_eq!(code, 0, "{out}{err}");
-    for s in servers.iter().chain([&late]) {
+    for s in &servers {
         eventually(
             Duration::from_secs(5),
             "the clear on every server",
@@ -279,6 +309,26 @@ async fn one_drain_reaches_every_server_and_losing_etcd_changes_no_answer() {
         )
         .await;
     }
+    // The late server's configuration differs: the fleet's status flags the disagreement.
+    assert_eq!(www(&late).await, vec![IpAddr::V4(ips[1])]);
+    let (code, out, err) = run_vantage(
+        &[
+            "status",
+            "--fleet",
+            "--json",
+            "--config",
+            ns0.to_str().expect("path"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 3, "{out}{err}");
+    let doc: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(
+        doc["disagree"],
+        serde_json::json!(["www.example.com. A"]),
+        "{doc}"
+    );
+    assert_eq!(doc["servers"].as_array().map(Vec::len), Some(3), "{doc}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
