@@ -208,9 +208,12 @@ enum Command {
     },
     /// Validate a configuration file and the zone files it names; exit non-zero on any problem.
     #[command(
-        after_help = "Examples:\n  vantage check-config --config /etc/vantage/fleet.toml\n  vantage check-config fleet.toml"
+        after_help = "Examples:\n  vantage check-config --config /etc/vantage/fleet.toml\n  vantage check-config fleet.toml\n  vantage check-config --online fleet.toml   # also reach the fleet's etcd"
     )]
     CheckConfig {
+        /// Also reach what the configuration points to: the fleet's etcd ([state]).
+        #[arg(long)]
+        online: bool,
         /// The fleet configuration file (also as --config, like every other command).
         #[arg(
             required_unless_present = "config_flag",
@@ -314,11 +317,12 @@ fn main() -> ExitCode {
         Command::CheckConfig {
             config,
             config_flag,
+            online,
         } => {
             let Some(config) = config.or(config_flag) else {
                 return ExitCode::from(2);
             };
-            check_config(&config)
+            check_config(&config, online)
         }
         Command::Dns { config } => {
             let (settings, zones) = match app::check(&config) {
@@ -648,9 +652,13 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 
 /// Runs a client command: prints its output, or the error with exit code 1.
 /// `vantage check-config`: every problem (exit 2), warnings, or a one-line summary.
-fn check_config(config: &std::path::Path) -> ExitCode {
+fn check_config(config: &std::path::Path, online: bool) -> ExitCode {
     match app::check(config) {
         Ok((settings, zones)) => {
+            if online && let Err(problem) = reach_state(&settings) {
+                eprintln!("{}: {problem}", config.display());
+                return ExitCode::FAILURE;
+            }
             // The server starts without a writable state directory (overrides are then
             // refused), so this is a warning, not a problem.
             if let Err(warning) = vantage::state::file::check_writable(&settings.admin.state_dir) {
@@ -676,6 +684,28 @@ fn check_config(config: &std::path::Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `check-config --online`: the fleet's etcd answers (and holds the prefix's keys).
+fn reach_state(settings: &vantage::config::Settings) -> Result<(), String> {
+    let vantage::config::StateSettings::Etcd(etcd) = &settings.state else {
+        return Ok(());
+    };
+    let runtime = runtime().ok_or("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let client = vantage::state::etcd::Etcd::new(
+            etcd.endpoints.clone(),
+            &etcd.prefix,
+            etcd.ca.as_deref(),
+            etcd.identity.as_deref(),
+        )
+        .map_err(|e| format!("state: {e}"))?;
+        client
+            .list("members/")
+            .await
+            .map(drop)
+            .map_err(|e| format!("state: {e}"))
+    })
 }
 
 /// Writes `text` and a newline to stdout; a reader that went away (`vantage status | head -1`)

@@ -258,17 +258,54 @@ async fn one_drain_reaches_every_server_and_losing_etcd_changes_no_answer() {
         "{out}"
     );
 
-    // A server started later answers from the fleet's state at once (it lists b first, so
-    // once the drain is gone it answers b: the fleet's status will flag it).
-    let late = Vantage::dns(
-        &config_ordered(dir.path(), 2, etcd.client, [ips[1], ips[0]], port),
-        dir.path(),
-    );
+    // A server started later answers from the fleet's state at once.
+    let late = Vantage::dns(&config(dir.path(), 2, etcd.client, &ips, port), dir.path());
     late.wait_ready().await;
     assert_eq!(www(&late).await, vec![IpAddr::V4(ips[1])]);
+    let all = [&servers[0], &servers[1], &late];
+
+    // How long a change takes to be answered by all three: clear and drain again, through
+    // each server in turn.
+    let mut samples = Vec::new();
+    for round in 0..10 {
+        for (args, expect) in [
+            (vec!["clear", "a"], ips[0]),
+            (
+                vec!["drain", "a", "--reason", "again", "--for", "10m"],
+                ips[1],
+            ),
+        ] {
+            let (code, out, err) = override_cli(all[round % 3], dir.path(), &args);
+            assert_eq!(code, 0, "{out}{err}");
+            let since = Instant::now();
+            for s in all {
+                eventually(Duration::from_secs(5), "every server to follow", || async {
+                    (www(s).await == vec![IpAddr::V4(expect)]).then_some(())
+                })
+                .await;
+            }
+            samples.push(since.elapsed());
+        }
+    }
+    samples.sort();
+    let (p50, p99) = (samples[samples.len() / 2], samples[samples.len() - 1]);
+    eprintln!("a change answered by all 3 servers: p50 {p50:?}, p99 (max of 20) {p99:?}");
+    assert!(p99 < Duration::from_secs(1), "{samples:?}");
+
+    let online = |path: &Path| {
+        run_vantage(
+            &["check-config", "--online", path.to_str().expect("path")],
+            &[],
+        )
+    };
+    let (code, out, err) = online(&ns0);
+    assert_eq!(code, 0, "{out}{err}");
 
     // etcd goes away: answers stay, changes fail and say why, status and metrics say so.
     etcd.stop();
+    let (code, _, err) = online(&ns0);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("etcd is unreachable"), "{err}");
     let (code, _, err) = override_cli(&servers[1], dir.path(), &["clear", "a"]);
     assert_ne!(code, 0);
     assert!(err.contains("etcd"), "{err}");
@@ -301,7 +338,7 @@ async fn one_drain_reaches_every_server_and_losing_etcd_changes_no_answer() {
     }
     let (code, out, err) = override_cli(&servers[1], dir.path(), &["clear", "a"]);
     assert_eq!(code, 0, "{out}{err}");
-    for s in &servers {
+    for s in servers.iter().chain([&late]) {
         eventually(
             Duration::from_secs(5),
             "the clear on every server",
@@ -309,8 +346,13 @@ async fn one_drain_reaches_every_server_and_losing_etcd_changes_no_answer() {
         )
         .await;
     }
-    // The late server's configuration differs: the fleet's status flags the disagreement.
-    assert_eq!(www(&late).await, vec![IpAddr::V4(ips[1])]);
+    // A server whose configuration differs (it lists b first): the fleet's status flags it.
+    let odd = Vantage::dns(
+        &config_ordered(dir.path(), 3, etcd.client, [ips[1], ips[0]], port),
+        dir.path(),
+    );
+    odd.wait_ready().await;
+    assert_eq!(www(&odd).await, vec![IpAddr::V4(ips[1])]);
     let (code, out, err) = run_vantage(
         &[
             "status",
@@ -328,7 +370,7 @@ async fn one_drain_reaches_every_server_and_losing_etcd_changes_no_answer() {
         serde_json::json!(["www.example.com. A"]),
         "{doc}"
     );
-    assert_eq!(doc["servers"].as_array().map(Vec::len), Some(3), "{doc}");
+    assert_eq!(doc["servers"].as_array().map(Vec::len), Some(4), "{doc}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
