@@ -155,6 +155,11 @@ async fn record_drill(
             );
         }
     };
+    if let Some(overrides) = &state.overrides
+        && let Err(error) = overrides.publish_drill(&result).await
+    {
+        tracing::warn!(%error, "cannot share the drill result with the fleet; kept here");
+    }
     match store.record(result) {
         Ok(()) => (StatusCode::OK, Json(json!({"recorded": true}))),
         Err(e) => {

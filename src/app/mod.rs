@@ -114,6 +114,11 @@ fn start_aggregation(
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<Aggregation> {
+    let drills = state.map(|dir| {
+        let store = DrillResults::open(dir);
+        metrics.state.problem("drills", store.problem().is_some());
+        Arc::new(store)
+    });
     let overrides = match (state, &settings.state) {
         (None, _) => None,
         (Some(dir), crate::config::StateSettings::File) => {
@@ -130,15 +135,16 @@ fn start_aggregation(
                 tracing::warn!(dir = %dir.display(), %error, "cannot create the state directory; the fleet's overrides are not kept locally");
             }
             Some(Arc::new(OverrideStore::Fleet(
-                crate::state::fleet::FleetOverrides::start(client, dir, shutdown, tasks),
+                crate::state::fleet::FleetOverrides::start(
+                    client,
+                    dir,
+                    drills.clone(),
+                    shutdown,
+                    tasks,
+                ),
             )))
         }
     };
-    let drills = state.map(|dir| {
-        let store = DrillResults::open(dir);
-        metrics.state.problem("drills", store.problem().is_some());
-        Arc::new(store)
-    });
     if state.is_some() {
         for warning in settings.warnings() {
             tracing::warn!("{warning}");

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    drills::{DrillResult, DrillResults},
     etcd::{Etcd, EtcdError, Event},
     overrides::{AuditEntry, Backend, Override, OverrideError},
 };
@@ -27,6 +28,7 @@ use crate::model::EndpointId;
 
 const OVERRIDES: &str = "overrides/";
 const AUDIT: &str = "audit/";
+const DRILLS: &str = "drills/";
 /// Audit entries live this long in etcd (the local audit log keeps them for good).
 const AUDIT_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 /// An override's lease outlives its expiry by this much: processes drop it at the expiry
@@ -46,6 +48,8 @@ pub struct FleetOverrides {
     pub expired_total: AtomicU64,
     /// Wakes whoever waits for the copy to change (the aggregator).
     pub changed: tokio::sync::Notify,
+    /// Where drill results seen in etcd go (the last one per record).
+    drills: Option<Arc<DrillResults>>,
 }
 
 impl FleetOverrides {
@@ -54,6 +58,7 @@ impl FleetOverrides {
     pub fn start(
         etcd: Etcd,
         state_dir: &std::path::Path,
+        drills: Option<Arc<DrillResults>>,
         shutdown: &CancellationToken,
         tasks: &mut JoinSet<()>,
     ) -> Arc<Self> {
@@ -74,6 +79,7 @@ impl FleetOverrides {
             error: Mutex::new(Some("not connected yet".into())),
             expired_total: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
+            drills,
         });
         tasks.spawn(store.clone().follow(shutdown.clone()));
         store
@@ -171,6 +177,37 @@ impl FleetOverrides {
         Ok(Some(o))
     }
 
+    /// Shares a drill result with the fleet (`drills/<record> <type>`): servers started later
+    /// have it too.
+    pub async fn publish_drill(&self, result: &DrillResult) -> Result<(), OverrideError> {
+        let body = serde_json::to_vec(result).unwrap_or_default();
+        self.etcd
+            .put(
+                &format!("{DRILLS}{} {}", result.record, result.kind),
+                &body,
+                None,
+            )
+            .await
+            .map_err(|e| self.unavailable(e))
+    }
+
+    /// Keeps a drill result seen in etcd, unless a newer one is kept already.
+    fn drill(&self, value: &[u8]) {
+        let (Some(drills), Ok(result)) =
+            (&self.drills, serde_json::from_slice::<DrillResult>(value))
+        else {
+            return;
+        };
+        let newer = drills.latest().iter().any(|d| {
+            d.record == result.record
+                && d.kind == result.kind
+                && d.finished_unix_ms >= result.finished_unix_ms
+        });
+        if !newer && let Err(error) = drills.record(result) {
+            tracing::warn!(%error, "cannot keep a drill result from the fleet");
+        }
+    }
+
     /// Writes an audit entry to etcd (every process sees it through its watch); kept
     /// locally when etcd cannot take it.
     async fn audit(&self, entry: AuditEntry) {
@@ -251,6 +288,9 @@ impl FleetOverrides {
                             return;
                         }
                     }
+                } else if key.starts_with(DRILLS) {
+                    self.drill(&value);
+                    return;
                 } else if key.starts_with(AUDIT) {
                     if let Ok(entry) = serde_json::from_slice::<AuditEntry>(&value) {
                         self.remember(entry);
@@ -323,6 +363,10 @@ impl FleetOverrides {
                 if replaced {
                     self.save();
                     self.changed.notify_waiters();
+                }
+                let (drills, _) = self.etcd.list(DRILLS).await?;
+                for (_, value) in drills {
+                    self.drill(&value);
                 }
                 self.connected(Ok(()));
                 let mut from = revision + 1;

@@ -349,6 +349,17 @@ impl OverrideStore {
         }
     }
 
+    /// Shares a drill result with the fleet (etcd only; each process keeps its own anyway).
+    pub async fn publish_drill(
+        &self,
+        result: &super::drills::DrillResult,
+    ) -> Result<(), OverrideError> {
+        match self {
+            Self::File(_) => Ok(()),
+            Self::Fleet(f) => f.publish_drill(result).await,
+        }
+    }
+
     /// Resolves when an override is set or cleared (here or, for the fleet's, anywhere).
     pub async fn changed(&self) {
         match self {

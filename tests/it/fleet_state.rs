@@ -258,10 +258,29 @@ async fn one_drain_reaches_every_server_and_losing_etcd_changes_no_answer() {
         "{out}"
     );
 
-    // A server started later answers from the fleet's state at once.
+    // A drill result handed to one server is the fleet's.
+    let result = r#"{"record":"www.example.com.","type":"A","endpoint":"a","mode":"override","finished_unix_ms":1700000000000,"rto_ms":1200,"compared_ms":2000,"target_ms":30000,"met":true}"#;
+    let (code, body) = http_request_with(
+        servers[0].admin,
+        "POST",
+        "/v1/drills",
+        &[
+            ("host", &servers[0].admin.to_string()),
+            ("authorization", "Bearer fleet-admin-token"),
+            ("content-type", "application/json"),
+        ],
+        result,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+
+    // A server started later answers from the fleet's state at once, and knows the drill.
     let late = Vantage::dns(&config(dir.path(), 2, etcd.client, &ips, port), dir.path());
     late.wait_ready().await;
     assert_eq!(www(&late).await, vec![IpAddr::V4(ips[1])]);
+    let (code, body) = late.get("/v1/drills").await;
+    assert_eq!(code, 200);
+    assert!(body.contains("\"rto_ms\":1200"), "{body}");
     let all = [&servers[0], &servers[1], &late];
 
     // How long a change takes to be answered by all three: clear and drain again, through
