@@ -693,13 +693,8 @@ fn reach_state(settings: &vantage::config::Settings) -> Result<(), String> {
     };
     let runtime = runtime().ok_or("cannot start the async runtime")?;
     runtime.block_on(async {
-        let client = vantage::state::etcd::Etcd::new(
-            etcd.endpoints.clone(),
-            &etcd.prefix,
-            etcd.ca.as_deref(),
-            etcd.identity.as_deref(),
-        )
-        .map_err(|e| format!("state: {e}"))?;
+        let client =
+            vantage::state::etcd::Etcd::from_settings(etcd).map_err(|e| format!("state: {e}"))?;
         client
             .list("members/")
             .await
@@ -747,13 +742,7 @@ fn fleet_status(config: Option<&std::path::Path>, json: bool) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let outcome = runtime.block_on(async {
-        let client = vantage::state::etcd::Etcd::new(
-            etcd.endpoints.clone(),
-            &etcd.prefix,
-            etcd.ca.as_deref(),
-            etcd.identity.as_deref(),
-        )
-        .map_err(|e| e.to_string())?;
+        let client = vantage::state::etcd::Etcd::from_settings(etcd).map_err(|e| e.to_string())?;
         let members = vantage::state::members::list(&client)
             .await
             .map_err(|e| e.to_string())?;

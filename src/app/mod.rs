@@ -363,13 +363,7 @@ async fn serve_until_shutdown<F, Fut>(
 
 /// The client of the fleet's etcd (`[state]`).
 fn etcd_client(etcd: &crate::config::EtcdSettings) -> anyhow::Result<crate::state::etcd::Etcd> {
-    crate::state::etcd::Etcd::new(
-        etcd.endpoints.clone(),
-        &etcd.prefix,
-        etcd.ca.as_deref(),
-        etcd.identity.as_deref(),
-    )
-    .context("[state] etcd client")
+    crate::state::etcd::Etcd::from_settings(etcd).context("[state] etcd client")
 }
 
 /// Registers this serving process in the fleet's membership (etcd backend only).

@@ -423,6 +423,8 @@ pub struct EtcdSettings {
     /// PEM: the CA of the etcd servers; the client certificate and key, when required.
     pub ca: Option<Vec<u8>>,
     pub identity: Option<Vec<u8>>,
+    /// User name and password, when etcd has authentication enabled.
+    pub auth: Option<(String, Secret)>,
 }
 
 /// One thing wrong with the configuration, at a path inside it.

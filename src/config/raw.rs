@@ -42,6 +42,8 @@ pub struct RawState {
     pub ca_file: Option<String>,
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
 }
 
 /// A serving process of the fleet (for `vantage drill`).

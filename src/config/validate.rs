@@ -115,6 +115,8 @@ fn validate_state(raw: &RawConfig, base: &Path, p: &mut Problems) -> StateSettin
         ("ca_file", s.ca_file.is_some()),
         ("cert_file", s.cert_file.is_some()),
         ("key_file", s.key_file.is_some()),
+        ("username", s.username.is_some()),
+        ("password_file", s.password_file.is_some()),
     ];
     match s.backend.as_deref() {
         None | Some("file") => {
@@ -187,11 +189,24 @@ fn validate_state(raw: &RawConfig, base: &Path, p: &mut Problems) -> StateSettin
                     None
                 }
             };
+            let auth = match (&s.username, &s.password_file) {
+                (Some(user), Some(file)) => read_secret("state.password_file", &base.join(file), p)
+                    .map(|pw| (user.clone(), pw)),
+                (None, None) => None,
+                _ => {
+                    p.add(
+                        "state.username",
+                        "username and password_file go together (etcd's authentication)",
+                    );
+                    None
+                }
+            };
             StateSettings::Etcd(EtcdSettings {
                 endpoints,
                 prefix,
                 ca,
                 identity,
+                auth,
             })
         }
         Some(other) => {

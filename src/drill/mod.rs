@@ -104,12 +104,7 @@ const ROUTE53_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn fleet_of(settings: &Settings) -> Vec<FleetServer> {
     if settings.servers.is_empty()
         && let crate::config::StateSettings::Etcd(etcd) = &settings.state
-        && let Ok(client) = crate::state::etcd::Etcd::new(
-            etcd.endpoints.clone(),
-            &etcd.prefix,
-            etcd.ca.as_deref(),
-            etcd.identity.as_deref(),
-        )
+        && let Ok(client) = crate::state::etcd::Etcd::from_settings(etcd)
         && let Ok(members) = crate::state::members::list(&client).await
         && !members.is_empty()
     {

@@ -25,6 +25,10 @@ pub struct Etcd {
     http: reqwest::Client,
     endpoints: Vec<url::Url>,
     prefix: String,
+    /// User name and password, when etcd has authentication enabled.
+    auth: Option<(String, String)>,
+    /// The token of the last authentication, shared by clones.
+    token: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// One change seen by a watch.
@@ -89,7 +93,70 @@ impl Etcd {
             http: builder.build().map_err(invalid)?,
             endpoints,
             prefix: prefix.to_string(),
+            auth: None,
+            token: std::sync::Arc::default(),
         })
+    }
+
+    /// The client `[state]` describes.
+    pub fn from_settings(settings: &crate::config::EtcdSettings) -> Result<Self, EtcdError> {
+        let etcd = Self::new(
+            settings.endpoints.clone(),
+            &settings.prefix,
+            settings.ca.as_deref(),
+            settings.identity.as_deref(),
+        )?;
+        Ok(match &settings.auth {
+            Some((user, password)) => {
+                etcd.with_auth(user, String::from_utf8_lossy(password.bytes()).trim())
+            }
+            None => etcd,
+        })
+    }
+
+    /// Authenticates as `user` (etcd's authentication enabled).
+    pub fn with_auth(mut self, user: &str, password: &str) -> Self {
+        self.auth = Some((user.to_string(), password.to_string()));
+        self
+    }
+
+    /// The token to send (authenticating first when there is none yet).
+    async fn token(&self) -> Result<Option<String>, EtcdError> {
+        let Some((user, password)) = &self.auth else {
+            return Ok(None);
+        };
+        if let Some(token) = self
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+        {
+            return Ok(Some(token));
+        }
+        let v = self
+            .send(
+                "v3/auth/authenticate",
+                &json!({"name": user, "password": password}),
+                REQUEST_TIMEOUT,
+                None,
+            )
+            .await?;
+        let token = v["token"]
+            .as_str()
+            .ok_or_else(|| EtcdError::Invalid(format!("no token in {v}")))?
+            .to_string();
+        *self
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token.clone());
+        Ok(Some(token))
+    }
+
+    fn forget_token(&self) {
+        *self
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
     pub fn prefix(&self) -> &str {
@@ -104,21 +171,42 @@ impl Etcd {
             .join(", ")
     }
 
-    /// POSTs `body` to `path` at the first endpoint that answers.
+    /// POSTs `body` to `path` at the first endpoint that answers, authenticated when etcd
+    /// asks for it (once more with a fresh token when the last one expired).
     async fn call(&self, path: &str, body: &Value, timeout: Duration) -> Result<Value, EtcdError> {
+        let token = self.token().await?;
+        match self.send(path, body, timeout, token.as_deref()).await {
+            Err(EtcdError::Refused(reason)) if self.auth.is_some() && reason.contains("token") => {
+                self.forget_token();
+                let token = self.token().await?;
+                self.send(path, body, timeout, token.as_deref()).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send(
+        &self,
+        path: &str,
+        body: &Value,
+        timeout: Duration,
+        token: Option<&str>,
+    ) -> Result<Value, EtcdError> {
         let mut last = String::from("no endpoint configured");
         for endpoint in &self.endpoints {
             let Ok(url) = endpoint.join(path) else {
                 continue;
             };
-            let sent = self
+            let mut request = self
                 .http
                 .post(url)
                 .timeout(timeout)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string())
-                .send()
-                .await;
+                .body(body.to_string());
+            if let Some(token) = token {
+                request = request.header(reqwest::header::AUTHORIZATION, token);
+            }
+            let sent = request.send().await;
             let response = match sent {
                 Ok(r) => r,
                 Err(e) => {
@@ -285,18 +373,20 @@ impl Etcd {
         }});
         let mut last = String::new();
         let mut response = None;
+        let token = self.token().await?;
         for endpoint in &self.endpoints {
             let Ok(url) = endpoint.join("v3/watch") else {
                 continue;
             };
-            match self
+            let mut request = self
                 .http
                 .post(url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string())
-                .send()
-                .await
-            {
+                .body(body.to_string());
+            if let Some(token) = &token {
+                request = request.header(reqwest::header::AUTHORIZATION, token.as_str());
+            }
+            match request.send().await {
                 Ok(r) if r.status().is_success() => {
                     response = Some(r);
                     break;
@@ -340,6 +430,14 @@ impl Etcd {
                 let message: Value = serde_json::from_slice(&line)
                     .map_err(|e| EtcdError::Invalid(format!("watch message: {e}")))?;
                 let result = &message["result"];
+                if message["error"].is_object() || message["error"].is_string() {
+                    // e.g. an expired token: the caller watches again (authenticating anew).
+                    self.forget_token();
+                    return Err(EtcdError::Refused(format!(
+                        "the watch ended: {}",
+                        message["error"]
+                    )));
+                }
                 if result["canceled"].as_bool() == Some(true) {
                     return Err(EtcdError::Refused(format!(
                         "the watch was cancelled: {}",

@@ -504,3 +504,175 @@ async fn two_reconcilers_elect_one_writer_and_a_standby_takes_over() {
     )
     .await;
 }
+
+/// PEM text of DER blocks.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in text.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Writes a certificate (chain) and key as PEM files; their paths.
+fn write_pem(dir: &Path, name: &str, cert: &ServerCert) -> (PathBuf, PathBuf) {
+    let chain: String = cert.chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
+    let key = pem("PRIVATE KEY", cert.key.secret_der());
+    let (c, k) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&c, chain).expect("cert");
+    std::fs::write(&k, key).expect("key");
+    (c, k)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_tls_with_client_certificates_and_authentication() {
+    init();
+    let dir = workdir();
+    std::fs::write(dir.path().join("token"), "fleet-admin-token").expect("token");
+    let pki = Pki::new(dir.path());
+    let (server_cert, server_key) = write_pem(dir.path(), "etcd", &pki.issue(&["127.0.0.1"]));
+    let (client_cert, client_key) =
+        write_pem(dir.path(), "client", &pki.issue_client(&["vantage"]));
+    let client: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let peer: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let mut child = Command::new("etcd")
+        .args([
+            "--name",
+            "t",
+            "--data-dir",
+            dir.path().join("etcd").to_str().expect("path"),
+            "--listen-client-urls",
+            &format!("https://{client}"),
+            "--advertise-client-urls",
+            &format!("https://{client}"),
+            "--listen-peer-urls",
+            &format!("http://{peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://{peer}"),
+            "--initial-cluster",
+            &format!("t=http://{peer}"),
+            "--cert-file",
+            server_cert.to_str().expect("path"),
+            "--key-file",
+            server_key.to_str().expect("path"),
+            "--client-cert-auth",
+            "--trusted-ca-file",
+            pki.ca_file.to_str().expect("path"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd");
+    // The test's own client: the CA and the client certificate.
+    let mut identity = std::fs::read(&client_cert).expect("cert");
+    identity.extend(std::fs::read(&client_key).expect("key"));
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only(
+            reqwest::Certificate::from_pem_bundle(&std::fs::read(&pki.ca_file).expect("ca"))
+                .expect("ca"),
+        )
+        .identity(reqwest::Identity::from_pem(&identity).expect("identity"))
+        .build()
+        .expect("client");
+    let call = |path: &'static str, body: &'static str| {
+        let http = http.clone();
+        async move {
+            http.post(format!("https://{client}{path}"))
+                .body(body)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()
+        }
+    };
+    eventually(Duration::from_secs(20), "etcd over TLS", || async {
+        call("/v3/kv/range", r#"{"key":"eA=="}"#)
+            .await
+            .filter(|b| b.contains("header"))
+    })
+    .await;
+    // Authentication on, with a root user.
+    for (path, body) in [
+        ("/v3/auth/role/add", r#"{"name":"root"}"#),
+        (
+            "/v3/auth/user/add",
+            r#"{"name":"root","password":"a-long-etcd-password-1234"}"#,
+        ),
+        ("/v3/auth/user/grant", r#"{"user":"root","role":"root"}"#),
+        ("/v3/auth/enable", "{}"),
+    ] {
+        let reply = call(path, body).await.expect("auth setup");
+        assert!(reply.contains("header"), "{path}: {reply}");
+    }
+    std::fs::write(
+        dir.path().join("etcd-password"),
+        "a-long-etcd-password-1234",
+    )
+    .expect("password");
+    let ips = loopback_block();
+    let port = tcp_check_target().await;
+    let path = config(dir.path(), 0, client, &ips, port);
+    let text = std::fs::read_to_string(&path).expect("config").replace(
+        &format!("endpoints = [\"http://{client}\"]"),
+        &format!(
+            "endpoints = [\"https://{client}\"]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nusername = \"root\"\npassword_file = \"etcd-password\"",
+            pki.ca_file.display(),
+            client_cert.display(),
+            client_key.display()
+        ),
+    );
+    std::fs::write(&path, &text).expect("config");
+    let (code, out, err) = run_vantage(
+        &["check-config", "--online", path.to_str().expect("path")],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    // A wrong password is named.
+    let wrong = dir.path().join("wrong.toml");
+    std::fs::write(
+        dir.path().join("wrong-password"),
+        "not-the-etcd-password-0000",
+    )
+    .expect("pw");
+    std::fs::write(
+        &wrong,
+        text.replace("\"etcd-password\"", "\"wrong-password\""),
+    )
+    .expect("config");
+    let (code, _, err) = run_vantage(
+        &["check-config", "--online", wrong.to_str().expect("path")],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("authentication failed"), "{err}");
+
+    let server = Vantage::dns(&path, dir.path());
+    server.wait_ready().await;
+    let (code, out, err) = override_cli(
+        &server,
+        dir.path(),
+        &["drain", "a", "--reason", "tls", "--for", "5m"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let status = server.status().await;
+    assert_eq!(status["state_backend"]["reachable"], true, "{status}");
+    assert!(
+        call("/v3/kv/range", r#"{"key":"eA=="}"#)
+            .await
+            .is_some_and(|b| b.contains("user name is empty")),
+        "etcd refuses requests without a user"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
