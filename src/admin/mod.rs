@@ -28,7 +28,7 @@ use crate::{
     route53::reconcile::Reports,
     snapshot::{Answer, Snapshot},
     state::drills::{DrillResult, DrillResults},
-    state::overrides::OverrideStore,
+    state::store::OverrideStore,
 };
 
 #[derive(Clone)]

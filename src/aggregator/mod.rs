@@ -23,7 +23,7 @@ use crate::{
     model::{EndpointId, Health, Region},
     quorum::{self, Verdict},
     snapshot::{self, Answer, QuorumState, Snapshot},
-    state::{StateMetrics, overrides::OverrideStore, verdicts::VerdictStore},
+    state::{StateMetrics, store::OverrideStore, verdicts::VerdictStore},
 };
 pub use metrics::AggregatorMetrics;
 

@@ -30,7 +30,7 @@ use crate::{
     route53::reconcile::Reports,
     snapshot::Snapshot,
     state::drills::DrillResults,
-    state::overrides::OverrideStore,
+    state::store::OverrideStore,
     state::verdicts::VerdictStore,
 };
 

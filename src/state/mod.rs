@@ -11,6 +11,7 @@ pub mod leader;
 pub mod members;
 pub mod metrics;
 pub mod overrides;
+pub mod store;
 pub mod verdicts;
 
 pub use metrics::StateMetrics;

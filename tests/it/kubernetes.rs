@@ -428,6 +428,10 @@ fn the_kubernetes_fleet_configuration_is_valid() {
         )
         .expect("token");
     }
+    std::fs::create_dir_all(dir.path().join("etcd")).expect("dir");
+    for file in ["ca.crt", "client.crt", "client.key"] {
+        std::fs::write(dir.path().join("etcd").join(file), "PEM").expect("etcd file");
+    }
     let fleet = fleet.replace("/etc/vantage/", &format!("{}/", dir.path().display()));
     let settings = vantage::config::Settings::from_toml(&fleet, "configmap fleet.toml", dir.path())
         .expect("the ConfigMap's fleet.toml validates");
