@@ -34,6 +34,10 @@ const AUDIT_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 /// An override's lease outlives its expiry by this much: processes drop it at the expiry
 /// time already; the lease only cleans up.
 const LEASE_GRACE: Duration = Duration::from_secs(60);
+/// How often the connection to etcd is checked with a read that needs its quorum.
+const HEALTH_EVERY: Duration = Duration::from_secs(2);
+/// What that read asks for (a key nobody writes).
+const MEMBERS_PROBE: &str = "health/";
 /// How many audit entries are kept for the status page.
 const RECENT: usize = 50;
 
@@ -364,17 +368,39 @@ impl FleetOverrides {
                     self.save();
                     self.changed.notify_waiters();
                 }
+                // The fleet's latest audit entries, oldest first, as the trail to show.
+                let (mut audit, _) = self.etcd.list(AUDIT).await?;
+                audit.sort_by(|a, b| a.0.cmp(&b.0));
+                let history: VecDeque<AuditEntry> = audit
+                    .iter()
+                    .rev()
+                    .take(RECENT)
+                    .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+                    .collect();
+                *self.recent.lock().unwrap_or_else(PoisonError::into_inner) = history;
                 let (drills, _) = self.etcd.list(DRILLS).await?;
                 for (_, value) in drills {
                     self.drill(&value);
                 }
                 self.connected(Ok(()));
                 let mut from = revision + 1;
-                loop {
-                    from = self.etcd.watch("", from, |event| self.apply(event)).await?;
+                let watching = async {
+                    loop {
+                        from = self.etcd.watch("", from, |event| self.apply(event)).await?;
+                    }
+                };
+                // A member that lost its cluster's quorum may keep a watch open with nothing
+                // on it: a linearizable read every few seconds tells.
+                let checking = async {
+                    loop {
+                        tokio::time::sleep(HEALTH_EVERY).await;
+                        self.etcd.list(MEMBERS_PROBE).await?;
+                    }
+                };
+                tokio::select! {
+                    r = watching => r,
+                    r = checking => r,
                 }
-                #[allow(unreachable_code)]
-                Ok::<(), EtcdError>(())
             };
             let error = tokio::select! {
                 result = round => match result {

@@ -676,3 +676,255 @@ async fn etcd_over_tls_with_client_certificates_and_authentication() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A 3-member etcd cluster on loopback; members can be stopped and started again.
+struct EtcdCluster {
+    dir: PathBuf,
+    clients: Vec<SocketAddr>,
+    peers: Vec<SocketAddr>,
+    members: Vec<Option<Child>>,
+}
+
+impl EtcdCluster {
+    async fn start(dir: &Path) -> EtcdCluster {
+        let addr = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().expect("addr") };
+        let mut cluster = EtcdCluster {
+            dir: dir.to_path_buf(),
+            clients: (0..3).map(|_| addr()).collect(),
+            peers: (0..3).map(|_| addr()).collect(),
+            members: (0..3).map(|_| None).collect(),
+        };
+        for i in 0..3 {
+            cluster.spawn(i, "new");
+        }
+        for i in 0..3 {
+            cluster.healthy(i).await;
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize, state: &str) {
+        let initial: Vec<String> = self
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(j, p)| format!("e{j}=http://{p}"))
+            .collect();
+        let child = Command::new("etcd")
+            .args([
+                "--name",
+                &format!("e{i}"),
+                "--data-dir",
+                self.dir.join(format!("e{i}")).to_str().expect("path"),
+                "--listen-client-urls",
+                &format!("http://{}", self.clients[i]),
+                "--advertise-client-urls",
+                &format!("http://{}", self.clients[i]),
+                "--listen-peer-urls",
+                &format!("http://{}", self.peers[i]),
+                "--initial-advertise-peer-urls",
+                &format!("http://{}", self.peers[i]),
+                "--initial-cluster",
+                &initial.join(","),
+                "--initial-cluster-state",
+                state,
+                "--initial-cluster-token",
+                "vantage-test",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        self.members[i] = Some(child);
+    }
+
+    async fn healthy(&self, i: usize) {
+        let client = self.clients[i];
+        eventually(
+            Duration::from_secs(30),
+            "an etcd member to be healthy",
+            || async {
+                let (code, body) = try_http_get(client, "/health").await?;
+                (code == 200 && body.contains("true")).then_some(())
+            },
+        )
+        .await;
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn restart(&mut self, i: usize) {
+        self.spawn(i, "existing");
+        self.healthy(i).await;
+    }
+
+    /// `[state]` for these endpoints.
+    fn state(&self) -> String {
+        let list: Vec<String> = self
+            .clients
+            .iter()
+            .map(|c| format!("\"http://{c}\""))
+            .collect();
+        format!("endpoints = [{}]", list.join(", "))
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            self.kill(i);
+        }
+    }
+}
+
+/// Every server that runs.
+fn all(servers: &[Option<Vantage>]) -> Vec<&Vantage> {
+    servers.iter().flatten().collect()
+}
+
+/// Every server answers `ip` for www within 1 s.
+async fn answers(ip: std::net::Ipv4Addr, servers: &[&Vantage]) {
+    for s in servers {
+        eventually(
+            Duration::from_secs(1),
+            "every server within 1 s",
+            || async { (www(s).await == vec![IpAddr::V4(ip)]).then_some(()) },
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_member_etcd_survives_a_lost_member_and_without_quorum_nothing_changes() {
+    init();
+    let dir = workdir();
+    std::fs::write(dir.path().join("token"), "fleet-admin-token").expect("token");
+    let mut etcd = EtcdCluster::start(&dir.path().join("etcd")).await;
+    let ips = loopback_block();
+    let port = {
+        let first = tokio::net::TcpListener::bind((ips[0], 0))
+            .await
+            .expect("bind");
+        let port = first.local_addr().expect("addr").port();
+        let second = tokio::net::TcpListener::bind((ips[1], port))
+            .await
+            .expect("bind");
+        for l in [first, second] {
+            tokio::spawn(async move {
+                while let Ok((s, _)) = l.accept().await {
+                    drop(s);
+                }
+            });
+        }
+        port
+    };
+    let (first, endpoints) = (etcd.clients[0], etcd.state());
+    let start = |n: usize| {
+        let path = config(dir.path(), n, first, &ips, port);
+        let text = std::fs::read_to_string(&path)
+            .expect("config")
+            .replace(&format!("endpoints = [\"http://{first}\"]"), &endpoints);
+        std::fs::write(&path, text).expect("config");
+        Vantage::dns(&path, dir.path())
+    };
+    let mut servers: Vec<Option<Vantage>> = (0..3).map(|n| Some(start(n))).collect();
+    for s in servers.iter().flatten() {
+        s.wait_ready().await;
+    }
+    let cli = |s: &Vantage, args: &[&str]| override_cli(s, dir.path(), args);
+
+    // A drain through any server: all three answer without the endpoint within 1 s.
+    let s = all(&servers);
+    let (code, out, err) = cli(s[1], &["drain", "a", "--reason", "one", "--for", "10m"]);
+    assert_eq!(code, 0, "{out}{err}");
+    answers(ips[1], &all(&servers)).await;
+
+    // One member lost (the first endpoint of every server): everything still works.
+    etcd.kill(0);
+    let (code, out, err) = cli(all(&servers)[2], &["clear", "a", "--reason", "two"]);
+    assert_eq!(code, 0, "{out}{err}");
+    answers(ips[0], &all(&servers)).await;
+
+    // Two lost: no quorum. Answers do not change, changes are refused saying why, and every
+    // server says so.
+    etcd.kill(1);
+    let (code, _, err) = cli(
+        all(&servers)[0],
+        &["drain", "a", "--reason", "three", "--for", "10m"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("etcd"), "{err}");
+    for s in all(&servers) {
+        eventually(
+            Duration::from_secs(15),
+            "the lost quorum to show",
+            || async {
+                let (_, text) = s.get("/metrics").await;
+                (Exposition::parse(&text)
+                    .value("vantage_state_backend_reachable", &[("backend", "etcd")])
+                    == Some(0.0))
+                .then_some(())
+            },
+        )
+        .await;
+        assert_eq!(www(s).await, vec![IpAddr::V4(ips[0])], "fail static");
+    }
+
+    // Back: everyone converges and follows again.
+    etcd.restart(0).await;
+    etcd.restart(1).await;
+    for s in all(&servers) {
+        eventually(Duration::from_secs(20), "etcd followed again", || async {
+            (s.status().await["state_backend"]["reachable"] == true).then_some(())
+        })
+        .await;
+    }
+
+    // An override that expires while a server is down is not in its answers when it returns.
+    let (code, out, err) = cli(
+        all(&servers)[0],
+        &["drain", "a", "--reason", "short", "--for", "2s"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    answers(ips[1], &all(&servers)).await;
+    let mut down = servers[2].take().expect("server 2");
+    assert!(down.terminate().success());
+    drop(down);
+    for s in all(&servers) {
+        eventually(
+            Duration::from_secs(10),
+            "the override to expire",
+            || async { (www(s).await == vec![IpAddr::V4(ips[0])]).then_some(()) },
+        )
+        .await;
+    }
+    let back = start(2);
+    back.wait_ready().await;
+    assert_eq!(www(&back).await, vec![IpAddr::V4(ips[0])]);
+    // One ordered trail of what every server did, on the server that was away.
+    let trail: Vec<String> = back.status().await["audit"]
+        .as_array()
+        .expect("audit")
+        .iter()
+        .rev()
+        .filter(|e| e["what"] != "expired")
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["what"].as_str().unwrap_or(""),
+                e["reason"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        trail,
+        vec!["set one", "clear two", "set short"],
+        "{trail:?}"
+    );
+}
