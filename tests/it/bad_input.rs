@@ -224,7 +224,14 @@ fn the_shipped_three_region_example_is_valid() {
         let key = keygen_public_key(&keys, region, ip);
         text = text.replace(example_key, &key);
     }
+    // The etcd client's files, as an operator puts them there.
+    let etcd = dir.path().join("etcd");
+    std::fs::create_dir_all(&etcd).expect("dir");
+    for file in ["ca.pem", "client.pem", "client.key"] {
+        std::fs::write(etcd.join(file), "PEM").expect("etcd file");
+    }
     let text = text
+        .replace("/etc/vantage/etcd", etcd.to_str().expect("path"))
         .replace("/etc/vantage/keys", keys.to_str().expect("path"))
         .replace(
             "/etc/vantage/token",
