@@ -837,6 +837,49 @@ async fn a_three_member_etcd_survives_a_lost_member_and_without_quorum_nothing_c
     for s in servers.iter().flatten() {
         s.wait_ready().await;
     }
+    // A Route53 reconciler of the same fleet (against the strict emulator).
+    let emulator = crate::route53::Emulator::strict().await;
+    let zone =
+        crate::route53::create_zone(&crate::route53::client(&emulator.url), "example.com.").await;
+    let r53_config = {
+        let text = std::fs::read_to_string(dir.path().join("ns0.toml"))
+            .expect("config")
+            .replace("state_dir = \"state-0\"", "state_dir = \"state-r53\"")
+            .replace(
+                "endpoints = [{ name = \"a\"",
+                &format!("route53 = {{ zone_id = \"{zone}\", owner = \"t\" }}\nendpoints = [{{ name = \"a\""),
+            )
+            + &format!("\n[route53]\nendpoint_url = \"{}\"\ninterval = \"1s\"\n", emulator.url);
+        let path = dir.path().join("r53.toml");
+        std::fs::write(&path, text).expect("config");
+        path
+    };
+    let reconciler = Vantage::start_with_env(
+        &["route53", "--config", r53_config.to_str().expect("path")],
+        dir.path(),
+        &crate::route53::vantage_env(),
+    );
+    reconciler.wait_ready().await;
+    let reconciler_answers = |ip: std::net::Ipv4Addr| {
+        let reconciler = &reconciler;
+        async move {
+            eventually(
+                Duration::from_secs(1),
+                "the reconciler within 1 s",
+                || async {
+                    let status = reconciler.status().await;
+                    let www = status["records"]
+                        .as_array()?
+                        .iter()
+                        .find(|r| r["name"] == "www.example.com.")?
+                        .clone();
+                    (www["answer"] == serde_json::json!([ip.to_string()])).then_some(())
+                },
+            )
+            .await;
+        }
+    };
+    reconciler_answers(ips[0]).await;
     let cli = |s: &Vantage, args: &[&str]| override_cli(s, dir.path(), args);
 
     // A drain through any server: all three answer without the endpoint within 1 s.
@@ -844,6 +887,7 @@ async fn a_three_member_etcd_survives_a_lost_member_and_without_quorum_nothing_c
     let (code, out, err) = cli(s[1], &["drain", "a", "--reason", "one", "--for", "10m"]);
     assert_eq!(code, 0, "{out}{err}");
     answers(ips[1], &all(&servers)).await;
+    reconciler_answers(ips[1]).await;
 
     // One member lost (the first endpoint of every server): everything still works.
     etcd.kill(0);
