@@ -44,6 +44,7 @@ pub async fn run(
     let listening = Listening {
         dns: bound.addresses(),
         admin: admin_listener.local_addr()?,
+        prober: false,
     };
 
     let mut aggregation = start_aggregation(

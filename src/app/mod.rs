@@ -34,11 +34,25 @@ use crate::{
     state::verdicts::VerdictStore,
 };
 
-/// Where the process actually listens (ports resolved), printed as one JSON line on stdout.
-#[derive(Debug, Clone, serde::Serialize)]
+/// Where the process actually listens (ports resolved), printed as one JSON line on stdout:
+/// `{"dns": [...], "admin": ...}`, or for a prober `{"dns": [], "prober": ...}` (its listener
+/// serves reports, not the admin API).
+#[derive(Debug, Clone)]
 pub struct Listening {
     pub dns: Vec<SocketAddr>,
+    /// The admin listener (the prober's report listener for `vantage probe`).
     pub admin: SocketAddr,
+    pub prober: bool,
+}
+
+impl serde::Serialize for Listening {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("dns", &self.dns)?;
+        map.serialize_entry(if self.prober { "prober" } else { "admin" }, &self.admin)?;
+        map.end()
+    }
 }
 
 /// Every problem with a configuration file and the zones it names, each on its own line.

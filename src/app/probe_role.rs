@@ -149,6 +149,7 @@ pub async fn run_probe(
     let listening = Listening {
         dns: Vec::new(),
         admin: listener.local_addr()?,
+        prober: true,
     };
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();

@@ -73,6 +73,7 @@ pub async fn run_route53(
     let listening = Listening {
         dns: Vec::new(),
         admin: admin_listener.local_addr()?,
+        prober: false,
     };
     let mut aggregation = start_aggregation(
         &settings,

@@ -149,6 +149,22 @@ impl Plan {
                 Step::Delete { old } => out.push_str(&format!("- delete {old}\n")),
             }
         }
+        // Every change of a group we own also rewrites its marker with the next revision (the
+        // ownership guard of the compare-and-swap): said once, not as a change of its own.
+        let guarded = self
+            .units
+            .iter()
+            .filter(|u| {
+                u.changes
+                    .iter()
+                    .any(|c| matches!(c, Change::Delete(s) if super::ownership::is_marker(&s.name)))
+            })
+            .count();
+        if guarded > 0 {
+            out.push_str(&format!(
+                "= {guarded} ownership marker(s) rewritten with their next revision, in the same batch as their group\n"
+            ));
+        }
         for c in &self.conflicts {
             out.push_str(&format!("! conflict {}: {}\n", c.key, c.reason));
         }
@@ -361,6 +377,13 @@ mod tests {
         assert!(
             p.render()
                 .contains("~ update www.example.com. 30 A 192.0.2.1")
+        );
+        // The marker's next revision goes in the same batch, and the plan says so once.
+        assert!(
+            p.render()
+                .contains("= 1 ownership marker(s) rewritten with their next revision"),
+            "{}",
+            p.render()
         );
     }
 

@@ -791,6 +791,13 @@ async fn a_prober_serves_its_report_only_to_holders_of_the_fleet_secret() {
     )
     .expect("config");
     let prober = Vantage::probe("r1", &path, Some("127.0.0.1:0"), dir.path());
+    // Its listening line names what it serves: reports, not the admin API.
+    assert!(
+        prober.listening["listening"]["prober"].is_string()
+            && prober.listening["listening"]["admin"].is_null(),
+        "{}",
+        prober.listening
+    );
     let get = |auth: Option<String>| {
         let addr = prober.admin;
         async move {

@@ -1370,3 +1370,114 @@ route53 = {{ zone_id = "{zone}", owner = "test" }}
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_flip_of_a_thousand_records_costs_eight_calls_within_the_rate() {
+    init();
+    const N: usize = 1000;
+    // Like Route53: 5 calls per second (more are throttled), changes PENDING for 1 s.
+    let emulator = Emulator::start_with(&["--pending", "1", "--rate", "5"]).await;
+    let zone = create_zone(&client(&emulator.url), "example.com.").await;
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..2],
+        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
+    )
+    .await;
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        many_records(
+            dir.path(),
+            &zone,
+            &emulator.url,
+            ips[0],
+            ips[1],
+            backends[0].addr.port(),
+            &pki.ca_file,
+            N,
+        )
+        .replace("requests_per_second = 50", "requests_per_second = 5")
+        // Full cycles (which read the zone) far apart: the flip plans on what the last left.
+        .replace(
+            "interval = \"1s\"\ninsync_timeout",
+            "interval = \"5m\"\ninsync_timeout",
+        ),
+    )
+    .expect("config");
+    let reconciler = Vantage::start_with_env(
+        &["route53", "--config", path.to_str().expect("path")],
+        dir.path(),
+        &vantage_env(),
+    );
+    let in_sync = || async {
+        let status = reconciler.status().await;
+        let states: Vec<serde_json::Value> = status["records"]
+            .as_array()?
+            .iter()
+            .map(|r| r["route53"]["state"].clone())
+            .collect();
+        (states.len() == N && states.iter().all(|s| s == "in_sync")).then_some(())
+    };
+    eventually(
+        Duration::from_secs(60),
+        "every record created and INSYNC",
+        in_sync,
+    )
+    .await;
+    backends[0].stop();
+    eventually(
+        Duration::from_secs(30),
+        "every record failed over",
+        || async {
+            (emulator.holding(&zone, N, &ips[1].to_string()).await.len() == N).then_some(())
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(30), "the flip INSYNC", in_sync).await;
+    let status = reconciler.status().await;
+    let verdict = status["transitions"]
+        .as_array()
+        .and_then(|t| {
+            t.iter()
+                .find(|t| t["endpoint"] == "a" && t["to"] == "down")
+                .and_then(|t| t["at_unix_ms"].as_u64())
+        })
+        .expect("a transition of a to down") as f64
+        / 1000.0;
+    let calls = emulator.calls().await;
+    let flip: Vec<&(String, f64, u16)> = calls.iter().filter(|(_, t, _)| *t >= verdict).collect();
+    let count = |op: &str| flip.iter().filter(|(o, _, _)| o == op).count();
+    eprintln!(
+        "flip of {N} records: {} calls ({} ChangeResourceRecordSets, {} ListResourceRecordSets, {} GetChange)",
+        flip.len(),
+        count("ChangeResourceRecordSets"),
+        count("ListResourceRecordSets"),
+        count("GetChange")
+    );
+    assert!(flip.len() <= 8, "{flip:?}");
+    assert_eq!(
+        count("ListResourceRecordSets"),
+        0,
+        "no read of the zone: {flip:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|(_, _, code)| *code == 200 || *code == 201),
+        "nothing throttled or refused: {calls:?}"
+    );
+    let times: Vec<f64> = calls.iter().map(|(_, t, _)| *t).collect();
+    let most = (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|u| **u < times[i] + 1.0)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(most <= 5, "{most} calls within one second");
+}

@@ -300,6 +300,8 @@ pub struct Vantage {
     /// Every DNS address, in configuration order.
     pub dns_all: Vec<SocketAddr>,
     pub admin: SocketAddr,
+    /// The machine-readable listening line it printed.
+    pub listening: serde_json::Value,
     pub stdout_rest: Arc<Mutex<Vec<String>>>,
     stderr: PathBuf,
 }
@@ -430,8 +432,10 @@ impl Vantage {
             .first()
             .copied()
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+        // A prober names its listener "prober"; every other role "admin".
         let admin = v["listening"]["admin"]
             .as_str()
+            .or_else(|| v["listening"]["prober"].as_str())
             .expect("admin")
             .parse()
             .expect("admin addr");
@@ -440,6 +444,7 @@ impl Vantage {
             dns,
             dns_all,
             admin,
+            listening: v.clone(),
             stdout_rest: rest,
             stderr,
         }
