@@ -86,6 +86,7 @@ pub struct Controller<A: Api + ?Sized> {
     /// Only the leading replica writes.
     leadership: Arc<crate::state::leader::Leadership>,
     leading: bool,
+    term: u64,
     /// The targets of the last cycle.
     last: Option<BTreeMap<String, Vec<Target>>>,
     next_cycle: Instant,
@@ -121,6 +122,7 @@ impl<A: Api + ?Sized + 'static> Controller<A> {
             approval,
             leadership,
             leading: false,
+            term: 0,
             last: None,
             next_cycle: Instant::now(),
             changed_at: None,
@@ -162,8 +164,10 @@ impl<A: Api + ?Sized + 'static> Controller<A> {
         self.export_states(&settings, &snapshot);
         // A standby writes nothing; a new leader starts with a full cycle (reading every zone).
         let leading = self.leadership.is_leader();
-        if leading != self.leading {
+        let term = self.leadership.term();
+        if leading != self.leading || term != self.term {
             self.leading = leading;
+            self.term = term;
             self.known.clear();
             self.last = None;
             self.next_cycle = now;
@@ -199,8 +203,12 @@ impl<A: Api + ?Sized + 'static> Controller<A> {
         let mut conflicts = Vec::new();
         let mut pending = 0;
         for (zone, zone_targets) in &targets {
+            let api = LeaderOnly {
+                inner: self.api.as_ref(),
+                leadership: &self.leadership,
+            };
             let mut report = reconcile::reconcile_zone(
-                self.api.as_ref(),
+                &api,
                 zone,
                 zone_targets,
                 self.known.get(zone).map(Vec::as_slice),
@@ -259,7 +267,7 @@ impl<A: Api + ?Sized + 'static> Controller<A> {
             self.next_cycle = now + settings.route53.interval;
         }
         // A refused group is tried again when its backoff ends, not before.
-        if let Some(due) = self.refused.next_due() {
+        if let Some(due) = self.refused.next_due(now) {
             self.next_cycle = self.next_cycle.min(due.max(now + RETRY));
         }
     }
@@ -318,5 +326,41 @@ impl<A: Api + ?Sized + 'static> Controller<A> {
             );
         }
         self.logged.insert(zone.to_string(), summary);
+    }
+}
+
+/// The API as a leader may use it: a change is refused once this replica no longer surely
+/// leads (its lease may have passed to a standby in the middle of a cycle).
+struct LeaderOnly<'a, A: ?Sized> {
+    inner: &'a A,
+    leadership: &'a crate::state::leader::Leadership,
+}
+
+#[async_trait::async_trait]
+impl<A: Api + ?Sized> Api for LeaderOnly<'_, A> {
+    async fn list_page(
+        &self,
+        zone: &str,
+        start: Option<&super::api::PageStart>,
+    ) -> Result<super::api::Page, super::api::ApiError> {
+        self.inner.list_page(zone, start).await
+    }
+
+    async fn change(
+        &self,
+        zone: &str,
+        changes: &[super::Change],
+        comment: &str,
+    ) -> Result<String, super::api::ApiError> {
+        if !self.leadership.is_leader() {
+            return Err(super::api::ApiError::Other(
+                "this replica no longer leads; the new leader writes".into(),
+            ));
+        }
+        self.inner.change(zone, changes, comment).await
+    }
+
+    async fn is_insync(&self, id: &str) -> Result<bool, super::api::ApiError> {
+        self.inner.is_insync(id).await
     }
 }

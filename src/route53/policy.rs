@@ -209,9 +209,13 @@ impl RefusedGroups {
         );
     }
 
-    /// When the first waiting group may be tried again.
-    pub fn next_due(&self) -> Option<Instant> {
-        self.groups.values().map(|r| r.until).min()
+    /// When the first group still waiting at `now` may be tried again.
+    pub fn next_due(&self, now: Instant) -> Option<Instant> {
+        self.groups
+            .values()
+            .map(|r| r.until)
+            .filter(|until| *until > now)
+            .min()
     }
 
     /// Route53 took the group's change, or it has nothing to change any more.
@@ -425,6 +429,10 @@ mod tests {
         let d = decide(&p, &targets, &[], cap(), &refused, now);
         assert_eq!(d.held.len(), 1);
         assert_eq!(d.held[0].why, HeldBy::Backoff);
+        // A backoff that is over does not call for another cycle.
+        let (until, _) = refused.holds(unit, now).expect("held");
+        assert_eq!(refused.next_due(now), Some(until));
+        assert_eq!(refused.next_due(until), None);
         refused.forget(&unit.key);
         assert!(refused.holds(unit, now).is_none());
     }

@@ -215,13 +215,35 @@ impl Etcd {
                 }
             };
             let status = response.status();
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| EtcdError::Invalid(e.to_string()))?;
-            let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                EtcdError::Invalid(format!("{e}: {}", String::from_utf8_lossy(&bytes)))
-            })?;
+            let bytes = match response.bytes().await {
+                Ok(b) => b,
+                Err(e) => {
+                    last = crate::error_chain(&e);
+                    continue;
+                }
+            };
+            let value: Value = match serde_json::from_slice(&bytes) {
+                Ok(v) => v,
+                // A proxy's error page, a member on its way down: another member may answer.
+                Err(_) if status.is_server_error() => {
+                    last = format!("HTTP {status}");
+                    continue;
+                }
+                Err(e) => {
+                    return Err(EtcdError::Invalid(format!(
+                        "{e}: {}",
+                        String::from_utf8_lossy(&bytes)
+                    )));
+                }
+            };
+            let reason = value["error"]
+                .as_str()
+                .or_else(|| value["message"].as_str());
+            // A member without a leader (cut off from its peers) cannot answer: ask another.
+            if !status.is_success() && reason.is_some_and(|r| r.contains("no leader")) {
+                last = reason.unwrap_or_default().to_string();
+                continue;
+            }
             if !status.is_success() {
                 return Err(EtcdError::Refused(
                     value["error"]
@@ -355,9 +377,38 @@ impl Etcd {
         Ok((out, revision(&v)))
     }
 
+    /// The newest `limit` keys under `dir` (by key, newest last).
+    pub async fn list_latest(
+        &self,
+        dir: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, EtcdError> {
+        let full = format!("{}{dir}", self.prefix);
+        let v = self
+            .call(
+                "v3/kv/range",
+                &json!({
+                    "key": b64(full.as_bytes()),
+                    "range_end": b64(&prefix_end(&full)),
+                    "limit": limit.to_string(),
+                    "sort_order": "DESCEND",
+                    "sort_target": "KEY",
+                }),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        let mut out = Vec::new();
+        for kv in v["kvs"].as_array().into_iter().flatten() {
+            let key = String::from_utf8_lossy(&unb64(&kv["key"])?).to_string();
+            let key = key.strip_prefix(&self.prefix).unwrap_or(&key).to_string();
+            out.push((key, unb64(&kv["value"])?));
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     /// Watches every key under `dir` from `revision` on, handing each change to `event`
-    /// until the stream ends or fails (the caller reconnects from the last revision seen).
-    /// Returns the revision to resume from.
+    /// until the stream ends or fails (the caller reads the state again and watches anew).
     pub async fn watch(
         &self,
         dir: &str,
@@ -378,10 +429,13 @@ impl Etcd {
             let Ok(url) = endpoint.join("v3/watch") else {
                 continue;
             };
+            // etcd ends the watch of a member that loses its leader (cut off from its peers)
+            // instead of keeping it open with nothing on it.
             let mut request = self
                 .http
                 .post(url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header("Grpc-Metadata-hasleader", "true")
                 .body(body.to_string());
             if let Some(token) = &token {
                 request = request.header(reqwest::header::AUTHORIZATION, token.as_str());
@@ -418,7 +472,12 @@ impl Etcd {
                         detail: crate::error_chain(&e),
                     });
                 }
-                Ok(Ok(None)) => return Ok(next),
+                Ok(Ok(None)) => {
+                    return Err(EtcdError::Unreachable {
+                        endpoints: self.endpoints_text(),
+                        detail: format!("the watch ended (resume at revision {next})"),
+                    });
+                }
                 Ok(Ok(Some(chunk))) => chunk,
             };
             buffer.extend_from_slice(&chunk);
@@ -446,7 +505,13 @@ impl Etcd {
                             .unwrap_or("no reason given")
                     )));
                 }
-                next = next.max(revision_of(result) + 1);
+                let events = result["events"].as_array().map_or(0, Vec::len);
+                // The reply that creates the watch, and catch-up batches, carry the store's
+                // current revision, not the last event sent: only events and progress notices
+                // (no events, not the creation) move the resume point.
+                if events == 0 && result["created"].as_bool() != Some(true) {
+                    next = next.max(revision_of(result) + 1);
+                }
                 for e in result["events"].as_array().into_iter().flatten() {
                     let kv = &e["kv"];
                     let key = String::from_utf8_lossy(&unb64(&kv["key"])?).to_string();

@@ -54,6 +54,8 @@ pub struct FleetOverrides {
     pub changed: tokio::sync::Notify,
     /// Where drill results seen in etcd go (the last one per record).
     drills: Option<Arc<DrillResults>>,
+    /// The lease this process writes its audit entries on (one for all of them).
+    audit_lease: Mutex<Option<i64>>,
 }
 
 impl FleetOverrides {
@@ -84,6 +86,7 @@ impl FleetOverrides {
             expired_total: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
             drills,
+            audit_lease: Mutex::new(None),
         });
         tasks.spawn(store.clone().follow(shutdown.clone()));
         store
@@ -127,14 +130,12 @@ impl FleetOverrides {
             .await
             .map_err(|e| self.unavailable(e))?;
         let body = serde_json::to_vec(&o).unwrap_or_default();
+        // The copy follows etcd's order through the watch (a newer change made elsewhere
+        // meanwhile is never overwritten by this one).
         self.etcd
             .put(&format!("{OVERRIDES}{}", o.endpoint), &body, Some(lease))
             .await
             .map_err(|e| self.unavailable(e))?;
-        self.apply(Event::Put {
-            key: format!("{OVERRIDES}{}", o.endpoint),
-            value: body,
-        });
         self.audit(AuditEntry {
             at_unix_ms: o.created_unix_ms,
             what: "set".into(),
@@ -162,9 +163,6 @@ impl FleetOverrides {
             .delete(&format!("{OVERRIDES}{endpoint}"))
             .await
             .map_err(|e| self.unavailable(e))?;
-        self.apply(Event::Delete {
-            key: format!("{OVERRIDES}{endpoint}"),
-        });
         let Some(o) = known.filter(|_| existed) else {
             return Ok(None);
         };
@@ -222,8 +220,30 @@ impl FleetOverrides {
         );
         let body = serde_json::to_vec(&entry).unwrap_or_default();
         let written = async {
-            let lease = self.etcd.grant(AUDIT_TTL).await?;
-            self.etcd.put(&key, &body, Some(lease)).await
+            let cached = *self
+                .audit_lease
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let lease = match cached {
+                Some(lease) => lease,
+                None => {
+                    let lease = self.etcd.grant(AUDIT_TTL).await?;
+                    *self
+                        .audit_lease
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(lease);
+                    lease
+                }
+            };
+            let put = self.etcd.put(&key, &body, Some(lease)).await;
+            if put.is_err() {
+                // Perhaps the lease ended: a new one next time.
+                *self
+                    .audit_lease
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = None;
+            }
+            put
         }
         .await;
         if let Err(error) = written {
@@ -369,12 +389,10 @@ impl FleetOverrides {
                     self.changed.notify_waiters();
                 }
                 // The fleet's latest audit entries, oldest first, as the trail to show.
-                let (mut audit, _) = self.etcd.list(AUDIT).await?;
-                audit.sort_by(|a, b| a.0.cmp(&b.0));
+                let audit = self.etcd.list_latest(AUDIT, RECENT).await?;
                 let history: VecDeque<AuditEntry> = audit
                     .iter()
                     .rev()
-                    .take(RECENT)
                     .filter_map(|(_, v)| serde_json::from_slice(v).ok())
                     .collect();
                 *self.recent.lock().unwrap_or_else(PoisonError::into_inner) = history;

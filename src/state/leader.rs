@@ -21,6 +21,12 @@ use super::etcd::Etcd;
 /// Whether this replica leads, and who does.
 pub struct Leadership {
     leader: AtomicBool,
+    /// Until when the lease is surely held (from the last renewal sent, a TTL minus a margin):
+    /// past it this replica does not lead, whatever the renewal task is doing.
+    valid_until: Mutex<Option<tokio::time::Instant>>,
+    /// Counts the times this replica started leading (a new term needs a fresh look at
+    /// Route53).
+    term: std::sync::atomic::AtomicU64,
     name: String,
     holder: Mutex<Option<String>>,
     /// Wakes whoever waits to lead.
@@ -42,6 +48,8 @@ impl Leadership {
     pub fn alone(name: &str) -> Arc<Self> {
         Arc::new(Self {
             leader: AtomicBool::new(true),
+            valid_until: Mutex::new(None),
+            term: std::sync::atomic::AtomicU64::new(1),
             name: name.to_string(),
             holder: Mutex::new(Some(name.to_string())),
             changed: tokio::sync::Notify::new(),
@@ -59,6 +67,8 @@ impl Leadership {
     ) -> Arc<Self> {
         let me = Arc::new(Self {
             leader: AtomicBool::new(false),
+            valid_until: Mutex::new(Some(tokio::time::Instant::now())),
+            term: std::sync::atomic::AtomicU64::new(0),
             name: name.to_string(),
             holder: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
@@ -70,8 +80,27 @@ impl Leadership {
         me
     }
 
+    /// Whether this replica leads now: it won the key and its lease is surely still alive.
     pub fn is_leader(&self) -> bool {
         self.leader.load(Ordering::Relaxed)
+            && self
+                .valid_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_none_or(|until| tokio::time::Instant::now() < until)
+    }
+
+    /// Which term of leadership this is (changes every time this replica starts leading).
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Relaxed)
+    }
+
+    /// The lease was renewed at `sent` for `ttl`.
+    fn renewed(&self, sent: tokio::time::Instant, ttl: Duration) {
+        *self
+            .valid_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(sent + ttl.mul_f64(0.8));
     }
 
     pub fn state(&self) -> LeaderState {
@@ -88,6 +117,9 @@ impl Leadership {
 
     fn set(&self, leader: bool, holder: Option<String>) {
         let was = self.leader.swap(leader, Ordering::Relaxed);
+        if leader && !was {
+            self.term.fetch_add(1, Ordering::Relaxed);
+        }
         *self.holder.lock().unwrap_or_else(PoisonError::into_inner) = holder.clone();
         if was != leader {
             if leader {
@@ -111,6 +143,7 @@ impl Leadership {
         let look = ttl / 10;
         loop {
             // Try to take the key; while someone holds it, look again soon.
+            let granted_at = tokio::time::Instant::now();
             let attempt = async {
                 let lease = etcd.grant(ttl).await?;
                 match etcd.create(&key, self.name.as_bytes(), lease).await? {
@@ -128,6 +161,7 @@ impl Leadership {
             };
             match lease {
                 Ok(Some(lease)) => {
+                    self.renewed(granted_at, ttl);
                     self.set(true, Some(self.name.clone()));
                     // Lead while the lease is renewed.
                     loop {
@@ -141,14 +175,23 @@ impl Leadership {
                                 return;
                             }
                         }
-                        match etcd.keepalive(lease).await {
-                            Ok(true) => {}
-                            Ok(false) => {
+                        // A renewal that takes longer than a third of the TTL is a failed one.
+                        let sent = tokio::time::Instant::now();
+                        match tokio::time::timeout(every, etcd.keepalive(lease)).await {
+                            Ok(Ok(true)) => self.renewed(sent, ttl),
+                            Ok(Ok(false)) => {
                                 self.set(false, None);
                                 break;
                             }
-                            Err(error) => {
+                            Ok(Err(error)) => {
                                 tracing::error!(%error, "cannot renew the leadership lease; stepping down");
+                                self.set(false, None);
+                                break;
+                            }
+                            Err(_) => {
+                                tracing::error!(
+                                    "renewing the leadership lease takes too long; stepping down"
+                                );
                                 self.set(false, None);
                                 break;
                             }
