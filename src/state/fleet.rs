@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     drills::{DrillResult, DrillResults},
     etcd::{Etcd, EtcdError, Event},
-    overrides::{AuditEntry, Backend, Override, OverrideError},
+    overrides::{AuditEntry, Backend, Override, OverrideError, RECENT, Recent},
 };
 use crate::model::EndpointId;
 
@@ -38,13 +38,11 @@ const LEASE_GRACE: Duration = Duration::from_secs(60);
 const HEALTH_EVERY: Duration = Duration::from_secs(2);
 /// What that read asks for (a key nobody writes).
 const MEMBERS_PROBE: &str = "health/";
-/// How many audit entries are kept for the status page.
-const RECENT: usize = 50;
 
 pub struct FleetOverrides {
     etcd: Etcd,
     entries: Mutex<BTreeMap<EndpointId, Override>>,
-    recent: Mutex<VecDeque<AuditEntry>>,
+    recent: Recent,
     /// The last copy, for a restart while etcd cannot be reached.
     cache: PathBuf,
     reachable: AtomicBool,
@@ -79,7 +77,7 @@ impl FleetOverrides {
                     .map(|o| (o.endpoint.clone(), o))
                     .collect(),
             ),
-            recent: Mutex::default(),
+            recent: Recent::default(),
             cache,
             reachable: AtomicBool::new(false),
             error: Mutex::new(Some("not connected yet".into())),
@@ -136,15 +134,13 @@ impl FleetOverrides {
             .put(&format!("{OVERRIDES}{}", o.endpoint), &body, Some(lease))
             .await
             .map_err(|e| self.unavailable(e))?;
-        self.audit(AuditEntry {
-            at_unix_ms: o.created_unix_ms,
-            what: "set".into(),
-            who: o.by.clone(),
-            endpoint: o.endpoint.clone(),
-            action: o.action,
-            reason: o.reason.clone(),
-            expires_unix_ms: o.expires_unix_ms,
-        })
+        self.audit(AuditEntry::of(
+            &o,
+            "set",
+            &o.by,
+            &o.reason,
+            o.created_unix_ms,
+        ))
         .await;
         Ok(())
     }
@@ -166,16 +162,8 @@ impl FleetOverrides {
         let Some(o) = known.filter(|_| existed) else {
             return Ok(None);
         };
-        self.audit(AuditEntry {
-            at_unix_ms: now_ms,
-            what: "clear".into(),
-            who: by.to_string(),
-            endpoint: o.endpoint.clone(),
-            action: o.action,
-            reason: reason.to_string(),
-            expires_unix_ms: o.expires_unix_ms,
-        })
-        .await;
+        self.audit(AuditEntry::of(&o, "clear", by, reason, now_ms))
+            .await;
         Ok(Some(o))
     }
 
@@ -253,11 +241,7 @@ impl FleetOverrides {
     }
 
     fn remember(&self, entry: AuditEntry) {
-        tracing::info!(what = %entry.what, who = %entry.who, endpoint = %entry.endpoint,
-            action = entry.action.as_str(), reason = %entry.reason, "override {}", entry.what);
-        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        recent.push_front(entry);
-        recent.truncate(RECENT);
+        self.recent.remember(entry);
     }
 
     /// The overrides in force at `now_ms` (an expired one never is, even before etcd's lease
@@ -276,26 +260,14 @@ impl FleetOverrides {
         drop(entries);
         for o in expired {
             self.expired_total.fetch_add(1, Ordering::Relaxed);
-            self.remember(AuditEntry {
-                at_unix_ms: now_ms,
-                what: "expired".into(),
-                who: "vantage".into(),
-                endpoint: o.endpoint,
-                action: o.action,
-                reason: o.reason,
-                expires_unix_ms: o.expires_unix_ms,
-            });
+            self.recent
+                .remember(AuditEntry::of(&o, "expired", "vantage", &o.reason, now_ms));
         }
         active
     }
 
     pub fn recent(&self) -> Vec<AuditEntry> {
-        self.recent
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect()
+        self.recent.list()
     }
 
     /// One change from etcd into the copy.
@@ -395,7 +367,7 @@ impl FleetOverrides {
                     .rev()
                     .filter_map(|(_, v)| serde_json::from_slice(v).ok())
                     .collect();
-                *self.recent.lock().unwrap_or_else(PoisonError::into_inner) = history;
+                self.recent.replace(history);
                 let (drills, _) = self.etcd.list(DRILLS).await?;
                 for (_, value) in drills {
                     self.drill(&value);

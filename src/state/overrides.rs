@@ -65,6 +65,49 @@ pub struct AuditEntry {
     pub expires_unix_ms: u64,
 }
 
+impl AuditEntry {
+    /// What happened to override `o` (`set`, `clear`, `expired`), by whom, why, when.
+    pub fn of(o: &Override, what: &str, who: &str, reason: &str, at_unix_ms: u64) -> Self {
+        Self {
+            at_unix_ms,
+            what: what.to_string(),
+            who: who.to_string(),
+            endpoint: o.endpoint.clone(),
+            action: o.action,
+            reason: reason.to_string(),
+            expires_unix_ms: o.expires_unix_ms,
+        }
+    }
+}
+
+/// The latest audit entries, newest first, for the status page; each is logged as it comes.
+#[derive(Default)]
+pub struct Recent(Mutex<VecDeque<AuditEntry>>);
+
+impl Recent {
+    pub fn remember(&self, entry: AuditEntry) {
+        tracing::info!(what = %entry.what, who = %entry.who, endpoint = %entry.endpoint,
+            action = entry.action.as_str(), reason = %entry.reason, "override {}", entry.what);
+        let mut recent = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.push_front(entry);
+        recent.truncate(RECENT);
+    }
+
+    /// Replaces the entries (newest first) without logging them (history read at start).
+    pub fn replace(&self, entries: VecDeque<AuditEntry>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = entries;
+    }
+
+    pub fn list(&self) -> Vec<AuditEntry> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OverrideError {
     #[error("{path}: {source}")]
@@ -79,7 +122,7 @@ pub enum OverrideError {
 }
 
 /// How many audit entries are kept in memory for the status page.
-const RECENT: usize = 50;
+pub const RECENT: usize = 50;
 
 /// Overrides kept in this process's state directory (`overrides.json`, `audit.log`).
 pub struct FileOverrides {
@@ -87,7 +130,7 @@ pub struct FileOverrides {
     pub expired_total: std::sync::atomic::AtomicU64,
     dir: PathBuf,
     entries: Mutex<BTreeMap<EndpointId, Override>>,
-    recent: Mutex<VecDeque<AuditEntry>>,
+    recent: Recent,
     problem: Option<String>,
     writable: bool,
     /// Wakes whoever waits for the overrides to change (the aggregator).
@@ -110,7 +153,7 @@ impl FileOverrides {
                     .map(|o| (o.endpoint.clone(), o))
                     .collect(),
             ),
-            recent: Mutex::new(VecDeque::new()),
+            recent: Recent::default(),
             problem: loaded.problem,
             writable: loaded.writable,
             changed: tokio::sync::Notify::new(),
@@ -152,11 +195,7 @@ impl FileOverrides {
     }
 
     fn remember(&self, entry: AuditEntry) {
-        tracing::info!(what = %entry.what, who = %entry.who, endpoint = %entry.endpoint,
-            action = entry.action.as_str(), reason = %entry.reason, "override {}", entry.what);
-        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        recent.push_front(entry);
-        recent.truncate(RECENT);
+        self.recent.remember(entry);
     }
 
     fn writable(&self) -> Result<(), OverrideError> {
@@ -176,15 +215,7 @@ impl FileOverrides {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = entries.clone();
         next.insert(o.endpoint.clone(), o.clone());
-        let entry = AuditEntry {
-            at_unix_ms: o.created_unix_ms,
-            what: "set".into(),
-            who: o.by.clone(),
-            endpoint: o.endpoint.clone(),
-            action: o.action,
-            reason: o.reason.clone(),
-            expires_unix_ms: o.expires_unix_ms,
-        };
+        let entry = AuditEntry::of(&o, "set", &o.by, &o.reason, o.created_unix_ms);
         self.audit(entry.clone())?;
         if let Err(e) = self.persist(&next) {
             let _ = self.audit(AuditEntry {
@@ -212,15 +243,7 @@ impl FileOverrides {
         let Some(o) = next.remove(endpoint) else {
             return Ok(None);
         };
-        let entry = AuditEntry {
-            at_unix_ms: now_ms,
-            what: "clear".into(),
-            who: by.to_string(),
-            endpoint: o.endpoint.clone(),
-            action: o.action,
-            reason: reason.to_string(),
-            expires_unix_ms: o.expires_unix_ms,
-        };
+        let entry = AuditEntry::of(&o, "clear", by, reason, now_ms);
         self.audit(entry.clone())?;
         if let Err(e) = self.persist(&next) {
             let _ = self.audit(AuditEntry {
@@ -262,15 +285,7 @@ impl FileOverrides {
         for o in expired {
             self.expired_total
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let entry = AuditEntry {
-                at_unix_ms: now_ms,
-                what: "expired".into(),
-                who: "vantage".into(),
-                endpoint: o.endpoint,
-                action: o.action,
-                reason: o.reason,
-                expires_unix_ms: o.expires_unix_ms,
-            };
+            let entry = AuditEntry::of(&o, "expired", "vantage", &o.reason, now_ms);
             // An expiry happens whether or not it can be written down.
             if self.audit(entry.clone()).is_err() {
                 self.remember(entry);
@@ -281,12 +296,7 @@ impl FileOverrides {
 
     /// The latest audit entries, newest first.
     pub fn recent(&self) -> Vec<AuditEntry> {
-        self.recent
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect()
+        self.recent.list()
     }
 }
 
