@@ -103,14 +103,12 @@ pub(super) fn validate_check(
     }
     let rise = p.ranged(&format!("{path}.rise"), raw.rise, defaults::RISE, 1, 100);
     let fall = p.ranged(&format!("{path}.fall"), raw.fall, defaults::FALL, 1, 100);
-    // A fifth of the interval, between 100 ms and the interval.
-    let suspect_default = (interval / 5)
-        .max(defaults::SUSPECT_INTERVAL_MIN)
-        .min(interval);
+    // Off unless set: a re-check soon after a failure also repeats a local hiccup (a loaded
+    // host timing out twice in a row), so it is the operator's choice.
     let suspect_interval = p.duration(
         &format!("{path}.suspect_interval"),
         raw.suspect_interval.as_ref(),
-        suspect_default,
+        interval,
     );
     if suspect_interval > interval {
         p.add(

@@ -33,7 +33,7 @@ pub mod defaults {
     pub const STALE_AFTER: Duration = Duration::from_secs(5);
     pub const STARTUP_GRACE: Duration = Duration::from_secs(60);
     pub const INTERVAL: Duration = Duration::from_secs(1);
-    /// The shortest `suspect_interval` (and the default's floor).
+    /// The shortest `suspect_interval`.
     pub const SUSPECT_INTERVAL_MIN: Duration = Duration::from_millis(100);
     pub const TIMEOUT: Duration = Duration::from_millis(800);
     pub const RISE: u32 = 2;

@@ -13,8 +13,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::{api::Api, metrics::Route53Metrics, reconcile::Reports};
 
-/// How often pending changes are checked.
+/// A change is first asked about this long after it was submitted ...
 pub const POLL: Duration = Duration::from_secs(2);
+/// ... then at doubling intervals up to this.
+pub const POLL_MAX: Duration = Duration::from_secs(30);
+/// How often the tracker looks for changes whose time has come.
+const TICK: Duration = Duration::from_millis(250);
 
 /// Changes applied to each zone and not INSYNC yet.
 #[derive(Debug, Default)]
@@ -26,6 +30,9 @@ pub struct Tracker {
 struct Submitted {
     id: String,
     at: Instant,
+    /// When to ask about it (first a poll after submission, then further apart while PENDING).
+    next: Instant,
+    wait: Duration,
     /// When the answer changed (for the verdict-to-INSYNC histogram).
     changed_at: Option<Instant>,
 }
@@ -58,15 +65,23 @@ impl Tracker {
         queue.extend(ids.iter().map(|id| Submitted {
             id: id.clone(),
             at: now,
+            next: now + POLL,
+            wait: POLL,
             changed_at,
         }));
     }
 
     /// The change to check next in each zone (the oldest pending one).
-    pub fn due(&self) -> Vec<(String, String)> {
+    /// (zone, change) to ask about at `now`: each zone's oldest pending change, once its
+    /// time has come.
+    pub fn due(&self, now: Instant) -> Vec<(String, String)> {
         self.zones
             .iter()
-            .filter_map(|(zone, q)| q.front().map(|s| (zone.clone(), s.id.clone())))
+            .filter_map(|(zone, q)| {
+                q.front()
+                    .filter(|s| s.next <= now)
+                    .map(|s| (zone.clone(), s.id.clone()))
+            })
             .collect()
     }
 
@@ -95,6 +110,12 @@ impl Tracker {
                 last: queue.len() == 1,
             }
         } else {
+            // Still PENDING: ask again later, further apart each time (Route53 takes from
+            // seconds to a minute or two), so that a slow propagation costs few calls.
+            if let Some(first) = queue.front_mut() {
+                first.wait = (first.wait * 2).min(POLL_MAX);
+                first.next = now + first.wait;
+            }
             return Found::Pending;
         };
         queue.pop_front();
@@ -121,11 +142,11 @@ pub async fn follow<A: Api + ?Sized>(
 ) {
     loop {
         tokio::select! {
-            () = tokio::time::sleep(POLL) => {}
+            () = tokio::time::sleep(TICK) => {}
             () = shutdown.cancelled() => return,
         }
         let lock = || tracker.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut due = lock().due();
+        let mut due = lock().due(Instant::now());
         while let Some((zone, id)) = due.pop() {
             let insync = match api.is_insync(&id).await {
                 Ok(done) => Some(done),
@@ -157,7 +178,11 @@ pub async fn follow<A: Api + ?Sized>(
                         change.insync_unix_ms = done.then(crate::clock::unix_ms);
                     }
                 }
-            } else if let Some(next) = lock().due().into_iter().find(|(z, _)| *z == zone) {
+            } else if let Some(next) = lock()
+                .due(Instant::now())
+                .into_iter()
+                .find(|(z, _)| *z == zone)
+            {
                 // The next batch of this zone, at once (it is most likely INSYNC too).
                 due.push(next);
             }
@@ -175,8 +200,9 @@ mod tests {
         let mut tracker = Tracker::default();
         tracker.submitted("Z1", &["c1".into(), "c2".into()], Some(t0), t0);
         tracker.submitted("Z2", &["d1".into()], None, t0);
+        assert!(tracker.due(t0).is_empty(), "not asked before a poll's time");
         assert_eq!(
-            tracker.due(),
+            tracker.due(t0 + POLL),
             vec![("Z1".into(), "c1".into()), ("Z2".into(), "d1".into())]
         );
         let later = t0 + Duration::from_secs(3);
@@ -185,6 +211,9 @@ mod tests {
             tracker.checked("Z1", "c1", Some(false), timeout, later),
             Found::Pending
         );
+        // Still PENDING: asked again only after twice the wait.
+        assert!(!tracker.due(later + POLL).iter().any(|(z, _)| z == "Z1"));
+        assert!(tracker.due(later + POLL * 2).iter().any(|(z, _)| z == "Z1"));
         assert_eq!(
             tracker.checked("Z1", "c1", Some(true), timeout, later),
             Found::InSync {
@@ -192,7 +221,7 @@ mod tests {
                 last: false
             }
         );
-        assert_eq!(tracker.due()[0], ("Z1".into(), "c2".into()));
+        assert_eq!(tracker.due(later)[0], ("Z1".into(), "c2".into()));
         assert_eq!(
             tracker.checked("Z1", "c2", Some(true), timeout, later),
             Found::InSync {

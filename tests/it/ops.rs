@@ -398,6 +398,22 @@ async fn deployment_files_are_valid_and_use_metrics_that_exist() {
         &query_message("www.example.com.", RecordType::A, false),
     )
     .await;
+    // The drill refuses to start while anything is unsettled (a quorum, every endpoint Up):
+    // wait for that first, as an operator would.
+    eventually(
+        Duration::from_secs(30),
+        "the demo's quorum and every endpoint Up",
+        || async {
+            let status = demo.status().await;
+            (status["quorum"]["state"] == "quorum"
+                && status["endpoints"]
+                    .as_array()?
+                    .iter()
+                    .all(|e| e["verdict"] == "up"))
+            .then_some(())
+        },
+    )
+    .await;
     // The drill README shows, against the demo (its result feeds the drill metrics).
     let instructions = demo.stdout_rest.lock().expect("lock").join("\n");
     let fleet = instructions
