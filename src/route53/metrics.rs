@@ -64,7 +64,7 @@ impl Route53Metrics {
             ),
             refused: registry.int_counter(
                 "vantage_route53_cycles_refused_total",
-                "Reconcile cycles refused because they would change more than max_change_fraction of the owned records.",
+                "Reconcile cycles whose configuration-driven changes the change cap held (they would update or delete more than max_change_fraction of the owned records); health-driven changes are never held.",
             ),
             insync_seconds: registry.histogram(
                 "vantage_route53_verdict_to_insync_seconds",
