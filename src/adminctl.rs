@@ -433,15 +433,10 @@ pub async fn fleet_status(
             .into_iter()
             .flatten()
             .map(|r| {
-                let answer = if r["state"] == "servfail" {
-                    "SERVFAIL".to_string()
-                } else {
-                    r["answer"]
-                        .as_array()
-                        .map(|a| a.iter().map(text).collect::<Vec<_>>().join(" "))
-                        .unwrap_or_default()
-                };
-                (format!("{} {}", text(&r["name"]), text(&r["type"])), answer)
+                (
+                    format!("{} {}", text(&r["name"]), text(&r["type"])),
+                    answer_text(r),
+                )
             })
             .collect()
     };
@@ -537,6 +532,18 @@ DNS servers disagree on: {}
     Ok((out, !disagree.is_empty()))
 }
 
+/// A status record's answer as people read it: its addresses, or SERVFAIL.
+fn answer_text(record: &Value) -> String {
+    if record["state"] == "servfail" {
+        "SERVFAIL".to_string()
+    } else {
+        record["answer"]
+            .as_array()
+            .map(|a| a.iter().map(text).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    }
+}
+
 fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -589,14 +596,7 @@ pub fn render_status(doc: &Value) -> String {
     let records: Vec<Vec<String>> = list("records")
         .iter()
         .map(|r| {
-            let answer = if r["state"] == "servfail" {
-                "SERVFAIL".to_string()
-            } else {
-                r["answer"]
-                    .as_array()
-                    .map(|a| a.iter().map(text).collect::<Vec<_>>().join(" "))
-                    .unwrap_or_default()
-            };
+            let answer = answer_text(r);
             let mut row = vec![
                 format!("{} {}", text(&r["name"]), text(&r["type"])),
                 text(&r["policy"]),

@@ -293,6 +293,18 @@ mod tests {
         crate::route53::plan::apply(&[], &plan(&[], targets))
     }
 
+    /// The decision for a plan with no group in backoff.
+    fn fresh(p: &Plan, targets: &[Target], current: &[RecordSet], cap: Cap) -> Decision {
+        decide(
+            p,
+            targets,
+            current,
+            cap,
+            &RefusedGroups::default(),
+            Instant::now(),
+        )
+    }
+
     fn cap() -> Cap {
         Cap {
             max_change_fraction: 0.5,
@@ -314,14 +326,7 @@ mod tests {
                 .zip(&after)
                 .all(|(u, t)| driver(u, t) == Driver::Verdict)
         );
-        let d = decide(
-            &p,
-            &after,
-            &current,
-            cap(),
-            &RefusedGroups::default(),
-            Instant::now(),
-        );
+        let d = fresh(&p, &after, &current, cap());
         assert_eq!((d.apply.len(), d.held.len()), (1000, 0));
     }
 
@@ -337,14 +342,7 @@ mod tests {
         // ... while one record also fails over the way health does (still allowed).
         after[0] = target(0, "192.0.2.2");
         let p = plan(&current, &after);
-        let d = decide(
-            &p,
-            &after,
-            &current,
-            cap(),
-            &RefusedGroups::default(),
-            Instant::now(),
-        );
+        let d = fresh(&p, &after, &current, cap());
         assert_eq!(d.apply.len(), 1, "the health-driven change goes: {d:?}");
         assert_eq!(d.apply[0].key.name, "n0.example.com.");
         assert_eq!(d.held.len(), 9);
@@ -354,14 +352,7 @@ mod tests {
             approved: true,
             ..cap()
         };
-        let d = decide(
-            &p,
-            &after,
-            &current,
-            approved,
-            &RefusedGroups::default(),
-            Instant::now(),
-        );
+        let d = fresh(&p, &after, &current, approved);
         assert_eq!((d.apply.len(), d.held.len()), (10, 0));
     }
 
@@ -374,14 +365,7 @@ mod tests {
         after[3].desired = vec![a("n3.example.com.", 60, &["192.0.2.1"])];
         let p = plan(&current, &after);
         assert_eq!(driver(&p.units[0], &after[3]), Driver::Config);
-        let d = decide(
-            &p,
-            &after,
-            &current,
-            cap(),
-            &RefusedGroups::default(),
-            Instant::now(),
-        );
+        let d = fresh(&p, &after, &current, cap());
         assert_eq!((d.apply.len(), d.held.len()), (1, 0));
     }
 
@@ -389,14 +373,7 @@ mod tests {
     fn creations_are_never_capped() {
         let targets: Vec<Target> = (0..100).map(|i| target(i, "192.0.2.1")).collect();
         let p = plan(&[], &targets);
-        let d = decide(
-            &p,
-            &targets,
-            &[],
-            cap(),
-            &RefusedGroups::default(),
-            Instant::now(),
-        );
+        let d = fresh(&p, &targets, &[], cap());
         assert_eq!((d.apply.len(), d.held.len()), (100, 0));
     }
 

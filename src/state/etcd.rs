@@ -368,13 +368,18 @@ impl Etcd {
                 REQUEST_TIMEOUT,
             )
             .await?;
+        Ok((self.pairs(&v)?, revision(&v)))
+    }
+
+    /// The (key under the prefix, value) pairs of a range reply.
+    fn pairs(&self, v: &Value) -> Result<Vec<(String, Vec<u8>)>, EtcdError> {
         let mut out = Vec::new();
         for kv in v["kvs"].as_array().into_iter().flatten() {
             let key = String::from_utf8_lossy(&unb64(&kv["key"])?).to_string();
             let key = key.strip_prefix(&self.prefix).unwrap_or(&key).to_string();
             out.push((key, unb64(&kv["value"])?));
         }
-        Ok((out, revision(&v)))
+        Ok(out)
     }
 
     /// The newest `limit` keys under `dir` (by key, newest last).
@@ -397,12 +402,7 @@ impl Etcd {
                 REQUEST_TIMEOUT,
             )
             .await?;
-        let mut out = Vec::new();
-        for kv in v["kvs"].as_array().into_iter().flatten() {
-            let key = String::from_utf8_lossy(&unb64(&kv["key"])?).to_string();
-            let key = key.strip_prefix(&self.prefix).unwrap_or(&key).to_string();
-            out.push((key, unb64(&kv["value"])?));
-        }
+        let mut out = self.pairs(&v)?;
         out.reverse();
         Ok(out)
     }

@@ -150,6 +150,26 @@ endpoints = [{{ name = "{first}", address = "{a}" }}, {{ name = "{second}", addr
     path
 }
 
+/// TCP check targets that accept and close on ips[0] and ips[1], on one port (a check has
+/// one port); the port.
+async fn tcp_targets(ips: &[std::net::Ipv4Addr]) -> u16 {
+    let first = tokio::net::TcpListener::bind((ips[0], 0))
+        .await
+        .expect("bind");
+    let port = first.local_addr().expect("addr").port();
+    let second = tokio::net::TcpListener::bind((ips[1], port))
+        .await
+        .expect("bind");
+    for l in [first, second] {
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                drop(s);
+            }
+        });
+    }
+    port
+}
+
 async fn www(server: &Vantage) -> Vec<IpAddr> {
     addresses(
         &udp_query(
@@ -183,24 +203,7 @@ async fn one_drain_reaches_every_server_and_losing_etcd_changes_no_answer() {
     // Both endpoints are checked over TCP on 127.0.0.1 (check_address not needed: the
     // addresses are the listeners' own).
     let ips = loopback_block();
-    let listeners: Vec<tokio::net::TcpListener> = {
-        let first = tokio::net::TcpListener::bind((ips[0], 0))
-            .await
-            .expect("bind");
-        let port = first.local_addr().expect("addr").port();
-        let second = tokio::net::TcpListener::bind((ips[1], port))
-            .await
-            .expect("bind");
-        vec![first, second]
-    };
-    let port = listeners[0].local_addr().expect("addr").port();
-    for l in listeners {
-        tokio::spawn(async move {
-            while let Ok((s, _)) = l.accept().await {
-                drop(s);
-            }
-        });
-    }
+    let port = tcp_targets(&ips).await;
     let servers: Vec<Vantage> = (0..2)
         .map(|n| Vantage::dns(&config(dir.path(), n, etcd.client, &ips, port), dir.path()))
         .collect();
@@ -394,32 +397,22 @@ async fn one_drain_reaches_every_server_and_losing_etcd_changes_no_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_reconcilers_elect_one_writer_and_a_standby_takes_over() {
-    use crate::route53::{Emulator, client, create_zone, many_records, vantage_env};
+    use crate::route53::{Emulator, Many, many, vantage_env};
     init();
     const N: usize = 20;
-    let dir = workdir();
+    let Many {
+        emulator,
+        zone,
+        dir,
+        pki,
+        ips,
+        backends,
+        path,
+    } = many(Emulator::strict().await, N).await;
     let etcd = Etcd::start(&dir.path().join("etcd")).await;
-    let emulator = Emulator::strict().await;
-    let zone = create_zone(&client(&emulator.url), "example.com.").await;
-    let pki = Pki::new(dir.path());
-    let ips = loopback_block();
-    let backends = start_backends(
-        &ips[..2],
-        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
-    )
-    .await;
+    let shared = std::fs::read_to_string(&path).expect("config");
     let replica = |n: usize| {
-        let text = many_records(
-            dir.path(),
-            &zone,
-            &emulator.url,
-            ips[0],
-            ips[1],
-            backends[0].addr.port(),
-            &pki.ca_file,
-            N,
-        )
-        .replace(
+        let text = shared.replace(
             &format!("state_dir = \"{}\"", dir.path().join("state").display()),
             &format!(
                 "state_dir = \"{}\"",
@@ -807,23 +800,7 @@ async fn a_three_member_etcd_survives_a_lost_member_and_without_quorum_nothing_c
     std::fs::write(dir.path().join("token"), "fleet-admin-token").expect("token");
     let mut etcd = EtcdCluster::start(&dir.path().join("etcd")).await;
     let ips = loopback_block();
-    let port = {
-        let first = tokio::net::TcpListener::bind((ips[0], 0))
-            .await
-            .expect("bind");
-        let port = first.local_addr().expect("addr").port();
-        let second = tokio::net::TcpListener::bind((ips[1], port))
-            .await
-            .expect("bind");
-        for l in [first, second] {
-            tokio::spawn(async move {
-                while let Ok((s, _)) = l.accept().await {
-                    drop(s);
-                }
-            });
-        }
-        port
-    };
+    let port = tcp_targets(&ips).await;
     let (first, endpoints) = (etcd.clients[0], etcd.state());
     let start = |n: usize| {
         let path = config(dir.path(), n, first, &ips, port);

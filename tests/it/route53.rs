@@ -1023,15 +1023,20 @@ requests_per_second = 50
     text
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_refused_record_among_a_thousand_never_delays_a_failover_and_the_cap_never_blocks_it() {
-    init();
-    const N: usize = 1000;
-    const BAD: usize = 500;
-    let emulator = Emulator::strict().await;
-    let r53 = client(&emulator.url);
-    let zone = create_zone(&r53, "example.com.").await;
-    emulator.refuse(&["r500.example.com."]).await;
+/// What the many-record tests share: a hosted zone on `emulator`, two HTTPS backends (a on
+/// ips[0], b on ips[1]) and a work directory holding `fleet.toml` with `n` failover records.
+pub(crate) struct Many {
+    pub emulator: Emulator,
+    pub zone: String,
+    pub dir: tempfile::TempDir,
+    pub pki: Pki,
+    pub ips: [std::net::Ipv4Addr; 4],
+    pub backends: Vec<Backend>,
+    pub path: std::path::PathBuf,
+}
+
+pub(crate) async fn many(emulator: Emulator, n: usize) -> Many {
+    let zone = create_zone(&client(&emulator.url), "example.com.").await;
     let dir = workdir();
     let pki = Pki::new(dir.path());
     let ips = loopback_block();
@@ -1051,10 +1056,36 @@ async fn one_refused_record_among_a_thousand_never_delays_a_failover_and_the_cap
             ips[1],
             backends[0].addr.port(),
             &pki.ca_file,
-            N,
+            n,
         ),
     )
     .expect("config");
+    Many {
+        emulator,
+        zone,
+        dir,
+        pki,
+        ips,
+        backends,
+        path,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_refused_record_among_a_thousand_never_delays_a_failover_and_the_cap_never_blocks_it() {
+    init();
+    const N: usize = 1000;
+    const BAD: usize = 500;
+    let Many {
+        emulator,
+        zone,
+        dir,
+        ips,
+        backends,
+        path,
+        ..
+    } = many(Emulator::strict().await, N).await;
+    emulator.refuse(&["r500.example.com."]).await;
     let reconciler = Vantage::start_with_env(
         &["route53", "--config", path.to_str().expect("path")],
         dir.path(),
@@ -1376,35 +1407,29 @@ async fn a_clean_flip_of_a_thousand_records_costs_eight_calls_within_the_rate() 
     init();
     const N: usize = 1000;
     // Like Route53: 5 calls per second (more are throttled), changes PENDING for 1 s.
-    let emulator = Emulator::start_with(&["--pending", "1", "--rate", "5"]).await;
-    let zone = create_zone(&client(&emulator.url), "example.com.").await;
-    let dir = workdir();
-    let pki = Pki::new(dir.path());
-    let ips = loopback_block();
-    let backends = start_backends(
-        &ips[..2],
-        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
+    let Many {
+        emulator,
+        zone,
+        dir,
+        ips,
+        backends,
+        path,
+        ..
+    } = many(
+        Emulator::start_with(&["--pending", "1", "--rate", "5"]).await,
+        N,
     )
     .await;
-    let path = dir.path().join("fleet.toml");
     std::fs::write(
         &path,
-        many_records(
-            dir.path(),
-            &zone,
-            &emulator.url,
-            ips[0],
-            ips[1],
-            backends[0].addr.port(),
-            &pki.ca_file,
-            N,
-        )
-        .replace("requests_per_second = 50", "requests_per_second = 5")
-        // Full cycles (which read the zone) far apart: the flip plans on what the last left.
-        .replace(
-            "interval = \"1s\"\ninsync_timeout",
-            "interval = \"5m\"\ninsync_timeout",
-        ),
+        std::fs::read_to_string(&path)
+            .expect("config")
+            .replace("requests_per_second = 50", "requests_per_second = 5")
+            // Full cycles (which read the zone) far apart: the flip plans on what the last left.
+            .replace(
+                "interval = \"1s\"\ninsync_timeout",
+                "interval = \"5m\"\ninsync_timeout",
+            ),
     )
     .expect("config");
     let reconciler = Vantage::start_with_env(
