@@ -494,6 +494,19 @@ impl Settings {
                 ));
             }
         }
+        if let StateSettings::Etcd(etcd) = &self.state {
+            // Whoever can write to the fleet's etcd can drain or force any endpoint.
+            if etcd.endpoints.iter().any(|u| u.scheme() == "http") {
+                warnings.push(
+                    "state.endpoints: etcd is reached over plain http: overrides (which change answers) travel unprotected; use https with ca_file".to_string(),
+                );
+            }
+            if etcd.identity.is_none() && etcd.auth.is_none() {
+                warnings.push(
+                    "state: etcd is used without a client certificate or a user: whoever reaches it can set overrides for the whole fleet; set cert_file/key_file or username/password_file".to_string(),
+                );
+            }
+        }
         warnings
     }
 

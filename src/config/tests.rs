@@ -303,3 +303,14 @@ fn records_sharing_an_endpoint_checked_over_tcp_share_its_probe() {
     let s = Settings::from_toml(text, "t.toml", Path::new(".")).expect("valid");
     assert_eq!(s.endpoints.len(), 1, "one probe for both records");
 }
+
+#[test]
+fn an_unprotected_etcd_is_warned_about() {
+    let text = format!(
+        "{GOOD}\n    [state]\n    backend = \"etcd\"\n    endpoints = [\"http://127.0.0.1:2379\"]\n"
+    );
+    let s = Settings::from_toml(&text, "t.toml", Path::new(".")).expect("valid");
+    let warnings = s.warnings().join("\n");
+    assert!(warnings.contains("plain http"), "{warnings}");
+    assert!(warnings.contains("whoever reaches it"), "{warnings}");
+}
