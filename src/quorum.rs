@@ -36,6 +36,15 @@ pub struct Vote {
     /// The prober is presumed cut off (it sees every endpoint Down while others see some Up):
     /// its Down vote does not count.
     pub impaired: bool,
+    /// The prober says it is overloaded (its checks start late): its Down vote does not count.
+    pub overloaded: bool,
+}
+
+impl Vote {
+    /// A Down vote of an impaired or overloaded prober does not count.
+    fn discounted(&self) -> bool {
+        self.impaired || self.overloaded
+    }
 }
 
 /// The quorum decision for one endpoint, with its votes.
@@ -72,17 +81,17 @@ impl Verdict {
         let failures: Vec<&str> = self
             .votes
             .iter()
-            .filter(|v| v.fresh && v.health == Health::Down && !v.impaired)
+            .filter(|v| v.fresh && v.health == Health::Down && !v.discounted())
             .filter_map(|v| v.last_failure.as_ref().map(|(k, _)| k.as_str()))
             .collect();
         if self.quorum_reached {
             match self.health {
-                Health::Up if self.votes.iter().any(|v| v.impaired) => format!(
-                    "{} of {total} probers report Up (impaired, ignored: {})",
+                Health::Up if self.votes.iter().any(Vote::discounted) => format!(
+                    "{} of {total} probers report Up (impaired or overloaded, Down ignored: {})",
                     self.up,
                     self.votes
                         .iter()
-                        .filter(|v| v.impaired)
+                        .filter(|v| v.discounted())
                         .map(|v| v.region.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
@@ -129,6 +138,7 @@ pub fn votes_for(
                     cert_expiry: None,
                     failures: 0,
                     impaired: false,
+                    overloaded: false,
                 },
                 Some(obs) => {
                     let age = now.saturating_duration_since(obs.observed_at);
@@ -144,6 +154,7 @@ pub fn votes_for(
                         cert_expiry: obs.cert_expiry,
                         failures: obs.failures,
                         impaired: false,
+                        overloaded: false,
                     }
                 }
             },
@@ -156,7 +167,7 @@ pub fn decide(previous: &Verdict, votes: Vec<Vote>, required: usize, now: Instan
     let count = |h: Health| {
         votes
             .iter()
-            .filter(|v| v.fresh && v.health == h && !(v.impaired && h == Health::Down))
+            .filter(|v| v.fresh && v.health == h && !(v.discounted() && h == Health::Down))
             .count()
     };
     let (up, down) = (count(Health::Up), count(Health::Down));
@@ -237,6 +248,8 @@ pub struct RoundInputs<'a> {
     pub required: usize,
     pub stale_after: Duration,
     pub impaired_detection: bool,
+    /// Probers that say they are overloaded.
+    pub overloaded: &'a BTreeSet<Region>,
 }
 
 /// One quorum round: the verdicts, which probers are fresh and which impaired, and whether a
@@ -247,11 +260,12 @@ pub struct Round {
     /// Regions with at least one observation younger than `stale_after`.
     pub fresh: Vec<Region>,
     pub impaired: BTreeSet<Region>,
+    pub overloaded: BTreeSet<Region>,
     /// At least `required` probers are fresh.
     pub reached: bool,
 }
 
-/// Decides a round (pure: `now` is given).
+/// Decides a round over every endpoint (pure: `now` is given).
 pub fn round(inputs: &RoundInputs<'_>, now: Instant) -> Round {
     let impaired = if inputs.impaired_detection {
         impaired_regions(
@@ -274,8 +288,68 @@ pub fn round(inputs: &RoundInputs<'_>, now: Instant) -> Round {
         })
         .cloned()
         .collect();
+    Round {
+        verdicts: decide_each(inputs, &impaired, now),
+        reached: fresh.len() >= inputs.required,
+        fresh,
+        impaired,
+        overloaded: inputs.overloaded.clone(),
+    }
+}
+
+/// Decides again only `inputs.endpoints` (whose votes changed), between two full rounds: which
+/// probers are fresh is `last`'s plus those reporting now, which are impaired is judged from each region's
+/// counts of Up and Down observations (`counts`, freshness aside: the next full round looks at
+/// it) and added to `last.impaired`. Pure.
+pub fn partial_round(
+    inputs: &RoundInputs<'_>,
+    last: &Round,
+    counts: &HashMap<Region, (usize, usize)>,
+    endpoints_total: usize,
+    now: Instant,
+) -> Round {
+    let impaired = if inputs.impaired_detection && endpoints_total >= 2 {
+        let sees_up = |r: &Region| counts.get(r).is_some_and(|c| c.0 > 0);
+        inputs
+            .regions
+            .iter()
+            .filter(|r| counts.get(*r).is_some_and(|c| c.1 == endpoints_total))
+            .filter(|r| inputs.regions.iter().any(|o| o != *r && sees_up(o)))
+            .cloned()
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    // An impaired prober stays impaired, a fresh one fresh, until a full round says otherwise.
+    let impaired: BTreeSet<Region> = impaired.union(&last.impaired).cloned().collect();
+    let fresh: Vec<Region> = inputs
+        .regions
+        .iter()
+        .filter(|r| {
+            last.fresh.contains(r)
+                || inputs.latest.iter().any(|((region, _), o)| {
+                    region == *r
+                        && now.saturating_duration_since(o.observed_at) <= inputs.stale_after
+                })
+        })
+        .cloned()
+        .collect();
+    Round {
+        verdicts: decide_each(inputs, &impaired, now),
+        reached: fresh.len() >= inputs.required,
+        fresh,
+        impaired,
+        overloaded: inputs.overloaded.clone(),
+    }
+}
+
+fn decide_each(
+    inputs: &RoundInputs<'_>,
+    impaired: &BTreeSet<Region>,
+    now: Instant,
+) -> BTreeMap<EndpointId, Verdict> {
     let unknown = Verdict::unknown(inputs.required);
-    let verdicts = inputs
+    inputs
         .endpoints
         .iter()
         .map(|id| {
@@ -283,16 +357,11 @@ pub fn round(inputs: &RoundInputs<'_>, now: Instant) -> Round {
             let mut votes = votes_for(id, inputs.regions, inputs.latest, inputs.stale_after, now);
             for vote in &mut votes {
                 vote.impaired = impaired.contains(&vote.region);
+                vote.overloaded = inputs.overloaded.contains(&vote.region);
             }
             (id.clone(), decide(prev, votes, inputs.required, now))
         })
-        .collect();
-    Round {
-        verdicts,
-        reached: fresh.len() >= inputs.required,
-        fresh,
-        impaired,
-    }
+        .collect()
 }
 
 #[cfg(test)]
@@ -321,6 +390,7 @@ mod tests {
             cert_expiry: None,
             failures: 0,
             impaired: false,
+            overloaded: false,
         }
     }
 
@@ -471,6 +541,7 @@ mod tests {
                 required: 1,
                 stale_after: stale,
                 impaired_detection: true,
+                overloaded: &BTreeSet::new(),
             },
             now,
         )
@@ -490,6 +561,91 @@ mod tests {
         assert!(impaired_regions(&regions, &endpoints, &latest, stale, now).is_empty());
         // A single endpoint never makes a prober impaired (disagreement is not impairment).
         assert!(impaired_regions(&regions, &endpoints[..1], &latest, stale, now).is_empty());
+    }
+
+    #[test]
+    fn an_overloaded_probers_down_votes_do_not_count_and_a_partial_round_decides_only_what_changed()
+    {
+        let now = Instant::now();
+        let regions: Vec<Region> = ["a", "b", "c"].map(Region::new).to_vec();
+        let endpoints: Vec<EndpointId> = ["x", "y"].map(EndpointId::new).to_vec();
+        let stale = Duration::from_secs(5);
+        let latest: HashMap<_, _> = [
+            observe("a", "x", Health::Down, now),
+            observe("b", "x", Health::Down, now),
+            observe("c", "x", Health::Up, now),
+            observe("a", "y", Health::Up, now),
+            observe("b", "y", Health::Up, now),
+            observe("c", "y", Health::Up, now),
+        ]
+        .into_iter()
+        .collect();
+        let none: BTreeSet<Region> = BTreeSet::new();
+        let b = BTreeSet::from([Region::new("b")]);
+        let previous = BTreeMap::new();
+        let inputs = |overloaded| RoundInputs {
+            regions: &regions,
+            endpoints: &endpoints,
+            latest: &latest,
+            previous: &previous,
+            required: 2,
+            stale_after: stale,
+            impaired_detection: true,
+            overloaded,
+        };
+        // a and b see x Down: Down, unless b is overloaded (then 1 Down, 1 Up: held).
+        let plain = round(&inputs(&none), now);
+        assert_eq!(plain.verdicts[&EndpointId::new("x")].health, Health::Down);
+        let overloaded = round(&inputs(&b), now);
+        let x = &overloaded.verdicts[&EndpointId::new("x")];
+        assert_eq!(x.health, Health::Unknown);
+        assert_eq!(x.down, 1);
+        assert!(x.votes[1].overloaded && !x.votes[0].overloaded);
+        // Its Up votes still count.
+        assert_eq!(
+            overloaded.verdicts[&EndpointId::new("y")].health,
+            Health::Up
+        );
+
+        // A partial round decides only the endpoints given; fresh probers carry over.
+        let last = Round {
+            verdicts: BTreeMap::new(),
+            fresh: vec![Region::new("a")],
+            impaired: BTreeSet::new(),
+            overloaded: BTreeSet::new(),
+            reached: false,
+        };
+        let only_y = [EndpointId::new("y")];
+        let partial = partial_round(
+            &RoundInputs {
+                endpoints: &only_y,
+                ..inputs(&none)
+            },
+            &last,
+            &HashMap::from([
+                (Region::new("a"), (1, 1)),
+                (Region::new("b"), (1, 1)),
+                (Region::new("c"), (2, 0)),
+            ]),
+            2,
+            now,
+        );
+        assert_eq!(partial.verdicts.len(), 1);
+        assert_eq!(partial.verdicts[&EndpointId::new("y")].health, Health::Up);
+        assert!(partial.reached, "b and c report now: {:?}", partial.fresh);
+        assert!(partial.impaired.is_empty());
+        // A region whose every observation is Down while another sees Up is impaired at once.
+        let impaired = partial_round(
+            &RoundInputs {
+                endpoints: &only_y,
+                ..inputs(&none)
+            },
+            &last,
+            &HashMap::from([(Region::new("a"), (0, 2)), (Region::new("c"), (2, 0))]),
+            2,
+            now,
+        );
+        assert_eq!(impaired.impaired, BTreeSet::from([Region::new("a")]));
     }
 
     proptest! {
@@ -529,6 +685,7 @@ mod tests {
                     required: 2,
                     stale_after,
                     impaired_detection: false,
+                    overloaded: &BTreeSet::new(),
                 },
                 now,
             );

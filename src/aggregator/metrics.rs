@@ -26,6 +26,7 @@ pub struct AggregatorMetrics {
     quorum_reached: IntGauge,
     fresh_probers: IntGauge,
     impaired: IntGaugeVec,
+    overloaded: IntGaugeVec,
 }
 
 impl AggregatorMetrics {
@@ -73,6 +74,11 @@ impl AggregatorMetrics {
                 "1 when a prober sees every endpoint Down while others see some Up; its Down votes are ignored.",
                 &["region"],
             ),
+            overloaded: registry.int_gauge_vec(
+                "vantage_prober_overloaded",
+                "1 while a prober says it is overloaded (its checks start late): its Down votes are ignored.",
+                &["region"],
+            ),
         }
     }
 
@@ -112,6 +118,7 @@ impl AggregatorMetrics {
         fresh: usize,
         regions: &[Region],
         impaired: &BTreeSet<Region>,
+        overloaded: &BTreeSet<Region>,
     ) {
         self.quorum_reached.set(i64::from(reached));
         self.fresh_probers.set(fresh as i64);
@@ -119,6 +126,9 @@ impl AggregatorMetrics {
             self.impaired
                 .with_label_values(&[region.as_str()])
                 .set(i64::from(impaired.contains(region)));
+            self.overloaded
+                .with_label_values(&[region.as_str()])
+                .set(i64::from(overloaded.contains(region)));
         }
     }
 

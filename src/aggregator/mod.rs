@@ -142,8 +142,12 @@ impl Aggregator {
             .iter()
             .map(|e| e.id.clone())
             .collect();
-        for generation in (previous.generation + 1).. {
-            tokio::select! {
+        // The last full round: which probers are fresh and impaired, between two of them.
+        let mut last_full: Option<quorum::Round> = None;
+        let mut next_sweep = Instant::now();
+        let mut generation = previous.generation;
+        loop {
+            let board_woke = tokio::select! {
                 () = self.board.changed() => {
                     // Let the reports of one burst (every prober checking at once) arrive
                     // before deciding, instead of rebuilding once per report.
@@ -151,26 +155,89 @@ impl Aggregator {
                         () = tokio::time::sleep(COALESCE) => {}
                         () = shutdown.cancelled() => return,
                     }
+                    true
                 }
-                () = tokio::time::sleep(tick) => {}
+                () = tokio::time::sleep_until(next_sweep) => false,
                 // An override set or cleared (here, or anywhere in the fleet) applies at once.
-                () = overrides_changed(self.overrides.as_deref()) => {}
+                () = overrides_changed(self.overrides.as_deref()) => false,
                 () = shutdown.cancelled() => return,
-            }
+            };
             let now = Instant::now();
-            // Decide (pure) ...
-            let round = quorum::round(
-                &quorum::RoundInputs {
-                    regions: &self.settings.regions,
-                    endpoints: &endpoint_ids,
-                    latest: &self.board.latest(),
-                    previous: &verdicts,
-                    required,
-                    stale_after: cluster.stale_after,
-                    impaired_detection: cluster.impaired_detection,
-                },
-                now,
-            );
+            let changes = self.board.take_changes();
+            let overloaded = self.board.overloaded();
+            // Decide (pure) ... every endpoint on the sweep (staleness, the status's details),
+            // only those whose votes changed in between.
+            let round = match &mut last_full {
+                Some(last) if board_woke && !changes.all => {
+                    let round = quorum::partial_round(
+                        &quorum::RoundInputs {
+                            regions: &self.settings.regions,
+                            endpoints: &changes.endpoints,
+                            latest: &self
+                                .board
+                                .latest_of(&self.settings.regions, &changes.endpoints),
+                            previous: &verdicts,
+                            required,
+                            stale_after: cluster.stale_after,
+                            impaired_detection: cluster.impaired_detection,
+                            overloaded: &overloaded,
+                        },
+                        last,
+                        &if cluster.impaired_detection {
+                            self.board.region_counts()
+                        } else {
+                            Default::default()
+                        },
+                        endpoint_ids.len(),
+                        now,
+                    );
+                    let health = |v: Option<&Verdict>| v.map(|v| v.health).unwrap_or_default();
+                    if round.impaired == last.impaired
+                        && round.reached == last.reached
+                        && round
+                            .verdicts
+                            .iter()
+                            .all(|(id, v)| health(verdicts.get(id)) == v.health)
+                    {
+                        // Nothing an answer depends on changed; the next sweep shows the rest.
+                        continue;
+                    }
+                    last.fresh.clone_from(&round.fresh);
+                    last.impaired.clone_from(&round.impaired);
+                    last.reached = round.reached;
+                    let mut all = verdicts.clone();
+                    all.extend(round.verdicts);
+                    quorum::Round {
+                        verdicts: all,
+                        ..round
+                    }
+                }
+                _ => {
+                    next_sweep = now + tick;
+                    let round = quorum::round(
+                        &quorum::RoundInputs {
+                            regions: &self.settings.regions,
+                            endpoints: &endpoint_ids,
+                            latest: &self.board.latest(),
+                            previous: &verdicts,
+                            required,
+                            stale_after: cluster.stale_after,
+                            impaired_detection: cluster.impaired_detection,
+                            overloaded: &overloaded,
+                        },
+                        now,
+                    );
+                    last_full = Some(quorum::Round {
+                        verdicts: BTreeMap::new(),
+                        fresh: round.fresh.clone(),
+                        impaired: round.impaired.clone(),
+                        overloaded: round.overloaded.clone(),
+                        reached: round.reached,
+                    });
+                    round
+                }
+            };
+            generation += 1;
             // ... say what changed ...
             let changed = self.reporter.round(&self.settings, &verdicts, &round);
             if changed && let Some(saved) = &self.saved {
@@ -181,8 +248,7 @@ impl Aggregator {
                 .as_ref()
                 .map(|o| o.active(crate::clock::unix_ms()))
                 .unwrap_or_default();
-            self.reporter
-                .overrides(&endpoint_ids, &active, self.overrides.as_deref());
+            self.reporter.overrides(&active, self.overrides.as_deref());
             // ... build the answers ...
             let grace_over = now.duration_since(started) >= cluster.startup_grace;
             let snap = snapshot::build(
@@ -260,6 +326,7 @@ pub struct Reporter {
     state_metrics: StateMetrics,
     history: Arc<History>,
     impaired: BTreeSet<Region>,
+    overloaded: BTreeSet<Region>,
     /// Whether the last round had a quorum of fresh probers (the first one reached is logged).
     quorum: bool,
     expired_seen: u64,
@@ -277,6 +344,7 @@ impl Reporter {
             state_metrics,
             history,
             impaired: BTreeSet::new(),
+            overloaded: BTreeSet::new(),
             quorum: false,
             expired_seen: 0,
             grace_reported: false,
@@ -298,6 +366,15 @@ impl Reporter {
                 tracing::info!(%region, "prober {region} is no longer impaired");
             }
             self.impaired = round.impaired.clone();
+        }
+        if round.overloaded != self.overloaded {
+            for region in round.overloaded.difference(&self.overloaded) {
+                tracing::warn!(%region, "prober {region} says it is overloaded (its checks start late); its Down votes are ignored until it keeps up");
+            }
+            for region in self.overloaded.difference(&round.overloaded) {
+                tracing::info!(%region, "prober {region} keeps up again; its Down votes count");
+            }
+            self.overloaded = round.overloaded.clone();
         }
         let probers = settings.regions.len();
         let required = settings.cluster.quorum.required(probers);
@@ -322,6 +399,7 @@ impl Reporter {
             round.fresh.len(),
             &settings.regions,
             &round.impaired,
+            &round.overloaded,
         );
         let mut changed = false;
         for (id, verdict) in &round.verdicts {
@@ -355,11 +433,10 @@ impl Reporter {
     /// The overrides in force, and those that expired since the last round.
     fn overrides(
         &mut self,
-        endpoints: &[EndpointId],
         active: &BTreeMap<EndpointId, crate::state::overrides::Override>,
         store: Option<&OverrideStore>,
     ) {
-        self.state_metrics.overrides(endpoints, active);
+        self.state_metrics.overrides(active);
         if let Some(store) = store {
             let total = store.expired_total();
             for _ in self.expired_seen..total {

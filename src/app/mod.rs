@@ -83,12 +83,12 @@ pub fn check(config: &Path) -> Result<(Settings, Vec<ZoneFile>), Vec<String>> {
 /// reported by `check-config` rather than at start.
 fn check_setups(settings: &Settings, region: &crate::model::Region) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
-    let mut tls = probe::check::TlsConfigs::default();
+    let mut cache = probe::check::CheckCache::default();
     settings
         .endpoints
         .iter()
         .filter(|e| seen.insert(e.check.name.clone()))
-        .filter_map(|e| probe::check::Checker::new(e, region, &mut tls).err())
+        .filter_map(|e| probe::check::Checker::new(e, region, &mut cache).err())
         .map(|e| e.to_string())
         .collect()
 }
@@ -214,11 +214,16 @@ impl Aggregation {
         token: &CancellationToken,
         tasks: &mut JoinSet<()>,
     ) -> anyhow::Result<()> {
+        metrics
+            .probe
+            .per_endpoint_region(settings.admin.endpoint_region_metrics);
         let links = if settings.prober_urls.is_empty() {
+            let budget = probe::load::budget(&settings.cluster, settings.regions.len());
             for region in &settings.regions {
                 probe::prober::spawn(
                     region,
                     &settings.endpoints,
+                    budget,
                     &self.board,
                     &metrics.probe,
                     token,

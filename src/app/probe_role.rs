@@ -153,9 +153,13 @@ pub async fn run_probe(
     };
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
+    metrics
+        .probe
+        .per_endpoint_region(settings.admin.endpoint_region_metrics);
     probe::prober::spawn(
         &region,
         &settings.endpoints,
+        probe::load::budget(&settings.cluster, 1),
         &board,
         &metrics.probe,
         &shutdown,

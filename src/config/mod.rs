@@ -168,6 +168,8 @@ pub struct Cluster {
     /// Whether a prober that sees every endpoint Down while others see some Up is presumed
     /// cut off (its Down votes do not count).
     pub impaired_detection: bool,
+    /// Each prober's budget of checks in flight; None: from the open-file limit.
+    pub max_checks_in_flight: Option<usize>,
 }
 
 /// How a remote prober signs its reports and serves them.
@@ -403,6 +405,8 @@ pub struct AdminSettings {
     pub hosts: Vec<String>,
     /// Where overrides and their audit log are kept.
     pub state_dir: PathBuf,
+    /// Export the series per endpoint and prober region (off: per region, per endpoint).
+    pub endpoint_region_metrics: bool,
 }
 
 /// Where serving processes keep overrides (`[state]`).

@@ -97,6 +97,7 @@ pub struct RawCluster {
     pub poll_interval: Option<String>,
     pub poll_timeout: Option<String>,
     pub impaired_detection: Option<bool>,
+    pub max_checks_in_flight: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +180,7 @@ pub struct RawAdmin {
     pub read_token_file: Option<String>,
     pub hosts: Option<Vec<String>>,
     pub state_dir: Option<String>,
+    pub endpoint_region_metrics: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -81,6 +81,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
             .and_then(|f| read_secret("admin.read_token_file", &base.join(f), &mut p)),
         hosts: admin_hosts(&raw, &mut p),
         state_dir: state_dir(raw.admin.state_dir.as_deref(), base),
+        endpoint_region_metrics: raw.admin.endpoint_region_metrics.unwrap_or(false),
     };
 
     let route53 = validate_route53(&raw, base, &admin.state_dir, &mut p);
@@ -319,6 +320,17 @@ fn validate_cluster(raw: &RawConfig, probers: usize, base: &Path, p: &mut Proble
         poll_interval,
         poll_timeout,
         impaired_detection: raw.cluster.impaired_detection.unwrap_or(true),
+        max_checks_in_flight: raw.cluster.max_checks_in_flight.and_then(|n| {
+            if (1..=100_000).contains(&n) {
+                Some(n as usize)
+            } else {
+                p.add(
+                    "cluster.max_checks_in_flight",
+                    format!("must be between 1 and 100000, not {n}"),
+                );
+                None
+            }
+        }),
     }
 }
 

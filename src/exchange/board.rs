@@ -1,11 +1,13 @@
 //! The latest observation per (region, endpoint), shared by probers and the aggregator.
 //!
 //! In-process probers write to it directly, pullers write the observations of remote probers;
-//! the aggregator wakes on every report. Reports are kept by sequence number, so a late,
-//! older report never replaces a newer one.
+//! the aggregator wakes when a vote may have changed (a new state) and takes the endpoints
+//! concerned, so that its round costs what changed, not the whole fleet. Reports are kept by
+//! sequence number, so a late, older report never replaces a newer one. It also holds which
+//! probers say they are overloaded.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap, HashSet},
     sync::{Mutex, PoisonError},
 };
 
@@ -22,8 +24,29 @@ pub fn next_seq() -> u64 {
 
 #[derive(Default)]
 pub struct ObservationBoard {
-    latest: Mutex<HashMap<(Region, EndpointId), Observation>>,
+    inner: Mutex<Inner>,
     changed: Notify,
+}
+
+#[derive(Default)]
+struct Inner {
+    latest: HashMap<(Region, EndpointId), Observation>,
+    /// Endpoints whose vote may have changed since the aggregator last looked (a new state, a
+    /// first observation, a check that could not run).
+    dirty: HashSet<EndpointId>,
+    /// Every endpoint needs deciding again (a prober entered or left overload, observations
+    /// were forgotten).
+    all_dirty: bool,
+    /// Probers that say their checks start late.
+    overloaded: BTreeSet<Region>,
+}
+
+/// What changed on the board since the last [`ObservationBoard::take_changes`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub endpoints: Vec<EndpointId>,
+    /// Every endpoint may have changed.
+    pub all: bool,
 }
 
 impl ObservationBoard {
@@ -31,38 +54,189 @@ impl ObservationBoard {
         Self::default()
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps `observation` unless a newer one (by sequence) is already there; wakes the
+    /// aggregator when the endpoint's vote may have changed.
     pub fn report(&self, observation: Observation) {
-        let key = (observation.region.clone(), observation.endpoint.clone());
-        {
-            let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
-            match latest.get(&key) {
-                Some(old) if old.seq >= observation.seq => return,
-                _ => {
-                    latest.insert(key, observation);
-                }
-            }
+        if self.report_quietly(observation) {
+            self.changed.notify_one();
         }
-        self.changed.notify_one();
+    }
+
+    /// Several observations at once (a pulled report): one wake-up at most.
+    pub fn report_all(&self, observations: impl IntoIterator<Item = Observation>) {
+        let mut woke = false;
+        for observation in observations {
+            woke |= self.report_quietly(observation);
+        }
+        if woke {
+            self.changed.notify_one();
+        }
+    }
+
+    /// True when the endpoint's vote may have changed.
+    fn report_quietly(&self, observation: Observation) -> bool {
+        let key = (observation.region.clone(), observation.endpoint.clone());
+        let mut inner = self.lock();
+        let vote_changed = match inner.latest.get(&key) {
+            Some(old) if old.seq >= observation.seq => return false,
+            Some(old) => {
+                old.health != observation.health
+                    || old.local_error.is_some() != observation.local_error.is_some()
+            }
+            None => true,
+        };
+        if vote_changed {
+            inner.dirty.insert(observation.endpoint.clone());
+        }
+        inner.latest.insert(key, observation);
+        vote_changed
     }
 
     /// Forgets every observation of an endpoint (its probe target changed).
     pub fn forget(&self, endpoint: &EndpointId) {
-        self.latest
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(_, e), _| e != endpoint);
+        let mut inner = self.lock();
+        inner.latest.retain(|(_, e), _| e != endpoint);
+        inner.all_dirty = true;
+    }
+
+    /// Whether `region`'s prober says it is overloaded (its checks start late).
+    pub fn set_overloaded(&self, region: &Region, overloaded: bool) {
+        let mut inner = self.lock();
+        let changed = if overloaded {
+            inner.overloaded.insert(region.clone())
+        } else {
+            inner.overloaded.remove(region)
+        };
+        if changed {
+            inner.all_dirty = true;
+            drop(inner);
+            self.changed.notify_one();
+        }
+    }
+
+    pub fn overloaded(&self) -> BTreeSet<Region> {
+        self.lock().overloaded.clone()
+    }
+
+    pub fn is_overloaded(&self, region: &Region) -> bool {
+        self.lock().overloaded.contains(region)
     }
 
     /// A copy of the latest observation per (region, endpoint).
     pub fn latest(&self) -> HashMap<(Region, EndpointId), Observation> {
-        self.latest
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.lock().latest.clone()
     }
 
-    /// Resolves after the next report (or immediately if one arrived since the last call).
+    /// A copy of the latest observations of some endpoints, from every region.
+    pub fn latest_of(
+        &self,
+        regions: &[Region],
+        endpoints: &[EndpointId],
+    ) -> HashMap<(Region, EndpointId), Observation> {
+        let inner = self.lock();
+        let mut out = HashMap::with_capacity(regions.len() * endpoints.len());
+        for endpoint in endpoints {
+            for region in regions {
+                let key = (region.clone(), endpoint.clone());
+                if let Some(o) = inner.latest.get(&key) {
+                    out.insert(key, o.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Per region, how many of its latest observations are Up and how many Down (fresh or
+    /// not): enough to tell an impaired prober between two full rounds.
+    pub fn region_counts(&self) -> HashMap<Region, (usize, usize)> {
+        let mut counts: HashMap<Region, (usize, usize)> = HashMap::new();
+        for ((region, _), o) in &self.lock().latest {
+            let c = counts.entry(region.clone()).or_default();
+            match o.health {
+                crate::model::Health::Up => c.0 += 1,
+                crate::model::Health::Down => c.1 += 1,
+                crate::model::Health::Unknown => {}
+            }
+        }
+        counts
+    }
+
+    /// What changed since the last call (and forgets it).
+    pub fn take_changes(&self) -> Changes {
+        let mut inner = self.lock();
+        let all = std::mem::take(&mut inner.all_dirty);
+        let dirty = std::mem::take(&mut inner.dirty);
+        Changes {
+            endpoints: if all {
+                Vec::new()
+            } else {
+                dirty.into_iter().collect()
+            },
+            all,
+        }
+    }
+
+    /// Resolves after the next report that may change a vote (or immediately if one arrived
+    /// since the last call).
     pub async fn changed(&self) {
         self.changed.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Health;
+
+    fn observation(endpoint: &str, health: Health, seq: u64) -> Observation {
+        Observation {
+            endpoint: EndpointId::new(endpoint),
+            region: Region::new("a"),
+            health,
+            successes: 1,
+            failures: 0,
+            last_rtt: None,
+            smoothed_rtt: None,
+            last_failure: None,
+            local_error: None,
+            cert_expiry: None,
+            observed_at: tokio::time::Instant::now(),
+            seq,
+        }
+    }
+
+    #[test]
+    fn only_a_vote_that_may_have_changed_marks_its_endpoint() {
+        let board = ObservationBoard::new();
+        board.report_all([
+            observation("x", Health::Up, 1),
+            observation("y", Health::Up, 2),
+        ]);
+        let mut first = board.take_changes();
+        first.endpoints.sort();
+        assert_eq!(first.endpoints, ["x", "y"].map(EndpointId::new));
+        // The same state again: kept (newer), nothing to decide.
+        board.report(observation("x", Health::Up, 3));
+        assert_eq!(board.take_changes(), Changes::default());
+        assert_eq!(
+            board.latest()[&(Region::new("a"), EndpointId::new("x"))].seq,
+            3
+        );
+        // An older report is ignored; a new state marks the endpoint.
+        board.report(observation("y", Health::Down, 1));
+        assert_eq!(board.take_changes(), Changes::default());
+        board.report(observation("y", Health::Down, 4));
+        assert_eq!(board.take_changes().endpoints, [EndpointId::new("y")]);
+        // A prober entering overload changes every vote it casts.
+        board.set_overloaded(&Region::new("a"), true);
+        board.set_overloaded(&Region::new("a"), true);
+        assert!(board.take_changes().all);
+        assert_eq!(board.take_changes(), Changes::default());
+        assert!(board.is_overloaded(&Region::new("a")));
+        assert_eq!(board.region_counts()[&Region::new("a")], (1, 1));
     }
 }

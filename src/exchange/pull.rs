@@ -189,13 +189,17 @@ impl Puller {
                 Ok((report, _)) => {
                     let seq = super::board::next_seq();
                     let mut unknown = 0;
-                    for observation in report.into_observations(started, seq) {
-                        if self.endpoints.contains(&observation.endpoint) {
-                            self.board.report(observation);
-                        } else {
-                            unknown += 1;
-                        }
-                    }
+                    self.board.set_overloaded(&region, report.overloaded);
+                    let known: Vec<_> = report
+                        .into_observations(started, seq)
+                        .into_iter()
+                        .filter(|o| {
+                            let known = self.endpoints.contains(&o.endpoint);
+                            unknown += u64::from(!known);
+                            known
+                        })
+                        .collect();
+                    self.board.report_all(known);
                     if unknown > 0 {
                         self.metrics.unknown_endpoints(&region, unknown);
                     }

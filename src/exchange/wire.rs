@@ -17,6 +17,9 @@ pub struct Report {
     pub boot_id: u64,
     /// Increases with every report this process serves.
     pub seq: u64,
+    /// The prober's checks start late: its Down votes should not count.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overloaded: bool,
     pub observations: Vec<WireObservation>,
 }
 
@@ -90,6 +93,7 @@ impl Report {
             region: region.clone(),
             boot_id,
             seq,
+            overloaded: false,
             observations,
         }
     }

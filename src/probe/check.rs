@@ -1,11 +1,16 @@
-//! One health check against one endpoint: https, http or tcp. The only user of reqwest.
+//! One health check against one endpoint: https, http or tcp (tokio, rustls, hyper's HTTP/1.1
+//! client on a connection we open ourselves).
 //!
 //! Every run opens a fresh connection (no pooling: a pooled connection would hide firewall and
 //! load-balancer failures) and makes a full TLS handshake (no session resumption: a resumed
 //! session skips the certificate, so an expired or replaced certificate would keep passing).
+//! The request says `Connection: close` and the answer is read to its end, so the server
+//! closes first and keeps the TIME_WAIT; a TCP check closes with a reset.
 //! A failed check is data: `ProbeOutcome::Fail` with a specific kind.
 
-use std::{error::Error as StdError, net::SocketAddr, time::Duration};
+use std::{error::Error as StdError, net::SocketAddr, sync::Arc, time::Duration};
+
+use rustls::pki_types::ServerName;
 
 use tokio::{net::TcpStream, time::Instant};
 
@@ -35,19 +40,23 @@ pub enum CheckSetupError {
     Client { check: String, message: String },
 }
 
-/// A ready-to-run check for one endpoint, as seen from one region.
+/// A ready-to-run check for one endpoint, as seen from one region. Small: what every endpoint
+/// of a check shares (TLS configuration, request, expectations) is one [`CheckShared`].
 pub struct Checker {
     kind: CheckerKind,
-    /// `notAfter` of the certificate the last https check was shown (Unix seconds; 0: none).
+    /// The earliest `notAfter` of the chain the last https check was shown (Unix seconds; 0:
+    /// none).
     cert_expiry: std::sync::atomic::AtomicI64,
 }
 
 enum CheckerKind {
     Http {
-        client: reqwest::Client,
-        url: String,
-        expect_status: Vec<u16>,
-        expect_body: Option<String>,
+        check: Arc<CheckShared>,
+        addr: SocketAddr,
+        /// The Host header (with the port when it is not the scheme's default).
+        authority: hyper::header::HeaderValue,
+        /// The TLS server name (SNI and certificate name), https only.
+        server_name: Option<ServerName<'static>>,
     },
     Tcp {
         addr: SocketAddr,
@@ -55,30 +64,71 @@ enum CheckerKind {
     },
 }
 
-/// The TLS client configuration of each https check, built once (its CA file read once, its
-/// verifier shared) for all the endpoints that use the check.
-#[derive(Default)]
-pub struct TlsConfigs(std::collections::HashMap<String, rustls::ClientConfig>);
+/// What every endpoint of one http(s) check shares, built once per check and region.
+pub struct CheckShared {
+    /// The TLS client (https only): the CA file read once, the verifier shared.
+    tls: Option<tokio_rustls::TlsConnector>,
+    path: hyper::Uri,
+    user_agent: hyper::header::HeaderValue,
+    region: Option<hyper::header::HeaderValue>,
+    expect_status: Vec<u16>,
+    expect_body: Option<String>,
+    connect_timeout: Duration,
+    timeout: Duration,
+}
 
-impl TlsConfigs {
+/// The shared part of each check, built once (its CA file read once, its verifier shared) for
+/// all the endpoints that use the check.
+#[derive(Default)]
+pub struct CheckCache(std::collections::HashMap<String, Arc<CheckShared>>);
+
+impl CheckCache {
     fn get(
         &mut self,
         check: &crate::config::CheckSpec,
-    ) -> Result<rustls::ClientConfig, CheckSetupError> {
-        if let Some(config) = self.0.get(&check.name) {
-            return Ok(config.clone());
+        region: &Region,
+    ) -> Result<Arc<CheckShared>, CheckSetupError> {
+        if let Some(shared) = self.0.get(&check.name) {
+            return Ok(shared.clone());
         }
-        let config = tls_config(check)?;
-        self.0.insert(check.name.clone(), config.clone());
-        Ok(config)
+        let tls = match check.protocol {
+            Protocol::Https => Some(tokio_rustls::TlsConnector::from(Arc::new(tls_config(
+                check,
+            )?))),
+            _ => None,
+        };
+        let invalid = |what: &str| CheckSetupError::Client {
+            check: check.name.clone(),
+            message: format!("invalid {what}"),
+        };
+        let shared = Arc::new(CheckShared {
+            tls,
+            path: check.path.parse().map_err(|_| invalid("path"))?,
+            user_agent: hyper::header::HeaderValue::from_str(&format!(
+                "vantage-probe/{} (region={region})",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .map_err(|_| invalid("region name"))?,
+            region: hyper::header::HeaderValue::from_str(region.as_str()).ok(),
+            expect_status: check.expect_status.clone(),
+            expect_body: check.expect_body.clone(),
+            connect_timeout: check.connect_timeout,
+            timeout: check.timeout,
+        });
+        self.0.insert(check.name.clone(), shared.clone());
+        Ok(shared)
     }
 }
+
+/// How long a finished check's connection waits for the server to close it first (its
+/// `Connection: close` answer), so that TIME_WAIT stays on the server, not on the prober.
+const SERVER_CLOSES_WITHIN: Duration = Duration::from_secs(2);
 
 impl Checker {
     pub fn new(
         endpoint: &EndpointSpec,
         region: &Region,
-        tls: &mut TlsConfigs,
+        cache: &mut CheckCache,
     ) -> Result<Self, CheckSetupError> {
         let check = &endpoint.check;
         let addr = SocketAddr::new(endpoint.dial, check.port);
@@ -88,39 +138,35 @@ impl Checker {
                 connect_timeout: check.connect_timeout,
             },
             Protocol::Http | Protocol::Https => {
-                let scheme = if check.protocol == Protocol::Https {
-                    "https"
+                let https = check.protocol == Protocol::Https;
+                let default_port = if https { 443 } else { 80 };
+                let host = if endpoint.host.contains(':') {
+                    format!("[{}]", endpoint.host)
                 } else {
-                    "http"
+                    endpoint.host.clone()
                 };
-                let mut builder = reqwest::Client::builder()
-                    .http1_only()
-                    .no_proxy()
-                    .pool_max_idle_per_host(0)
-                    .redirect(reqwest::redirect::Policy::none())
-                    .connect_timeout(check.connect_timeout)
-                    .timeout(check.timeout)
-                    .user_agent(format!(
-                        "vantage-probe/{} (region={region})",
-                        env!("CARGO_PKG_VERSION")
-                    ))
-                    .default_headers(region_header(region))
-                    // Dial the endpoint's address while Host and SNI carry the configured name.
-                    .resolve(&endpoint.host, addr);
-                if check.protocol == Protocol::Https {
-                    builder = builder
-                        .tls_backend_preconfigured(tls.get(check)?)
-                        .tls_info(true);
-                }
-                let client = builder.build().map_err(|e| CheckSetupError::Client {
+                let authority = if check.port == default_port {
+                    host
+                } else {
+                    format!("{host}:{}", check.port)
+                };
+                let setup = |message: String| CheckSetupError::Client {
                     check: check.name.clone(),
-                    message: e.to_string(),
-                })?;
+                    message,
+                };
                 CheckerKind::Http {
-                    client,
-                    url: format!("{scheme}://{}:{}{}", endpoint.host, check.port, check.path),
-                    expect_status: check.expect_status.clone(),
-                    expect_body: check.expect_body.clone(),
+                    check: cache.get(check, region)?,
+                    addr,
+                    authority: hyper::header::HeaderValue::from_str(&authority)
+                        .map_err(|_| setup(format!("invalid host {:?}", endpoint.host)))?,
+                    server_name: if https {
+                        Some(
+                            ServerName::try_from(endpoint.host.clone())
+                                .map_err(|e| setup(format!("host {:?}: {e}", endpoint.host)))?,
+                        )
+                    } else {
+                        None
+                    },
                 }
             }
         };
@@ -149,74 +195,219 @@ impl Checker {
                     format!("no connection within {connect_timeout:?}"),
                 ),
                 Ok(Err(e)) => ProbeOutcome::fail(io_kind(&e), e.to_string()),
-                Ok(Ok(_stream)) => ProbeOutcome::Success {
-                    rtt: started.elapsed(),
-                },
+                Ok(Ok(stream)) => {
+                    // Close with a reset: a TCP check leaves no TIME_WAIT behind on the prober.
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    ProbeOutcome::Success {
+                        rtt: started.elapsed(),
+                    }
+                }
             },
             CheckerKind::Http {
-                client,
-                url,
-                expect_status,
-                expect_body,
+                check,
+                addr,
+                authority,
+                server_name,
             } => {
-                let mut response = match client.get(url).send().await {
-                    Ok(r) => r,
-                    Err(e) => return classify(&e),
-                };
-                if let Some(expiry) = response
-                    .extensions()
-                    .get::<reqwest::tls::TlsInfo>()
-                    .and_then(|info| info.peer_certificate())
-                    .and_then(super::cert::not_after)
-                {
-                    self.cert_expiry
-                        .store(expiry, std::sync::atomic::Ordering::Relaxed);
-                }
-                let status = response.status().as_u16();
-                if !expect_status.contains(&status) {
-                    return ProbeOutcome::fail(
-                        FailureKind::Status,
-                        format!("status {status}, expected {expect_status:?}"),
-                    );
-                }
-                if let Some(needle) = expect_body {
-                    let mut body = Vec::new();
-                    loop {
-                        match response.chunk().await {
-                            Ok(Some(chunk)) => {
-                                let room = MAX_BODY_BYTES - body.len();
-                                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                                if body.len() >= MAX_BODY_BYTES {
-                                    break;
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => return classify(&e),
-                        }
-                    }
-                    if !contains(&body, needle.as_bytes()) {
-                        return ProbeOutcome::fail(
-                            FailureKind::Body,
-                            format!(
-                                "body (first {} bytes) does not contain {needle:?}",
-                                body.len()
-                            ),
-                        );
-                    }
-                }
-                ProbeOutcome::Success {
-                    rtt: started.elapsed(),
+                let exchange = self.http(check, *addr, authority, server_name.as_ref(), started);
+                match tokio::time::timeout(check.timeout, exchange).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => ProbeOutcome::fail(
+                        FailureKind::Timeout,
+                        format!("no complete response within {:?}", check.timeout),
+                    ),
                 }
             }
         }
     }
+
+    /// Connect, TLS handshake (https: the chain and its validity verified, every time), one
+    /// `GET` with `Connection: close`, status and body checked.
+    async fn http(
+        &self,
+        check: &CheckShared,
+        addr: SocketAddr,
+        authority: &hyper::header::HeaderValue,
+        server_name: Option<&ServerName<'static>>,
+        started: Instant,
+    ) -> ProbeOutcome {
+        let connect_by = started + check.connect_timeout;
+        let no_connection = || {
+            ProbeOutcome::fail(
+                FailureKind::Timeout,
+                format!("no connection within {:?}", check.connect_timeout),
+            )
+        };
+        let tcp = match tokio::time::timeout_at(connect_by, TcpStream::connect(addr)).await {
+            Err(_) => return no_connection(),
+            Ok(Err(e)) => return ProbeOutcome::fail(io_kind(&e), e.to_string()),
+            Ok(Ok(tcp)) => tcp,
+        };
+        let _ = tcp.set_nodelay(true);
+        match (&check.tls, server_name) {
+            (Some(tls), Some(name)) => {
+                let stream =
+                    match tokio::time::timeout_at(connect_by, tls.connect(name.clone(), tcp)).await
+                    {
+                        Err(_) => return no_connection(),
+                        Ok(Err(e)) => return handshake_failure(&e),
+                        Ok(Ok(stream)) => stream,
+                    };
+                // The earliest expiry of the chain shown (an intermediate can expire first).
+                if let Some(expiry) =
+                    stream.get_ref().1.peer_certificates().and_then(|chain| {
+                        chain.iter().filter_map(|c| super::cert::not_after(c)).min()
+                    })
+                {
+                    self.cert_expiry
+                        .store(expiry, std::sync::atomic::Ordering::Relaxed);
+                }
+                request(check, stream, authority, started).await
+            }
+            _ => request(check, tcp, authority, started).await,
+        }
+    }
+}
+
+/// Aborts the connection's task when the check ends before the answer was read (a timeout,
+/// an early failure): then the prober closes.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    /// Lets the task end on its own.
+    fn detach(mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
+/// One HTTP/1.1 exchange on an open connection.
+async fn request<S>(
+    check: &CheckShared,
+    stream: S,
+    authority: &hyper::header::HeaderValue,
+    started: Instant,
+) -> ProbeOutcome
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    use hyper::header;
+    let (mut sender, connection) =
+        match hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await {
+            Ok(pair) => pair,
+            Err(e) => return classify(&e),
+        };
+    // The connection runs beside the request; after the answer it waits (bounded) for the
+    // server to close first.
+    let linger = check.timeout + SERVER_CLOSES_WITHIN;
+    let connection = AbortOnDrop(Some(tokio::spawn(async move {
+        let _ = tokio::time::timeout(linger, connection).await;
+    })));
+    let mut request = hyper::Request::new(http_body_util::Empty::<hyper::body::Bytes>::new());
+    *request.uri_mut() = check.path.clone();
+    let headers = request.headers_mut();
+    headers.insert(header::HOST, authority.clone());
+    headers.insert(header::USER_AGENT, check.user_agent.clone());
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    headers.insert(header::ACCEPT, header::HeaderValue::from_static("*/*"));
+    if let Some(region) = &check.region {
+        headers.insert("x-vantage-region", region.clone());
+    }
+    let response = match sender.send_request(request).await {
+        Ok(response) => response,
+        Err(e) => return classify(&e),
+    };
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut seen = Vec::new();
+    let mut read = 0;
+    let mut outcome = None;
+    if !check.expect_status.contains(&status) {
+        outcome = Some(ProbeOutcome::fail(
+            FailureKind::Status,
+            format!("status {status}, expected {:?}", check.expect_status),
+        ));
+    }
+    // The body is read (up to MAX_BODY_BYTES) whether or not it is looked at: the server then
+    // closes first.
+    let mut complete = false;
+    while read < MAX_BODY_BYTES {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(chunk) = frame.into_data() {
+                    let take = chunk.len().min(MAX_BODY_BYTES - read);
+                    read += take;
+                    if check.expect_body.is_some() {
+                        seen.extend_from_slice(&chunk[..take]);
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                if outcome.is_none() && check.expect_body.is_some() {
+                    return classify(&e);
+                }
+                break;
+            }
+            None => {
+                complete = true;
+                break;
+            }
+        }
+    }
+    let rtt = started.elapsed();
+    if complete {
+        // The connection closes on its own (the server first), bounded by `linger`.
+        connection.detach();
+    }
+    if let Some(outcome) = outcome {
+        return outcome;
+    }
+    if let Some(needle) = &check.expect_body
+        && !contains(&seen, needle.as_bytes())
+    {
+        return ProbeOutcome::fail(
+            FailureKind::Body,
+            format!(
+                "body (first {} bytes) does not contain {needle:?}",
+                seen.len()
+            ),
+        );
+    }
+    ProbeOutcome::Success { rtt }
+}
+
+fn handshake_failure(e: &std::io::Error) -> ProbeOutcome {
+    let mut inner = e.get_ref();
+    while let Some(i) = inner {
+        if let Some(kind) = tls_kind(i) {
+            return ProbeOutcome::fail(kind, e.to_string());
+        }
+        inner = i
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+    }
+    let kind = match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FailureKind::TlsHandshake,
+        _ => io_kind(e),
+    };
+    ProbeOutcome::fail(kind, format!("TLS handshake: {e}"))
 }
 
 /// The TLS client of an https check: the check's CA (`ca_file`) or the system's roots, every
 /// check a full handshake that verifies the chain and its validity now (resumption disabled),
 /// HTTP/1.1 by ALPN. `tls_verify = false` accepts any certificate (the explicit opt-out).
 fn tls_config(check: &crate::config::CheckSpec) -> Result<rustls::ClientConfig, CheckSetupError> {
-    use std::sync::Arc;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let setup = |message: String| CheckSetupError::Client {
         check: check.name.clone(),
@@ -316,14 +507,6 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
     }
 }
 
-fn region_header(region: &Region) -> reqwest::header::HeaderMap {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Ok(value) = reqwest::header::HeaderValue::from_str(region.as_str()) {
-        headers.insert("x-vantage-region", value);
-    }
-    headers
-}
-
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -346,8 +529,8 @@ fn io_kind(e: &std::io::Error) -> FailureKind {
     }
 }
 
-/// Turns a reqwest error into a failure kind by walking its chain of causes.
-fn classify(error: &reqwest::Error) -> ProbeOutcome {
+/// Turns an HTTP error into a failure kind by walking its chain of causes.
+fn classify(error: &hyper::Error) -> ProbeOutcome {
     let mut source: Option<&(dyn StdError + 'static)> = Some(error);
     let mut kind = None;
     while let Some(e) = source {
@@ -367,23 +550,16 @@ fn classify(error: &reqwest::Error) -> ProbeOutcome {
                     .downcast_ref::<std::io::Error>()
                     .and_then(|io| io.get_ref());
             }
-            if kind.is_some() {
-                break;
+            if kind.is_none() {
+                kind = Some(io_kind(io));
             }
-            if is_local(io) {
-                kind = Some(FailureKind::Local);
-                break;
-            }
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                kind = Some(FailureKind::Refused);
-                break;
-            }
+            break;
         }
         source = e.source();
     }
     let kind = kind.unwrap_or(if error.is_timeout() {
         FailureKind::Timeout
-    } else if error.is_connect() {
+    } else if error.is_incomplete_message() || error.is_canceled() || error.is_closed() {
         FailureKind::Connect
     } else {
         FailureKind::Protocol

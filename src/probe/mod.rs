@@ -2,11 +2,13 @@
 //!
 //! `check` does the I/O of one check (`cert` reads when its certificate expires), `threshold`
 //! turns results into Up/Down (pure), and
-//! `prober` schedules checks (interval with jitter) and publishes observations; `metrics`
-//! counts them.
+//! `prober` schedules checks (interval with jitter) and publishes observations, within the
+//! budget of checks in flight that `load` keeps (and whose late starts make a prober
+//! overloaded); `metrics` counts them.
 
 pub mod cert;
 pub mod check;
+pub mod load;
 pub mod metrics;
 pub mod prober;
 pub mod threshold;

@@ -1,4 +1,6 @@
-//! The prober of one region: one task per endpoint, checking at its interval with jitter.
+//! The prober of one region: one task per endpoint, checking at its interval with jitter,
+//! within the prober's budget of checks in flight (`load`); a check that starts late is
+//! counted as late and the prober reports itself overloaded when many do.
 
 use std::{sync::Arc, time::Duration};
 
@@ -8,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     ProbeMetrics,
-    check::{CheckSetupError, Checker, TlsConfigs},
+    check::{CheckCache, CheckSetupError, Checker},
+    load::{self, Load},
     threshold::Threshold,
 };
 use crate::{
@@ -17,31 +20,71 @@ use crate::{
     model::{FailureKind, Observation, ProbeOutcome, Region},
 };
 
-/// Starts checking every endpoint from `region`; tasks end when `shutdown` is cancelled.
+/// Starts checking every endpoint from `region`, at most `max_in_flight` checks at a time;
+/// tasks end when `shutdown` is cancelled.
 pub fn spawn(
     region: &Region,
     endpoints: &[Arc<EndpointSpec>],
+    max_in_flight: usize,
     board: &Arc<ObservationBoard>,
     metrics: &ProbeMetrics,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), CheckSetupError> {
     let mut checkers = Vec::new();
-    let mut tls = TlsConfigs::default();
+    let mut cache = CheckCache::default();
     for endpoint in endpoints {
-        checkers.push((endpoint.clone(), Checker::new(endpoint, region, &mut tls)?));
+        checkers.push((
+            endpoint.clone(),
+            Checker::new(endpoint, region, &mut cache)?,
+        ));
     }
+    let load = Arc::new(Load::new(max_in_flight));
+    board.set_overloaded(region, false);
+    metrics.load(region, &load);
     for (endpoint, checker) in checkers {
         tasks.spawn(run_endpoint(
-            region.clone(),
+            Shared {
+                region: region.clone(),
+                board: board.clone(),
+                metrics: metrics.clone(),
+                load: load.clone(),
+            },
             endpoint,
             checker,
-            board.clone(),
-            metrics.clone(),
             shutdown.clone(),
         ));
     }
     Ok(())
+}
+
+/// What every endpoint task of one prober shares.
+struct Shared {
+    region: Region,
+    board: Arc<ObservationBoard>,
+    metrics: ProbeMetrics,
+    load: Arc<Load>,
+}
+
+impl Shared {
+    /// Counts a check start; logs and publishes the prober entering or leaving overload.
+    fn started(&self, lateness: Duration, late: bool, now: Instant) {
+        self.metrics
+            .started(&self.region, lateness, late, &self.load);
+        let region = &self.region;
+        match self.load.started(late, now) {
+            Some(load::Change::Entered) => {
+                tracing::warn!(%region, in_flight = self.load.in_flight(), max_in_flight = self.load.max_in_flight(),
+                    "prober {region} is overloaded: its checks start late (more than {:?} after they are due); its Down votes do not count until it keeps up again", load::LATE_AFTER);
+                self.board.set_overloaded(region, true);
+            }
+            Some(load::Change::Left) => {
+                tracing::info!(%region, "prober {region} keeps up again: its checks start on time");
+                self.board.set_overloaded(region, false);
+            }
+            None => {}
+        }
+    }
 }
 
 /// Weight of the newest sample in the smoothed RTT (EWMA).
@@ -61,41 +104,71 @@ fn jittered(interval: Duration) -> Duration {
 }
 
 async fn run_endpoint(
-    region: Region,
+    shared: Shared,
     endpoint: Arc<EndpointSpec>,
     checker: Checker,
-    board: Arc<ObservationBoard>,
-    metrics: ProbeMetrics,
     shutdown: CancellationToken,
 ) {
+    let Shared {
+        region,
+        board,
+        metrics,
+        ..
+    } = &shared;
     let check = &endpoint.check;
+    let late_after = load::late_after(check.interval);
     let mut threshold = Threshold::new(check.rise, check.fall);
     let mut last_failure = None;
     let mut last_rtt = None;
     let mut smoothed_rtt: Option<Duration> = None;
     // When the last check that ran finished (a check that fails locally did not run).
     let mut observed_at: Option<Instant> = None;
-    metrics.state(&endpoint.id, &region, threshold.state());
+    let mut seen = metrics.endpoint_state(&endpoint.id, region, threshold.state());
     // Spread the first checks over one interval so that all probers do not fire at once.
-    let offset = check.interval.mul_f64(rand::rng().random_range(0.0..1.0));
-    tokio::select! {
-        () = tokio::time::sleep(offset) => {}
-        () = shutdown.cancelled() => return,
-    }
+    let mut due = Instant::now() + check.interval.mul_f64(rand::rng().random_range(0.0..1.0));
     loop {
-        let started = Instant::now();
-        let outcome = tokio::select! {
-            outcome = checker.run() => outcome,
+        tokio::select! {
+            () = tokio::time::sleep_until(due) => {}
             () = shutdown.cancelled() => return,
+        }
+        let slot = tokio::select! {
+            slot = shared.load.slot() => slot,
+            () = shutdown.cancelled() => return,
+        };
+        let started = Instant::now();
+        let lateness = started.saturating_duration_since(due);
+        let late = lateness > late_after;
+        shared.started(lateness, late, started);
+        // Boxed: an idle endpoint task holds only its own state, not a check's.
+        let outcome = tokio::select! {
+            outcome = Box::pin(checker.run()) => outcome,
+            () = shutdown.cancelled() => return,
+        };
+        drop(slot);
+        metrics.in_flight(region, &shared.load);
+        // A check that timed out after starting late, or while the prober is overloaded, says
+        // more about this prober than about the endpoint: it does not count.
+        let outcome = match outcome {
+            ProbeOutcome::Fail {
+                kind: FailureKind::Timeout,
+                detail,
+            } if late || shared.load.overloaded() => ProbeOutcome::fail(
+                FailureKind::Local,
+                format!(
+                    "{detail}, after starting {} ms late: the prober is overloaded",
+                    lateness.as_millis()
+                ),
+            ),
+            outcome => outcome,
         };
         metrics.completed(
             &endpoint.id,
-            &region,
+            region,
             &outcome,
             started.elapsed().as_secs_f64(),
         );
         if let Some(expiry) = checker.cert_expiry() {
-            metrics.cert_expiry(&endpoint.id, &region, expiry);
+            metrics.cert_expiry(&endpoint.id, expiry);
         }
         let local = matches!(
             outcome,
@@ -128,7 +201,7 @@ async fn run_endpoint(
         // A suspicion ends Down (confirmed) or with a success (cleared).
         if suspected && !threshold.suspect() && !local {
             let confirmed = change == Some(crate::model::Health::Down);
-            metrics.suspicion_ended(&endpoint.id, &region, confirmed);
+            metrics.suspicion_ended(&endpoint.id, region, confirmed);
             if !confirmed {
                 tracing::debug!(endpoint = %endpoint.id, %region, "suspicion cleared by a successful check");
             }
@@ -149,7 +222,7 @@ async fn run_endpoint(
                 }
             };
             tracing::info!(endpoint = %endpoint.id, %region, %state, "prober {region} sees endpoint {} become {state}: {why}", endpoint.id);
-            metrics.state(&endpoint.id, &region, state);
+            seen.set(state);
         }
         // A check that could not run refreshes nothing: the last real observation ages (and
         // goes stale if this lasts), with the local error shown beside it.
@@ -179,10 +252,8 @@ async fn run_endpoint(
         } else {
             jittered(check.interval)
         };
-        let wait = period.saturating_sub(started.elapsed());
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = shutdown.cancelled() => return,
-        }
+        // The next check is due one period after this one started (a late start is not made
+        // up with a burst).
+        due = started + period;
     }
 }

@@ -51,6 +51,8 @@ pub struct QuorumState {
     pub fresh: Vec<Region>,
     /// Probers presumed cut off (their Down votes were ignored).
     pub impaired: std::collections::BTreeSet<Region>,
+    /// Probers that said they were overloaded (their Down votes were ignored).
+    pub overloaded: std::collections::BTreeSet<Region>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -230,6 +232,7 @@ impl Decided {
                 reached: round.reached,
                 fresh: round.fresh,
                 impaired: round.impaired,
+                overloaded: round.overloaded,
             },
             verdicts: round.verdicts,
         }

@@ -9,17 +9,15 @@ use super::{
     drills::DrillResult,
     overrides::{Action, Override},
 };
-use crate::{
-    config::RecordSpec,
-    metrics::{Registry, one_hot},
-    model::EndpointId,
-};
+use crate::{config::RecordSpec, metrics::Registry, model::EndpointId};
 
 #[derive(Clone)]
 pub struct StateMetrics {
     problem: IntGaugeVec,
     backend_reachable: IntGaugeVec,
     overrides: IntGaugeVec,
+    /// The override series exported, to remove those that ended.
+    exported: std::sync::Arc<std::sync::Mutex<BTreeMap<EndpointId, Action>>>,
     override_changes: IntCounterVec,
     drill_last: GaugeVec,
     drill_rto: GaugeVec,
@@ -43,9 +41,10 @@ impl StateMetrics {
             ),
             overrides: registry.int_gauge_vec(
                 "vantage_endpoint_override",
-                "1 for the operator override in force on an endpoint (action = force_up, force_down or drain).",
+                "1 for the operator override in force on an endpoint (action = force_up, force_down or drain); no series for an endpoint without one.",
                 &["endpoint", "action"],
             ),
+            exported: Default::default(),
             override_changes: registry.int_counter_vec(
                 "vantage_override_changes_total",
                 "Override changes, by what happened (set, clear, expired).",
@@ -86,17 +85,30 @@ impl StateMetrics {
     }
 
     /// Overrides in force: 1 for each endpoint's current override action.
-    pub fn overrides(&self, endpoints: &[EndpointId], active: &BTreeMap<EndpointId, Override>) {
-        for id in endpoints {
-            let current = active.get(id).map(|o| o.action);
-            one_hot(
-                &self.overrides,
-                &[id.as_str()],
-                &Action::ALL,
-                current,
-                Action::as_str,
-            );
+    /// The overrides in force: one series per endpoint with an override (none for the others,
+    /// so that the series stay few at 10,000 endpoints).
+    pub fn overrides(&self, active: &BTreeMap<EndpointId, Override>) {
+        let mut exported = self
+            .exported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now: BTreeMap<EndpointId, Action> = active
+            .iter()
+            .map(|(id, o)| (id.clone(), o.action))
+            .collect();
+        for (id, action) in exported.iter() {
+            if now.get(id) != Some(action) {
+                let _ = self
+                    .overrides
+                    .remove_label_values(&[id.as_str(), action.as_str()]);
+            }
         }
+        for (id, action) in &now {
+            self.overrides
+                .with_label_values(&[id.as_str(), action.as_str()])
+                .set(1);
+        }
+        *exported = now;
     }
 
     /// An override was set, cleared or expired.

@@ -46,6 +46,7 @@ zones_dir = "{zones}"
 
 [admin]
 listen = "127.0.0.1:0"
+endpoint_region_metrics = true
 
 [[record]]
 name = "www.example.com"
@@ -208,7 +209,7 @@ async fn answer_fails_over_when_the_primary_stops_and_returns_when_it_is_back() 
     assert!(
         metrics
             .value(
-                "vantage_probes_total",
+                "vantage_endpoint_probes_total",
                 &[
                     ("endpoint", "primary"),
                     ("region", "r2"),
@@ -221,7 +222,7 @@ async fn answer_fails_over_when_the_primary_stops_and_returns_when_it_is_back() 
     assert!(
         metrics
             .value(
-                "vantage_probes_total",
+                "vantage_endpoint_probes_total",
                 &[("endpoint", "untrusted"), ("result", "certificate")]
             )
             .unwrap_or(0.0)
@@ -528,7 +529,7 @@ async fn a_certificate_that_expires_fails_the_next_check() {
     assert_eq!(
         Exposition::parse(&text).value(
             "vantage_probe_tls_cert_expiry_timestamp_seconds",
-            &[("endpoint", "one"), ("region", "r1")]
+            &[("endpoint", "one")]
         ),
         Some(expires as f64)
     );
@@ -589,6 +590,7 @@ listen = ["127.0.0.1:0"]
 zones_dir = "{zones}"
 [admin]
 listen = "127.0.0.1:0"
+endpoint_region_metrics = true
 [[record]]
 name = "www.example.com"
 policy = "failover"
@@ -646,7 +648,7 @@ async fn a_suspected_failure_is_confirmed_at_the_suspect_interval_not_the_interv
         let (_, text) = vantage.get("/metrics").await;
         Exposition::parse(&text)
             .value(
-                "vantage_probe_suspicions_total",
+                "vantage_endpoint_probe_suspicions_total",
                 &[
                     ("endpoint", endpoint),
                     ("region", "r1"),
@@ -676,7 +678,7 @@ async fn a_suspected_failure_is_confirmed_at_the_suspect_interval_not_the_interv
             let (_, text) = vantage.get("/metrics").await;
             let failed = Exposition::parse(&text)
                 .value(
-                    "vantage_probes_total",
+                    "vantage_endpoint_probes_total",
                     &[
                         ("endpoint", "flaky"),
                         ("region", "r1"),

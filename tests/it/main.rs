@@ -15,6 +15,7 @@ mod hardening;
 mod kubernetes;
 mod multi_region;
 mod ops;
+mod probing;
 mod references;
 mod route53;
 mod support;

@@ -587,6 +587,7 @@ fn report(region: &str, seq: u64) -> Vec<u8> {
         region: vantage::model::Region::new(region),
         boot_id: 42,
         seq,
+        overloaded: false,
         observations: Vec::new(),
     };
     serde_json::to_vec(&report).expect("encode")
@@ -735,6 +736,7 @@ async fn forged_old_replayed_and_misdirected_reports_are_rejected_and_counted() 
         region: vantage::model::Region::new("r1"),
         boot_id: 42,
         seq: 11,
+        overloaded: false,
         observations: Vec::new(),
     };
     for i in 0..1000 {
