@@ -15,6 +15,9 @@ use tokio::time::Instant;
 
 use crate::model::{EndpointId, FailureKind, Health, Observation, Region};
 
+/// Verdicts by endpoint; shared, so that a round or a snapshot copies pointers, not votes.
+pub type Verdicts = BTreeMap<EndpointId, std::sync::Arc<Verdict>>;
+
 /// One configured prober's contribution to a verdict.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Vote {
@@ -73,6 +76,30 @@ impl Verdict {
             quorum_reached: false,
             changed_at: None,
         }
+    }
+
+    /// What an answer or an observer of the status depends on: the decision and each vote's
+    /// state, freshness, whether it is failing, could not check, or is discounted (not ages or
+    /// round-trip times, which change with every check).
+    pub fn same_as_shown(&self, other: &Verdict) -> bool {
+        let votes = |v: &Verdict| {
+            v.votes
+                .iter()
+                .map(|v| {
+                    (
+                        v.health,
+                        v.fresh,
+                        v.failures > 0,
+                        v.local_error.is_some(),
+                        v.impaired,
+                        v.overloaded,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        (self.health, self.up, self.down, self.quorum_reached)
+            == (other.health, other.up, other.down, other.quorum_reached)
+            && votes(self) == votes(other)
     }
 
     /// A one-line explanation: "2 of 3 probers report Down (timeout, refused)".
@@ -244,7 +271,7 @@ pub struct RoundInputs<'a> {
     pub endpoints: &'a [EndpointId],
     pub latest: &'a HashMap<(Region, EndpointId), Observation>,
     /// The verdicts of the previous round (held where no side reaches the quorum).
-    pub previous: &'a BTreeMap<EndpointId, Verdict>,
+    pub previous: &'a Verdicts,
     pub required: usize,
     pub stale_after: Duration,
     pub impaired_detection: bool,
@@ -256,7 +283,7 @@ pub struct RoundInputs<'a> {
 /// quorum of probers is fresh at all.
 #[derive(Debug, Clone)]
 pub struct Round {
-    pub verdicts: BTreeMap<EndpointId, Verdict>,
+    pub verdicts: Verdicts,
     /// Regions with at least one observation younger than `stale_after`.
     pub fresh: Vec<Region>,
     pub impaired: BTreeSet<Region>,
@@ -343,23 +370,22 @@ pub fn partial_round(
     }
 }
 
-fn decide_each(
-    inputs: &RoundInputs<'_>,
-    impaired: &BTreeSet<Region>,
-    now: Instant,
-) -> BTreeMap<EndpointId, Verdict> {
+fn decide_each(inputs: &RoundInputs<'_>, impaired: &BTreeSet<Region>, now: Instant) -> Verdicts {
     let unknown = Verdict::unknown(inputs.required);
     inputs
         .endpoints
         .iter()
         .map(|id| {
-            let prev = inputs.previous.get(id).unwrap_or(&unknown);
+            let prev = inputs.previous.get(id).map_or(&unknown, |v| &**v);
             let mut votes = votes_for(id, inputs.regions, inputs.latest, inputs.stale_after, now);
             for vote in &mut votes {
                 vote.impaired = impaired.contains(&vote.region);
                 vote.overloaded = inputs.overloaded.contains(&vote.region);
             }
-            (id.clone(), decide(prev, votes, inputs.required, now))
+            (
+                id.clone(),
+                std::sync::Arc::new(decide(prev, votes, inputs.required, now)),
+            )
         })
         .collect()
 }
@@ -670,10 +696,10 @@ mod tests {
                     latest.insert(key, obs);
                 }
             }
-            let previous: BTreeMap<EndpointId, Verdict> = endpoints
+            let previous: Verdicts = endpoints
                 .iter()
                 .zip(&previous)
-                .map(|(id, p)| (id.clone(), Verdict { health: health(*p), ..Verdict::unknown(2) }))
+                .map(|(id, p)| (id.clone(), std::sync::Arc::new(Verdict { health: health(*p), ..Verdict::unknown(2) })))
                 .collect();
             let stale_after = Duration::from_secs(5);
             let result = round(

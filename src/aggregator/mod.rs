@@ -109,10 +109,10 @@ impl Aggregator {
             .map(|(id, health)| {
                 (
                     id.clone(),
-                    Verdict {
+                    Arc::new(Verdict {
                         health: *health,
                         ..Verdict::unknown(required)
-                    },
+                    }),
                 )
             })
             .collect();
@@ -129,13 +129,15 @@ impl Aggregator {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let started = Instant::now();
         let cluster = &self.settings.cluster;
+        // The sweep: every endpoint decided again (observations that went stale stop voting),
+        // within a quarter of stale_after.
         let tick =
-            (cluster.stale_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+            (cluster.stale_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
         let required = cluster.quorum.required(self.settings.regions.len());
         let mut previous = self.published.load_full();
         // After a reload (or a restart with saved verdicts), verdicts carry over: they are not
         // re-decided from scratch.
-        let mut verdicts: BTreeMap<EndpointId, Verdict> = previous.verdicts.clone();
+        let mut verdicts: crate::quorum::Verdicts = previous.verdicts.clone();
         let endpoint_ids: Vec<EndpointId> = self
             .settings
             .endpoints
@@ -167,6 +169,8 @@ impl Aggregator {
             let overloaded = self.board.overloaded();
             // Decide (pure) ... every endpoint on the sweep (staleness, the status's details),
             // only those whose votes changed in between.
+            // The endpoints this round decided (None: all of them).
+            let mut decided: Option<Vec<EndpointId>> = None;
             let round = match &mut last_full {
                 Some(last) if board_woke && !changes.all => {
                     let round = quorum::partial_round(
@@ -191,20 +195,21 @@ impl Aggregator {
                         endpoint_ids.len(),
                         now,
                     );
-                    let health = |v: Option<&Verdict>| v.map(|v| v.health).unwrap_or_default();
                     if round.impaired == last.impaired
                         && round.reached == last.reached
                         && round
                             .verdicts
                             .iter()
-                            .all(|(id, v)| health(verdicts.get(id)) == v.health)
+                            .all(|(id, v)| verdicts.get(id).is_some_and(|p| p.same_as_shown(v)))
                     {
-                        // Nothing an answer depends on changed; the next sweep shows the rest.
+                        // Nothing an answer (or a drill watching the status) depends on
+                        // changed; the next sweep shows the rest.
                         continue;
                     }
                     last.fresh.clone_from(&round.fresh);
                     last.impaired.clone_from(&round.impaired);
                     last.reached = round.reached;
+                    decided = Some(round.verdicts.keys().cloned().collect());
                     let mut all = verdicts.clone();
                     all.extend(round.verdicts);
                     quorum::Round {
@@ -214,19 +219,21 @@ impl Aggregator {
                 }
                 _ => {
                     next_sweep = now + tick;
-                    let round = quorum::round(
-                        &quorum::RoundInputs {
-                            regions: &self.settings.regions,
-                            endpoints: &endpoint_ids,
-                            latest: &self.board.latest(),
-                            previous: &verdicts,
-                            required,
-                            stale_after: cluster.stale_after,
-                            impaired_detection: cluster.impaired_detection,
-                            overloaded: &overloaded,
-                        },
-                        now,
-                    );
+                    let round = self.board.with_latest(|latest| {
+                        quorum::round(
+                            &quorum::RoundInputs {
+                                regions: &self.settings.regions,
+                                endpoints: &endpoint_ids,
+                                latest,
+                                previous: &verdicts,
+                                required,
+                                stale_after: cluster.stale_after,
+                                impaired_detection: cluster.impaired_detection,
+                                overloaded: &overloaded,
+                            },
+                            now,
+                        )
+                    });
                     last_full = Some(quorum::Round {
                         verdicts: BTreeMap::new(),
                         fresh: round.fresh.clone(),
@@ -239,7 +246,9 @@ impl Aggregator {
             };
             generation += 1;
             // ... say what changed ...
-            let changed = self.reporter.round(&self.settings, &verdicts, &round);
+            let changed =
+                self.reporter
+                    .round(&self.settings, &verdicts, &round, decided.as_deref());
             if changed && let Some(saved) = &self.saved {
                 saved.save(&round.verdicts, crate::clock::unix_ms());
             }
@@ -289,7 +298,7 @@ async fn overrides_changed(store: Option<&OverrideStore>) {
 /// What a reload keeps of the verdicts.
 pub struct CarryOver {
     /// Verdicts of endpoints that exist before and after, probed the same way.
-    pub verdicts: BTreeMap<EndpointId, Verdict>,
+    pub verdicts: crate::quorum::Verdicts,
     /// Endpoints whose probe target changed: what was seen of the old target (verdict,
     /// observations) says nothing about the new one, so they start over.
     pub start_over: Vec<EndpointId>,
@@ -297,11 +306,7 @@ pub struct CarryOver {
 
 /// The reload rule (pure): verdicts carry over from `old` to `new` settings, except for
 /// endpoints removed and endpoints now probed differently (address, check, host...).
-pub fn carry_over(
-    old: &Settings,
-    new: &Settings,
-    verdicts: &BTreeMap<EndpointId, Verdict>,
-) -> CarryOver {
+pub fn carry_over(old: &Settings, new: &Settings, verdicts: &crate::quorum::Verdicts) -> CarryOver {
     let start_over: Vec<EndpointId> = new
         .endpoints
         .iter()
@@ -327,6 +332,8 @@ pub struct Reporter {
     history: Arc<History>,
     impaired: BTreeSet<Region>,
     overloaded: BTreeSet<Region>,
+    /// Whether every endpoint's verdict series were set once (later rounds set only changes).
+    exported: bool,
     /// Whether the last round had a quorum of fresh probers (the first one reached is logged).
     quorum: bool,
     expired_seen: u64,
@@ -345,6 +352,7 @@ impl Reporter {
             history,
             impaired: BTreeSet::new(),
             overloaded: BTreeSet::new(),
+            exported: false,
             quorum: false,
             expired_seen: 0,
             grace_reported: false,
@@ -352,11 +360,13 @@ impl Reporter {
     }
 
     /// Logs and counts a round against the previous verdicts; true if a verdict changed.
+    /// `only`: the endpoints the round decided again (None: every endpoint).
     fn round(
         &mut self,
         settings: &Settings,
-        before: &BTreeMap<EndpointId, Verdict>,
+        before: &crate::quorum::Verdicts,
         round: &quorum::Round,
+        only: Option<&[EndpointId]>,
     ) -> bool {
         if round.impaired != self.impaired {
             for region in round.impaired.difference(&self.impaired) {
@@ -402,7 +412,11 @@ impl Reporter {
             &round.overloaded,
         );
         let mut changed = false;
-        for (id, verdict) in &round.verdicts {
+        let decided: Box<dyn Iterator<Item = (&EndpointId, &Arc<Verdict>)>> = match only {
+            Some(ids) => Box::new(ids.iter().filter_map(|id| round.verdicts.get_key_value(id))),
+            None => Box::new(round.verdicts.iter()),
+        };
+        for (id, verdict) in decided {
             let was = before.get(id).map(|v| v.health).unwrap_or_default();
             if verdict.health != was {
                 changed = true;
@@ -424,9 +438,15 @@ impl Reporter {
             {
                 tracing::warn!(endpoint = %id, "endpoint {id}: {}", verdict.explain());
             }
-            self.metrics
-                .verdict(id, verdict.health, verdict.up, verdict.down);
+            // Only what changed: at 10,000 endpoints, setting every series every round was
+            // most of a round's cost.
+            let counted = before.get(id).map(|v| (v.health, v.up, v.down));
+            if counted != Some((verdict.health, verdict.up, verdict.down)) || !self.exported {
+                self.metrics
+                    .verdict(id, verdict.health, verdict.up, verdict.down);
+            }
         }
+        self.exported = true;
         changed
     }
 
@@ -579,9 +599,9 @@ mod tests {
             health: Health::Up,
             ..Verdict::unknown(1)
         };
-        let verdicts: BTreeMap<EndpointId, Verdict> = ["one", "two", "gone"]
+        let verdicts: crate::quorum::Verdicts = ["one", "two", "gone"]
             .into_iter()
-            .map(|id| (EndpointId::new(id), up.clone()))
+            .map(|id| (EndpointId::new(id), Arc::new(up.clone())))
             .collect();
         let carried = carry_over(&old, &new, &verdicts);
         // one: unchanged, kept; two: another address, starts over; gone: removed; fresh: new.

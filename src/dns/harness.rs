@@ -63,7 +63,7 @@ impl Harness {
             .map(|e| {
                 let mut v = Verdict::unknown(1);
                 v.health = Health::Up;
-                (e.id.clone(), v)
+                (e.id.clone(), std::sync::Arc::new(v))
             })
             .collect();
         let snap = snapshot::build(

@@ -32,13 +32,28 @@ pub struct ObservationBoard {
 struct Inner {
     latest: HashMap<(Region, EndpointId), Observation>,
     /// Endpoints whose vote may have changed since the aggregator last looked (a new state, a
-    /// first observation, a check that could not run).
+    /// first observation, a first failure or the end of a failing streak, a check that could
+    /// not run or could again).
     dirty: HashSet<EndpointId>,
     /// Every endpoint needs deciding again (a prober entered or left overload, observations
     /// were forgotten).
     all_dirty: bool,
     /// Probers that say their checks start late.
     overloaded: BTreeSet<Region>,
+    /// Per region, its latest observations that are Up and Down (kept as they change).
+    counts: HashMap<Region, (usize, usize)>,
+}
+
+impl Inner {
+    fn count(&mut self, region: &Region, health: crate::model::Health, by: isize) {
+        let c = self.counts.entry(region.clone()).or_default();
+        let slot = match health {
+            crate::model::Health::Up => &mut c.0,
+            crate::model::Health::Down => &mut c.1,
+            crate::model::Health::Unknown => return,
+        };
+        *slot = slot.saturating_add_signed(by);
+    }
 }
 
 /// What changed on the board since the last [`ObservationBoard::take_changes`].
@@ -86,19 +101,32 @@ impl ObservationBoard {
             Some(old) => {
                 old.health != observation.health
                     || old.local_error.is_some() != observation.local_error.is_some()
+                    || (old.failures > 0) != (observation.failures > 0)
             }
             None => true,
         };
         if vote_changed {
             inner.dirty.insert(observation.endpoint.clone());
         }
-        inner.latest.insert(key, observation);
+        inner.count(&observation.region, observation.health, 1);
+        if let Some(old) = inner.latest.insert(key, observation) {
+            inner.count(&old.region, old.health, -1);
+        }
         vote_changed
     }
 
     /// Forgets every observation of an endpoint (its probe target changed).
     pub fn forget(&self, endpoint: &EndpointId) {
         let mut inner = self.lock();
+        let gone: Vec<(Region, crate::model::Health)> = inner
+            .latest
+            .iter()
+            .filter(|((_, e), _)| e == endpoint)
+            .map(|((r, _), o)| (r.clone(), o.health))
+            .collect();
+        for (region, health) in gone {
+            inner.count(&region, health, -1);
+        }
         inner.latest.retain(|(_, e), _| e != endpoint);
         inner.all_dirty = true;
     }
@@ -131,6 +159,15 @@ impl ObservationBoard {
         self.lock().latest.clone()
     }
 
+    /// `f` over the latest observation per (region, endpoint), without copying them (reports
+    /// wait meanwhile: keep `f` short).
+    pub fn with_latest<T>(
+        &self,
+        f: impl FnOnce(&HashMap<(Region, EndpointId), Observation>) -> T,
+    ) -> T {
+        f(&self.lock().latest)
+    }
+
     /// A copy of the latest observations of some endpoints, from every region.
     pub fn latest_of(
         &self,
@@ -153,16 +190,7 @@ impl ObservationBoard {
     /// Per region, how many of its latest observations are Up and how many Down (fresh or
     /// not): enough to tell an impaired prober between two full rounds.
     pub fn region_counts(&self) -> HashMap<Region, (usize, usize)> {
-        let mut counts: HashMap<Region, (usize, usize)> = HashMap::new();
-        for ((region, _), o) in &self.lock().latest {
-            let c = counts.entry(region.clone()).or_default();
-            match o.health {
-                crate::model::Health::Up => c.0 += 1,
-                crate::model::Health::Down => c.1 += 1,
-                crate::model::Health::Unknown => {}
-            }
-        }
-        counts
+        self.lock().counts.clone()
     }
 
     /// What changed since the last call (and forgets it).
@@ -238,5 +266,7 @@ mod tests {
         assert_eq!(board.take_changes(), Changes::default());
         assert!(board.is_overloaded(&Region::new("a")));
         assert_eq!(board.region_counts()[&Region::new("a")], (1, 1));
+        board.forget(&EndpointId::new("y"));
+        assert_eq!(board.region_counts()[&Region::new("a")], (1, 0));
     }
 }

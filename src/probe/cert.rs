@@ -1,8 +1,14 @@
-//! When a certificate stops being valid: `notAfter` read from its DER (RFC 5280 section
-//! 4.1.2.5), for the expiry metric and status; verification itself is rustls'.
+//! When a certificate is valid: `notBefore` and `notAfter` read from its DER (RFC 5280 section
+//! 4.1.2.5), for the expiry metric, status and the verification cache; verification itself is
+//! rustls'.
 
 /// `notAfter` of a DER certificate, in seconds since the Unix epoch.
 pub fn not_after(der: &[u8]) -> Option<i64> {
+    validity(der).map(|(_, not_after)| not_after)
+}
+
+/// (`notBefore`, `notAfter`) of a DER certificate, in seconds since the Unix epoch.
+pub fn validity(der: &[u8]) -> Option<(i64, i64)> {
     // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL,
     //   serialNumber INTEGER, signature SEQUENCE, issuer SEQUENCE, validity SEQUENCE {
     //   notBefore Time, notAfter Time }, ... } ... }
@@ -16,8 +22,9 @@ pub fn not_after(der: &[u8]) -> Option<i64> {
         rest = skip(rest)?; // serial number, signature algorithm, issuer
     }
     let (validity, _) = element(rest, 0x30)?;
-    let not_before_rest = skip(validity)?;
-    time(not_before_rest)
+    let not_before = time(validity)?;
+    let not_after = time(skip(validity)?)?;
+    Some((not_before, not_after))
 }
 
 /// The content of the element at the start of `input`, which must have `tag`; and what follows.

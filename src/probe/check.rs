@@ -12,6 +12,8 @@ use std::{error::Error as StdError, net::SocketAddr, sync::Arc, time::Duration};
 
 use rustls::pki_types::ServerName;
 
+use super::verify::CachingVerifier;
+
 use tokio::{net::TcpStream, time::Instant};
 
 use crate::{
@@ -405,7 +407,8 @@ fn handshake_failure(e: &std::io::Error) -> ProbeOutcome {
 }
 
 /// The TLS client of an https check: the check's CA (`ca_file`) or the system's roots, every
-/// check a full handshake that verifies the chain and its validity now (resumption disabled),
+/// check a full handshake that verifies the chain and its validity now (resumption disabled;
+/// a chain verified in the last minutes has its signatures taken from `verify`'s memory),
 /// HTTP/1.1 by ALPN. `tls_verify = false` accepts any certificate (the explicit opt-out).
 fn tls_config(check: &crate::config::CheckSpec) -> Result<rustls::ClientConfig, CheckSetupError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -443,13 +446,20 @@ fn tls_config(check: &crate::config::CheckSpec) -> Result<rustls::ClientConfig, 
         for cert in certs {
             roots.add(cert).map_err(|e| ca_pem(e.to_string()))?;
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| ca_pem(e.to_string()))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(CachingVerifier::new(verifier)))
+            .with_no_client_auth()
     } else {
         let verifier = rustls_platform_verifier::Verifier::new(provider)
             .map_err(|e| setup(format!("system certificate roots: {e}")))?;
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_custom_certificate_verifier(Arc::new(CachingVerifier::new(Arc::new(verifier))))
             .with_no_client_auth()
     };
     config.resumption = rustls::client::Resumption::disabled();

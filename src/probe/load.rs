@@ -1,16 +1,25 @@
 //! Whether a prober keeps up: a budget of checks in flight, and the lateness of each check's
 //! start against its schedule. A prober whose checks start late is overloaded: it says so, and
 //! its Down votes stop counting (a late check says more about the prober than the endpoint).
+//!
+//! The budget adapts to the CPU: a governor measures how late the runtime wakes a timer; when
+//! the process is saturated, fewer checks run at once (so that those running get the CPU and
+//! finish within their timeout instead of all timing out together), and more again, up to the
+//! configured ceiling, while checks wait for a slot and the runtime keeps time. Timeouts of
+//! checks that ran while the process was saturated count as local, not as the endpoint's.
 
 use std::{
     sync::{
         Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use tokio::{sync::Semaphore, time::Instant};
+use tokio::{
+    sync::{Semaphore, SemaphorePermit},
+    time::Instant,
+};
 
 /// The lateness window: overload is judged over the last two buckets of this length.
 const BUCKET: Duration = Duration::from_secs(5);
@@ -39,12 +48,53 @@ pub fn budget(cluster: &crate::config::Cluster, probers: usize) -> usize {
     })
 }
 
+/// The governor looks at the runtime this often ...
+pub const GOVERNOR_TICK: Duration = Duration::from_millis(100);
+/// ... and calls the process saturated when a timer fires this late.
+pub const SATURATED_LAG: Duration = Duration::from_millis(50);
+/// The budget starts here (or at the ceiling, if lower) and never goes below `MIN_LIMIT`.
+const START_LIMIT: usize = 64;
+const MIN_LIMIT: usize = 8;
+
 /// The checks in flight of one prober, and its lateness over the last 5–10 s.
 pub struct Load {
     permits: Semaphore,
+    /// The ceiling (`cluster.max_checks_in_flight` or from the open-file limit).
     max: usize,
+    budget: Mutex<Budget>,
     window: Mutex<Window>,
     overloaded: AtomicBool,
+    /// When the governor last saw the process saturated (ms after `epoch`; 0: never).
+    saturated_at: AtomicU64,
+    epoch: Instant,
+}
+
+struct Budget {
+    limit: usize,
+    /// Permits to retire as they come back (the limit went down while they were in use).
+    debt: usize,
+}
+
+/// A check's slot: returned when dropped (or retired, if the budget shrank meanwhile).
+pub struct Slot<'a> {
+    load: &'a Load,
+    permit: Option<SemaphorePermit<'a>>,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut budget = self
+            .load
+            .budget
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if budget.debt > 0
+            && let Some(permit) = self.permit.take()
+        {
+            budget.debt -= 1;
+            permit.forget();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -71,29 +121,79 @@ pub enum Change {
 impl Load {
     pub fn new(max_in_flight: usize) -> Self {
         let max = max_in_flight.max(1);
+        let limit = max.min(START_LIMIT);
         Self {
-            permits: Semaphore::new(max),
+            permits: Semaphore::new(limit),
             max,
+            budget: Mutex::new(Budget { limit, debt: 0 }),
             window: Mutex::new(Window::default()),
             overloaded: AtomicBool::new(false),
+            saturated_at: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
     }
 
     /// Waits for a free slot among the checks in flight.
-    pub async fn slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+    pub async fn slot(&self) -> Slot<'_> {
         // Never closed, so acquire cannot fail.
-        self.permits
+        let permit = self
+            .permits
             .acquire()
             .await
-            .unwrap_or_else(|_| unreachable!("the check budget is never closed"))
+            .unwrap_or_else(|_| unreachable!("the check budget is never closed"));
+        Slot {
+            load: self,
+            permit: Some(permit),
+        }
+    }
+
+    fn lock_budget(&self) -> std::sync::MutexGuard<'_, Budget> {
+        self.budget.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn in_flight(&self) -> usize {
-        self.max - self.permits.available_permits()
+        let budget = self.lock_budget();
+        (budget.limit + budget.debt).saturating_sub(self.permits.available_permits())
     }
 
+    /// The ceiling of checks in flight.
     pub fn max_in_flight(&self) -> usize {
         self.max
+    }
+
+    /// The current budget (at most the ceiling).
+    pub fn limit(&self) -> usize {
+        self.lock_budget().limit
+    }
+
+    /// The governor's step: `lag` is how late its timer fired at `now`. Saturated: a quarter
+    /// fewer checks at once; keeping time while every slot is taken: an eighth more.
+    pub fn govern(&self, lag: Duration, now: Instant) {
+        let mut budget = self.lock_budget();
+        let in_use = (budget.limit + budget.debt).saturating_sub(self.permits.available_permits());
+        if lag >= SATURATED_LAG {
+            let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+            self.saturated_at.store(ms.max(1), Ordering::Relaxed);
+            let lower = (budget.limit * 3 / 4).max(MIN_LIMIT.min(self.max));
+            let cut = budget.limit - lower;
+            budget.limit = lower;
+            let forgotten = self.permits.forget_permits(cut);
+            budget.debt += cut - forgotten;
+        } else if lag < SATURATED_LAG / 5 && in_use >= budget.limit && budget.limit < self.max {
+            let higher = (budget.limit + (budget.limit / 8).max(1)).min(self.max);
+            let mut add = higher - budget.limit;
+            budget.limit = higher;
+            let repaid = add.min(budget.debt);
+            budget.debt -= repaid;
+            add -= repaid;
+            self.permits.add_permits(add);
+        }
+    }
+
+    /// Whether the process was saturated at any moment since `since`.
+    pub fn saturated_since(&self, since: Instant) -> bool {
+        let at = self.saturated_at.load(Ordering::Relaxed);
+        at != 0 && self.epoch + Duration::from_millis(at) >= since
     }
 
     pub fn overloaded(&self) -> bool {
@@ -186,6 +286,49 @@ mod tests {
             .duration_since(t0 + Duration::from_secs(2));
         assert!(left_after >= BUCKET, "{left_after:?}");
         assert!(!load.overloaded());
+    }
+
+    #[tokio::test]
+    async fn the_budget_shrinks_when_the_process_is_saturated_and_grows_back_while_checks_wait() {
+        let load = Load::new(1000);
+        let t0 = Instant::now();
+        assert_eq!(load.limit(), START_LIMIT);
+        // Slots taken: a saturated tick cuts the budget by a quarter; the excess slots in use
+        // are retired as they come back.
+        let slots: Vec<Slot<'_>> = {
+            let mut v = Vec::new();
+            for _ in 0..START_LIMIT {
+                v.push(load.slot().await);
+            }
+            v
+        };
+        assert_eq!(load.in_flight(), START_LIMIT);
+        assert!(!load.saturated_since(t0));
+        load.govern(SATURATED_LAG, t0 + Duration::from_millis(100));
+        assert_eq!(load.limit(), 48);
+        assert!(load.saturated_since(t0));
+        assert!(!load.saturated_since(t0 + Duration::from_secs(1)));
+        drop(slots);
+        assert_eq!(load.in_flight(), 0);
+        assert_eq!(load.permits.available_permits(), 48);
+        // Saturated ticks never take it below the minimum.
+        for _ in 0..50 {
+            load.govern(Duration::from_secs(1), t0);
+        }
+        assert_eq!(load.limit(), MIN_LIMIT);
+        // Keeping time with every slot taken: it grows back, up to the ceiling.
+        let mut held = Vec::new();
+        for _ in 0..200 {
+            while load.permits.available_permits() > 0 {
+                held.push(load.slot().await);
+            }
+            load.govern(Duration::ZERO, t0);
+        }
+        assert_eq!(load.limit(), 1000);
+        // Keeping time with free slots: no growth needed, none made.
+        let idle = Load::new(1000);
+        idle.govern(Duration::ZERO, t0);
+        assert_eq!(idle.limit(), START_LIMIT);
     }
 
     #[test]

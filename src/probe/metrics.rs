@@ -19,8 +19,11 @@ use crate::{
     model::{EndpointId, Health, ProbeOutcome, Region},
 };
 
+/// Cheap to clone (one pointer): every endpoint's state holds one.
 #[derive(Clone)]
-pub struct ProbeMetrics {
+pub struct ProbeMetrics(Arc<Inner>);
+
+pub struct Inner {
     probes: IntCounterVec,
     duration: HistogramVec,
     endpoints: IntGaugeVec,
@@ -28,6 +31,7 @@ pub struct ProbeMetrics {
     cert_expiry: GaugeVec,
     in_flight: IntGaugeVec,
     max_in_flight: IntGaugeVec,
+    limit: IntGaugeVec,
     late: IntCounterVec,
     lateness: HistogramVec,
     overloaded: IntGaugeVec,
@@ -48,9 +52,17 @@ const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+impl std::ops::Deref for ProbeMetrics {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
 impl ProbeMetrics {
     pub fn new(registry: &Registry) -> Self {
-        Self {
+        Self(Arc::new(Inner {
             probes: registry.int_counter_vec(
                 "vantage_probes_total",
                 "Health checks run, by prober region and result (success or failure kind; local: the check could not run here or timed out after starting late).",
@@ -84,7 +96,12 @@ impl ProbeMetrics {
             ),
             max_in_flight: registry.int_gauge_vec(
                 "vantage_probe_checks_in_flight_max",
-                "The prober's budget of checks in flight (cluster.max_checks_in_flight), by region.",
+                "The ceiling of the prober's checks in flight (cluster.max_checks_in_flight), by region.",
+                &["region"],
+            ),
+            limit: registry.int_gauge_vec(
+                "vantage_probe_checks_in_flight_limit",
+                "The prober's current budget of checks in flight (lowered while the process is saturated), by region.",
                 &["region"],
             ),
             late: registry.int_counter_vec(
@@ -127,7 +144,7 @@ impl ProbeMetrics {
                     &["endpoint", "region", "outcome"],
                 ),
             },
-        }
+        }))
     }
 
     /// Series per endpoint and region on or off (`admin.endpoint_region_metrics`); turned
@@ -220,8 +237,16 @@ impl ProbeMetrics {
             .set(unix_s as f64);
     }
 
+    /// The governor's latest budget.
+    pub fn budget(&self, region: &Region, load: &Load) {
+        self.limit
+            .with_label_values(&[region.as_str()])
+            .set(load.limit() as i64);
+    }
+
     /// A prober's load starts being watched.
     pub fn load(&self, region: &Region, load: &Load) {
+        self.budget(region, load);
         self.max_in_flight
             .with_label_values(&[region.as_str()])
             .set(load.max_in_flight() as i64);

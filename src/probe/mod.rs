@@ -1,6 +1,7 @@
 //! Probers: run every check of the fleet from one region and report observations.
 //!
-//! `check` does the I/O of one check (`cert` reads when its certificate expires), `threshold`
+//! `check` does the I/O of one check (`cert` reads when its certificate expires, `verify`
+//! remembers the chains it verified, never past their validity), `threshold`
 //! turns results into Up/Down (pure), and
 //! `prober` schedules checks (interval with jitter) and publishes observations, within the
 //! budget of checks in flight that `load` keeps (and whose late starts make a prober
@@ -12,5 +13,6 @@ pub mod load;
 pub mod metrics;
 pub mod prober;
 pub mod threshold;
+pub mod verify;
 
 pub use metrics::ProbeMetrics;

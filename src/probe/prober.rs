@@ -1,8 +1,12 @@
-//! The prober of one region: one task per endpoint, checking at its interval with jitter,
-//! within the prober's budget of checks in flight (`load`); a check that starts late is
-//! counted as late and the prober reports itself overloaded when many do.
+//! The prober of one region: one loop that starts every endpoint's check when it is due
+//! (interval with jitter), within the prober's budget of checks in flight (`load`), and turns
+//! each result into an observation; a check that starts late is counted as late and the
+//! prober reports itself overloaded when many do.
+//!
+//! One loop and a queue of due times, not a task per endpoint: an endpoint costs its state
+//! (a few hundred bytes), and a check's task and connection exist only while it runs.
 
-use std::{sync::Arc, time::Duration};
+use std::{cmp::Reverse, collections::BinaryHeap, sync::Arc, time::Duration};
 
 use rand::Rng;
 use tokio::{task::JoinSet, time::Instant};
@@ -12,12 +16,13 @@ use super::{
     ProbeMetrics,
     check::{CheckCache, CheckSetupError, Checker},
     load::{self, Load},
+    metrics::SeenState,
     threshold::Threshold,
 };
 use crate::{
     config::EndpointSpec,
     exchange::ObservationBoard,
-    model::{FailureKind, Observation, ProbeOutcome, Region},
+    model::{FailureKind, Health, Observation, ProbeOutcome, Region},
 };
 
 /// Starts checking every endpoint from `region`, at most `max_in_flight` checks at a time;
@@ -31,31 +36,187 @@ pub fn spawn(
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), CheckSetupError> {
-    let mut checkers = Vec::new();
     let mut cache = CheckCache::default();
+    let mut states = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
-        checkers.push((
+        let checker = Arc::new(Checker::new(endpoint, region, &mut cache)?);
+        states.push(EndpointState::new(
             endpoint.clone(),
-            Checker::new(endpoint, region, &mut cache)?,
+            checker,
+            region,
+            metrics,
         ));
     }
     let load = Arc::new(Load::new(max_in_flight));
     board.set_overloaded(region, false);
     metrics.load(region, &load);
-    for (endpoint, checker) in checkers {
-        tasks.spawn(run_endpoint(
-            Shared {
-                region: region.clone(),
-                board: board.clone(),
-                metrics: metrics.clone(),
-                load: load.clone(),
-            },
+    tasks.spawn(govern(
+        region.clone(),
+        load.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let shared = Arc::new(Shared {
+        region: region.clone(),
+        board: board.clone(),
+        metrics: metrics.clone(),
+        load,
+    });
+    tasks.spawn(run(shared, states, shutdown.clone()));
+    Ok(())
+}
+
+/// What the prober knows of one endpoint between checks.
+struct EndpointState {
+    endpoint: Arc<EndpointSpec>,
+    checker: Arc<Checker>,
+    threshold: Threshold,
+    last_failure: Option<(FailureKind, String)>,
+    last_rtt: Option<Duration>,
+    smoothed_rtt: Option<Duration>,
+    /// When the last check that ran finished (a check that fails locally did not run).
+    observed_at: Option<Instant>,
+    seen: SeenState,
+}
+
+impl EndpointState {
+    fn new(
+        endpoint: Arc<EndpointSpec>,
+        checker: Arc<Checker>,
+        region: &Region,
+        metrics: &ProbeMetrics,
+    ) -> Self {
+        let threshold = Threshold::new(endpoint.check.rise, endpoint.check.fall);
+        Self {
+            seen: metrics.endpoint_state(&endpoint.id, region, threshold.state()),
             endpoint,
             checker,
-            shutdown.clone(),
-        ));
+            threshold,
+            last_failure: None,
+            last_rtt: None,
+            smoothed_rtt: None,
+            observed_at: None,
+        }
     }
-    Ok(())
+}
+
+/// One check that ran: which endpoint, when it was due and started, what it found.
+struct Done {
+    index: usize,
+    started: Instant,
+    lateness: Duration,
+    late: bool,
+    outcome: ProbeOutcome,
+}
+
+/// The prober's loop: starts the checks that are due, takes the results of those that ended.
+async fn run(shared: Arc<Shared>, mut states: Vec<EndpointState>, shutdown: CancellationToken) {
+    // Spread the first checks over one interval so that all probers do not fire at once.
+    let now = Instant::now();
+    let mut due: BinaryHeap<Reverse<(Instant, usize)>> = states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let offset = s
+                .endpoint
+                .check
+                .interval
+                .mul_f64(rand::rng().random_range(0.0..1.0));
+            Reverse((now + offset, i))
+        })
+        .collect();
+    // Dropped with the loop: a reload or a stop aborts the checks in flight.
+    let mut running: JoinSet<Done> = JoinSet::new();
+    let timer = tokio::time::sleep_until(now);
+    tokio::pin!(timer);
+    loop {
+        if let Some(Reverse((at, _))) = due.peek() {
+            timer.as_mut().reset(*at);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                match done {
+                    Ok(done) => {
+                        let index = done.index;
+                        let next = shared.finished(&mut states[index], done);
+                        due.push(Reverse((next, index)));
+                    }
+                    // A check's task only ends without a result when aborted (shutdown).
+                    Err(e) => tracing::debug!(error = %e, "a check ended without a result"),
+                }
+            }
+            () = &mut timer, if !due.is_empty() => {
+                let now = Instant::now();
+                while let Some(Reverse((at, index))) = due.peek().copied() {
+                    if at > now {
+                        break;
+                    }
+                    due.pop();
+                    let state = &states[index];
+                    running.spawn(check(
+                        shared.clone(),
+                        state.checker.clone(),
+                        index,
+                        at,
+                        load::late_after(state.endpoint.check.interval),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// One check: waits for a slot, runs, says how late it started.
+async fn check(
+    shared: Arc<Shared>,
+    checker: Arc<Checker>,
+    index: usize,
+    due: Instant,
+    late_after: Duration,
+) -> Done {
+    let slot = shared.load.slot().await;
+    let started = Instant::now();
+    let lateness = started.saturating_duration_since(due);
+    let late = lateness > late_after;
+    shared.started(lateness, late, started);
+    // Boxed, so that a check waiting for its slot holds a few bytes, not a connection's state.
+    let outcome = Box::pin(checker.run()).await;
+    drop(slot);
+    shared.metrics.in_flight(&shared.region, &shared.load);
+    Done {
+        index,
+        started,
+        lateness,
+        late,
+        outcome,
+    }
+}
+
+/// Adapts the prober's budget of checks in flight to how late the runtime keeps its timers.
+async fn govern(
+    region: Region,
+    load: Arc<Load>,
+    metrics: ProbeMetrics,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let before = Instant::now();
+        tokio::select! {
+            () = tokio::time::sleep(load::GOVERNOR_TICK) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let now = Instant::now();
+        let lag = now
+            .duration_since(before)
+            .saturating_sub(load::GOVERNOR_TICK);
+        let limit = load.limit();
+        load.govern(lag, now);
+        if load.limit() < limit {
+            tracing::debug!(%region, ?lag, limit = load.limit(), "the process is saturated: fewer checks at once");
+        }
+        metrics.budget(&region, &load);
+    }
 }
 
 /// What every endpoint task of one prober shares.
@@ -103,59 +264,36 @@ fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(factor)
 }
 
-async fn run_endpoint(
-    shared: Shared,
-    endpoint: Arc<EndpointSpec>,
-    checker: Checker,
-    shutdown: CancellationToken,
-) {
-    let Shared {
-        region,
-        board,
-        metrics,
-        ..
-    } = &shared;
-    let check = &endpoint.check;
-    let late_after = load::late_after(check.interval);
-    let mut threshold = Threshold::new(check.rise, check.fall);
-    let mut last_failure = None;
-    let mut last_rtt = None;
-    let mut smoothed_rtt: Option<Duration> = None;
-    // When the last check that ran finished (a check that fails locally did not run).
-    let mut observed_at: Option<Instant> = None;
-    let mut seen = metrics.endpoint_state(&endpoint.id, region, threshold.state());
-    // Spread the first checks over one interval so that all probers do not fire at once.
-    let mut due = Instant::now() + check.interval.mul_f64(rand::rng().random_range(0.0..1.0));
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep_until(due) => {}
-            () = shutdown.cancelled() => return,
-        }
-        let slot = tokio::select! {
-            slot = shared.load.slot() => slot,
-            () = shutdown.cancelled() => return,
-        };
-        let started = Instant::now();
-        let lateness = started.saturating_duration_since(due);
-        let late = lateness > late_after;
-        shared.started(lateness, late, started);
-        // Boxed: an idle endpoint task holds only its own state, not a check's.
-        let outcome = tokio::select! {
-            outcome = Box::pin(checker.run()) => outcome,
-            () = shutdown.cancelled() => return,
-        };
-        drop(slot);
-        metrics.in_flight(region, &shared.load);
-        // A check that timed out after starting late, or while the prober is overloaded, says
-        // more about this prober than about the endpoint: it does not count.
+impl Shared {
+    /// Takes a check's result: thresholds, metrics, logs, the observation; returns when the
+    /// endpoint's next check is due.
+    fn finished(&self, state: &mut EndpointState, done: Done) -> Instant {
+        let Shared {
+            region,
+            board,
+            metrics,
+            load,
+        } = self;
+        let endpoint = &state.endpoint;
+        let check = &endpoint.check;
+        let Done {
+            started,
+            lateness,
+            late,
+            outcome,
+            ..
+        } = done;
+        // A check that timed out after starting late, while the prober is overloaded or while
+        // the process was saturated, says more about this prober than about the endpoint: it
+        // does not count.
         let outcome = match outcome {
             ProbeOutcome::Fail {
                 kind: FailureKind::Timeout,
                 detail,
-            } if late || shared.load.overloaded() => ProbeOutcome::fail(
+            } if late || load.overloaded() || load.saturated_since(started) => ProbeOutcome::fail(
                 FailureKind::Local,
                 format!(
-                    "{detail}, after starting {} ms late: the prober is overloaded",
+                    "{detail}, while the prober was overloaded (started {} ms late)",
                     lateness.as_millis()
                 ),
             ),
@@ -167,7 +305,7 @@ async fn run_endpoint(
             &outcome,
             started.elapsed().as_secs_f64(),
         );
-        if let Some(expiry) = checker.cert_expiry() {
+        if let Some(expiry) = state.checker.cert_expiry() {
             metrics.cert_expiry(&endpoint.id, expiry);
         }
         let local = matches!(
@@ -179,8 +317,8 @@ async fn run_endpoint(
         );
         match &outcome {
             ProbeOutcome::Success { rtt } => {
-                last_rtt = Some(*rtt);
-                smoothed_rtt = Some(smooth(smoothed_rtt, *rtt));
+                state.last_rtt = Some(*rtt);
+                state.smoothed_rtt = Some(smooth(state.smoothed_rtt, *rtt));
             }
             ProbeOutcome::Fail { kind, detail } if local => {
                 // Counted by kind ("local") in the check metrics; the endpoint keeps its state.
@@ -188,19 +326,20 @@ async fn run_endpoint(
             }
             ProbeOutcome::Fail { kind, detail } => {
                 tracing::debug!(endpoint = %endpoint.id, %region, failure = %kind, %detail, "check failed");
-                last_failure = Some((*kind, detail.clone()));
+                state.last_failure = Some((*kind, detail.clone()));
             }
         }
+        let threshold = &mut state.threshold;
         let suspected = threshold.suspect();
         let change = if local {
             None
         } else {
-            observed_at = Some(Instant::now());
+            state.observed_at = Some(Instant::now());
             threshold.record(outcome.is_success())
         };
         // A suspicion ends Down (confirmed) or with a success (cleared).
         if suspected && !threshold.suspect() && !local {
-            let confirmed = change == Some(crate::model::Health::Down);
+            let confirmed = change == Some(Health::Down);
             metrics.suspicion_ended(&endpoint.id, region, confirmed);
             if !confirmed {
                 tracing::debug!(endpoint = %endpoint.id, %region, "suspicion cleared by a successful check");
@@ -209,7 +348,7 @@ async fn run_endpoint(
             tracing::debug!(endpoint = %endpoint.id, %region, next = ?check.suspect_interval,
                 "check failed; suspected, checking again soon");
         }
-        if let Some(state) = change {
+        if let Some(health) = change {
             let why = match &outcome {
                 ProbeOutcome::Success { rtt } => {
                     format!("{} consecutive successes, rtt {rtt:?}", threshold.streak())
@@ -221,22 +360,22 @@ async fn run_endpoint(
                     )
                 }
             };
-            tracing::info!(endpoint = %endpoint.id, %region, %state, "prober {region} sees endpoint {} become {state}: {why}", endpoint.id);
-            seen.set(state);
+            tracing::info!(endpoint = %endpoint.id, %region, state = %health, "prober {region} sees endpoint {} become {health}: {why}", endpoint.id);
+            state.seen.set(health);
         }
         // A check that could not run refreshes nothing: the last real observation ages (and
         // goes stale if this lasts), with the local error shown beside it.
-        if let Some(observed_at) = observed_at {
+        if let Some(observed_at) = state.observed_at {
             board.report(Observation {
                 endpoint: endpoint.id.clone(),
                 region: region.clone(),
                 health: threshold.state(),
                 successes: threshold.counts().0,
                 failures: threshold.counts().1,
-                last_rtt,
-                smoothed_rtt,
-                last_failure: last_failure.clone(),
-                cert_expiry: checker.cert_expiry(),
+                last_rtt: state.last_rtt,
+                smoothed_rtt: state.smoothed_rtt,
+                last_failure: state.last_failure.clone(),
+                cert_expiry: state.checker.cert_expiry(),
                 local_error: match &outcome {
                     ProbeOutcome::Fail { detail, .. } if local => Some(detail.clone()),
                     _ => None,
@@ -246,14 +385,13 @@ async fn run_endpoint(
             });
         }
         // While suspected, the next check comes after `suspect_interval`: `fall` consecutive
-        // failures take (fall - 1) x suspect_interval, not (fall - 1) x interval.
+        // failures take (fall - 1) x suspect_interval, not (fall - 1) x interval. The next check
+        // is due one period after this one started (a late start is not made up with a burst).
         let period = if threshold.suspect() {
             check.suspect_interval
         } else {
             jittered(check.interval)
         };
-        // The next check is due one period after this one started (a late start is not made
-        // up with a burst).
-        due = started + period;
+        started + period
     }
 }

@@ -197,7 +197,7 @@ mod tests {
         let mut verdict = crate::quorum::Verdict::unknown(1);
         verdict.health = Health::Up;
         Snapshot {
-            verdicts: BTreeMap::from([(EndpointId::new("one"), verdict)]),
+            verdicts: BTreeMap::from([(EndpointId::new("one"), std::sync::Arc::new(verdict))]),
             ..Snapshot::default()
         }
     }

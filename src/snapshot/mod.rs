@@ -16,7 +16,6 @@ use serde::Serialize;
 use crate::{
     config::{Policy, RecordKind, RecordSpec, Settings, WhenAllDown},
     model::{EndpointId, Health, Region},
-    quorum::Verdict,
     state::overrides::Override,
 };
 
@@ -35,7 +34,7 @@ pub struct Snapshot {
     /// Lower-case names strictly above a managed name (they exist, as empty non-terminals
     /// if nothing else: RFC 8020 forbids NXDOMAIN for them).
     pub ancestors: HashSet<String>,
-    pub verdicts: BTreeMap<EndpointId, Verdict>,
+    pub verdicts: crate::quorum::Verdicts,
     /// Operator overrides in force for this snapshot.
     pub overrides: BTreeMap<EndpointId, Override>,
     /// Which probers voted in the round that built this snapshot.
@@ -220,7 +219,7 @@ impl Reason {
 
 /// What a snapshot is built from: each endpoint's verdict, and the probers behind them.
 pub struct Decided {
-    pub verdicts: BTreeMap<EndpointId, Verdict>,
+    pub verdicts: crate::quorum::Verdicts,
     pub quorum: QuorumState,
 }
 
@@ -240,7 +239,7 @@ impl Decided {
 
     /// Verdicts no round of this process voted on (saved, carried over by a reload, given),
     /// with the quorum state they come with.
-    pub fn held(verdicts: BTreeMap<EndpointId, Verdict>, quorum: QuorumState) -> Self {
+    pub fn held(verdicts: crate::quorum::Verdicts, quorum: QuorumState) -> Self {
         Self { verdicts, quorum }
     }
 }

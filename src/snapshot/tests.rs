@@ -245,13 +245,13 @@ fn the_answers_generation_moves_only_when_answers_change() {
         std::path::Path::new("."),
     )
     .expect("settings");
-    let verdicts = |one: Health| -> BTreeMap<EndpointId, crate::quorum::Verdict> {
+    let verdicts = |one: Health| -> crate::quorum::Verdicts {
         [("one", one), ("two", Health::Up)]
             .into_iter()
             .map(|(id, health)| {
                 let mut v = crate::quorum::Verdict::unknown(1);
                 v.health = health;
-                (EndpointId::new(id), v)
+                (EndpointId::new(id), std::sync::Arc::new(v))
             })
             .collect()
     };
@@ -300,7 +300,7 @@ fn a_drained_endpoint_is_called_drained_not_down() {
         std::path::Path::new("."),
     )
     .expect("settings");
-    let verdicts: BTreeMap<EndpointId, crate::quorum::Verdict> = [
+    let verdicts: crate::quorum::Verdicts = [
         ("one", Health::Up),
         ("two", Health::Down),
         ("three", Health::Up),
@@ -309,7 +309,7 @@ fn a_drained_endpoint_is_called_drained_not_down() {
     .map(|(id, health)| {
         let mut v = crate::quorum::Verdict::unknown(1);
         v.health = health;
-        (EndpointId::new(id), v)
+        (EndpointId::new(id), std::sync::Arc::new(v))
     })
     .collect();
     let drain = crate::state::overrides::Override {

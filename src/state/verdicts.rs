@@ -10,10 +10,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    model::{EndpointId, Health},
-    quorum::Verdict,
-};
+use crate::model::{EndpointId, Health};
 
 const FILE: &str = "verdicts.json";
 
@@ -82,7 +79,7 @@ impl VerdictStore {
 
     /// Saves `verdicts` if any decided health differs from what the file holds. A failure is
     /// logged (the server keeps serving; the next change tries again).
-    pub fn save(&self, verdicts: &BTreeMap<EndpointId, Verdict>, now_ms: u64) {
+    pub fn save(&self, verdicts: &crate::quorum::Verdicts, now_ms: u64) {
         if !self.writable {
             return;
         }
@@ -117,12 +114,13 @@ impl VerdictStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quorum::Verdict;
 
-    fn verdict(health: Health) -> Verdict {
-        Verdict {
+    fn verdict(health: Health) -> std::sync::Arc<Verdict> {
+        std::sync::Arc::new(Verdict {
             health,
             ..Verdict::unknown(1)
-        }
+        })
     }
 
     #[test]
