@@ -230,10 +230,12 @@ struct Shared {
 impl Shared {
     /// Counts a check start; logs and publishes the prober entering or leaving overload.
     fn started(&self, lateness: Duration, late: bool, now: Instant) {
+        let change = self.load.started(late, now);
+        // The metrics first: whoever sees the board (status) change sees them changed too.
         self.metrics
             .started(&self.region, lateness, late, &self.load);
         let region = &self.region;
-        match self.load.started(late, now) {
+        match change {
             Some(load::Change::Entered) => {
                 tracing::warn!(%region, in_flight = self.load.in_flight(), max_in_flight = self.load.max_in_flight(),
                     "prober {region} is overloaded: its checks start late (more than {:?} after they are due); its Down votes do not count until it keeps up again", load::LATE_AFTER);
