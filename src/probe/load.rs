@@ -5,8 +5,9 @@
 //! The budget adapts to the CPU: a governor measures how late the runtime wakes a timer; when
 //! the process is saturated, fewer checks run at once (so that those running get the CPU and
 //! finish within their timeout instead of all timing out together), and more again, up to the
-//! configured ceiling, while checks wait for a slot and the runtime keeps time. Timeouts of
-//! checks that ran while the process was saturated count as local, not as the endpoint's.
+//! configured ceiling, while checks wait for a slot and the runtime keeps time. A check that
+//! timed out while the runtime stalled for a quarter of its timeout counts as local, not as the
+//! endpoint's.
 
 use std::{
     sync::{
@@ -64,9 +65,9 @@ pub struct Load {
     budget: Mutex<Budget>,
     window: Mutex<Window>,
     overloaded: AtomicBool,
-    /// When the governor last saw the process saturated (ms after `epoch`; 0: never).
-    saturated_at: AtomicU64,
-    epoch: Instant,
+    /// How long the runtime has stalled in all (the governor's timer lag, summed; µs): a
+    /// check's share of it says whether its timeout was the prober's doing.
+    stalled_us: AtomicU64,
 }
 
 struct Budget {
@@ -128,8 +129,7 @@ impl Load {
             budget: Mutex::new(Budget { limit, debt: 0 }),
             window: Mutex::new(Window::default()),
             overloaded: AtomicBool::new(false),
-            saturated_at: AtomicU64::new(0),
-            epoch: Instant::now(),
+            stalled_us: AtomicU64::new(0),
         }
     }
 
@@ -168,12 +168,12 @@ impl Load {
 
     /// The governor's step: `lag` is how late its timer fired at `now`. Saturated: a quarter
     /// fewer checks at once; keeping time while every slot is taken: an eighth more.
-    pub fn govern(&self, lag: Duration, now: Instant) {
+    pub fn govern(&self, lag: Duration) {
+        self.stalled_us
+            .fetch_add(lag.as_micros() as u64, Ordering::Relaxed);
         let mut budget = self.lock_budget();
         let in_use = (budget.limit + budget.debt).saturating_sub(self.permits.available_permits());
         if lag >= SATURATED_LAG {
-            let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
-            self.saturated_at.store(ms.max(1), Ordering::Relaxed);
             let lower = (budget.limit * 3 / 4).max(MIN_LIMIT.min(self.max));
             let cut = budget.limit - lower;
             budget.limit = lower;
@@ -190,10 +190,10 @@ impl Load {
         }
     }
 
-    /// Whether the process was saturated at any moment since `since`.
-    pub fn saturated_since(&self, since: Instant) -> bool {
-        let at = self.saturated_at.load(Ordering::Relaxed);
-        at != 0 && self.epoch + Duration::from_millis(at) >= since
+    /// How long the runtime has stalled in all: the difference between two readings is how
+    /// long it stalled in between (to within one governor tick).
+    pub fn stalled(&self) -> Duration {
+        Duration::from_micros(self.stalled_us.load(Ordering::Relaxed))
     }
 
     pub fn overloaded(&self) -> bool {
@@ -291,7 +291,6 @@ mod tests {
     #[tokio::test]
     async fn the_budget_shrinks_when_the_process_is_saturated_and_grows_back_while_checks_wait() {
         let load = Load::new(1000);
-        let t0 = Instant::now();
         assert_eq!(load.limit(), START_LIMIT);
         // Slots taken: a saturated tick cuts the budget by a quarter; the excess slots in use
         // are retired as they come back.
@@ -303,17 +302,16 @@ mod tests {
             v
         };
         assert_eq!(load.in_flight(), START_LIMIT);
-        assert!(!load.saturated_since(t0));
-        load.govern(SATURATED_LAG, t0 + Duration::from_millis(100));
+        assert_eq!(load.stalled(), Duration::ZERO);
+        load.govern(SATURATED_LAG);
         assert_eq!(load.limit(), 48);
-        assert!(load.saturated_since(t0));
-        assert!(!load.saturated_since(t0 + Duration::from_secs(1)));
+        assert_eq!(load.stalled(), SATURATED_LAG);
         drop(slots);
         assert_eq!(load.in_flight(), 0);
         assert_eq!(load.permits.available_permits(), 48);
         // Saturated ticks never take it below the minimum.
         for _ in 0..50 {
-            load.govern(Duration::from_secs(1), t0);
+            load.govern(Duration::from_secs(1));
         }
         assert_eq!(load.limit(), MIN_LIMIT);
         // Keeping time with every slot taken: it grows back, up to the ceiling.
@@ -322,12 +320,12 @@ mod tests {
             while load.permits.available_permits() > 0 {
                 held.push(load.slot().await);
             }
-            load.govern(Duration::ZERO, t0);
+            load.govern(Duration::ZERO);
         }
         assert_eq!(load.limit(), 1000);
         // Keeping time with free slots: no growth needed, none made.
         let idle = Load::new(1000);
-        idle.govern(Duration::ZERO, t0);
+        idle.govern(Duration::ZERO);
         assert_eq!(idle.limit(), START_LIMIT);
     }
 

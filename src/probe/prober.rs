@@ -104,6 +104,8 @@ impl EndpointState {
 struct Done {
     index: usize,
     started: Instant,
+    /// How long the runtime stalled while the check ran.
+    stalled: Duration,
     lateness: Duration,
     late: bool,
     outcome: ProbeOutcome,
@@ -177,6 +179,7 @@ async fn check(
 ) -> Done {
     let slot = shared.load.slot().await;
     let started = Instant::now();
+    let stalled_before = shared.load.stalled();
     let lateness = started.saturating_duration_since(due);
     let late = lateness > late_after;
     shared.started(lateness, late, started);
@@ -187,6 +190,7 @@ async fn check(
     Done {
         index,
         started,
+        stalled: shared.load.stalled().saturating_sub(stalled_before),
         lateness,
         late,
         outcome,
@@ -211,7 +215,7 @@ async fn govern(
             .duration_since(before)
             .saturating_sub(load::GOVERNOR_TICK);
         let limit = load.limit();
-        load.govern(lag, now);
+        load.govern(lag);
         if load.limit() < limit {
             tracing::debug!(%region, ?lag, limit = load.limit(), "the process is saturated: fewer checks at once");
         }
@@ -280,19 +284,20 @@ impl Shared {
         let check = &endpoint.check;
         let Done {
             started,
+            stalled,
             lateness,
             late,
             outcome,
             ..
         } = done;
         // A check that timed out after starting late, while the prober is overloaded or while
-        // the process was saturated, says more about this prober than about the endpoint: it
-        // does not count.
+        // the runtime stalled for a quarter of the timeout, says more about this prober than
+        // about the endpoint: it does not count.
         let outcome = match outcome {
             ProbeOutcome::Fail {
                 kind: FailureKind::Timeout,
                 detail,
-            } if late || load.overloaded() || load.saturated_since(started) => ProbeOutcome::fail(
+            } if late || load.overloaded() || stalled >= check.timeout / 4 => ProbeOutcome::fail(
                 FailureKind::Local,
                 format!(
                     "{detail}, while the prober was overloaded (started {} ms late)",

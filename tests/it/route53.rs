@@ -996,7 +996,9 @@ path = "/healthz"
 interval = "200ms"
 timeout = "150ms"
 rise = 1
-fall = 1
+# Two failures in a row: one check that a loaded test machine stalls must not move b (the
+# flip tests count every change call).
+fall = 2
 ca_file = "{ca}"
 [admin]
 listen = "127.0.0.1:0"
