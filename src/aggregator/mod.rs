@@ -661,8 +661,9 @@ mod tests {
             Some(Answer::Fixed(vec!["192.0.2.1".parse().expect("ip")]))
         );
 
-        // Every report goes stale: no quorum, the verdicts hold (fail static).
-        tokio::time::sleep(Duration::from_secs(6)).await;
+        // Every report goes stale (after stale_after, 5 s, seen by the next sweep, at most
+        // stale_after / 4 later): no quorum, the verdicts hold (fail static).
+        tokio::time::sleep(Duration::from_secs(7)).await;
         let one = verdict("one").expect("verdict");
         assert_eq!(one.health, Health::Up);
         assert!(!one.quorum_reached);
