@@ -40,7 +40,8 @@ pub fn parse(frame: &[u8]) -> Option<Datagram> {
                 return None;
             }
             let total = u16_at(ip, 2);
-            let udp_len = u16_at(frame, ETH + IP4 + 4);
+            // The UDP header must be in the frame before its length is read.
+            let udp_len = u16_at(frame.get(ETH + IP4..ETH + IP4 + UDP)?, 4);
             if ETH + total > frame.len() || udp_len < UDP || IP4 + udp_len > total {
                 return None;
             }
@@ -64,7 +65,7 @@ pub fn parse(frame: &[u8]) -> Option<Datagram> {
                 return None;
             }
             let payload_len = u16_at(ip, 4);
-            let udp_len = u16_at(frame, ETH + IP6 + 4);
+            let udp_len = u16_at(frame.get(ETH + IP6..ETH + IP6 + UDP)?, 4);
             if ETH + IP6 + payload_len > frame.len() || udp_len < UDP || udp_len > payload_len {
                 return None;
             }
@@ -272,6 +273,23 @@ mod tests {
                 let back = parse(&frame[..len]).expect("the reply parses");
                 proptest::prop_assert_eq!((back.source, back.destination), (query.destination, query.source));
                 proptest::prop_assert!(verifies(&frame[..len], &back));
+            }
+        }
+    }
+
+    #[test]
+    fn a_frame_cut_inside_the_udp_header_is_refused() {
+        for (ethertype, ip_len, v6) in [([0x08, 0x00], IP4, false), ([0x86, 0xdd], IP6, true)] {
+            for cut in 0..UDP {
+                let mut frame = vec![0u8; ETH + ip_len + cut];
+                frame[12..14].copy_from_slice(&ethertype);
+                if v6 {
+                    frame[ETH + 6] = PROTO_UDP;
+                } else {
+                    frame[ETH] = 0x45;
+                    frame[ETH + 9] = PROTO_UDP;
+                }
+                assert_eq!(parse(&frame), None, "v6 {v6}, {cut} bytes of UDP header");
             }
         }
     }
