@@ -154,11 +154,6 @@ impl ObservationBoard {
         self.lock().overloaded.contains(region)
     }
 
-    /// A copy of the latest observation per (region, endpoint).
-    pub fn latest(&self) -> HashMap<(Region, EndpointId), Observation> {
-        self.lock().latest.clone()
-    }
-
     /// `f` over the latest observation per (region, endpoint), without copying them (reports
     /// wait meanwhile: keep `f` short).
     pub fn with_latest<T>(
@@ -251,7 +246,7 @@ mod tests {
         board.report(observation("x", Health::Up, 3));
         assert_eq!(board.take_changes(), Changes::default());
         assert_eq!(
-            board.latest()[&(Region::new("a"), EndpointId::new("x"))].seq,
+            board.with_latest(|l| l[&(Region::new("a"), EndpointId::new("x"))].seq),
             3
         );
         // An older report is ignored; a new state marks the endpoint.

@@ -107,13 +107,10 @@ async fn observations(State(state): State<ProberState>, headers: HeaderMap) -> R
             .into_response();
     }
     let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
-    let mut report = Report::new(
-        &state.region,
-        state.boot_id,
-        seq,
-        &state.board.latest(),
-        Instant::now(),
-    );
+    // Built under the board's lock: no copy of every observation per request.
+    let mut report = state.board.with_latest(|latest| {
+        Report::new(&state.region, state.boot_id, seq, latest, Instant::now())
+    });
     report.overloaded = state.board.is_overloaded(&state.region);
     let body = match serde_json::to_vec(&report) {
         Ok(body) => body,

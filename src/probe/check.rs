@@ -390,14 +390,8 @@ where
 }
 
 fn handshake_failure(e: &std::io::Error) -> ProbeOutcome {
-    let mut inner = e.get_ref();
-    while let Some(i) = inner {
-        if let Some(kind) = tls_kind(i) {
-            return ProbeOutcome::fail(kind, e.to_string());
-        }
-        inner = i
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref());
+    if let Some(kind) = wrapped_tls_kind(e) {
+        return ProbeOutcome::fail(kind, e.to_string());
     }
     let kind = match e.kind() {
         std::io::ErrorKind::UnexpectedEof => FailureKind::TlsHandshake,
@@ -549,20 +543,7 @@ fn classify(error: &hyper::Error) -> ProbeOutcome {
             break;
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            // io::Error::source skips the wrapped error, so look inside explicitly.
-            let mut inner = io.get_ref();
-            while let Some(i) = inner {
-                if let Some(found) = tls_kind(i) {
-                    kind = Some(found);
-                    break;
-                }
-                inner = i
-                    .downcast_ref::<std::io::Error>()
-                    .and_then(|io| io.get_ref());
-            }
-            if kind.is_none() {
-                kind = Some(io_kind(io));
-            }
+            kind = Some(wrapped_tls_kind(io).unwrap_or_else(|| io_kind(io)));
             break;
         }
         source = e.source();
@@ -575,6 +556,21 @@ fn classify(error: &hyper::Error) -> ProbeOutcome {
         FailureKind::Protocol
     });
     ProbeOutcome::fail(kind, crate::error_chain(error))
+}
+
+/// The TLS failure an I/O error wraps, if any (`io::Error::source` skips the wrapped error, so
+/// look inside explicitly, through nested I/O errors).
+fn wrapped_tls_kind(io: &std::io::Error) -> Option<FailureKind> {
+    let mut inner = io.get_ref();
+    while let Some(i) = inner {
+        if let Some(kind) = tls_kind(i) {
+            return Some(kind);
+        }
+        inner = i
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+    }
+    None
 }
 
 fn tls_kind(e: &(dyn StdError + 'static)) -> Option<FailureKind> {
