@@ -4,7 +4,12 @@
 //! this shared registry when the process starts: `probe::ProbeMetrics`, `dns::DnsMetrics`,
 //! ...); `app::metrics` composes them. Names follow `vantage_<name>_<unit>[_total]`; every
 //! metric has HELP; label sets are bounded by the configuration (endpoints, regions,
-//! records) or by fixed enumerations.
+//! records) or by fixed enumerations. Families with a series per endpoint are kept compactly
+//! outside the `prometheus` crate (`endpoints`) and written after its families.
+
+pub mod endpoints;
+
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -16,12 +21,18 @@ use prometheus::{
 /// Metric names and label sets are static, and each subsystem registers its metrics once per
 /// registry, so construction and registration cannot fail: the `expect`s document that.
 #[derive(Clone)]
-pub struct Registry(prometheus::Registry);
+pub struct Registry {
+    inner: prometheus::Registry,
+    per_endpoint: Arc<Mutex<Vec<Arc<endpoints::Family>>>>,
+}
 
 impl Registry {
     /// A registry holding `vantage_build_info`.
     pub fn new() -> Self {
-        let registry = Self(prometheus::Registry::new());
+        let registry = Self {
+            inner: prometheus::Registry::new(),
+            per_endpoint: Arc::default(),
+        };
         registry
             .int_gauge_vec(
                 "vantage_build_info",
@@ -34,10 +45,32 @@ impl Registry {
     }
 
     fn add<C: Collector + Clone + 'static>(&self, c: C) -> C {
-        self.0
+        self.inner
             .register(Box::new(c.clone()))
             .expect("metric names are unique");
         c
+    }
+
+    /// A family with one series per endpoint (times the values of `label`, if any), kept
+    /// compactly: see [`endpoints`].
+    pub fn per_endpoint(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        kind: endpoints::Kind,
+        label: Option<(&'static str, &[&'static str])>,
+    ) -> endpoints::EndpointFamily {
+        let family = endpoints::EndpointFamily::new(name, help, kind, label);
+        let mut all = self
+            .per_endpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        assert!(
+            all.iter().all(|f| f.name != name),
+            "metric names are unique"
+        );
+        all.push(family.family().clone());
+        family
     }
 
     pub fn int_counter(&self, name: &str, help: &str) -> IntCounter {
@@ -82,11 +115,24 @@ impl Registry {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.0.gather(), &mut buf) {
+        let per_endpoint = self
+            .per_endpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let families = self.inner.gather();
+        let mut buf = Vec::with_capacity(
+            64 * 1024 + per_endpoint.iter().map(|f| f.size_hint()).sum::<usize>(),
+        );
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
             tracing::error!(error = %e, "cannot encode metrics");
         }
-        String::from_utf8(buf).unwrap_or_default()
+        drop(families);
+        let mut out = String::from_utf8(buf).unwrap_or_default();
+        for family in &per_endpoint {
+            family.render(&mut out);
+        }
+        out
     }
 }
 

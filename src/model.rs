@@ -2,7 +2,7 @@
 //!
 //! Plain data only; no I/O. Times are tokio `Instant`s so that timing logic can run on paused time.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -184,4 +184,62 @@ pub struct Observation {
     pub observed_at: Instant,
     /// Increases by one with every check the prober runs for this endpoint.
     pub seq: u64,
+}
+
+/// The latest observation of each endpoint by each region: per endpoint, one entry per region
+/// that observed it (a short list, searched by region), so that 10,000 endpoints × 3 regions
+/// cost 10,000 small lists rather than a 30,000-entry table keyed by pairs.
+#[derive(Clone, Debug, Default)]
+pub struct Latest(HashMap<EndpointId, Vec<Observation>>);
+
+impl Latest {
+    pub fn get(&self, region: &Region, endpoint: &EndpointId) -> Option<&Observation> {
+        self.0.get(endpoint)?.iter().find(|o| &o.region == region)
+    }
+
+    /// Every region's latest observation of `endpoint`.
+    pub fn of(&self, endpoint: &EndpointId) -> &[Observation] {
+        self.0.get(endpoint).map_or(&[], Vec::as_slice)
+    }
+
+    /// Keeps `observation` as its region's latest of its endpoint; returns the one it replaced.
+    pub fn insert(&mut self, observation: Observation) -> Option<Observation> {
+        let list = self.0.entry(observation.endpoint.clone()).or_default();
+        match list.iter_mut().find(|o| o.region == observation.region) {
+            Some(slot) => Some(std::mem::replace(slot, observation)),
+            None => {
+                list.reserve_exact(1);
+                list.push(observation);
+                None
+            }
+        }
+    }
+
+    /// Forgets every observation of `endpoint`, returning them.
+    pub fn remove(&mut self, endpoint: &EndpointId) -> Vec<Observation> {
+        self.0.remove(endpoint).unwrap_or_default()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Observation> {
+        self.0.values().flatten()
+    }
+
+    /// The number of observations (endpoints × the regions that observed them).
+    pub fn len(&self) -> usize {
+        self.0.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<Observation> for Latest {
+    fn from_iter<I: IntoIterator<Item = Observation>>(iter: I) -> Self {
+        let mut latest = Latest::default();
+        for observation in iter {
+            latest.insert(observation);
+        }
+        latest
+    }
 }

@@ -13,7 +13,7 @@ use std::{
 
 use tokio::time::Instant;
 
-use crate::model::{EndpointId, FailureKind, Health, Observation, Region};
+use crate::model::{EndpointId, FailureKind, Health, Latest, Region};
 
 /// Verdicts by endpoint; shared, so that a round or a snapshot copies pointers, not votes.
 pub type Verdicts = BTreeMap<EndpointId, std::sync::Arc<Verdict>>;
@@ -145,47 +145,45 @@ impl Verdict {
 pub fn votes_for(
     endpoint: &EndpointId,
     regions: &[Region],
-    latest: &HashMap<(Region, EndpointId), Observation>,
+    latest: &Latest,
     stale_after: Duration,
     now: Instant,
 ) -> Vec<Vote> {
     regions
         .iter()
-        .map(
-            |region| match latest.get(&(region.clone(), endpoint.clone())) {
-                None => Vote {
+        .map(|region| match latest.get(region, endpoint) {
+            None => Vote {
+                region: region.clone(),
+                health: Health::Unknown,
+                fresh: false,
+                age: None,
+                last_rtt: None,
+                smoothed_rtt: None,
+                last_failure: None,
+                local_error: None,
+                cert_expiry: None,
+                failures: 0,
+                impaired: false,
+                overloaded: false,
+            },
+            Some(obs) => {
+                let age = now.saturating_duration_since(obs.observed_at);
+                Vote {
                     region: region.clone(),
-                    health: Health::Unknown,
-                    fresh: false,
-                    age: None,
-                    last_rtt: None,
-                    smoothed_rtt: None,
-                    last_failure: None,
-                    local_error: None,
-                    cert_expiry: None,
-                    failures: 0,
+                    health: obs.health,
+                    fresh: age <= stale_after,
+                    age: Some(age),
+                    last_rtt: obs.last_rtt,
+                    smoothed_rtt: obs.smoothed_rtt,
+                    last_failure: obs.last_failure.clone(),
+                    local_error: obs.local_error.clone(),
+                    cert_expiry: obs.cert_expiry,
+                    failures: obs.failures,
                     impaired: false,
                     overloaded: false,
-                },
-                Some(obs) => {
-                    let age = now.saturating_duration_since(obs.observed_at);
-                    Vote {
-                        region: region.clone(),
-                        health: obs.health,
-                        fresh: age <= stale_after,
-                        age: Some(age),
-                        last_rtt: obs.last_rtt,
-                        smoothed_rtt: obs.smoothed_rtt,
-                        last_failure: obs.last_failure.clone(),
-                        local_error: obs.local_error.clone(),
-                        cert_expiry: obs.cert_expiry,
-                        failures: obs.failures,
-                        impaired: false,
-                        overloaded: false,
-                    }
                 }
-            },
-        )
+            }
+        })
         .collect()
 }
 
@@ -229,7 +227,7 @@ pub fn decide(previous: &Verdict, votes: Vec<Vote>, required: usize, now: Instan
 pub fn impaired_regions(
     regions: &[Region],
     endpoints: &[EndpointId],
-    latest: &HashMap<(Region, EndpointId), Observation>,
+    latest: &Latest,
     stale_after: Duration,
     now: Instant,
 ) -> BTreeSet<Region> {
@@ -238,7 +236,7 @@ pub fn impaired_regions(
     }
     let fresh = |r: &Region, e: &EndpointId| {
         latest
-            .get(&(r.clone(), e.clone()))
+            .get(r, e)
             .filter(|o| now.saturating_duration_since(o.observed_at) <= stale_after)
     };
     let all_down: Vec<&Region> = regions
@@ -269,7 +267,7 @@ pub fn impaired_regions(
 pub struct RoundInputs<'a> {
     pub regions: &'a [Region],
     pub endpoints: &'a [EndpointId],
-    pub latest: &'a HashMap<(Region, EndpointId), Observation>,
+    pub latest: &'a Latest,
     /// The verdicts of the previous round (held where no side reaches the quorum).
     pub previous: &'a Verdicts,
     pub required: usize,
@@ -309,8 +307,9 @@ pub fn round(inputs: &RoundInputs<'_>, now: Instant) -> Round {
         .regions
         .iter()
         .filter(|r| {
-            inputs.latest.iter().any(|((region, _), o)| {
-                region == *r && now.saturating_duration_since(o.observed_at) <= inputs.stale_after
+            inputs.latest.iter().any(|o| {
+                o.region == **r
+                    && now.saturating_duration_since(o.observed_at) <= inputs.stale_after
             })
         })
         .cloned()
@@ -354,8 +353,8 @@ pub fn partial_round(
         .iter()
         .filter(|r| {
             last.fresh.contains(r)
-                || inputs.latest.iter().any(|((region, _), o)| {
-                    region == *r
+                || inputs.latest.iter().any(|o| {
+                    o.region == **r
                         && now.saturating_duration_since(o.observed_at) <= inputs.stale_after
                 })
         })
@@ -395,6 +394,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::model::Observation;
 
     fn vote(h: char) -> Vote {
         let (health, fresh) = match h {
@@ -469,25 +469,22 @@ mod tests {
         let now = Instant::now();
         let ep = EndpointId::new("e");
         let regions = vec![Region::new("a"), Region::new("b")];
-        let mut latest = HashMap::new();
+        let mut latest = Latest::default();
         for (region, age) in [("a", 1), ("b", 10)] {
-            latest.insert(
-                (Region::new(region), ep.clone()),
-                Observation {
-                    endpoint: ep.clone(),
-                    region: Region::new(region),
-                    health: Health::Down,
-                    successes: 0,
-                    failures: 3,
-                    last_rtt: None,
-                    smoothed_rtt: None,
-                    last_failure: Some((FailureKind::Timeout, "t".into())),
-                    local_error: None,
-                    cert_expiry: None,
-                    observed_at: now - Duration::from_secs(age),
-                    seq: 1,
-                },
-            );
+            latest.insert(Observation {
+                endpoint: ep.clone(),
+                region: Region::new(region),
+                health: Health::Down,
+                successes: 0,
+                failures: 3,
+                last_rtt: None,
+                smoothed_rtt: None,
+                last_failure: Some((FailureKind::Timeout, "t".into())),
+                local_error: None,
+                cert_expiry: None,
+                observed_at: now - Duration::from_secs(age),
+                seq: 1,
+            });
         }
         let votes = votes_for(&ep, &regions, &latest, Duration::from_secs(5), now);
         assert!(votes[0].fresh);
@@ -514,29 +511,21 @@ mod tests {
         assert_eq!(v.changed_at, Some(now));
     }
 
-    fn observe(
-        region: &str,
-        endpoint: &str,
-        health: Health,
-        now: Instant,
-    ) -> ((Region, EndpointId), Observation) {
-        (
-            (Region::new(region), EndpointId::new(endpoint)),
-            Observation {
-                endpoint: EndpointId::new(endpoint),
-                region: Region::new(region),
-                health,
-                successes: 0,
-                failures: 0,
-                last_rtt: None,
-                smoothed_rtt: None,
-                last_failure: None,
-                local_error: None,
-                cert_expiry: None,
-                observed_at: now,
-                seq: 1,
-            },
-        )
+    fn observe(region: &str, endpoint: &str, health: Health, now: Instant) -> Observation {
+        Observation {
+            endpoint: EndpointId::new(endpoint),
+            region: Region::new(region),
+            health,
+            successes: 0,
+            failures: 0,
+            last_rtt: None,
+            smoothed_rtt: None,
+            last_failure: None,
+            local_error: None,
+            cert_expiry: None,
+            observed_at: now,
+            seq: 1,
+        }
     }
 
     #[test]
@@ -545,7 +534,7 @@ mod tests {
         let regions: Vec<Region> = ["a", "b", "c"].map(Region::new).to_vec();
         let endpoints: Vec<EndpointId> = ["x", "y"].map(EndpointId::new).to_vec();
         let stale = Duration::from_secs(5);
-        let mut latest: HashMap<_, _> = [
+        let mut latest: Latest = [
             observe("a", "x", Health::Down, now),
             observe("a", "y", Health::Down, now),
             observe("b", "x", Health::Up, now),
@@ -579,10 +568,7 @@ mod tests {
 
         // When every prober sees everything Down, nobody is impaired: that is an outage.
         for r in ["b", "c"] {
-            latest.insert(
-                (Region::new(r), EndpointId::new("x")),
-                observe(r, "x", Health::Down, now).1,
-            );
+            latest.insert(observe(r, "x", Health::Down, now));
         }
         assert!(impaired_regions(&regions, &endpoints, &latest, stale, now).is_empty());
         // A single endpoint never makes a prober impaired (disagreement is not impairment).
@@ -596,7 +582,7 @@ mod tests {
         let regions: Vec<Region> = ["a", "b", "c"].map(Region::new).to_vec();
         let endpoints: Vec<EndpointId> = ["x", "y"].map(EndpointId::new).to_vec();
         let stale = Duration::from_secs(5);
-        let latest: HashMap<_, _> = [
+        let latest: Latest = [
             observe("a", "x", Health::Down, now),
             observe("b", "x", Health::Down, now),
             observe("c", "x", Health::Up, now),
@@ -688,12 +674,12 @@ mod tests {
             let regions: Vec<Region> = ["a", "b", "c"].map(Region::new).to_vec();
             let endpoints: Vec<EndpointId> = ["x", "y"].map(EndpointId::new).to_vec();
             let health = |n: u8| [Health::Up, Health::Down, Health::Unknown][n as usize];
-            let mut latest = HashMap::new();
+            let mut latest = Latest::default();
             for (r, region) in regions.iter().enumerate() {
                 for (e, endpoint) in endpoints.iter().enumerate() {
-                    let (key, mut obs) = observe(region.as_str(), endpoint.as_str(), health(states[r * 2 + e]), now);
+                    let mut obs = observe(region.as_str(), endpoint.as_str(), health(states[r * 2 + e]), now);
                     obs.observed_at = now - Duration::from_secs(ages[r]);
-                    latest.insert(key, obs);
+                    latest.insert(obs);
                 }
             }
             let previous: Verdicts = endpoints

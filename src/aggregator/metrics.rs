@@ -6,18 +6,31 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec};
+use prometheus::{IntGauge, IntGaugeVec};
 
 use crate::{
-    metrics::{Registry, one_hot},
+    metrics::{
+        Registry,
+        endpoints::{EndpointFamily, Kind},
+    },
     model::{EndpointId, Health, Region},
 };
 
+/// The label values of a verdict's state, in `Health::ALL`'s order.
+const STATES: [&str; 3] = ["up", "down", "unknown"];
+
+fn column(state: Health) -> usize {
+    Health::ALL
+        .iter()
+        .position(|&h| h == state)
+        .expect("every state is in Health::ALL")
+}
+
 #[derive(Clone)]
 pub struct AggregatorMetrics {
-    verdict: IntGaugeVec,
-    votes: IntGaugeVec,
-    transitions: IntCounterVec,
+    verdict: EndpointFamily,
+    votes: EndpointFamily,
+    transitions: EndpointFamily,
     record_answers: IntGaugeVec,
     /// The reason label currently set per (record, type).
     record_reasons: Arc<Mutex<HashMap<(String, String), String>>>,
@@ -32,20 +45,23 @@ pub struct AggregatorMetrics {
 impl AggregatorMetrics {
     pub fn new(registry: &Registry) -> Self {
         Self {
-            verdict: registry.int_gauge_vec(
+            verdict: registry.per_endpoint(
                 "vantage_endpoint_verdict",
                 "1 for the current quorum verdict of an endpoint (state = up, down or unknown).",
-                &["endpoint", "state"],
+                Kind::Gauge,
+                Some(("state", &STATES)),
             ),
-            votes: registry.int_gauge_vec(
+            votes: registry.per_endpoint(
                 "vantage_endpoint_votes",
                 "Fresh prober votes for an endpoint in the latest quorum round, by reported state.",
-                &["endpoint", "state"],
+                Kind::Gauge,
+                Some(("state", &STATES[..2])),
             ),
-            transitions: registry.int_counter_vec(
+            transitions: registry.per_endpoint(
                 "vantage_verdict_transitions_total",
                 "Changes of an endpoint's quorum verdict, by the state it changed to.",
-                &["endpoint", "to"],
+                Kind::Counter,
+                Some(("to", &STATES)),
             ),
             record_answers: registry.int_gauge_vec(
                 "vantage_record_answer_endpoints",
@@ -90,25 +106,22 @@ impl AggregatorMetrics {
         up_votes: usize,
         down_votes: usize,
     ) {
-        one_hot(
-            &self.verdict,
-            &[endpoint.as_str()],
-            &Health::ALL,
-            Some(state),
-            Health::as_str,
-        );
+        self.verdict.one_hot(endpoint, column(state));
         self.votes
-            .with_label_values(&[endpoint.as_str(), "up"])
-            .set(up_votes as i64);
+            .set(endpoint, column(Health::Up), up_votes as i64);
         self.votes
-            .with_label_values(&[endpoint.as_str(), "down"])
-            .set(down_votes as i64);
+            .set(endpoint, column(Health::Down), down_votes as i64);
     }
 
     pub fn verdict_changed(&self, endpoint: &EndpointId, to: Health) {
-        self.transitions
-            .with_label_values(&[endpoint.as_str(), to.as_str()])
-            .inc();
+        self.transitions.inc(endpoint, column(to));
+    }
+
+    /// Drops the series of endpoints that are no longer configured (after a reload).
+    pub fn keep_endpoints(&self, keep: impl Fn(&EndpointId) -> bool) {
+        self.verdict.retain(&keep);
+        self.votes.retain(&keep);
+        self.transitions.retain(&keep);
     }
 
     /// Quorum state of the latest round: probers with fresh reports, impaired probers.

@@ -177,9 +177,7 @@ impl Aggregator {
                         &quorum::RoundInputs {
                             regions: &self.settings.regions,
                             endpoints: &changes.endpoints,
-                            latest: &self
-                                .board
-                                .latest_of(&self.settings.regions, &changes.endpoints),
+                            latest: &self.board.latest_of(&changes.endpoints),
                             previous: &verdicts,
                             required,
                             stale_after: cluster.stale_after,
@@ -305,12 +303,17 @@ pub struct CarryOver {
 }
 
 /// The reload rule (pure): verdicts carry over from `old` to `new` settings, except for
-/// endpoints removed and endpoints now probed differently (address, check, host...).
+/// endpoints removed and endpoints whose check now targets something else (dialled address,
+/// protocol, port, path, host, expectations: `EndpointSpec::same_target`). A new interval,
+/// timeout, rise or fall keeps what was seen.
 pub fn carry_over(old: &Settings, new: &Settings, verdicts: &crate::quorum::Verdicts) -> CarryOver {
     let start_over: Vec<EndpointId> = new
         .endpoints
         .iter()
-        .filter(|e| old.endpoint(&e.id).is_some_and(|before| **before != ***e))
+        .filter(|e| {
+            old.endpoint(&e.id)
+                .is_some_and(|before| !before.same_target(e))
+        })
         .map(|e| e.id.clone())
         .collect();
     let verdicts = verdicts
@@ -412,6 +415,11 @@ impl Reporter {
             &round.overloaded,
         );
         let mut changed = false;
+        if !self.exported && only.is_none() {
+            // A new configuration: endpoints it no longer has lose their series.
+            self.metrics
+                .keep_endpoints(|id| round.verdicts.contains_key(id));
+        }
         let decided: Box<dyn Iterator<Item = (&EndpointId, &Arc<Verdict>)>> = match only {
             Some(ids) => Box::new(ids.iter().filter_map(|id| round.verdicts.get_key_value(id))),
             None => Box::new(round.verdicts.iter()),
@@ -578,10 +586,10 @@ mod tests {
 
     #[test]
     fn a_reload_keeps_verdicts_of_endpoints_probed_the_same_way_only() {
-        let fleet = |second: &str| {
+        let fleet_with = |second: &str, timing: &str| {
             Settings::from_toml(
                 &format!(
-                    "[[prober]]\nregion = \"a\"\n[check.t]\nprotocol = \"tcp\"\nport = 9\n\
+                    "[[prober]]\nregion = \"a\"\n[check.t]\nprotocol = \"tcp\"\nport = 9\n{timing}\
                      [[record]]\nname = \"www.example.com\"\nendpoints = [{{ name = \"one\", address = \"192.0.2.1\" }}, {second}]\n"
                 ),
                 "t.toml",
@@ -589,6 +597,7 @@ mod tests {
             )
             .expect("valid")
         };
+        let fleet = |second: &str| fleet_with(second, "");
         let old = fleet(
             "{ name = \"two\", address = \"192.0.2.2\" }, { name = \"gone\", address = \"192.0.2.9\" }",
         );
@@ -614,6 +623,14 @@ mod tests {
             vec!["one"]
         );
         assert_eq!(carried.start_over, vec![EndpointId::new("two")]);
+        // Checked more often, with other timeouts and thresholds: the same target, all kept.
+        let retimed = fleet_with(
+            "{ name = \"two\", address = \"192.0.2.2\" }, { name = \"gone\", address = \"192.0.2.9\" }",
+            "interval = \"250ms\"\ntimeout = \"200ms\"\nrise = 3\nfall = 5\n",
+        );
+        let carried = carry_over(&old, &retimed, &verdicts);
+        assert_eq!(carried.verdicts.len(), 3);
+        assert!(carried.start_over.is_empty());
     }
 
     #[tokio::test(start_paused = true)]

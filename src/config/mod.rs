@@ -272,6 +272,26 @@ pub struct EndpointSpec {
     pub host: String,
 }
 
+impl EndpointSpec {
+    /// Whether `other` probes the same thing (address dialled, protocol, port, path, host,
+    /// what a success is, how the certificate is verified): what was seen of one holds for the
+    /// other. How often and how patiently it is checked (interval, timeouts, rise, fall) and
+    /// the address answered do not change what a check finds.
+    pub fn same_target(&self, other: &EndpointSpec) -> bool {
+        let (a, b) = (&*self.check, &*other.check);
+        self.id == other.id
+            && self.dial == other.dial
+            && self.host == other.host
+            && a.protocol == b.protocol
+            && a.port == b.port
+            && a.path == b.path
+            && a.expect_status == b.expect_status
+            && a.expect_body == b.expect_body
+            && a.tls_verify == b.tls_verify
+            && a.ca_file == b.ca_file
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RecordKind {
     A,

@@ -13,7 +13,7 @@ use std::{
 
 use tokio::sync::Notify;
 
-use crate::model::{EndpointId, Observation, Region};
+use crate::model::{EndpointId, Latest, Observation, Region};
 
 /// A process-wide increasing sequence for observations written to a board, so that probers and
 /// pullers restarted by a reload never write with a number lower than before.
@@ -30,7 +30,7 @@ pub struct ObservationBoard {
 
 #[derive(Default)]
 struct Inner {
-    latest: HashMap<(Region, EndpointId), Observation>,
+    latest: Latest,
     /// Endpoints whose vote may have changed since the aggregator last looked (a new state, a
     /// first observation, a first failure or the end of a failing streak, a check that could
     /// not run or could again).
@@ -94,9 +94,8 @@ impl ObservationBoard {
 
     /// True when the endpoint's vote may have changed.
     fn report_quietly(&self, observation: Observation) -> bool {
-        let key = (observation.region.clone(), observation.endpoint.clone());
         let mut inner = self.lock();
-        let vote_changed = match inner.latest.get(&key) {
+        let vote_changed = match inner.latest.get(&observation.region, &observation.endpoint) {
             Some(old) if old.seq >= observation.seq => return false,
             Some(old) => {
                 old.health != observation.health
@@ -109,7 +108,7 @@ impl ObservationBoard {
             inner.dirty.insert(observation.endpoint.clone());
         }
         inner.count(&observation.region, observation.health, 1);
-        if let Some(old) = inner.latest.insert(key, observation) {
+        if let Some(old) = inner.latest.insert(observation) {
             inner.count(&old.region, old.health, -1);
         }
         vote_changed
@@ -118,16 +117,9 @@ impl ObservationBoard {
     /// Forgets every observation of an endpoint (its probe target changed).
     pub fn forget(&self, endpoint: &EndpointId) {
         let mut inner = self.lock();
-        let gone: Vec<(Region, crate::model::Health)> = inner
-            .latest
-            .iter()
-            .filter(|((_, e), _)| e == endpoint)
-            .map(|((r, _), o)| (r.clone(), o.health))
-            .collect();
-        for (region, health) in gone {
-            inner.count(&region, health, -1);
+        for gone in inner.latest.remove(endpoint) {
+            inner.count(&gone.region, gone.health, -1);
         }
-        inner.latest.retain(|(_, e), _| e != endpoint);
         inner.all_dirty = true;
     }
 
@@ -156,30 +148,18 @@ impl ObservationBoard {
 
     /// `f` over the latest observation per (region, endpoint), without copying them (reports
     /// wait meanwhile: keep `f` short).
-    pub fn with_latest<T>(
-        &self,
-        f: impl FnOnce(&HashMap<(Region, EndpointId), Observation>) -> T,
-    ) -> T {
+    pub fn with_latest<T>(&self, f: impl FnOnce(&Latest) -> T) -> T {
         f(&self.lock().latest)
     }
 
     /// A copy of the latest observations of some endpoints, from every region.
-    pub fn latest_of(
-        &self,
-        regions: &[Region],
-        endpoints: &[EndpointId],
-    ) -> HashMap<(Region, EndpointId), Observation> {
+    pub fn latest_of(&self, endpoints: &[EndpointId]) -> Latest {
         let inner = self.lock();
-        let mut out = HashMap::with_capacity(regions.len() * endpoints.len());
-        for endpoint in endpoints {
-            for region in regions {
-                let key = (region.clone(), endpoint.clone());
-                if let Some(o) = inner.latest.get(&key) {
-                    out.insert(key, o.clone());
-                }
-            }
-        }
-        out
+        endpoints
+            .iter()
+            .flat_map(|endpoint| inner.latest.of(endpoint))
+            .cloned()
+            .collect()
     }
 
     /// Per region, how many of its latest observations are Up and how many Down (fresh or
@@ -246,8 +226,10 @@ mod tests {
         board.report(observation("x", Health::Up, 3));
         assert_eq!(board.take_changes(), Changes::default());
         assert_eq!(
-            board.with_latest(|l| l[&(Region::new("a"), EndpointId::new("x"))].seq),
-            3
+            board.with_latest(|l| l
+                .get(&Region::new("a"), &EndpointId::new("x"))
+                .map(|o| o.seq)),
+            Some(3)
         );
         // An older report is ignored; a new state marks the endpoint.
         board.report(observation("y", Health::Down, 1));

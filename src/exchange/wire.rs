@@ -3,12 +3,12 @@
 //! Times travel as ages (milliseconds before the report was generated), so that staleness is
 //! judged on each side's own monotonic clock and needs no clock synchronisation.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::model::{EndpointId, FailureKind, Health, Observation, Region};
+use crate::model::{EndpointId, FailureKind, Health, Latest, Observation, Region};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -61,15 +61,9 @@ fn from_ms(ms: f64) -> Option<Duration> {
 
 impl Report {
     /// The report of `region`'s latest observations, as of `now`.
-    pub fn new(
-        region: &Region,
-        boot_id: u64,
-        seq: u64,
-        latest: &HashMap<(Region, EndpointId), Observation>,
-        now: Instant,
-    ) -> Report {
+    pub fn new(region: &Region, boot_id: u64, seq: u64, latest: &Latest, now: Instant) -> Report {
         let mut observations: Vec<WireObservation> = latest
-            .values()
+            .iter()
             .filter(|o| &o.region == region)
             .map(|o| WireObservation {
                 endpoint: o.endpoint.clone(),

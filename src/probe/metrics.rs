@@ -11,11 +11,15 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-use prometheus::{GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec};
+use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
 
 use super::load::Load;
 use crate::{
-    metrics::{Registry, one_hot},
+    metrics::{
+        Registry,
+        endpoints::{EndpointFamily, Kind},
+        one_hot,
+    },
     model::{EndpointId, Health, ProbeOutcome, Region},
 };
 
@@ -28,7 +32,7 @@ pub struct Inner {
     duration: HistogramVec,
     endpoints: IntGaugeVec,
     suspicions: IntCounterVec,
-    cert_expiry: GaugeVec,
+    cert_expiry: EndpointFamily,
     in_flight: IntGaugeVec,
     max_in_flight: IntGaugeVec,
     limit: IntGaugeVec,
@@ -84,10 +88,11 @@ impl ProbeMetrics {
                 "Failure streaks shorter than fall that ended, by prober region and outcome: confirmed (the endpoint went Down) or cleared (a check succeeded first: a false alarm).",
                 &["region", "outcome"],
             ),
-            cert_expiry: registry.gauge_vec(
+            cert_expiry: registry.per_endpoint(
                 "vantage_probe_tls_cert_expiry_timestamp_seconds",
                 "When the earliest-expiring certificate of the chain an endpoint showed to the last https check expires (Unix seconds), by endpoint (as blackbox_exporter's probe_ssl_earliest_cert_expiry).",
-                &["endpoint"],
+                Kind::Gauge,
+                None,
             ),
             in_flight: registry.int_gauge_vec(
                 "vantage_probe_checks_in_flight",
@@ -232,9 +237,7 @@ impl ProbeMetrics {
 
     /// When the earliest certificate `endpoint` showed to the last https check expires.
     pub fn cert_expiry(&self, endpoint: &EndpointId, unix_s: i64) {
-        self.cert_expiry
-            .with_label_values(&[endpoint.as_str()])
-            .set(unix_s as f64);
+        self.cert_expiry.set(endpoint, 0, unix_s);
     }
 
     /// The governor's latest budget.

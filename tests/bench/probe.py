@@ -378,8 +378,8 @@ def main():
     only = os.environ.get("ONLY", "")
     results = []
     rate = 200 if QUICK else 500
-    if only == "scale":
-        return scale_runs(port, pki_dir, log)
+    if only in ("scale", "dns"):
+        return scale_runs(port, pki_dir, log, only)
     n = 1000 if QUICK else 2500
     print(f"# 1. same rate: {n} endpoints, {rate} checks/s, {WINDOW} s measured", file=sys.stderr)
     results.append(run_blackbox(f"blackbox_exporter, {n} targets, {rate}/s", n, rate, port, pki_dir, WINDOW, log))
@@ -400,18 +400,23 @@ def main():
     stop(ng)
 
 
-def scale_runs(port, pki_dir, log):
+def scale_runs(port, pki_dir, log, only=""):
     print("# 2. scale", file=sys.stderr)
     big = 2000 if QUICK else 10000
-    scale = [
-        run_vantage(f"vantage probe, {big} endpoints at 5 s", "probe", big, 5, ["r1"], port, f"{pki_dir}/ca.pem", WINDOW, log),
-        run_vantage(f"vantage dns, 3 probers x {big} endpoints at 15 s", "dns", big, 15, ["r1", "r2", "r3"], port,
-                    f"{pki_dir}/ca.pem", WINDOW, log),
-        run_vantage(f"vantage dns, 3 probers x {big} endpoints at 60 s", "dns", big, 60, ["r1", "r2", "r3"], port,
-                    f"{pki_dir}/ca.pem", WINDOW, log),
-        run_vantage(f"vantage probe, {big} endpoints at 1 s (overload)", "probe", big, 1, ["r1"], port,
-                    f"{pki_dir}/ca.pem", WINDOW, log),
-    ]
+    if only == "dns":
+        scale = [run_vantage(f"vantage dns, 3 probers x {big} endpoints at 15 s", "dns", big, 15, ["r1", "r2", "r3"],
+                             port, f"{pki_dir}/ca.pem", WINDOW, log)]
+    else:
+        scale = [
+            run_vantage(f"vantage probe, {big} endpoints at 5 s", "probe", big, 5, ["r1"], port, f"{pki_dir}/ca.pem",
+                        WINDOW, log),
+            run_vantage(f"vantage dns, 3 probers x {big} endpoints at 15 s", "dns", big, 15, ["r1", "r2", "r3"], port,
+                        f"{pki_dir}/ca.pem", WINDOW, log),
+            run_vantage(f"vantage dns, 3 probers x {big} endpoints at 60 s", "dns", big, 60, ["r1", "r2", "r3"], port,
+                        f"{pki_dir}/ca.pem", WINDOW, log),
+            run_vantage(f"vantage probe, {big} endpoints at 1 s (overload)", "probe", big, 1, ["r1"], port,
+                        f"{pki_dir}/ca.pem", WINDOW, log),
+        ]
     print("| run | checks/s | succeeded | failed, by kind | RSS MiB | CPU cores | CPU s per 1,000 checks | late starts | overloaded | endpoints Down |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in scale:

@@ -5,6 +5,7 @@
 #
 #   bash tests/bench/probe.sh            # ~6 minutes
 #   QUICK=1 bash tests/bench/probe.sh    # smaller, shorter
+#   ONLY=scale / ONLY=dns bash tests/bench/probe.sh   # only the scale runs / only 3 x 10,000 in one DNS server
 #
 # Needs nginx, prometheus-blackbox-exporter, openssl, taskset, ss (installed from Debian's
 # packages if missing and running as root). Builds vantage in release mode. Loopback only;

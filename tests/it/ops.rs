@@ -434,6 +434,36 @@ async fn deployment_files_are_valid_and_use_metrics_that_exist() {
     assert!(stdout.contains("target 10.00 s: met"), "{stdout}");
     assert!(stdout.contains("127.0.0.3"), "fails over to euw1: {stdout}");
     let (_, text) = demo.get("/metrics").await;
+    // The exposition parses and lints clean for Prometheus itself (the families kept per
+    // endpoint are written by vantage, not by the prometheus crate).
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    {
+        use std::io::Write;
+        promtool
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write the exposition to promtool");
+    }
+    let out = promtool.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("vantage_endpoint_verdict{endpoint=")
+            && text.contains("vantage_verdict_transitions_total{endpoint="),
+        "per-endpoint families exported"
+    );
     let exposition = Exposition::parse(&text);
     let rules = std::fs::read_to_string(root.join("prometheus/alerts.yml")).expect("rules");
     // Series of https checks only (the demo checks over http): failover.rs checks them; and
