@@ -104,6 +104,36 @@ impl Target {
     fn url(&self, path: &str) -> Result<url::Url, AdminError> {
         self.base.join(path).map_err(setup)
     }
+
+    /// The Route53 reconciler the same file runs beside a DNS server (`route53.admin_listen`),
+    /// when overrides are kept per process (the file backend): an override set through the
+    /// DNS server alone would leave Route53 answering otherwise. None with etcd (one write
+    /// reaches every process) or without a reconciler of its own listener.
+    pub fn reconciler_beside(config: &Path, primary: &Target) -> Option<Target> {
+        let table: toml::Table = toml::from_str(&std::fs::read_to_string(config).ok()?).ok()?;
+        let shared = table
+            .get("state")
+            .and_then(|s| s.get("backend"))
+            .and_then(|b| b.as_str())
+            .is_some_and(|b| b == "etcd");
+        if shared {
+            return None;
+        }
+        let mut addr: std::net::SocketAddr = table
+            .get("route53")?
+            .get("admin_listen")?
+            .as_str()?
+            .parse()
+            .ok()?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(IpAddr::from([127, 0, 0, 1]));
+        }
+        let base = url::Url::parse(&format!("http://{addr}/")).ok()?;
+        (base != primary.base).then(|| Target {
+            base,
+            token: primary.token.clone(),
+        })
+    }
 }
 
 /// The admin listen address and token (or read token) of a configuration file, read from its `[admin]` table.
@@ -328,6 +358,43 @@ pub async fn set(
         o["reason"].as_str().unwrap_or(reason),
         o["by"].as_str().unwrap_or(by)
     ))
+}
+
+/// After a write through `primary` succeeded: the same write to the Route53 reconciler of
+/// the same file (`beside`), if any. A reconciler that is not running on this host is a note,
+/// not an error (the file is shared by hosts that run only a DNS server); any other failure is
+/// an error naming it.
+pub async fn also_beside<F, Fut>(
+    beside: Option<&Target>,
+    done: String,
+    write: F,
+) -> Result<String, AdminError>
+where
+    F: FnOnce(Target) -> Fut,
+    Fut: std::future::Future<Output = Result<String, AdminError>>,
+{
+    let Some(beside) = beside else {
+        return Ok(done);
+    };
+    match write(beside.clone()).await {
+        Ok(_) => Ok(format!(
+            "{done}\nalso applied to the Route53 reconciler at {} (route53.admin_listen)",
+            beside.base
+        )),
+        Err(e) if e.is_not_found() => Ok(format!(
+            "{done}\nthe Route53 reconciler at {} had none",
+            beside.base
+        )),
+        Err(AdminError::Unreachable { .. }) => Ok(format!(
+            "{done}\nnote: no Route53 reconciler answers at {} (route53.admin_listen) on this host; \
+             with the file state backend, apply it where the reconciler runs too",
+            beside.base
+        )),
+        Err(e) => Err(AdminError::Setup(format!(
+            "{done}, but the Route53 reconciler at {} refused it: {e}",
+            beside.base
+        ))),
+    }
 }
 
 pub async fn clear(

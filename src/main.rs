@@ -263,7 +263,7 @@ enum OverrideCommand {
     },
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct OverrideArgs {
     /// The endpoint's name (as in /v1/status).
     endpoint: String,
@@ -381,19 +381,28 @@ fn main() -> ExitCode {
                 Ok(t) => t,
                 Err(code) => return code,
             };
+            // Given the file (not --admin), a write also reaches the Route53 reconciler it runs.
+            let beside = match (&admin.config, &admin.admin) {
+                (Some(config), None) => {
+                    vantage::adminctl::Target::reconciler_beside(config, &target)
+                }
+                _ => None,
+            };
             client(async move {
                 use vantage::adminctl;
                 let target = &target;
+                let beside = beside.as_ref();
                 let set = |a: OverrideArgs, action: &'static str| async move {
-                    adminctl::set(
-                        target,
-                        &a.endpoint,
-                        action,
-                        &a.reason,
-                        &a.duration,
-                        &who(a.by),
-                    )
-                    .await
+                    let by = who(a.by.clone());
+                    let write = |t: adminctl::Target| {
+                        let (a, by) = (a.clone(), by.clone());
+                        async move {
+                            adminctl::set(&t, &a.endpoint, action, &a.reason, &a.duration, &by)
+                                .await
+                        }
+                    };
+                    let done = write(target.clone()).await?;
+                    adminctl::also_beside(beside, done, write).await
                 };
                 match command {
                     OverrideCommand::Drain(a) => set(a, "drain").await,
@@ -403,7 +412,16 @@ fn main() -> ExitCode {
                         endpoint,
                         reason,
                         by,
-                    } => adminctl::clear(target, &endpoint, &reason, &who(by)).await,
+                    } => {
+                        let by = who(by);
+                        let write = |t: adminctl::Target| {
+                            let (endpoint, reason, by) =
+                                (endpoint.clone(), reason.clone(), by.clone());
+                            async move { adminctl::clear(&t, &endpoint, &reason, &by).await }
+                        };
+                        let done = write(target.clone()).await?;
+                        adminctl::also_beside(beside, done, write).await
+                    }
                     OverrideCommand::List { json } => adminctl::list(target, json).await,
                 }
             })

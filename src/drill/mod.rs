@@ -126,7 +126,9 @@ pub async fn fleet_of(settings: &Settings) -> Vec<FleetServer> {
     fleet(settings)
 }
 
-/// The processes a drill acts on: `[[server]]`, or this host's DNS and admin listeners.
+/// The processes a drill acts on: `[[server]]`, or this host's: the DNS server
+/// (`admin.listen`) and, when the file gives it a listener of its own
+/// (`route53.admin_listen`), the Route53 reconciler beside it.
 pub fn fleet(settings: &Settings) -> Vec<FleetServer> {
     if !settings.servers.is_empty() {
         return settings.servers.clone();
@@ -141,16 +143,25 @@ pub fn fleet(settings: &Settings) -> Vec<FleetServer> {
         }
         addr
     };
-    let admin = loopback(settings.admin.listen);
-    match url::Url::parse(&format!("http://{admin}/")) {
-        Ok(admin) => vec![FleetServer {
+    let url = |addr: SocketAddr| url::Url::parse(&format!("http://{}/", loopback(addr))).ok();
+    let mut local: Vec<FleetServer> = url(settings.admin.listen)
+        .map(|admin| FleetServer {
             name: "local".into(),
             role: ServerRole::Dns,
             dns: settings.dns.listen.first().copied().map(loopback),
             admin,
-        }],
-        Err(_) => Vec::new(),
+        })
+        .into_iter()
+        .collect();
+    if let Some(admin) = settings.route53.admin_listen.and_then(url) {
+        local.push(FleetServer {
+            name: "local-route53".into(),
+            role: ServerRole::Route53,
+            dns: None,
+            admin,
+        });
     }
+    local
 }
 
 /// One server taking part in the drill.

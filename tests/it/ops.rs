@@ -694,7 +694,7 @@ async fn one_file_runs_a_dns_server_and_a_reconciler_side_by_side() {
         &path,
         format!(
             "[[prober]]\nregion = \"a\"\n[check.t]\nprotocol = \"tcp\"\nport = 9\n[dns]\nlisten = [\"127.0.0.1:0\"]\nzones_dir = \"{zones}\"\n\
-             [admin]\nlisten = \"127.0.0.1:{dns_admin}\"\n\
+             [admin]\nlisten = \"127.0.0.1:{dns_admin}\"\ntoken_file = \"admin-token\"\n\
              [route53]\nendpoint_url = \"http://127.0.0.1:9\"\nadmin_listen = \"127.0.0.1:{route53_admin}\"\n\
              [[record]]\nname = \"www.example.com\"\nendpoints = [{{ address = \"192.0.2.10\", check_address = \"127.0.0.1\" }}]\n\
              route53 = {{ zone_id = \"Z1\", owner = \"test\" }}\n",
@@ -702,8 +702,13 @@ async fn one_file_runs_a_dns_server_and_a_reconciler_side_by_side() {
         ),
     )
     .expect("config");
+    std::fs::write(
+        dir.path().join("admin-token"),
+        "admin-token-for-tests-0123456789\n",
+    )
+    .expect("token");
     let dns = Vantage::dns(&path, dir.path());
-    let reconciler = Vantage::start_with_env(
+    let mut reconciler = Vantage::start_with_env(
         &["route53", "--config", path.to_str().expect("path")],
         dir.path(),
         &[
@@ -722,6 +727,59 @@ async fn one_file_runs_a_dns_server_and_a_reconciler_side_by_side() {
         state.join("route53").is_dir(),
         "the reconciler's state directory"
     );
+
+    // Each keeps its own overrides (file backend), so an override given with the file reaches
+    // both: the DNS server and Route53 never disagree because of one.
+    let config = path.to_str().expect("path");
+    async fn drained(vantage: &Vantage) -> bool {
+        let (_, body) = vantage.get("/v1/overrides").await;
+        body.contains("192.0.2.10")
+    }
+    let (code, out, err) = run_vantage(
+        &[
+            "override",
+            "--config",
+            config,
+            "drain",
+            "192.0.2.10",
+            "--reason",
+            "test",
+            "--for",
+            "10m",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("also applied to the Route53 reconciler"),
+        "{out}"
+    );
+    assert!(drained(&dns).await && drained(&reconciler).await);
+    let (code, out, err) = run_vantage(
+        &["override", "--config", config, "clear", "192.0.2.10"],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!drained(&dns).await && !drained(&reconciler).await, "{out}");
+    // On a host where no reconciler runs, the DNS server takes it and the command says so.
+    assert!(reconciler.terminate().success());
+    let (code, out, err) = run_vantage(
+        &[
+            "override",
+            "--config",
+            config,
+            "drain",
+            "192.0.2.10",
+            "--reason",
+            "test",
+            "--for",
+            "10m",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("no Route53 reconciler answers"), "{out}");
+    assert!(drained(&dns).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
