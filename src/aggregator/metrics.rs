@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use prometheus::{IntGauge, IntGaugeVec};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec};
 
 use crate::{
     metrics::{
@@ -40,6 +40,8 @@ pub struct AggregatorMetrics {
     fresh_probers: IntGauge,
     impaired: IntGaugeVec,
     overloaded: IntGaugeVec,
+    confirmations: IntCounterVec,
+    suspicions: IntCounterVec,
 }
 
 impl AggregatorMetrics {
@@ -90,6 +92,16 @@ impl AggregatorMetrics {
                 "1 when a prober sees every endpoint Down while others see some Up; its Down votes are ignored.",
                 &["region"],
             ),
+            confirmations: registry.int_counter_vec(
+                "vantage_confirmations_asked_total",
+                "Requests to a prober to check an endpoint now, because another prober suspects it (confirmation on demand), by the region asked.",
+                &["region"],
+            ),
+            suspicions: registry.int_counter_vec(
+                "vantage_quorum_suspicions_total",
+                "Suspicions (a prober's failed check while the verdict was not Down) that ended: confirmed (the verdict went Down) or unconfirmed (every prober saw it succeed first: a false alarm).",
+                &["outcome"],
+            ),
             overloaded: registry.int_gauge_vec(
                 "vantage_prober_overloaded",
                 "1 while a prober says it is overloaded (its checks start late): its Down votes are ignored.",
@@ -111,6 +123,21 @@ impl AggregatorMetrics {
             .set(endpoint, column(Health::Up), up_votes as i64);
         self.votes
             .set(endpoint, column(Health::Down), down_votes as i64);
+    }
+
+    pub fn confirmation_asked(&self, region: &Region) {
+        self.confirmations
+            .with_label_values(&[region.as_str()])
+            .inc();
+    }
+
+    pub fn suspicion_ended(&self, confirmed: bool) {
+        let outcome = if confirmed {
+            "confirmed"
+        } else {
+            "unconfirmed"
+        };
+        self.suspicions.with_label_values(&[outcome]).inc();
     }
 
     pub fn verdict_changed(&self, endpoint: &EndpointId, to: Health) {
@@ -135,7 +162,13 @@ impl AggregatorMetrics {
     ) {
         self.quorum_reached.set(i64::from(reached));
         self.fresh_probers.set(fresh as i64);
+        for outcome in ["confirmed", "unconfirmed"] {
+            self.suspicions.with_label_values(&[outcome]).inc_by(0);
+        }
         for region in regions {
+            self.confirmations
+                .with_label_values(&[region.as_str()])
+                .inc_by(0);
             self.impaired
                 .with_label_values(&[region.as_str()])
                 .set(i64::from(impaired.contains(region)));

@@ -5,10 +5,11 @@
 //! (`snapshot::build`, pure) and publishes it; a `Reporter` turns what changed into logs
 //! (transitions, not probes) and metrics (`metrics`).
 
+pub mod confirm;
 pub mod metrics;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
     time::Duration,
 };
@@ -38,6 +39,8 @@ pub struct Aggregator {
     overrides: Option<Arc<OverrideStore>>,
     /// Where verdicts are saved for the next start (serving roles).
     saved: Option<Arc<VerdictStore>>,
+    /// Asks probers to confirm another's suspicion at once.
+    confirmer: confirm::Confirmer,
 }
 
 /// One verdict change, for the status page.
@@ -92,7 +95,17 @@ impl Aggregator {
             reporter,
             overrides,
             saved,
+            confirmer: confirm::Confirmer::default(),
         }
+    }
+
+    /// Asks the probers behind `asks` to check a suspected endpoint at once
+    /// (`cluster.confirm_suspicions`, on by default).
+    pub fn confirming(mut self, asks: crate::exchange::asks::Asks) -> Self {
+        if self.settings.cluster.confirm_suspicions {
+            self.confirmer = confirm::Confirmer::new(asks);
+        }
+        self
     }
 
     /// The snapshot to serve before the first round: the verdicts saved by the previous run
@@ -243,6 +256,14 @@ impl Aggregator {
                 }
             };
             generation += 1;
+            // Suspicions: the other probers are asked to check now; those that ended are
+            // explained.
+            let confirmer = &mut self.confirmer;
+            let regions = &self.settings.regions;
+            let looked = self.board.with_latest(|latest| {
+                confirmer.look(decided.as_deref(), &round.verdicts, latest, regions, now)
+            });
+            self.reporter.suspicions(looked);
             // ... say what changed ...
             let changed =
                 self.reporter
@@ -341,6 +362,8 @@ pub struct Reporter {
     quorum: bool,
     expired_seen: u64,
     grace_reported: bool,
+    /// Who suspected and who confirmed, for the transitions of the next round.
+    attribution: HashMap<EndpointId, String>,
 }
 
 impl Reporter {
@@ -359,6 +382,28 @@ impl Reporter {
             quorum: false,
             expired_seen: 0,
             grace_reported: false,
+            attribution: HashMap::new(),
+        }
+    }
+
+    /// Counts the confirmations asked for and the suspicions that ended; keeps who suspected
+    /// and confirmed for the transitions they explain.
+    fn suspicions(&mut self, looked: confirm::Looked) {
+        for (region, endpoint) in &looked.asked {
+            self.metrics.confirmation_asked(region);
+            tracing::debug!(%region, %endpoint, "asked prober {region} to check {endpoint} now");
+        }
+        for (endpoint, outcome) in looked.ended {
+            match outcome {
+                confirm::Outcome::Confirmed(why) => {
+                    self.metrics.suspicion_ended(true);
+                    self.attribution.insert(endpoint, why);
+                }
+                confirm::Outcome::Unconfirmed(why) => {
+                    self.metrics.suspicion_ended(false);
+                    tracing::info!(%endpoint, "endpoint {endpoint}: {why}");
+                }
+            }
         }
     }
 
@@ -428,15 +473,19 @@ impl Reporter {
             let was = before.get(id).map(|v| v.health).unwrap_or_default();
             if verdict.health != was {
                 changed = true;
+                let why = match self.attribution.remove(id) {
+                    Some(who) => format!("{}; {who}", verdict.explain()),
+                    None => verdict.explain(),
+                };
                 tracing::info!(endpoint = %id, from = %was, to = %verdict.health,
-                    "endpoint {id} becomes {}: {}", verdict.health, verdict.explain());
+                    "endpoint {id} becomes {}: {why}", verdict.health);
                 self.metrics.verdict_changed(id, verdict.health);
                 self.history.push(Transition {
                     at_unix_ms: crate::clock::unix_ms(),
                     endpoint: id.clone(),
                     from: was,
                     to: verdict.health,
-                    why: verdict.explain(),
+                    why,
                 });
             }
             let was_reached = before.get(id).is_none_or(|v| v.quorum_reached);

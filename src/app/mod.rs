@@ -217,13 +217,17 @@ impl Aggregation {
         metrics
             .probe
             .per_endpoint_region(settings.admin.endpoint_region_metrics);
-        let links = if settings.prober_urls.is_empty() {
+        let (links, asks) = if settings.prober_urls.is_empty() {
             let budget = probe::load::budget(&settings.cluster, settings.regions.len());
+            let mut asks = exchange::asks::Asks::default();
             for region in &settings.regions {
+                let (sender, receiver) = exchange::asks::channel();
+                asks.insert(region.clone(), sender);
                 probe::prober::spawn(
                     region,
                     &settings.endpoints,
                     budget,
+                    receiver,
                     &self.board,
                     &metrics.probe,
                     token,
@@ -232,7 +236,7 @@ impl Aggregation {
                 // An in-process prober is always reachable.
                 metrics.exchange.link(region, true, None);
             }
-            Vec::new()
+            (Vec::new(), asks)
         } else {
             let secret = settings
                 .cluster
@@ -272,7 +276,8 @@ impl Aggregation {
             ),
             self.overrides.clone(),
             self.verdicts.clone(),
-        );
+        )
+        .confirming(asks);
         tasks.spawn(aggregator.run(token.clone()));
         self.links.store(Arc::new(links));
         Ok(())

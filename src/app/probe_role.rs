@@ -156,17 +156,19 @@ pub async fn run_probe(
     metrics
         .probe
         .per_endpoint_region(settings.admin.endpoint_region_metrics);
+    let (asks, asked) = crate::exchange::asks::channel();
     probe::prober::spawn(
         &region,
         &settings.endpoints,
         probe::load::budget(&settings.cluster, 1),
+        asked,
         &board,
         &metrics.probe,
         &shutdown,
         &mut tasks,
     )?;
     let refused = metrics.listeners.refused("prober");
-    let state = ProberState::new(
+    let mut state = ProberState::new(
         region.clone(),
         board,
         fleet_key,
@@ -175,6 +177,7 @@ pub async fn run_probe(
         metrics.registry,
         settings.cluster.stale_after,
     );
+    state.asks = Some(asks);
     let tls_on = tls.is_some();
     let http = crate::http::Listener {
         name: "prober",

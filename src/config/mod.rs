@@ -168,6 +168,8 @@ pub struct Cluster {
     /// Whether a prober that sees every endpoint Down while others see some Up is presumed
     /// cut off (its Down votes do not count).
     pub impaired_detection: bool,
+    /// When a prober suspects an endpoint, ask the others to check it now.
+    pub confirm_suspicions: bool,
     /// Each prober's budget of checks in flight; None: from the open-file limit.
     pub max_checks_in_flight: Option<usize>,
 }

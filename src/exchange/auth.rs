@@ -23,6 +23,8 @@ pub const REFUSED_HEADER: &str = "x-vantage-refused";
 pub const REPORT_CONTEXT: &str = "vantage report v1";
 /// What a request signature covers.
 pub const REQUEST_CONTEXT: &str = "GET /v1/observations";
+/// What an aggregator signs to ask a prober to check endpoints now (with the request body).
+pub const ASK_CONTEXT: &str = "POST /v1/check";
 
 /// Why a report or request was not believed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

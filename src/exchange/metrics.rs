@@ -16,6 +16,7 @@ pub struct ExchangeMetrics {
     report_age: GaugeVec,
     unknown_endpoints: IntCounterVec,
     requests_rejected: IntCounterVec,
+    asked: IntCounterVec,
 }
 
 impl ExchangeMetrics {
@@ -50,6 +51,11 @@ impl ExchangeMetrics {
                 "vantage_observation_requests_rejected_total",
                 "Requests for this prober's observations that were refused, by reason.",
                 &["reason"],
+            ),
+            asked: registry.int_counter_vec(
+                "vantage_check_requests_total",
+                "Endpoints aggregators asked this prober to check now (signed POST /v1/check), by what became of each: queued (checked now unless checked very recently or about due) or dropped (queue full).",
+                &["result"],
             ),
         }
     }
@@ -88,6 +94,16 @@ impl ExchangeMetrics {
         self.unknown_endpoints
             .with_label_values(&[region.as_str()])
             .inc_by(count);
+    }
+
+    /// Endpoints an aggregator asked this prober to check now.
+    pub fn asked(&self, queued: usize, dropped: usize) {
+        self.asked
+            .with_label_values(&["queued"])
+            .inc_by(queued as u64);
+        self.asked
+            .with_label_values(&["dropped"])
+            .inc_by(dropped as u64);
     }
 
     /// A prober refused a request for its observations.

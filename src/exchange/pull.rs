@@ -16,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     ExchangeMetrics, ObservationBoard,
+    asks::{self, AskReceiver, Asks},
     auth::{self, FleetKey, Rejection, ReportVerifier},
-    wire::Report,
+    wire::{AskRequest, Report},
 };
 use crate::{
     config::ProberIdentity,
@@ -73,8 +74,10 @@ pub struct PullSettings {
 /// so that no report can wedge its region by taking the sequence to its end.
 const MAX_SEQ_JUMP: u64 = 1 << 32;
 
-/// Starts one pulling task per prober; returns the links for status reporting. `key` (the
-/// fleet secret) signs requests, and checks reports of probers without keys of their own.
+/// Starts one pulling task per prober, and one that forwards the aggregator's "check it now"
+/// requests to it; returns the links for status reporting and where to send those requests.
+/// `key` (the fleet secret) signs requests, and checks reports of probers without keys of
+/// their own.
 pub fn spawn<'a>(
     probers: impl Iterator<Item = (Region, url::Url, &'a ProberIdentity)>,
     key: Arc<FleetKey>,
@@ -83,9 +86,10 @@ pub fn spawn<'a>(
     pull: &PullSettings,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
-) -> Result<Vec<Arc<ProberLink>>, reqwest::Error> {
+) -> Result<(Vec<Arc<ProberLink>>, Asks), reqwest::Error> {
     let poll_interval = pull.poll_interval;
     let mut links = Vec::new();
+    let mut to_probers = Asks::default();
     for (region, url, identity) in probers {
         let mut client = reqwest::Client::builder()
             .no_proxy()
@@ -123,10 +127,68 @@ pub fn spawn<'a>(
             stale_after: pull.stale_after,
             endpoints: pull.endpoints.clone(),
         };
+        let (sender, receiver) = asks::channel();
+        to_probers.insert(puller.link.region.clone(), sender);
+        tasks.spawn(forward_asks(
+            puller.link.clone(),
+            puller.client.clone(),
+            key.clone(),
+            receiver,
+            shutdown.clone(),
+        ));
         let shutdown = shutdown.clone();
         tasks.spawn(async move { puller.run(poll_interval, shutdown).await });
     }
-    Ok(links)
+    Ok((links, to_probers))
+}
+
+/// Sends the aggregator's "check it now" requests to one remote prober, the ones waiting
+/// together in one signed `POST /v1/check`. A request that fails is dropped (the prober's
+/// regular checks go on; a suspicion asks again).
+async fn forward_asks(
+    link: Arc<ProberLink>,
+    client: reqwest::Client,
+    key: Arc<FleetKey>,
+    mut receiver: AskReceiver,
+    shutdown: CancellationToken,
+) {
+    let Ok(url) = link.url.join("v1/check") else {
+        return;
+    };
+    loop {
+        let first = tokio::select! {
+            e = receiver.recv() => match e {
+                Some(e) => e,
+                None => return,
+            },
+            () = shutdown.cancelled() => return,
+        };
+        let mut endpoints = vec![first];
+        while let Ok(e) = receiver.try_recv() {
+            endpoints.push(e);
+        }
+        let body = match serde_json::to_vec(&AskRequest { endpoints }) {
+            Ok(body) => body,
+            Err(_) => continue,
+        };
+        let signature = key.sign(auth::unix_ms(), auth::ASK_CONTEXT, &body);
+        let sent = client
+            .post(url.clone())
+            .header(auth::REQUEST_HEADER, signature)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => {
+                tracing::debug!(region = %link.region, status = %r.status(), "prober refused a request to check now")
+            }
+            Err(e) => {
+                tracing::debug!(region = %link.region, error = %crate::error_chain(&e), "cannot ask prober to check now")
+            }
+        }
+    }
 }
 
 struct Puller {

@@ -1,5 +1,6 @@
 //! The prober side: serves the region's latest observations as a report signed with the
-//! prober's own key to aggregators that prove they hold the fleet secret.
+//! prober's own key to aggregators that prove they hold the fleet secret, and takes their
+//! requests to check endpoints now (`POST /v1/check`, signed the same way).
 
 use std::sync::{
     Arc,
@@ -8,18 +9,20 @@ use std::sync::{
 
 use axum::{
     Router,
+    body::Bytes,
     extract::State,
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use tokio::time::Instant;
 
 use super::ExchangeMetrics;
 use super::{
     ObservationBoard,
+    asks::AskSender,
     auth::{self, FleetKey, ReportSigner},
-    wire::Report,
+    wire::{AskRequest, Report},
 };
 use crate::{metrics::Registry, model::Region};
 
@@ -36,6 +39,8 @@ pub struct ProberState {
     pub registry: Registry,
     /// How old a request signature may be.
     pub max_age: std::time::Duration,
+    /// This region's prober, for requests to check now.
+    pub asks: Option<AskSender>,
     boot_id: u64,
     seq: Arc<AtomicU64>,
 }
@@ -58,16 +63,18 @@ impl ProberState {
             metrics,
             registry,
             max_age,
+            asks: None,
             boot_id: rand::random(),
             seq: Arc::new(AtomicU64::new(0)),
         }
     }
 }
 
-/// `/v1/observations` (signed), `/metrics`, `/livez`.
+/// `/v1/observations` (signed), `/v1/check` (signed), `/metrics`, `/livez`.
 pub fn router(state: ProberState) -> Router {
     Router::new()
         .route("/v1/observations", get(observations))
+        .route("/v1/check", post(check_now))
         .route("/metrics", get(metrics))
         .route("/livez", get(|| async { "ok\n" }))
         .with_state(state)
@@ -81,6 +88,54 @@ async fn metrics(State(state): State<ProberState>) -> impl IntoResponse {
         )],
         state.registry.render(),
     )
+}
+
+/// The most endpoints one request may name.
+const MAX_ASKED: usize = 1000;
+
+/// An aggregator asks for endpoints to be checked now (to confirm another prober's
+/// suspicion): signed with the fleet secret over the body; the prober rate-limits per endpoint.
+async fn check_now(State(state): State<ProberState>, headers: HeaderMap, body: Bytes) -> Response {
+    let presented = headers
+        .get(auth::REQUEST_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if let Err(rejection) = state.key.verify(
+        presented,
+        auth::ASK_CONTEXT,
+        &body,
+        auth::unix_ms(),
+        state.max_age,
+    ) {
+        state.metrics.request_rejected(rejection);
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(auth::REFUSED_HEADER, rejection.label())],
+            format!("{rejection}\n"),
+        )
+            .into_response();
+    }
+    let request: AskRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    if request.endpoints.len() > MAX_ASKED {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("at most {MAX_ASKED} endpoints per request\n"),
+        )
+            .into_response();
+    }
+    let Some(asks) = &state.asks else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let asked = request.endpoints.len();
+    let taken = request
+        .endpoints
+        .into_iter()
+        .filter(|e| asks.try_send(e.clone()).is_ok())
+        .count();
+    state.metrics.asked(taken, asked - taken);
+    (StatusCode::ACCEPTED, format!("{taken}\n")).into_response()
 }
 
 async fn observations(State(state): State<ProberState>, headers: HeaderMap) -> Response {

@@ -117,3 +117,9 @@ impl Report {
             .collect()
     }
 }
+
+/// An aggregator's request to check endpoints now (`POST /v1/check`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AskRequest {
+    pub endpoints: Vec<EndpointId>,
+}

@@ -32,6 +32,7 @@ pub struct Inner {
     duration: HistogramVec,
     endpoints: IntGaugeVec,
     suspicions: IntCounterVec,
+    asked: IntCounterVec,
     cert_expiry: EndpointFamily,
     in_flight: IntGaugeVec,
     max_in_flight: IntGaugeVec,
@@ -87,6 +88,11 @@ impl ProbeMetrics {
                 "vantage_probe_suspicions_total",
                 "Failure streaks shorter than fall that ended, by prober region and outcome: confirmed (the endpoint went Down) or cleared (a check succeeded first: a false alarm).",
                 &["region", "outcome"],
+            ),
+            asked: registry.int_counter_vec(
+                "vantage_probe_checks_asked_total",
+                "Checks started at once because an aggregator asked (to confirm another prober's suspicion), by prober region.",
+                &["region"],
             ),
             cert_expiry: registry.per_endpoint(
                 "vantage_probe_tls_cert_expiry_timestamp_seconds",
@@ -235,6 +241,11 @@ impl ProbeMetrics {
         }
     }
 
+    /// A check started at once because an aggregator asked.
+    pub fn asked(&self, region: &Region) {
+        self.asked.with_label_values(&[region.as_str()]).inc();
+    }
+
     /// When the earliest certificate `endpoint` showed to the last https check expires.
     pub fn cert_expiry(&self, endpoint: &EndpointId, unix_s: i64) {
         self.cert_expiry.set(endpoint, 0, unix_s);
@@ -255,6 +266,7 @@ impl ProbeMetrics {
             .set(load.max_in_flight() as i64);
         self.overloaded.with_label_values(&[region.as_str()]).set(0);
         self.late.with_label_values(&[region.as_str()]).inc_by(0);
+        self.asked.with_label_values(&[region.as_str()]).inc_by(0);
     }
 
     /// A check started, `lateness` after it was due.

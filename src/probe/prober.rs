@@ -21,16 +21,22 @@ use super::{
 };
 use crate::{
     config::EndpointSpec,
-    exchange::ObservationBoard,
-    model::{FailureKind, Health, Observation, ProbeOutcome, Region},
+    exchange::{ObservationBoard, asks::AskReceiver},
+    model::{EndpointId, FailureKind, Health, Observation, ProbeOutcome, Region},
 };
 
-/// Starts checking every endpoint from `region`, at most `max_in_flight` checks at a time;
-/// tasks end when `shutdown` is cancelled.
+/// An endpoint is checked on request ("check it now", from an aggregator confirming another
+/// prober's suspicion) at most once per this period.
+pub const ASKED_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+
+/// Starts checking every endpoint from `region`, at most `max_in_flight` checks at a time,
+/// and at once those `asks` name (rate-limited); tasks end when `shutdown` is cancelled.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     region: &Region,
     endpoints: &[Arc<EndpointSpec>],
     max_in_flight: usize,
+    asks: AskReceiver,
     board: &Arc<ObservationBoard>,
     metrics: &ProbeMetrics,
     shutdown: &CancellationToken,
@@ -62,7 +68,7 @@ pub fn spawn(
         metrics: metrics.clone(),
         load,
     });
-    tasks.spawn(run(shared, states, shutdown.clone()));
+    tasks.spawn(run(shared, states, asks, shutdown.clone()));
     Ok(())
 }
 
@@ -77,6 +83,11 @@ struct EndpointState {
     /// When the last check that ran finished (a check that fails locally did not run).
     observed_at: Option<Instant>,
     seen: SeenState,
+    /// When the next check is due (None while one runs): a queued due time that differs was
+    /// superseded by a request to check now.
+    due: Option<Instant>,
+    /// When a check was last started on request.
+    asked: Option<Instant>,
 }
 
 impl EndpointState {
@@ -96,6 +107,8 @@ impl EndpointState {
             last_rtt: None,
             smoothed_rtt: None,
             observed_at: None,
+            due: None,
+            asked: None,
         }
     }
 }
@@ -111,22 +124,35 @@ struct Done {
     outcome: ProbeOutcome,
 }
 
-/// The prober's loop: starts the checks that are due, takes the results of those that ended.
-async fn run(shared: Arc<Shared>, mut states: Vec<EndpointState>, shutdown: CancellationToken) {
+/// The prober's loop: starts the checks that are due (or asked for), takes the results of
+/// those that ended.
+async fn run(
+    shared: Arc<Shared>,
+    mut states: Vec<EndpointState>,
+    mut asks: AskReceiver,
+    shutdown: CancellationToken,
+) {
     // Spread the first checks over one interval so that all probers do not fire at once.
     let now = Instant::now();
+    for s in &mut states {
+        let offset = s
+            .endpoint
+            .check
+            .interval
+            .mul_f64(rand::rng().random_range(0.0..1.0));
+        s.due = Some(now + offset);
+    }
     let mut due: BinaryHeap<Reverse<(Instant, usize)>> = states
         .iter()
         .enumerate()
-        .map(|(i, s)| {
-            let offset = s
-                .endpoint
-                .check
-                .interval
-                .mul_f64(rand::rng().random_range(0.0..1.0));
-            Reverse((now + offset, i))
-        })
+        .filter_map(|(i, s)| s.due.map(|at| Reverse((at, i))))
         .collect();
+    let index: std::collections::HashMap<EndpointId, usize> = states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.endpoint.id.clone(), i))
+        .collect();
+    let mut asks_open = true;
     // Dropped with the loop: a reload or a stop aborts the checks in flight.
     let mut running: JoinSet<Done> = JoinSet::new();
     let timer = tokio::time::sleep_until(now);
@@ -142,11 +168,33 @@ async fn run(shared: Arc<Shared>, mut states: Vec<EndpointState>, shutdown: Canc
                     Ok(done) => {
                         let index = done.index;
                         let next = shared.finished(&mut states[index], done);
+                        states[index].due = Some(next);
                         due.push(Reverse((next, index)));
                     }
                     // A check's task only ends without a result when aborted (shutdown).
                     Err(e) => tracing::debug!(error = %e, "a check ended without a result"),
                 }
+            }
+            asked = asks.recv(), if asks_open => {
+                let Some(endpoint) = asked else {
+                    asks_open = false;
+                    continue;
+                };
+                let now = Instant::now();
+                let Some(state) = index.get(&endpoint).map(|&i| &mut states[i]) else {
+                    continue;
+                };
+                // Not while a check of it runs or is about due, at most once per period.
+                let soon = state.due.is_none_or(|at| at <= now + ASKED_AT_MOST_EVERY / 4);
+                let recent = state.asked.is_some_and(|at| now.duration_since(at) < ASKED_AT_MOST_EVERY);
+                if soon || recent {
+                    continue;
+                }
+                state.asked = Some(now);
+                state.due = Some(now);
+                due.push(Reverse((now, index[&endpoint])));
+                shared.metrics.asked(&shared.region);
+                tracing::debug!(endpoint = %endpoint, region = %shared.region, "checking now, as asked");
             }
             () = &mut timer, if !due.is_empty() => {
                 let now = Instant::now();
@@ -155,6 +203,11 @@ async fn run(shared: Arc<Shared>, mut states: Vec<EndpointState>, shutdown: Canc
                         break;
                     }
                     due.pop();
+                    // Superseded: the endpoint was checked on request since this was queued.
+                    if states[index].due != Some(at) {
+                        continue;
+                    }
+                    states[index].due = None;
                     let state = &states[index];
                     running.spawn(check(
                         shared.clone(),

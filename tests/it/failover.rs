@@ -709,3 +709,173 @@ async fn a_suspected_failure_is_confirmed_at_the_suspect_interval_not_the_interv
         "never failed over"
     );
 }
+
+/// Three in-process probers, a 10 s interval: a suspicion is confirmed on demand by the
+/// others (asked to check now), not at their next interval; a one-off failure is asked about,
+/// not confirmed, and counted as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspicion_is_confirmed_on_demand_by_the_other_probers() {
+    init();
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..2],
+        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
+    )
+    .await;
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[cluster]
+stale_after = "15s"
+[[prober]]
+region = "r1"
+[[prober]]
+region = "r2"
+[[prober]]
+region = "r3"
+[check.slow]
+port = {port}
+path = "/healthz"
+host = "app.test"
+interval = "10s"
+suspect_interval = "100ms"
+timeout = "150ms"
+rise = 1
+fall = 3
+ca_file = "{ca}"
+[dns]
+listen = ["127.0.0.1:0"]
+zones_dir = "{zones}"
+[admin]
+listen = "127.0.0.1:0"
+[[record]]
+name = "www.example.com"
+policy = "failover"
+check = "slow"
+endpoints = [{{ name = "primary", address = "{a}" }}, {{ name = "secondary", address = "{b}" }}]
+"#,
+            port = backends[0].addr.port(),
+            ca = pki.ca_file.display(),
+            zones = dir.path().join("zones").display(),
+            a = ips[0],
+            b = ips[1],
+        ),
+    )
+    .expect("config");
+    let vantage = Vantage::dns(&path, dir.path());
+    vantage.wait_ready().await;
+    let vantage = &vantage;
+    let www = || async {
+        addresses(
+            &udp_query(
+                vantage.dns,
+                &query_message("www.example.com.", RecordType::A, false),
+            )
+            .await,
+        )
+    };
+    assert_eq!(www().await, vec![IpAddr::V4(ips[0])]);
+    // The first failed check of primary by any prober (polled every 10 ms).
+    let first_failure = || async {
+        eventually(
+            Duration::from_secs(15),
+            "a failed check of primary",
+            || async {
+                let status = vantage.status().await;
+                status["endpoints"]
+                    .as_array()?
+                    .iter()
+                    .find(|e| e["id"] == "primary")?["votes"]
+                    .as_array()?
+                    .iter()
+                    .any(|v| v["consecutive_failures"].as_u64().unwrap_or(0) > 0)
+                    .then(tokio::time::Instant::now)
+            },
+        )
+        .await
+    };
+    let metric = |name: &'static str, labels: &'static [(&'static str, &'static str)]| async move {
+        let (_, text) = vantage.get("/metrics").await;
+        Exposition::parse(&text).value(name, labels).unwrap_or(0.0)
+    };
+
+    // A one-off failure: whoever sees it asks the others; they see it Up, nobody reaches
+    // fall, the answer never moves, and the suspicion ends unconfirmed.
+    backends[0].set(Mode::Status(503));
+    first_failure().await;
+    backends[0].set(Mode::Healthy);
+    eventually(
+        Duration::from_secs(5),
+        "the suspicion to end unconfirmed",
+        || async {
+            (metric(
+                "vantage_quorum_suspicions_total",
+                &[("outcome", "unconfirmed")],
+            )
+            .await
+                >= 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(www().await, vec![IpAddr::V4(ips[0])]);
+    let asked: f64 = futures_sum(["r1", "r2", "r3"].map(|r| async move {
+        let (_, text) = vantage.get("/metrics").await;
+        Exposition::parse(&text)
+            .value("vantage_confirmations_asked_total", &[("region", r)])
+            .unwrap_or(0.0)
+    }))
+    .await;
+    assert!(asked >= 2.0, "the two other probers asked: {asked}");
+
+    // A real failure: confirmed by the others within a few suspect intervals of the first
+    // failed check, not at their next 10 s interval.
+    backends[0].set(Mode::Status(503));
+    let suspected = first_failure().await;
+    let failed_over = eventually(Duration::from_secs(15), "www to fail over", || async {
+        (www().await == vec![IpAddr::V4(ips[1])]).then(tokio::time::Instant::now)
+    })
+    .await;
+    let took = failed_over.duration_since(suspected);
+    assert!(
+        took < Duration::from_millis(1500),
+        "{took:?} from the first failed check to the failover (interval 10 s, fall 3, suspect_interval 100 ms)"
+    );
+    assert!(
+        metric(
+            "vantage_quorum_suspicions_total",
+            &[("outcome", "confirmed")]
+        )
+        .await
+            >= 1.0
+    );
+    let status = vantage.status().await;
+    let explained = status["transitions"]
+        .as_array()
+        .expect("transitions")
+        .iter()
+        .any(|t| {
+            t["endpoint"] == "primary"
+                && t["to"] == "down"
+                && t["why"]
+                    .as_str()
+                    .is_some_and(|w| w.contains("first suspected by r"))
+        });
+    assert!(
+        explained,
+        "the transition names who suspected: {}",
+        status["transitions"]
+    );
+}
+
+async fn futures_sum<F: std::future::Future<Output = f64>>(futures: [F; 3]) -> f64 {
+    let mut sum = 0.0;
+    for f in futures {
+        sum += f.await;
+    }
+    sum
+}

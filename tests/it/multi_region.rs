@@ -280,6 +280,46 @@ async fn quorum_across_prober_processes_fails_over_only_on_a_quorum_and_fails_st
     fleet.vote("a", "r1", "down").await;
     assert_eq!(fleet.endpoint("a").await["verdict"], "up");
     assert_eq!(fleet.www().await, vec![fleet.a()]);
+    // r1's suspicion made the DNS server ask the other two prober processes to check a now:
+    // a signed `POST /v1/check` each took (at a 200 ms interval their next regular check is
+    // about due, so they need not check sooner).
+    let (_, dns_metrics) = fleet.dns.get("/metrics").await;
+    let sent = Exposition::parse(&dns_metrics);
+    for region in ["r2", "r3"] {
+        assert!(
+            sent.value("vantage_confirmations_asked_total", &[("region", region)])
+                .unwrap_or(0.0)
+                >= 1.0,
+            "{region} asked"
+        );
+    }
+    for i in [1, 2] {
+        eventually(
+            Duration::from_secs(5),
+            "the other probers to take a request to check a now",
+            || async {
+                // The prober serves TLS with its own certificate (trusted by the DNS server
+                // only); this test reads its metrics without checking it.
+                let text = reqwest::Client::builder()
+                    .danger_accept_invalid_certs(true)
+                    .build()
+                    .ok()?
+                    .get(format!("https://{}/metrics", fleet._probers[i].admin))
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                (Exposition::parse(&text)
+                    .value("vantage_check_requests_total", &[("result", "queued")])
+                    .unwrap_or(0.0)
+                    >= 1.0)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
 
     // A second region loses sight of it: failover within fall x interval + poll + margin.
     let cut = Instant::now();
