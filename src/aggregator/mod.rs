@@ -604,7 +604,7 @@ mod tests {
         endpoints = [{ name = "one", address = "192.0.2.1" }, { name = "two", address = "192.0.2.2" }]
     "#;
 
-    fn report(board: &ObservationBoard, region: &str, endpoint: &str, health: Health, seq: u64) {
+    fn report(board: &ObservationBoard, region: &str, endpoint: &str, health: Health) {
         board.report(Observation {
             endpoint: EndpointId::new(endpoint),
             region: Region::new(region),
@@ -617,7 +617,7 @@ mod tests {
             local_error: None,
             cert_expiry: None,
             observed_at: Instant::now(),
-            seq,
+            seq: crate::exchange::board::next_seq(),
         });
     }
 
@@ -718,8 +718,8 @@ mod tests {
 
         assert_eq!(www(), Some(Answer::NotReady));
         for region in ["a", "b", "c"] {
-            report(&board, region, "one", Health::Up, 1);
-            report(&board, region, "two", Health::Up, 1);
+            report(&board, region, "one", Health::Up);
+            report(&board, region, "two", Health::Up);
         }
         until(Duration::from_secs(1), || published.load().ready).await;
         assert_eq!(
@@ -740,10 +740,10 @@ mod tests {
         );
 
         // One fresh Down report is not a quorum; two are.
-        report(&board, "a", "one", Health::Down, 2);
+        report(&board, "a", "one", Health::Down);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(verdict("one").expect("verdict").health, Health::Up);
-        report(&board, "b", "one", Health::Down, 2);
+        report(&board, "b", "one", Health::Down);
         until(Duration::from_secs(1), || {
             verdict("one").is_some_and(|v| v.health == Health::Down)
         })

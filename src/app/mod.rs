@@ -258,6 +258,7 @@ impl Aggregation {
                 &exchange::pull::PullSettings {
                     poll_interval: cluster.poll_interval,
                     poll_timeout: cluster.poll_timeout,
+                    push: cluster.push,
                     stale_after: cluster.stale_after,
                     endpoints: Arc::new(settings.endpoints.iter().map(|e| e.id.clone()).collect()),
                 },

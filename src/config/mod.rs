@@ -170,6 +170,8 @@ pub struct Cluster {
     pub impaired_detection: bool,
     /// When a prober suspects an endpoint, ask the others to check it now.
     pub confirm_suspicions: bool,
+    /// Aggregators long-poll remote probers, which answer as soon as a vote may change.
+    pub push: bool,
     /// Each prober's budget of checks in flight; None: from the open-file limit.
     pub max_checks_in_flight: Option<usize>,
 }

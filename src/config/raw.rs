@@ -98,6 +98,7 @@ pub struct RawCluster {
     pub poll_timeout: Option<String>,
     pub impaired_detection: Option<bool>,
     pub confirm_suspicions: Option<bool>,
+    pub push: Option<bool>,
     pub max_checks_in_flight: Option<i64>,
 }
 

@@ -321,6 +321,7 @@ fn validate_cluster(raw: &RawConfig, probers: usize, base: &Path, p: &mut Proble
         poll_timeout,
         impaired_detection: raw.cluster.impaired_detection.unwrap_or(true),
         confirm_suspicions: raw.cluster.confirm_suspicions.unwrap_or(true),
+        push: raw.cluster.push.unwrap_or(true),
         max_checks_in_flight: raw.cluster.max_checks_in_flight.and_then(|n| {
             if (1..=100_000).contains(&n) {
                 Some(n as usize)

@@ -22,10 +22,22 @@ pub fn next_seq() -> u64 {
     SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-#[derive(Default)]
 pub struct ObservationBoard {
     inner: Mutex<Inner>,
     changed: Notify,
+    /// The sequence of the latest observation that may change a vote (or of the latest change
+    /// of overload): what a prober's long-polling aggregators wait for.
+    pushed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for ObservationBoard {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            changed: Notify::new(),
+            pushed: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -42,6 +54,9 @@ struct Inner {
     overloaded: BTreeSet<Region>,
     /// Per region, its latest observations that are Up and Down (kept as they change).
     counts: HashMap<Region, (usize, usize)>,
+    /// The sequence of the latest observation kept (observations are numbered under the lock,
+    /// so every observation kept later has a higher one: a reader can ask for what is newer).
+    through: u64,
 }
 
 impl Inner {
@@ -76,27 +91,29 @@ impl ObservationBoard {
     /// Keeps `observation` unless a newer one (by sequence) is already there; wakes the
     /// aggregator when the endpoint's vote may have changed.
     pub fn report(&self, observation: Observation) {
-        if self.report_quietly(observation) {
+        if let Some(seq) = self.report_quietly(observation) {
             self.changed.notify_one();
+            self.pushed.send_replace(seq);
         }
     }
 
     /// Several observations at once (a pulled report): one wake-up at most.
     pub fn report_all(&self, observations: impl IntoIterator<Item = Observation>) {
-        let mut woke = false;
+        let mut woke = None;
         for observation in observations {
-            woke |= self.report_quietly(observation);
+            woke = self.report_quietly(observation).or(woke);
         }
-        if woke {
+        if let Some(seq) = woke {
             self.changed.notify_one();
+            self.pushed.send_replace(seq);
         }
     }
 
-    /// True when the endpoint's vote may have changed.
-    fn report_quietly(&self, observation: Observation) -> bool {
+    /// The observation's new sequence when the endpoint's vote may have changed.
+    fn report_quietly(&self, mut observation: Observation) -> Option<u64> {
         let mut inner = self.lock();
         let vote_changed = match inner.latest.get(&observation.region, &observation.endpoint) {
-            Some(old) if old.seq >= observation.seq => return false,
+            Some(old) if old.seq >= observation.seq => return None,
             Some(old) => {
                 old.health != observation.health
                     || old.local_error.is_some() != observation.local_error.is_some()
@@ -107,11 +124,23 @@ impl ObservationBoard {
         if vote_changed {
             inner.dirty.insert(observation.endpoint.clone());
         }
+        // Numbered again under the lock: what is kept later is numbered higher.
+        observation.seq = next_seq();
+        let seq = observation.seq;
+        inner.through = seq;
         inner.count(&observation.region, observation.health, 1);
         if let Some(old) = inner.latest.insert(observation) {
             inner.count(&old.region, old.health, -1);
         }
-        vote_changed
+        vote_changed.then_some(seq)
+    }
+
+    /// Resolves once an observation numbered above `after` that may change a vote was kept
+    /// (at once if one already was), or a prober's overload changed.
+    pub async fn pushed_after(&self, after: u64) {
+        let mut rx = self.pushed.subscribe();
+        // Resolves only when the board is gone, which it is not while `self` lives.
+        let _ = rx.wait_for(|&seq| seq > after).await;
     }
 
     /// Forgets every observation of an endpoint (its probe target changed).
@@ -133,8 +162,11 @@ impl ObservationBoard {
         };
         if changed {
             inner.all_dirty = true;
+            let seq = next_seq();
+            inner.through = seq;
             drop(inner);
             self.changed.notify_one();
+            self.pushed.send_replace(seq);
         }
     }
 
@@ -150,6 +182,12 @@ impl ObservationBoard {
     /// wait meanwhile: keep `f` short).
     pub fn with_latest<T>(&self, f: impl FnOnce(&Latest) -> T) -> T {
         f(&self.lock().latest)
+    }
+
+    /// `f` over the latest observations and the sequence of the newest one kept.
+    pub fn with_latest_through<T>(&self, f: impl FnOnce(&Latest, u64) -> T) -> T {
+        let inner = self.lock();
+        f(&inner.latest, inner.through)
     }
 
     /// A copy of the latest observations of some endpoints, from every region.
@@ -222,19 +260,26 @@ mod tests {
         let mut first = board.take_changes();
         first.endpoints.sort();
         assert_eq!(first.endpoints, ["x", "y"].map(EndpointId::new));
-        // The same state again: kept (newer), nothing to decide.
-        board.report(observation("x", Health::Up, 3));
+        // The same state again: kept (newer, numbered above everything kept before),
+        // nothing to decide.
+        let seq_of = |id: &str| {
+            board.with_latest(|l| {
+                l.get(&Region::new("a"), &EndpointId::new(id))
+                    .map(|o| o.seq)
+            })
+        };
+        let before = seq_of("y").expect("y");
+        board.report(observation("x", Health::Up, next_seq()));
         assert_eq!(board.take_changes(), Changes::default());
+        assert!(seq_of("x").expect("x") > before);
         assert_eq!(
-            board.with_latest(|l| l
-                .get(&Region::new("a"), &EndpointId::new("x"))
-                .map(|o| o.seq)),
-            Some(3)
+            board.with_latest_through(|_, through| through),
+            seq_of("x").expect("x")
         );
         // An older report is ignored; a new state marks the endpoint.
         board.report(observation("y", Health::Down, 1));
         assert_eq!(board.take_changes(), Changes::default());
-        board.report(observation("y", Health::Down, 4));
+        board.report(observation("y", Health::Down, next_seq()));
         assert_eq!(board.take_changes().endpoints, [EndpointId::new("y")]);
         // A prober entering overload changes every vote it casts.
         board.set_overloaded(&Region::new("a"), true);
@@ -245,5 +290,29 @@ mod tests {
         assert_eq!(board.region_counts()[&Region::new("a")], (1, 1));
         board.forget(&EndpointId::new("y"));
         assert_eq!(board.region_counts()[&Region::new("a")], (1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_poll_wakes_on_a_vote_change_only() {
+        let board = std::sync::Arc::new(ObservationBoard::new());
+        board.report(observation("x", Health::Up, next_seq()));
+        let through = board.with_latest_through(|_, through| through);
+        let waiting = {
+            let board = board.clone();
+            tokio::spawn(async move { board.pushed_after(through).await })
+        };
+        // The same state again: no reason to answer early.
+        board.report(observation("x", Health::Up, next_seq()));
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished());
+        board.report(observation("x", Health::Down, next_seq()));
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
+            .await
+            .expect("woken by the change")
+            .expect("task");
+        // Asked again after it: the change is already there, no wait.
+        tokio::time::timeout(std::time::Duration::ZERO, board.pushed_after(through))
+            .await
+            .expect("at once");
     }
 }

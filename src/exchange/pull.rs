@@ -63,6 +63,8 @@ impl ProberLink {
 pub struct PullSettings {
     pub poll_interval: Duration,
     pub poll_timeout: Duration,
+    /// Long polls: the prober answers as soon as a vote may change.
+    pub push: bool,
     pub stale_after: Duration,
     /// The configured endpoints: observations of any other are dropped (and counted), so a
     /// report cannot grow the board.
@@ -120,6 +122,8 @@ pub fn spawn<'a>(
         let puller = Puller {
             link,
             client,
+            push: pull.push,
+            poll_timeout: pull.poll_timeout,
             key: key.clone(),
             verifier,
             board: board.clone(),
@@ -194,6 +198,9 @@ async fn forward_asks(
 struct Puller {
     link: Arc<ProberLink>,
     client: reqwest::Client,
+    /// Long polls (`cluster.push`) rather than pulls every poll interval.
+    push: bool,
+    poll_timeout: Duration,
     key: Arc<FleetKey>,
     verifier: ReportVerifier,
     board: Arc<ObservationBoard>,
@@ -240,20 +247,33 @@ impl Puller {
     async fn run(self, poll_interval: Duration, shutdown: CancellationToken) {
         let region = self.link.region.clone();
         let mut failures = FailureLog::default();
+        // Where the prober's numbering stood at its last report: while known (and pushing
+        // is on), the next pull is a long poll for what is newer.
+        let mut cursor: Option<(u64, u64)> = None;
         loop {
             let started = Instant::now();
+            let asked = cursor.filter(|_| self.push);
             let result = tokio::select! {
-                r = self.poll() => r,
+                r = self.poll(asked, poll_interval) => r,
                 () = shutdown.cancelled() => return,
             };
-            let was_reachable = self.record(&result, started);
+            // A long poll's report was made when it was answered, not when it was asked for.
+            let made = if asked.is_some() {
+                Instant::now()
+            } else {
+                started
+            };
+            let was_reachable = self.record(&result, made);
+            let mut pushed = false;
             match result {
                 Ok((report, _)) => {
+                    cursor = report.through.map(|through| (report.boot_id, through));
+                    pushed = asked.is_some() && cursor.is_some();
                     let seq = super::board::next_seq();
                     let mut unknown = 0;
                     self.board.set_overloaded(&region, report.overloaded);
                     let known: Vec<_> = report
-                        .into_observations(started, seq)
+                        .into_observations(made, seq)
                         .into_iter()
                         .filter(|o| {
                             let known = self.endpoints.contains(&o.endpoint);
@@ -272,6 +292,7 @@ impl Puller {
                     failures.reset();
                 }
                 Err(PollError::Unreachable(error)) => {
+                    cursor = None;
                     self.metrics.poll(&region, "unreachable", None);
                     if let Some(unlogged) = failures.due(started) {
                         tracing::warn!(%region, url = %self.link.url, %error, unlogged,
@@ -279,6 +300,7 @@ impl Puller {
                     }
                 }
                 Err(PollError::Rejected(rejection)) => {
+                    cursor = None;
                     self.metrics.poll(&region, "rejected", Some(rejection));
                     if let Some(unlogged) = failures.due(started) {
                         tracing::warn!(%region, url = %self.link.url, reason = rejection.label(), unlogged,
@@ -289,7 +311,13 @@ impl Puller {
             let age = self.link.status().last_report_at.map(|t| t.elapsed());
             self.metrics
                 .link(&region, self.link.status().reachable, age);
-            let wait = poll_interval.saturating_sub(started.elapsed());
+            // A long poll that was answered is asked again at once (it waited at the prober);
+            // a plain pull, or a failure, waits for the next poll interval.
+            let wait = if pushed {
+                Duration::ZERO
+            } else {
+                poll_interval.saturating_sub(started.elapsed())
+            };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = shutdown.cancelled() => return,
@@ -327,16 +355,31 @@ impl Puller {
         was_reachable
     }
 
-    async fn poll(&self) -> Result<(Report, u64), PollError> {
-        let url = self
+    /// One pull; with a `cursor` (the prober's boot id and the `through` of its last report),
+    /// a long poll held by the prober until a vote may change or `wait` passes, answered with
+    /// what is newer only.
+    async fn poll(
+        &self,
+        cursor: Option<(u64, u64)>,
+        wait: Duration,
+    ) -> Result<(Report, u64), PollError> {
+        let mut url = self
             .link
             .url
             .join("v1/observations")
             .map_err(|e| PollError::Unreachable(e.to_string()))?;
-        let request_auth = self.key.sign(auth::unix_ms(), auth::REQUEST_CONTEXT, b"");
-        let response = self
-            .client
-            .get(url)
+        let mut request = self.client.get(url.clone());
+        let context = match cursor {
+            Some((boot, after)) => {
+                let query = format!("wait={}&after={after}&boot={boot}", wait.as_millis());
+                url.set_query(Some(&query));
+                request = self.client.get(url).timeout(wait + self.poll_timeout);
+                format!("{}?{query}", auth::REQUEST_CONTEXT)
+            }
+            None => auth::REQUEST_CONTEXT.to_string(),
+        };
+        let request_auth = self.key.sign(auth::unix_ms(), &context, b"");
+        let response = request
             .header(auth::REQUEST_HEADER, request_auth)
             .send()
             .await

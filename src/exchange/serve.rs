@@ -10,7 +10,7 @@ use std::sync::{
 use axum::{
     Router,
     body::Bytes,
-    extract::State,
+    extract::{RawQuery, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -138,17 +138,54 @@ async fn check_now(State(state): State<ProberState>, headers: HeaderMap, body: B
     (StatusCode::ACCEPTED, format!("{taken}\n")).into_response()
 }
 
-async fn observations(State(state): State<ProberState>, headers: HeaderMap) -> Response {
+/// How long a long-polling request may be held at most.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A long poll: `?wait=<ms>&after=<through>&boot=<boot id>` holds the request until an
+/// observation newer than `after` may change a vote (or `wait` passes), and answers with the
+/// observations newer than `after` only (when `boot` is this process's: its numbering).
+#[derive(Debug, Default)]
+struct Push {
+    wait: Option<u64>,
+    after: Option<u64>,
+    boot: Option<u64>,
+}
+
+impl Push {
+    /// Unknown or malformed parameters are ignored (a plain pull).
+    fn parse(query: Option<&str>) -> Push {
+        let mut push = Push::default();
+        for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let value = value.parse().ok();
+            match &*key {
+                "wait" => push.wait = value,
+                "after" => push.after = value,
+                "boot" => push.boot = value,
+                _ => {}
+            }
+        }
+        push
+    }
+}
+
+async fn observations(
+    State(state): State<ProberState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let presented = headers
         .get(auth::REQUEST_HEADER)
         .and_then(|v| v.to_str().ok());
-    if let Err(rejection) = state.key.verify(
-        presented,
-        auth::REQUEST_CONTEXT,
-        b"",
-        auth::unix_ms(),
-        state.max_age,
-    ) {
+    // The query is signed with the request (a plain pull has none).
+    let context = match &query {
+        Some(q) => format!("{}?{q}", auth::REQUEST_CONTEXT),
+        None => auth::REQUEST_CONTEXT.to_string(),
+    };
+    if let Err(rejection) =
+        state
+            .key
+            .verify(presented, &context, b"", auth::unix_ms(), state.max_age)
+    {
         state.metrics.request_rejected(rejection);
         tracing::warn!(
             reason = rejection.label(),
@@ -161,10 +198,24 @@ async fn observations(State(state): State<ProberState>, headers: HeaderMap) -> R
         )
             .into_response();
     }
+    let push = Push::parse(query.as_deref());
+    let after = push.after.filter(|_| push.boot == Some(state.boot_id));
+    if let (Some(wait), Some(after)) = (push.wait, after) {
+        let wait = std::time::Duration::from_millis(wait).min(MAX_WAIT);
+        let _ = tokio::time::timeout(wait, state.board.pushed_after(after)).await;
+    }
     let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
     // Built under the board's lock: no copy of every observation per request.
-    let mut report = state.board.with_latest(|latest| {
-        Report::new(&state.region, state.boot_id, seq, latest, Instant::now())
+    let mut report = state.board.with_latest_through(|latest, through| Report {
+        through: Some(through),
+        ..Report::newer_than(
+            &state.region,
+            state.boot_id,
+            seq,
+            latest,
+            after,
+            Instant::now(),
+        )
     });
     report.overloaded = state.board.is_overloaded(&state.region);
     let body = match serde_json::to_vec(&report) {

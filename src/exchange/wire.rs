@@ -20,6 +20,14 @@ pub struct Report {
     /// The prober's checks start late: its Down votes should not count.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub overloaded: bool,
+    /// The sequence of the newest observation the prober had kept when it made the report: an
+    /// aggregator asks for what is newer (`?after=`) and is answered as soon as a vote may
+    /// change (push by long poll). Absent from probers that only answer plain pulls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<u64>,
+    /// Only the observations newer than the request's `after` (a delta), not every endpoint.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delta: bool,
     pub observations: Vec<WireObservation>,
 }
 
@@ -62,9 +70,21 @@ fn from_ms(ms: f64) -> Option<Duration> {
 impl Report {
     /// The report of `region`'s latest observations, as of `now`.
     pub fn new(region: &Region, boot_id: u64, seq: u64, latest: &Latest, now: Instant) -> Report {
+        Report::newer_than(region, boot_id, seq, latest, None, now)
+    }
+
+    /// The report of `region`'s observations numbered above `after` (all of them when None).
+    pub fn newer_than(
+        region: &Region,
+        boot_id: u64,
+        seq: u64,
+        latest: &Latest,
+        after: Option<u64>,
+        now: Instant,
+    ) -> Report {
         let mut observations: Vec<WireObservation> = latest
             .iter()
-            .filter(|o| &o.region == region)
+            .filter(|o| &o.region == region && after.is_none_or(|after| o.seq > after))
             .map(|o| WireObservation {
                 endpoint: o.endpoint.clone(),
                 state: o.health,
@@ -88,6 +108,8 @@ impl Report {
             boot_id,
             seq,
             overloaded: false,
+            through: None,
+            delta: after.is_some(),
             observations,
         }
     }

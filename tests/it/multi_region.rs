@@ -628,6 +628,8 @@ fn report(region: &str, seq: u64) -> Vec<u8> {
         boot_id: 42,
         seq,
         overloaded: false,
+        through: None,
+        delta: false,
         observations: Vec::new(),
     };
     serde_json::to_vec(&report).expect("encode")
@@ -777,6 +779,8 @@ async fn forged_old_replayed_and_misdirected_reports_are_rejected_and_counted() 
         boot_id: 42,
         seq: 11,
         overloaded: false,
+        through: None,
+        delta: false,
         observations: Vec::new(),
     };
     for i in 0..1000 {
@@ -1097,4 +1101,56 @@ async fn a_restart_into_a_partition_keeps_the_last_verdicts() {
         (fleet.www().await == vec![fleet.a()]).then_some(())
     })
     .await;
+}
+
+/// Probers push: a DNS server long-polls each prober, which answers as soon as a vote may
+/// change, so a failover does not wait for the poll interval (here 1.2 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probers_push_changes_without_waiting_for_the_poll_interval() {
+    let slow_poll = Timing {
+        interval_ms: 200,
+        timeout_ms: 150,
+        fall: 2,
+        poll_ms: 1200,
+    };
+    let fleet = fleet(&slow_poll, "").await;
+    assert_eq!(fleet.www().await, vec![fleet.a()]);
+    // Let the long polls settle (the first pull of each prober is a plain one).
+    eventually(
+        Duration::from_secs(5),
+        "every prober pulled twice",
+        || async {
+            let status = fleet.dns.status().await;
+            status["probers"]
+                .as_array()?
+                .iter()
+                .all(|p| p["reports_accepted"].as_u64().unwrap_or(0) >= 2)
+                .then_some(())
+        },
+    )
+    .await;
+    for trial in 0..3 {
+        let cut = Instant::now();
+        fleet.views[0][0].set(Link::Cut);
+        fleet.views[1][0].set(Link::Cut);
+        eventually(Duration::from_secs(5), "www to fail over to b", || async {
+            (fleet.www().await == vec![fleet.b()]).then_some(())
+        })
+        .await;
+        let took = cut.elapsed();
+        eprintln!("trial {trial}: failover {took:?} (fall x interval 400 ms, poll interval 1.2 s)");
+        assert!(
+            took < Duration::from_millis(1000),
+            "failover took {took:?}: the DNS server waited for its poll interval"
+        );
+        fleet.views[0][0].set(Link::Pass);
+        fleet.views[1][0].set(Link::Pass);
+        eventually(Duration::from_secs(5), "www back on a", || async {
+            (fleet.www().await == vec![fleet.a()]).then_some(())
+        })
+        .await;
+    }
+    // Fresh all along: the long polls are answered at least every poll interval.
+    let status = fleet.dns.status().await;
+    assert_eq!(status["quorum"]["state"], "quorum", "{status}");
 }
