@@ -220,11 +220,15 @@ impl Aggregation {
         let (links, asks) = if settings.prober_urls.is_empty() {
             let budget = probe::load::budget(&settings.cluster, settings.regions.len());
             let mut asks = exchange::asks::Asks::default();
-            for region in &settings.regions {
+            for (index, region) in settings.regions.iter().enumerate() {
                 let (sender, receiver) = exchange::asks::channel();
                 asks.insert(region.clone(), sender);
                 probe::prober::spawn(
                     region,
+                    probe::schedule::Stagger {
+                        index,
+                        of: settings.regions.len(),
+                    },
                     &settings.endpoints,
                     budget,
                     receiver,

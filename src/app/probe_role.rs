@@ -157,8 +157,17 @@ pub async fn run_probe(
         .probe
         .per_endpoint_region(settings.admin.endpoint_region_metrics);
     let (asks, asked) = crate::exchange::asks::channel();
+    let stagger = probe::schedule::Stagger {
+        index: settings
+            .regions
+            .iter()
+            .position(|r| *r == region)
+            .unwrap_or(0),
+        of: settings.regions.len(),
+    };
     probe::prober::spawn(
         &region,
+        stagger,
         &settings.endpoints,
         probe::load::budget(&settings.cluster, 1),
         asked,

@@ -8,7 +8,6 @@
 
 use std::{cmp::Reverse, collections::BinaryHeap, sync::Arc, time::Duration};
 
-use rand::Rng;
 use tokio::{task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +16,7 @@ use super::{
     check::{CheckCache, CheckSetupError, Checker},
     load::{self, Load},
     metrics::SeenState,
+    schedule::{self, Stagger},
     threshold::Threshold,
 };
 use crate::{
@@ -34,6 +34,7 @@ pub const ASKED_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
     region: &Region,
+    stagger: Stagger,
     endpoints: &[Arc<EndpointSpec>],
     max_in_flight: usize,
     asks: AskReceiver,
@@ -50,6 +51,7 @@ pub fn spawn(
             endpoint.clone(),
             checker,
             region,
+            schedule::phase(endpoint.id.as_str(), stagger),
             metrics,
         ));
     }
@@ -88,6 +90,8 @@ struct EndpointState {
     due: Option<Instant>,
     /// When a check was last started on request.
     asked: Option<Instant>,
+    /// Where in each interval this region checks the endpoint (`schedule`).
+    phase: f64,
 }
 
 impl EndpointState {
@@ -95,6 +99,7 @@ impl EndpointState {
         endpoint: Arc<EndpointSpec>,
         checker: Arc<Checker>,
         region: &Region,
+        phase: f64,
         metrics: &ProbeMetrics,
     ) -> Self {
         let threshold = Threshold::new(endpoint.check.rise, endpoint.check.fall);
@@ -109,6 +114,7 @@ impl EndpointState {
             observed_at: None,
             due: None,
             asked: None,
+            phase,
         }
     }
 }
@@ -132,15 +138,10 @@ async fn run(
     mut asks: AskReceiver,
     shutdown: CancellationToken,
 ) {
-    // Spread the first checks over one interval so that all probers do not fire at once.
+    // The first checks at each endpoint's place on the grid: spread over one interval.
     let now = Instant::now();
     for s in &mut states {
-        let offset = s
-            .endpoint
-            .check
-            .interval
-            .mul_f64(rand::rng().random_range(0.0..1.0));
-        s.due = Some(now + offset);
+        s.due = Some(now + on_grid(Duration::ZERO, s.endpoint.check.interval, s.phase));
     }
     let mut due: BinaryHeap<Reverse<(Instant, usize)>> = states
         .iter()
@@ -317,10 +318,10 @@ fn smooth(previous: Option<Duration>, sample: Duration) -> Duration {
     }
 }
 
-/// Interval with ±10% jitter, so that checks from many probers do not synchronise.
-fn jittered(interval: Duration) -> Duration {
-    let factor = rand::rng().random_range(0.9..=1.1);
-    interval.mul_f64(factor)
+/// How long from now until the endpoint's next place on the grid at least `after` from now.
+fn on_grid(after: Duration, interval: Duration, phase: f64) -> Duration {
+    let from = crate::clock::unix_ms() as f64 + after.as_secs_f64() * 1000.0;
+    after + schedule::until_next(from, interval, phase)
 }
 
 impl Shared {
@@ -446,12 +447,19 @@ impl Shared {
         }
         // While suspected, the next check comes after `suspect_interval`: `fall` consecutive
         // failures take (fall - 1) x suspect_interval, not (fall - 1) x interval. The next check
-        // is due one period after this one started (a late start is not made up with a burst).
-        let period = if threshold.suspect() {
-            check.suspect_interval
+        // is due one period after this one started (a late start is not made up with a burst),
+        // and not before this one ended: a check that outlasted the period (a timeout longer
+        // than suspect_interval) makes the next one due now, not late (a late start's timeout
+        // would count as the prober's own problem, and `fall` would never be reached).
+        // Otherwise it comes at the endpoint's next place on the grid, at least half an
+        // interval after this one started (the grid resumes after a suspicion or a check on
+        // request).
+        let next = if threshold.suspect() {
+            started + check.suspect_interval
         } else {
-            jittered(check.interval)
+            let after = (started + check.interval / 2).saturating_duration_since(Instant::now());
+            Instant::now() + on_grid(after, check.interval, state.phase)
         };
-        started + period
+        next.max(Instant::now())
     }
 }

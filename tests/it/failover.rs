@@ -879,3 +879,87 @@ async fn futures_sum<F: std::future::Future<Output = f64>>(futures: [F; 3]) -> f
     }
     sum
 }
+
+/// A suspected endpoint whose checks time out (timeout longer than suspect_interval): each
+/// next check is due when the previous one ends, not "late", so its timeout counts and `fall`
+/// is reached (a late start's timeout would count as the prober's own problem).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_that_outlast_the_suspect_interval_still_reach_fall() {
+    init();
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..2],
+        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
+    )
+    .await;
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[[prober]]
+region = "r1"
+[check.web]
+port = {port}
+path = "/healthz"
+host = "app.test"
+interval = "1s"
+suspect_interval = "100ms"
+timeout = "800ms"
+connect_timeout = "800ms"
+rise = 1
+fall = 3
+ca_file = "{ca}"
+[dns]
+listen = ["127.0.0.1:0"]
+zones_dir = "{zones}"
+[admin]
+listen = "127.0.0.1:0"
+[[record]]
+name = "www.example.com"
+policy = "failover"
+check = "web"
+endpoints = [{{ name = "primary", address = "{a}" }}, {{ name = "secondary", address = "{b}" }}]
+"#,
+            port = backends[0].addr.port(),
+            ca = pki.ca_file.display(),
+            zones = dir.path().join("zones").display(),
+            a = ips[0],
+            b = ips[1],
+        ),
+    )
+    .expect("config");
+    let vantage = Vantage::dns(&path, dir.path());
+    vantage.wait_ready().await;
+    let www = || async {
+        addresses(
+            &udp_query(
+                vantage.dns,
+                &query_message("www.example.com.", RecordType::A, false),
+            )
+            .await,
+        )
+    };
+    assert_eq!(www().await, vec![IpAddr::V4(ips[0])]);
+    // Hangs: three timeouts of 800 ms in a row, each check starting when the last ended.
+    backends[0].set(Mode::Hang);
+    eventually(
+        Duration::from_secs(6),
+        "www to fail over after three timeouts (1 s + 3 x 0.8 s)",
+        || async { (www().await == vec![IpAddr::V4(ips[1])]).then_some(()) },
+    )
+    .await;
+    let (_, text) = vantage.get("/metrics").await;
+    assert_eq!(
+        Exposition::parse(&text)
+            .value(
+                "vantage_probes_total",
+                &[("region", "r1"), ("result", "local")]
+            )
+            .unwrap_or(0.0),
+        0.0,
+        "a timeout counted as the prober's own problem"
+    );
+}
