@@ -451,13 +451,14 @@ impl Shared {
         // and not before this one ended: a check that outlasted the period (a timeout longer
         // than suspect_interval) makes the next one due now, not late (a late start's timeout
         // would count as the prober's own problem, and `fall` would never be reached).
-        // Otherwise it comes at the endpoint's next place on the grid, at least half an
+        // Otherwise it comes at the endpoint's next place on the grid, at least a tenth of an
         // interval after this one started (the grid resumes after a suspicion or a check on
-        // request).
+        // request; two checks are never more than 1.1 intervals apart, as `stale_after`'s
+        // rule assumes).
         let next = if threshold.suspect() {
             started + check.suspect_interval
         } else {
-            let after = (started + check.interval / 2).saturating_duration_since(Instant::now());
+            let after = (started + check.interval / 10).saturating_duration_since(Instant::now());
             Instant::now() + on_grid(after, check.interval, state.phase)
         };
         next.max(Instant::now())
