@@ -23,6 +23,15 @@ pub const REFUSED_HEADER: &str = "x-vantage-refused";
 pub const REPORT_CONTEXT: &str = "vantage report v1";
 /// What a request signature covers.
 pub const REQUEST_CONTEXT: &str = "GET /v1/observations";
+/// What an aggregator signs to ask for observations: the path, and the query when there is
+/// one (a long poll's `wait`, `after` and `boot`).
+pub fn request_context(query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{REQUEST_CONTEXT}?{q}"),
+        None => REQUEST_CONTEXT.to_string(),
+    }
+}
+
 /// What an aggregator signs to ask a prober to check endpoints now (with the request body).
 pub const ASK_CONTEXT: &str = "POST /v1/check";
 

@@ -90,29 +90,45 @@ async fn metrics(State(state): State<ProberState>) -> impl IntoResponse {
     )
 }
 
+/// Checks an aggregator's request signature (fleet secret, over `context` and `body`); a
+/// refusal is counted, logged and returned as the 401 to answer, with the reason.
+fn refusal(
+    state: &ProberState,
+    headers: &HeaderMap,
+    context: &str,
+    body: &[u8],
+    what: &str,
+) -> Option<Response> {
+    let presented = headers
+        .get(auth::REQUEST_HEADER)
+        .and_then(|v| v.to_str().ok());
+    state
+        .key
+        .verify(presented, context, body, auth::unix_ms(), state.max_age)
+        .err()
+        .map(|rejection| {
+            state.metrics.request_rejected(rejection);
+            tracing::warn!(
+                reason = rejection.label(),
+                "refused a {what} request: {rejection}"
+            );
+            (
+                StatusCode::UNAUTHORIZED,
+                [(auth::REFUSED_HEADER, rejection.label())],
+                format!("{rejection}\n"),
+            )
+                .into_response()
+        })
+}
+
 /// The most endpoints one request may name.
 const MAX_ASKED: usize = 1000;
 
 /// An aggregator asks for endpoints to be checked now (to confirm another prober's
 /// suspicion): signed with the fleet secret over the body; the prober rate-limits per endpoint.
 async fn check_now(State(state): State<ProberState>, headers: HeaderMap, body: Bytes) -> Response {
-    let presented = headers
-        .get(auth::REQUEST_HEADER)
-        .and_then(|v| v.to_str().ok());
-    if let Err(rejection) = state.key.verify(
-        presented,
-        auth::ASK_CONTEXT,
-        &body,
-        auth::unix_ms(),
-        state.max_age,
-    ) {
-        state.metrics.request_rejected(rejection);
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(auth::REFUSED_HEADER, rejection.label())],
-            format!("{rejection}\n"),
-        )
-            .into_response();
+    if let Some(refused) = refusal(&state, &headers, auth::ASK_CONTEXT, &body, "check") {
+        return refused;
     }
     let request: AskRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -173,30 +189,10 @@ async fn observations(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let presented = headers
-        .get(auth::REQUEST_HEADER)
-        .and_then(|v| v.to_str().ok());
     // The query is signed with the request (a plain pull has none).
-    let context = match &query {
-        Some(q) => format!("{}?{q}", auth::REQUEST_CONTEXT),
-        None => auth::REQUEST_CONTEXT.to_string(),
-    };
-    if let Err(rejection) =
-        state
-            .key
-            .verify(presented, &context, b"", auth::unix_ms(), state.max_age)
-    {
-        state.metrics.request_rejected(rejection);
-        tracing::warn!(
-            reason = rejection.label(),
-            "refused an observations request: {rejection}"
-        );
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(auth::REFUSED_HEADER, rejection.label())],
-            format!("{rejection}\n"),
-        )
-            .into_response();
+    let context = auth::request_context(query.as_deref());
+    if let Some(refused) = refusal(&state, &headers, &context, b"", "observations") {
+        return refused;
     }
     let push = Push::parse(query.as_deref());
     let after = push.after.filter(|_| push.boot == Some(state.boot_id));

@@ -182,9 +182,10 @@ async fn run(
                     continue;
                 };
                 let now = Instant::now();
-                let Some(state) = index.get(&endpoint).map(|&i| &mut states[i]) else {
+                let Some(&i) = index.get(&endpoint) else {
                     continue;
                 };
+                let state = &mut states[i];
                 // Not while a check of it runs or is about due, at most once per period.
                 let soon = state.due.is_none_or(|at| at <= now + ASKED_AT_MOST_EVERY / 4);
                 let recent = state.asked.is_some_and(|at| now.duration_since(at) < ASKED_AT_MOST_EVERY);
@@ -193,7 +194,7 @@ async fn run(
                 }
                 state.asked = Some(now);
                 state.due = Some(now);
-                due.push(Reverse((now, index[&endpoint])));
+                due.push(Reverse((now, i)));
                 shared.metrics.asked(&shared.region);
                 tracing::debug!(endpoint = %endpoint, region = %shared.region, "checking now, as asked");
             }
@@ -455,12 +456,13 @@ impl Shared {
         // interval after this one started (the grid resumes after a suspicion or a check on
         // request; two checks are never more than 1.1 intervals apart, as `stale_after`'s
         // rule assumes).
+        let now = Instant::now();
         let next = if threshold.suspect() {
             started + check.suspect_interval
         } else {
-            let after = (started + check.interval / 10).saturating_duration_since(Instant::now());
-            Instant::now() + on_grid(after, check.interval, state.phase)
+            let after = (started + check.interval / 10).saturating_duration_since(now);
+            now + on_grid(after, check.interval, state.phase)
         };
-        next.max(Instant::now())
+        next.max(now)
     }
 }

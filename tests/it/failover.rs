@@ -710,6 +710,42 @@ async fn a_suspected_failure_is_confirmed_at_the_suspect_interval_not_the_interv
     );
 }
 
+/// A failover record over two endpoints (primary, secondary on `ips[0]`, `ips[1]`) with one
+/// https check timed by `timing`, probed by the probers (and cluster settings) in `head`.
+fn primary_secondary(
+    dir: &std::path::Path,
+    ips: &[std::net::Ipv4Addr],
+    port: u16,
+    ca: &std::path::Path,
+    head: &str,
+    timing: &str,
+) -> String {
+    format!(
+        r#"{head}
+[check.web]
+port = {port}
+path = "/healthz"
+host = "app.test"
+ca_file = "{ca}"
+{timing}
+[dns]
+listen = ["127.0.0.1:0"]
+zones_dir = "{zones}"
+[admin]
+listen = "127.0.0.1:0"
+[[record]]
+name = "www.example.com"
+policy = "failover"
+check = "web"
+endpoints = [{{ name = "primary", address = "{a}" }}, {{ name = "secondary", address = "{b}" }}]
+"#,
+        ca = ca.display(),
+        zones = dir.join("zones").display(),
+        a = ips[0],
+        b = ips[1],
+    )
+}
+
 /// Three in-process probers, a 10 s interval: a suspicion is confirmed on demand by the
 /// others (asked to check now), not at their next interval; a one-off failure is asked about,
 /// not confirmed, and counted as such.
@@ -727,42 +763,13 @@ async fn a_suspicion_is_confirmed_on_demand_by_the_other_probers() {
     let path = dir.path().join("fleet.toml");
     std::fs::write(
         &path,
-        format!(
-            r#"
-[cluster]
-stale_after = "15s"
-[[prober]]
-region = "r1"
-[[prober]]
-region = "r2"
-[[prober]]
-region = "r3"
-[check.slow]
-port = {port}
-path = "/healthz"
-host = "app.test"
-interval = "10s"
-suspect_interval = "100ms"
-timeout = "150ms"
-rise = 1
-fall = 3
-ca_file = "{ca}"
-[dns]
-listen = ["127.0.0.1:0"]
-zones_dir = "{zones}"
-[admin]
-listen = "127.0.0.1:0"
-[[record]]
-name = "www.example.com"
-policy = "failover"
-check = "slow"
-endpoints = [{{ name = "primary", address = "{a}" }}, {{ name = "secondary", address = "{b}" }}]
-"#,
-            port = backends[0].addr.port(),
-            ca = pki.ca_file.display(),
-            zones = dir.path().join("zones").display(),
-            a = ips[0],
-            b = ips[1],
+        primary_secondary(
+            dir.path(),
+            &ips,
+            backends[0].addr.port(),
+            &pki.ca_file,
+            "[cluster]\nstale_after = \"15s\"\n[[prober]]\nregion = \"r1\"\n[[prober]]\nregion = \"r2\"\n[[prober]]\nregion = \"r3\"\n",
+            "interval = \"10s\"\nsuspect_interval = \"100ms\"\ntimeout = \"150ms\"\nrise = 1\nfall = 3\n",
         ),
     )
     .expect("config");
@@ -897,37 +904,13 @@ async fn checks_that_outlast_the_suspect_interval_still_reach_fall() {
     let path = dir.path().join("fleet.toml");
     std::fs::write(
         &path,
-        format!(
-            r#"
-[[prober]]
-region = "r1"
-[check.web]
-port = {port}
-path = "/healthz"
-host = "app.test"
-interval = "1s"
-suspect_interval = "100ms"
-timeout = "800ms"
-connect_timeout = "800ms"
-rise = 1
-fall = 3
-ca_file = "{ca}"
-[dns]
-listen = ["127.0.0.1:0"]
-zones_dir = "{zones}"
-[admin]
-listen = "127.0.0.1:0"
-[[record]]
-name = "www.example.com"
-policy = "failover"
-check = "web"
-endpoints = [{{ name = "primary", address = "{a}" }}, {{ name = "secondary", address = "{b}" }}]
-"#,
-            port = backends[0].addr.port(),
-            ca = pki.ca_file.display(),
-            zones = dir.path().join("zones").display(),
-            a = ips[0],
-            b = ips[1],
+        primary_secondary(
+            dir.path(),
+            &ips,
+            backends[0].addr.port(),
+            &pki.ca_file,
+            "[[prober]]\nregion = \"r1\"\n",
+            "interval = \"1s\"\nsuspect_interval = \"100ms\"\ntimeout = \"800ms\"\nconnect_timeout = \"800ms\"\nrise = 1\nfall = 3\n",
         ),
     )
     .expect("config");

@@ -735,21 +735,25 @@ async fn one_file_runs_a_dns_server_and_a_reconciler_side_by_side() {
         let (_, body) = vantage.get("/v1/overrides").await;
         body.contains("192.0.2.10")
     }
-    let (code, out, err) = run_vantage(
-        &[
-            "override",
-            "--config",
-            config,
-            "drain",
-            "192.0.2.10",
-            "--reason",
-            "test",
-            "--for",
-            "10m",
-        ],
-        &[],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    let drain = || {
+        let (code, out, err) = run_vantage(
+            &[
+                "override",
+                "--config",
+                config,
+                "drain",
+                "192.0.2.10",
+                "--reason",
+                "test",
+                "--for",
+                "10m",
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    };
+    let out = drain();
     assert!(
         out.contains("also applied to the Route53 reconciler"),
         "{out}"
@@ -763,21 +767,7 @@ async fn one_file_runs_a_dns_server_and_a_reconciler_side_by_side() {
     assert!(!drained(&dns).await && !drained(&reconciler).await, "{out}");
     // On a host where no reconciler runs, the DNS server takes it and the command says so.
     assert!(reconciler.terminate().success());
-    let (code, out, err) = run_vantage(
-        &[
-            "override",
-            "--config",
-            config,
-            "drain",
-            "192.0.2.10",
-            "--reason",
-            "test",
-            "--for",
-            "10m",
-        ],
-        &[],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    let out = drain();
     assert!(out.contains("no Route53 reconciler answers"), "{out}");
     assert!(drained(&dns).await);
 }
