@@ -206,6 +206,11 @@ enum Command {
         #[arg(long)]
         tls_name: Vec<String>,
     },
+    /// DNSSEC keys: make one, or print the DS records a signed zone's parent needs.
+    Dnssec {
+        #[command(subcommand)]
+        command: DnssecCommand,
+    },
     /// Validate a configuration file and the zone files it names; exit non-zero on any problem.
     #[command(
         after_help = "Examples:\n  vantage check-config --config /etc/vantage/fleet.toml\n  vantage check-config fleet.toml\n  vantage check-config --online fleet.toml   # also reach the fleet's etcd"
@@ -222,6 +227,32 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long = "config", short = 'c', value_name = "CONFIG")]
         config_flag: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DnssecCommand {
+    /// Write a new private key (PKCS#8 PEM, readable by its owner only) and print its DNSKEY.
+    #[command(
+        after_help = "Example:\n  vantage dnssec keygen --out /etc/vantage/keys/example.com.pem\n  vantage dnssec keygen --algorithm ed25519 --out keys/example.com-ksk.pem"
+    )]
+    Keygen {
+        /// ecdsap256sha256 (13, the default) or ed25519 (15).
+        #[arg(long, default_value = "ecdsap256sha256")]
+        algorithm: String,
+        /// The file to write (never replaced).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the DS records (SHA-256) of a signed zone's key-signing keys, for its parent.
+    #[command(
+        after_help = "Example:\n  vantage dnssec ds --config /etc/vantage/fleet.toml example.com"
+    )]
+    Ds {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The zone, as written in [dns.dnssec."ZONE"].
+        zone: String,
     },
 }
 
@@ -376,6 +407,26 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Dnssec { command } => {
+            let done = match command {
+                DnssecCommand::Keygen { algorithm, out } => {
+                    vantage::dns::dnssec::keygen_file(&algorithm, &out)
+                }
+                DnssecCommand::Ds { config, zone } => {
+                    vantage::dns::dnssec::ds_records(&config, &zone)
+                }
+            };
+            match done {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vantage dnssec: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Override { admin, command } => {
             let target = match admin_target(&admin) {
                 Ok(t) => t,

@@ -76,6 +76,11 @@ pub async fn run(
     );
     let server = dns::listen::serve(frontend, bound, &settings.dns.xdp)
         .context("cannot start the DNS server")?;
+    tasks.spawn(sweep_signatures(
+        state.clone(),
+        metrics.dns.clone(),
+        shutdown.clone(),
+    ));
 
     tracing::info!(dns = ?listening.dns, admin = %listening.admin, probers = settings.regions.len(),
         endpoints = settings.endpoints.len(), records = settings.records.len(), "vantage is serving");
@@ -103,6 +108,34 @@ pub async fn run(
     tracing::info!("shutting down: draining DNS and admin listeners");
     drain(shutdown, tasks, Some(server)).await;
     Ok(())
+}
+
+/// Every 10 s: drops the cached signatures due for refresh from each signed zone's cache and
+/// exports what is left (`vantage_dnssec_signature_*`).
+async fn sweep_signatures(
+    state: Arc<ArcSwap<DnsState>>,
+    metrics: dns::DnsMetrics,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let now = crate::clock::unix_ms() / 1000;
+        let current = state.load();
+        let swept: Vec<_> = current
+            .catalog
+            .signers()
+            .map(|s| {
+                let (entries, earliest) = s.sweep(now);
+                (s.zone.as_str(), entries, earliest, s.refresh())
+            })
+            .collect();
+        metrics.signature_cache(&swept);
+    }
 }
 
 /// Re-reads and validates everything first; swaps only if all of it is good.

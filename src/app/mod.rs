@@ -62,13 +62,19 @@ pub fn check(config: &Path) -> Result<(Settings, Vec<ZoneFile>), Vec<String>> {
     if let Some(region) = settings.regions.first() {
         problems.extend(check_setups(&settings, region));
     }
-    let zones = match dns::zones::load_dir(&settings.dns.zones_dir) {
+    let mut zones = match dns::zones::load_dir(&settings.dns.zones_dir) {
         Ok(zones) => zones,
         Err(errors) => {
             problems.extend(errors.iter().map(ToString::to_string));
             return Err(problems);
         }
     };
+    if let Err(more) = dns::dnssec::attach(&settings.dns.dnssec, &mut zones) {
+        problems.extend(
+            more.into_iter()
+                .map(|p| format!("{}: {p}", config.display())),
+        );
+    }
     if let Err(more) = check_zones(&settings, &zones, &config.display().to_string()) {
         problems.extend(more);
     }

@@ -24,8 +24,9 @@ impl<'a> Locator<'a> {
         let root = self.root.as_ref()?;
         let mut table = Some(root.get_ref());
         let mut found: Option<usize> = None;
-        for segment in path.split('.') {
-            let (name, indices) = split_indices(segment);
+        for segment in segments(path) {
+            let (name, indices) = split_indices(&segment);
+            let name = name.trim_matches('"');
             let Some((key, value)) = table?
                 .iter()
                 .find(|(key, _)| key.get_ref().as_ref() == name)
@@ -61,6 +62,23 @@ impl<'a> Locator<'a> {
     }
 }
 
+/// The dot-separated parts of a path; a quoted part (`dnssec."example.com"`) keeps its dots.
+fn segments(path: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut quoted = false;
+    for c in path.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                out.last_mut().expect("one").push(c);
+            }
+            '.' if !quoted => out.push(String::new()),
+            _ => out.last_mut().expect("one").push(c),
+        }
+    }
+    out
+}
+
 /// `endpoints[1]` -> ("endpoints", [1]).
 fn split_indices(segment: &str) -> (&str, Vec<usize>) {
     let name_end = segment.find('[').unwrap_or(segment.len());
@@ -87,5 +105,10 @@ mod tests {
         // A key the file does not write: the deepest part that it does.
         assert_eq!(at.line("record[0].ttl"), Some(4).max(at.line("record[0]")));
         assert_eq!(at.line("nowhere"), None);
+        // A quoted key keeps its dots.
+        let text = "[dns]\nlisten = []\n[dns.dnssec.\"example.com\"]\nalgorithm = \"x\"\nkeys = [\n  { file = \"a\" },\n  { file = \"b\", role = \"r\" },\n]\n";
+        let at = Locator::new(text);
+        assert_eq!(at.line("dns.dnssec.\"example.com\".algorithm"), Some(4));
+        assert_eq!(at.line("dns.dnssec.\"example.com\".keys[1].role"), Some(7));
     }
 }

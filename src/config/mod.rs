@@ -369,6 +369,28 @@ pub struct RecordEndpoint {
     pub aws_region: Option<String>,
 }
 
+/// One signed zone (`[dns.dnssec."example.com"]`).
+#[derive(Debug, Clone)]
+pub struct DnssecSettings {
+    /// The zone's name as written.
+    pub zone: String,
+    /// Lower-case wire form.
+    pub origin: Vec<u8>,
+    pub algorithm: crate::dns::dnssec::Algorithm,
+    pub keys: Vec<DnssecKeySettings>,
+    /// How long a signature is valid from when it is made.
+    pub signature_validity: Duration,
+    /// Signatures are made again this long (plus up to a tenth of it) before they expire.
+    pub signature_refresh: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DnssecKeySettings {
+    pub file: PathBuf,
+    pub role: crate::dns::dnssec::Role,
+    pub state: crate::dns::dnssec::KeyState,
+}
+
 #[derive(Debug, Clone)]
 pub struct DnsSettings {
     pub listen: Vec<SocketAddr>,
@@ -386,6 +408,8 @@ pub struct DnsSettings {
     pub minimal_responses: bool,
     /// Response rate limiting over UDP.
     pub rrl: RrlSettings,
+    /// The zones signed online.
+    pub dnssec: Vec<DnssecSettings>,
 }
 
 /// The limiter's settings (`[dns.rrl]`).

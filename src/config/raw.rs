@@ -161,6 +161,26 @@ pub struct RawDns {
     pub max_udp_payload: Option<u16>,
     pub minimal_responses: Option<bool>,
     pub rrl: Option<RawRrl>,
+    /// Signed zones, by zone name (`[dns.dnssec."example.com"]`).
+    pub dnssec: Option<BTreeMap<String, RawDnssec>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDnssec {
+    pub algorithm: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<RawDnssecKey>,
+    pub signature_validity: Option<String>,
+    pub signature_refresh: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDnssecKey {
+    pub file: String,
+    pub role: Option<String>,
+    pub state: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,8 +8,8 @@ use serde::de::DeserializeOwned;
 use super::{
     Problem,
     raw::{
-        RawAdmin, RawCheck, RawCluster, RawDns, RawDrill, RawEndpoint, RawProber, RawRecord,
-        RawRoute53, RawRoute53Target, RawRrl, RawServer, RawState,
+        RawAdmin, RawCheck, RawCluster, RawDns, RawDnssec, RawDnssecKey, RawDrill, RawEndpoint,
+        RawProber, RawRecord, RawRoute53, RawRoute53Target, RawRrl, RawServer, RawState,
     },
 };
 
@@ -42,6 +42,32 @@ pub fn check(table: &mut toml::Table) -> Shape {
             "dns" => {
                 if let Some(rrl) = value.as_table_mut().and_then(|t| t.get_mut("rrl")) {
                     shape.fit::<RawRrl>("dns.rrl", rrl);
+                }
+                if let Some(signed) = value.as_table_mut().and_then(|t| t.get_mut("dnssec")) {
+                    match signed.as_table_mut() {
+                        Some(zones) => {
+                            for (zone, settings) in zones.iter_mut() {
+                                let path = format!("dns.dnssec.{zone:?}");
+                                if let Some(keys) =
+                                    settings.as_table_mut().and_then(|t| t.get_mut("keys"))
+                                {
+                                    shape.each::<RawDnssecKey>(
+                                        &format!("{path}.keys"),
+                                        keys,
+                                        |_, _, _| {},
+                                    );
+                                }
+                                shape.fit::<RawDnssec>(&path, settings);
+                            }
+                        }
+                        None => {
+                            shape.add(
+                                "dns.dnssec",
+                                "must be tables, written [dns.dnssec.\"example.com\"]".into(),
+                            );
+                            *signed = toml::Value::Table(toml::Table::new());
+                        }
+                    }
                 }
                 shape.fit::<RawDns>(&key, value);
             }

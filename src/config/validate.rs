@@ -636,7 +636,132 @@ fn validate_dns(raw: &RawConfig, base: &Path, regions: &[Region], p: &mut Proble
         max_udp_payload: max_udp_payload.max(512),
         minimal_responses: raw.dns.minimal_responses.unwrap_or(false),
         rrl: validate_rrl(raw.dns.rrl.as_ref(), p),
+        dnssec: validate_dnssec(raw.dns.dnssec.as_ref(), base, p),
     }
+}
+
+fn validate_dnssec(
+    raw: Option<&std::collections::BTreeMap<String, crate::config::raw::RawDnssec>>,
+    base: &Path,
+    p: &mut Problems,
+) -> Vec<crate::config::DnssecSettings> {
+    use crate::dns::dnssec::{Algorithm, KeyState, Role, ZoneKey};
+    let mut out: Vec<crate::config::DnssecSettings> = Vec::new();
+    for (zone, signed) in raw.into_iter().flatten() {
+        let path = format!("dns.dnssec.{zone:?}");
+        let Some(origin) = crate::dns::wire::from_dotted(&zone.to_ascii_lowercase()) else {
+            p.add(&path, format!("{zone:?} is not a DNS name"));
+            continue;
+        };
+        if out.iter().any(|o| o.origin == origin) {
+            p.add(&path, format!("{zone:?} is listed twice"));
+            continue;
+        }
+        let algorithm = match signed.algorithm.as_deref() {
+            None => Algorithm::EcdsaP256Sha256,
+            Some(text) => Algorithm::parse(text).unwrap_or_else(|| {
+                p.add(
+                    format!("{path}.algorithm"),
+                    format!(
+                        "{text:?} is not an algorithm we sign with; use one of: {}",
+                        Algorithm::NAMES.join(", ")
+                    ),
+                );
+                Algorithm::EcdsaP256Sha256
+            }),
+        };
+        let mut keys = Vec::new();
+        if signed.keys.is_empty() {
+            p.add(
+                format!("{path}.keys"),
+                "must list at least one key, e.g. keys = [{ file = \"keys/example.com.pem\" }] \
+                 (make one with `vantage dnssec keygen`)",
+            );
+        }
+        for (i, key) in signed.keys.iter().enumerate() {
+            let key_path = format!("{path}.keys[{i}]");
+            let role = match key.role.as_deref() {
+                None => Role::Csk,
+                Some(text) => Role::parse(text).unwrap_or_else(|| {
+                    p.add(
+                        format!("{key_path}.role"),
+                        format!(
+                            "{text:?} is not a role; use one of: {}",
+                            Role::NAMES.join(", ")
+                        ),
+                    );
+                    Role::Csk
+                }),
+            };
+            let state = match key.state.as_deref() {
+                None => KeyState::Active,
+                Some(text) => KeyState::parse(text).unwrap_or_else(|| {
+                    p.add(
+                        format!("{key_path}.state"),
+                        format!(
+                            "{text:?} is not a key state; use one of: {}",
+                            KeyState::NAMES.join(", ")
+                        ),
+                    );
+                    KeyState::Active
+                }),
+            };
+            let file = base.join(&key.file);
+            if let Err(e) = ZoneKey::load(&file, role, state, algorithm) {
+                p.add(format!("{key_path}.file"), e);
+            }
+            keys.push(crate::config::DnssecKeySettings { file, role, state });
+        }
+        let active = |wanted: fn(Role) -> bool| {
+            keys.iter()
+                .any(|k| k.state == KeyState::Active && wanted(k.role))
+        };
+        if !keys.is_empty() && !active(Role::entry_point) {
+            p.add(
+                format!("{path}.keys"),
+                "no active key signs the DNSKEY set: make a csk or ksk active",
+            );
+        }
+        if !keys.is_empty() && !active(Role::signs_zone) {
+            p.add(
+                format!("{path}.keys"),
+                "no active key signs the zone's records: make a csk or zsk active",
+            );
+        }
+        let day = std::time::Duration::from_secs(86_400);
+        let signature_validity = p.duration(
+            &format!("{path}.signature_validity"),
+            signed.signature_validity.as_ref(),
+            14 * day,
+        );
+        let signature_refresh = p.duration(
+            &format!("{path}.signature_refresh"),
+            signed.signature_refresh.as_ref(),
+            7 * day,
+        );
+        if signature_validity < std::time::Duration::from_secs(2 * 3600) {
+            p.add(
+                format!("{path}.signature_validity"),
+                "must be at least 2h: resolvers cache signatures, and our clock may be ahead of theirs",
+            );
+        } else if signature_refresh + signature_refresh / 10 + std::time::Duration::from_secs(3600)
+            >= signature_validity
+        {
+            p.add(
+                format!("{path}.signature_refresh"),
+                "must leave signatures valid for a while: keep it (plus a tenth) at least 1h below signature_validity",
+            );
+        }
+        out.push(crate::config::DnssecSettings {
+            zone: zone.clone(),
+            origin,
+            algorithm,
+            keys,
+            signature_validity,
+            signature_refresh,
+        });
+    }
+    out
 }
 
 fn validate_rrl(raw: Option<&crate::config::raw::RawRrl>, p: &mut Problems) -> RrlSettings {

@@ -4,9 +4,10 @@
 //! at zone cuts. Managed names answer A/AAAA from the snapshot and exist like static names.
 //! Pure: the same catalog, snapshot and question give the same reply.
 
-use std::{borrow::Cow, collections::HashMap, net::IpAddr};
+use std::{borrow::Cow, collections::HashMap, net::IpAddr, sync::Arc};
 
 use super::{
+    dnssec::{ZoneSigner, signer::Signatures},
     wire::{
         self, RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, RCODE_SERVFAIL, RCODE_YXDOMAIN, TYPE_A,
         TYPE_AAAA, TYPE_ANY, TYPE_CNAME, TYPE_DNAME, TYPE_DS, TYPE_MX, TYPE_NS, TYPE_SOA, TYPE_SRV,
@@ -34,6 +35,8 @@ struct Managed {
 
 struct ZoneEntry {
     zone: Zone,
+    /// The zone's signer, when it is signed.
+    signer: Option<Arc<ZoneSigner>>,
     /// Managed names of this zone and their ancestors, lower-case wire form.
     managed: HashMap<Box<[u8]>, Managed>,
 }
@@ -55,6 +58,8 @@ pub struct Question<'q> {
     pub roll: u32,
     /// Leave out the optional additional records (addresses of NS/MX/SRV targets).
     pub minimal: bool,
+    /// The reply will be signed: say what a denial of existence must prove.
+    pub dnssec: bool,
 }
 
 /// RDATA to send.
@@ -63,6 +68,10 @@ pub enum Data<'a> {
     Stored(&'a RRset),
     Addresses(Vec<IpAddr>),
     One(Vec<u8>),
+    /// A CNAME synthesized from a DNAME (RFC 6672 section 3.3): never signed.
+    Synthesized(Vec<u8>),
+    /// RRSIG RDATAs.
+    Signatures(Signatures),
 }
 
 impl Data<'_> {
@@ -74,7 +83,8 @@ impl Data<'_> {
                 IpAddr::V4(v4) => f(&v4.octets()),
                 IpAddr::V6(v6) => f(&v6.octets()),
             }),
-            Data::One(rdata) => f(rdata),
+            Data::One(rdata) | Data::Synthesized(rdata) => f(rdata),
+            Data::Signatures(all) => all.iter().all(|r| f(r)),
         }
     }
 }
@@ -105,6 +115,21 @@ pub struct Reply<'a> {
     pub varies: bool,
     /// The reply depends on the client's region (the ECS scope must say so).
     pub region_dependent: bool,
+    /// What a signed reply must prove does not exist (with `Question::dnssec`).
+    pub denial: Option<Denial>,
+    /// The zone cut of a referral (lower case).
+    pub referral: Option<&'a [u8]>,
+}
+
+/// A name, or a type at a name, that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// Lower case, wire form.
+    pub name: Vec<u8>,
+    /// The name does not exist at all (else: not with the type asked).
+    pub nxdomain: bool,
+    /// The types the name has (NODATA only).
+    pub types: Vec<u16>,
 }
 
 impl Reply<'_> {
@@ -140,16 +165,18 @@ enum Step<'a> {
 }
 
 impl Catalog {
-    /// The catalog of `zones`, with the managed names of `records` (records outside every
-    /// zone are left out: the configuration check reports them).
-    pub fn new(zones: Vec<Zone>, records: &[RecordSpec]) -> Self {
+    /// The catalog of `zones` (each with its signer if signed), with the managed names of
+    /// `records` (records outside every zone are left out: the configuration check reports
+    /// them).
+    pub fn new(zones: Vec<(Zone, Option<Arc<ZoneSigner>>)>, records: &[RecordSpec]) -> Self {
         let mut map: HashMap<Box<[u8]>, ZoneEntry> = zones
             .into_iter()
-            .map(|zone| {
+            .map(|(zone, signer)| {
                 (
                     Box::from(zone.origin()),
                     ZoneEntry {
                         zone,
+                        signer,
                         managed: HashMap::new(),
                     },
                 )
@@ -189,9 +216,33 @@ impl Catalog {
         wire::label_starts(name).find_map(|at| self.zones.get(&name[at..]))
     }
 
+    /// The zone that answers `qtype` at `name`: the DS of a zone we also serve the parent of
+    /// is the parent's (RFC 4035 section 3.1.4.1).
+    fn answering(&self, name: &[u8], qtype: u16) -> Option<&ZoneEntry> {
+        let entry = self.entry_for(name)?;
+        if qtype == TYPE_DS
+            && entry.zone.origin() == name
+            && let Some(parent) = wire::parent(name).and_then(|p| self.entry_for(p))
+        {
+            return Some(parent);
+        }
+        Some(entry)
+    }
+
     /// The zone `name` (lower case) belongs to.
     pub fn zone_for(&self, name: &[u8]) -> Option<&Zone> {
         self.entry_for(name).map(|e| &e.zone)
+    }
+
+    /// The zone that answers `qtype` at `name` (lower case) and its signer, if it is signed.
+    pub fn signed_zone_for(&self, name: &[u8], qtype: u16) -> Option<(&Zone, &ZoneSigner)> {
+        let entry = self.answering(name, qtype)?;
+        Some((&entry.zone, entry.signer.as_deref()?))
+    }
+
+    /// Every signed zone's signer.
+    pub fn signers(&self) -> impl Iterator<Item = &Arc<ZoneSigner>> {
+        self.zones.values().filter_map(|e| e.signer.as_ref())
     }
 
     /// The managed record of `kind` at `name` (lower case), if any.
@@ -205,7 +256,7 @@ impl Catalog {
 
     /// The reply to `q`: REFUSED for a name outside our zones.
     pub fn answer<'a>(&'a self, snapshot: &'a Snapshot, q: &Question<'_>) -> Reply<'a> {
-        let Some(entry) = self.entry_for(q.name) else {
+        let Some(entry) = self.answering(q.name, q.qtype) else {
             return Reply::with_rcode(RCODE_REFUSED, false);
         };
         let mut reply = Reply::with_rcode(RCODE_NOERROR, true);
@@ -254,7 +305,7 @@ impl Catalog {
                         owner: owner.clone(),
                         rtype: TYPE_CNAME,
                         ttl: dname.ttl,
-                        data: Data::One(target.clone()),
+                        data: Data::Synthesized(target.clone()),
                     });
                     if q.qtype == TYPE_CNAME {
                         // The synthesized CNAME is what was asked for.
@@ -265,11 +316,25 @@ impl Catalog {
                 }
                 Step::NoData => {
                     reply.authority.push(entry.negative_soa());
+                    if q.dnssec {
+                        reply.denial = Some(Denial {
+                            types: entry.types_at(&name, q.qtype),
+                            name: name.into_owned(),
+                            nxdomain: false,
+                        });
+                    }
                     break;
                 }
                 Step::NxDomain => {
                     reply.rcode = RCODE_NXDOMAIN;
                     reply.authority.push(entry.negative_soa());
+                    if q.dnssec {
+                        reply.denial = Some(Denial {
+                            name: name.into_owned(),
+                            nxdomain: true,
+                            types: Vec::new(),
+                        });
+                    }
                     break;
                 }
                 Step::TooLong => {
@@ -279,6 +344,7 @@ impl Catalog {
                 Step::Referral { cut, ns } => {
                     // Not authoritative below the cut: NS in authority, glue in additional.
                     reply.aa = !reply.answer.is_empty();
+                    reply.referral = Some(cut);
                     reply.authority.push(Set {
                         owner: Some(Cow::Borrowed(cut)),
                         rtype: TYPE_NS,
@@ -318,6 +384,34 @@ impl ZoneEntry {
             ttl,
             data: Data::One(rdata.to_vec()),
         }
+    }
+
+    /// The types at `name` (lower case) other than `qtype`: its own, or, where it does not
+    /// exist, those of the wildcard it was answered from (RFC 4592 section 3.3.1).
+    fn types_at(&self, name: &[u8], qtype: u16) -> Vec<u16> {
+        let origin_len = self.zone.origin().len();
+        let mut closest = name;
+        while self.zone.node(closest).is_none() && !self.managed.contains_key(closest) {
+            match wire::parent(closest) {
+                Some(p) if p.len() >= origin_len => closest = p,
+                _ => break,
+            }
+        }
+        let mut types = Vec::new();
+        let node = if closest.len() == name.len() {
+            if let Some(m) = self.managed.get(name) {
+                types.extend(m.a.as_ref().map(|_| TYPE_A));
+                types.extend(m.aaaa.as_ref().map(|_| TYPE_AAAA));
+            }
+            self.zone.node(name)
+        } else {
+            self.zone.node(&[&[1, b'*'][..], closest].concat())
+        };
+        if let Some((_, node)) = node {
+            types.extend(node.sets().iter().map(|s| s.rtype));
+        }
+        types.retain(|&t| t != qtype);
+        types
     }
 
     fn managed_key_for(&self, name: &[u8], qtype: u16) -> Option<&ManagedKey> {

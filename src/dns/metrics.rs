@@ -1,7 +1,7 @@
 //! The DNS server's metrics: responses by transport, type and code; answers of managed
-//! records by reason; rate limiting; the AF_XDP path; TCP connections refused.
+//! records by reason; rate limiting; the AF_XDP path; TCP connections refused; online signing.
 
-use prometheus::{IntCounter, IntCounterVec};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec};
 
 use crate::metrics::Registry;
 
@@ -13,6 +13,11 @@ pub struct DnsMetrics {
     xdp_packets: IntCounterVec,
     /// TCP connections refused at accept (`vantage_connections_refused_total{listener="dns"}`).
     refused: IntCounter,
+    signatures: IntCounterVec,
+    signature_hits: IntCounterVec,
+    signature_expiry: IntGaugeVec,
+    signature_entries: IntGaugeVec,
+    signature_refresh: IntGaugeVec,
 }
 
 impl DnsMetrics {
@@ -44,6 +49,68 @@ impl DnsMetrics {
                 &["interface", "outcome"],
             ),
             refused,
+            signatures: registry.int_counter_vec(
+                "vantage_dnssec_signatures_total",
+                "RRSIGs made, by signed zone.",
+                &["zone"],
+            ),
+            signature_hits: registry.int_counter_vec(
+                "vantage_dnssec_signature_cache_hits_total",
+                "RRsets of signed answers whose signatures came from the signature cache, by zone.",
+                &["zone"],
+            ),
+            signature_expiry: registry.int_gauge_vec(
+                "vantage_dnssec_signature_expiry_earliest_timestamp_seconds",
+                "When the first of the signatures this server may still send expires (Unix seconds), by zone.",
+                &["zone"],
+            ),
+            signature_entries: registry.int_gauge_vec(
+                "vantage_dnssec_signature_cache_entries",
+                "RRsets whose signatures are cached, by zone.",
+                &["zone"],
+            ),
+            signature_refresh: registry.int_gauge_vec(
+                "vantage_dnssec_signature_refresh_seconds",
+                "How long before they expire signatures are made again (signature_refresh), by zone.",
+                &["zone"],
+            ),
+        }
+    }
+
+    /// What signing one reply of `zone` did.
+    pub fn signed(&self, zone: &str, signed: u64, hits: u64) {
+        if signed > 0 {
+            self.signatures.with_label_values(&[zone]).inc_by(signed);
+        }
+        if hits > 0 {
+            self.signature_hits.with_label_values(&[zone]).inc_by(hits);
+        }
+    }
+
+    /// The signature cache of `zone` after a sweep: entries kept, the earliest expiry among
+    /// them, the refresh period. `zones`: every zone signed now (the others lose their series).
+    pub fn signature_cache(&self, zones: &[(&str, usize, Option<u64>, u64)]) {
+        for gauge in [
+            &self.signature_expiry,
+            &self.signature_entries,
+            &self.signature_refresh,
+        ] {
+            gauge.reset();
+        }
+        for (zone, entries, earliest, refresh) in zones {
+            self.signatures.with_label_values(&[zone]);
+            self.signature_hits.with_label_values(&[zone]);
+            self.signature_entries
+                .with_label_values(&[zone])
+                .set(*entries as i64);
+            self.signature_refresh
+                .with_label_values(&[zone])
+                .set(*refresh as i64);
+            if let Some(at) = earliest {
+                self.signature_expiry
+                    .with_label_values(&[zone])
+                    .set(*at as i64);
+            }
         }
     }
 

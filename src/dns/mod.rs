@@ -10,6 +10,7 @@ pub mod answer;
 pub mod answer_cache;
 pub mod client;
 pub mod cookie;
+pub mod dnssec;
 pub mod harness;
 pub mod listen;
 pub mod metrics;

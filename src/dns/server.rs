@@ -10,7 +10,7 @@ use super::DnsMetrics;
 use super::{
     answer::{Catalog, Question, Reply, Set},
     client::ClientRegions,
-    cookie,
+    cookie, dnssec,
     rrl::RateLimiter,
     wire::{self, OptOut, Parsed, Section, Writer},
 };
@@ -58,7 +58,7 @@ impl DnsState {
         Self {
             generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             catalog: Catalog::new(
-                zones.into_iter().map(|z| z.zone).collect(),
+                zones.into_iter().map(|z| (z.zone, z.signer)).collect(),
                 &settings.records,
             ),
             clients: Arc::new(ClientRegions::new(settings.dns.client_regions.clone())),
@@ -196,6 +196,7 @@ impl Frontend {
                 let opt = edns.map(|e| OptOut {
                     payload: state.max_udp_payload,
                     dnssec_ok: e.dnssec_ok,
+                    compact_ok: false,
                     client_subnet: None,
                     cookie: None,
                 });
@@ -244,6 +245,7 @@ impl Frontend {
         let mut opt = q.edns.map(|e| OptOut {
             payload: state.max_udp_payload,
             dnssec_ok: e.dnssec_ok,
+            compact_ok: false,
             client_subnet: None,
             cookie: cookie.map(|c| {
                 let mut both = [0u8; 24];
@@ -296,14 +298,28 @@ impl Frontend {
                 verified,
             });
         }
+        let signed = q
+            .edns
+            .filter(|e| e.dnssec_ok)
+            .and_then(|e| Some((e, state.catalog.signed_zone_for(&q.lower, q.qtype)?)));
         let question = Question {
             name: &q.lower,
             qtype: q.qtype,
             region: located.region.as_ref(),
             roll: rand::random(),
             minimal: state.minimal,
+            dnssec: signed.is_some(),
         };
-        let reply = state.catalog.answer(&snapshot, &question);
+        let mut reply = state.catalog.answer(&snapshot, &question);
+        if let Some((edns, (zone, signer))) = signed {
+            let now = crate::clock::unix_ms() / 1000;
+            let work =
+                dnssec::secure::secure(zone, signer, &mut reply, &q.lower, edns.compact_ok, now);
+            self.metrics.signed(&signer.zone, work.signed, work.hits);
+            if let Some(opt) = opt.as_mut() {
+                opt.compact_ok = edns.compact_ok;
+            }
+        }
         if let (Some(opt), Some(mut subnet)) = (opt.as_mut(), located.subnet) {
             // RFC 7871 section 7.2.1: the scope is the prefix the answer actually depends on.
             subnet.scope_prefix = if reply.region_dependent {

@@ -117,7 +117,10 @@ impl UdpAnswerer {
         out: &mut Vec<u8>,
     ) -> bool {
         let answers = self.frontend.sources().1.load().answers_generation;
-        let now = (state.generation(), answers);
+        // Emptied every hour too: signed responses must not be replayed for ever (their
+        // signatures are made again long before they expire, but only on the full path).
+        let hour = crate::clock::unix_ms() / 3_600_000;
+        let now = (state.generation(), answers, hour);
         if cache.built_from != Some(now) {
             cache.answers.clear();
             cache.built_from = Some(now);
@@ -130,8 +133,8 @@ impl UdpAnswerer {
 pub struct ThreadCache {
     answers: AnswerCache,
     /// The zones and the snapshot's answers generation the entries were made from.
-    /// (zones generation, snapshot answers generation).
-    built_from: Option<(u64, u64)>,
+    /// (zones generation, snapshot answers generation, hour).
+    built_from: Option<(u64, u64, u64)>,
 }
 
 impl ThreadCache {

@@ -66,7 +66,6 @@ pub fn label_starts(name: &[u8]) -> impl Iterator<Item = usize> + '_ {
 }
 
 /// The number of labels, the root not counted.
-#[cfg(test)]
 pub fn label_count(name: &[u8]) -> usize {
     label_starts(name).count().saturating_sub(1)
 }
@@ -263,6 +262,8 @@ pub struct Edns {
     pub version: u8,
     /// The DO bit (RFC 3225): copied into the response's OPT.
     pub dnssec_ok: bool,
+    /// The CO bit (RFC 9824 section 4): the client takes NXDOMAIN with a compact denial.
+    pub compact_ok: bool,
     pub client_subnet: Option<ClientSubnet>,
     pub cookie: Option<Cookie>,
 }
@@ -411,6 +412,7 @@ fn parse_additional(packet: &[u8], mut at: usize, count: u16) -> (Option<Edns>, 
                 payload: class,
                 version: (ttl >> 16) as u8,
                 dnssec_ok: ttl & 0x8000 != 0,
+                compact_ok: ttl & 0x4000 != 0,
                 client_subnet: None,
                 cookie: None,
             };
@@ -697,8 +699,9 @@ impl Writer {
             self.buf.extend_from_slice(&opt.payload.to_be_bytes());
             self.buf.push((rcode >> 4) as u8);
             self.buf.push(0);
-            self.buf
-                .extend_from_slice(&(if opt.dnssec_ok { 0x8000u16 } else { 0 }).to_be_bytes());
+            self.buf.extend_from_slice(
+                &(u16::from(opt.dnssec_ok) << 15 | u16::from(opt.compact_ok) << 14).to_be_bytes(),
+            );
             let mut options = Vec::new();
             if let Some(ecs) = &opt.client_subnet {
                 ecs.emit(&mut options);
@@ -723,6 +726,8 @@ pub struct OptOut {
     /// The payload size we advertise (our own maximum).
     pub payload: u16,
     pub dnssec_ok: bool,
+    /// The CO bit, echoed to a DO query that set it (RFC 9824 section 4).
+    pub compact_ok: bool,
     pub client_subnet: Option<ClientSubnet>,
     /// The client cookie followed by our server cookie.
     pub cookie: Option<[u8; 24]>,

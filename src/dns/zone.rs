@@ -100,7 +100,6 @@ impl Zone {
     }
 
     /// How many records the zone holds.
-    #[cfg(test)]
     pub fn record_count(&self) -> usize {
         self.nodes
             .iter()

@@ -341,6 +341,17 @@ pub fn type_code(text: &str) -> Option<u16> {
         .map(|(_, code, _)| *code)
 }
 
+/// The mnemonic of a type, or `TYPEnnn` (RFC 3597).
+pub fn type_name(rtype: u16) -> String {
+    TYPES
+        .iter()
+        .find(|(_, code, _)| *code == rtype)
+        .map_or_else(
+            || format!("TYPE{rtype}"),
+            |(mnemonic, _, _)| (*mnemonic).to_string(),
+        )
+}
+
 /// How a field of RDATA is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Field {

@@ -17,6 +17,8 @@ pub struct ZoneFile {
     pub origin: String,
     pub path: PathBuf,
     pub zone: Zone,
+    /// Its signer, once `dnssec::attach` gave it one (`dns.dnssec`).
+    pub signer: Option<std::sync::Arc<super::dnssec::ZoneSigner>>,
 }
 
 impl ZoneFile {
@@ -151,6 +153,7 @@ fn build_zone(path: &Path, builder: ZoneBuilder) -> Result<ZoneFile, ZoneError> 
         origin: wire::to_text(zone.origin()),
         path: path.to_path_buf(),
         zone,
+        signer: None,
     })
 }
 

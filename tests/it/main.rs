@@ -8,6 +8,7 @@ mod demo;
 mod deploy;
 mod differential;
 mod dns_rfc;
+mod dnssec;
 mod drill;
 mod failover;
 mod fleet_state;

@@ -111,3 +111,73 @@ pub async fn nsd(dir: &Path, origin: &str, zone: &str) -> Reference {
         .expect("start nsd (tests/run installs the nsd package)");
     started("nsd", child, port, &format!("{origin}.")).await
 }
+
+/// Knot DNS serving `zone` as `origin` with online signing (`mod-onlinesign`, ECDSA P-256,
+/// keys of its own), for the structure of signed answers.
+pub async fn knot_onlinesign(dir: &Path, origin: &str, zone: &str) -> Reference {
+    let port = free_port();
+    let run = dir.join("knot-onlinesign");
+    std::fs::create_dir_all(run.join("zones")).expect("dir");
+    std::fs::write(run.join(format!("zones/{origin}.zone")), zone).expect("zone");
+    let conf = format!(
+        "server:\n    rundir: \"{run}\"\n    listen: 127.0.0.1@{port}\ndatabase:\n    storage: \"{run}\"\npolicy:\n  - id: p\n    algorithm: ecdsap256sha256\n    single-type-signing: on\nmod-onlinesign:\n  - id: s\n    policy: p\nzone:\n  - domain: {origin}\n    storage: \"{run}/zones\"\n    file: \"{origin}.zone\"\n    module: mod-onlinesign/s\n",
+        run = run.display()
+    );
+    std::fs::write(run.join("knot.conf"), conf).expect("conf");
+    let child = Command::new("/usr/sbin/knotd")
+        .args(["-c", run.join("knot.conf").to_str().expect("path")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start knotd (tests/run installs the knot package)");
+    started("knot", child, port, &format!("{origin}.")).await
+}
+
+/// unbound as a validating resolver (installed by tests/run): `anchors` are its trust anchors
+/// (DS records in presentation form), `stubs` the zones it asks a given server for. Nothing
+/// else is reachable: every query it cannot send to a stub fails.
+pub async fn unbound(dir: &Path, anchors: &[String], stubs: &[(&str, SocketAddr)]) -> Reference {
+    let port = free_port();
+    let run = dir.join(format!("unbound-{port}"));
+    std::fs::create_dir_all(&run).expect("dir");
+    let mut conf = format!(
+        "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-ip6: no\n  do-not-query-localhost: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{run}\"\n  pidfile: \"{run}/unbound.pid\"\n  use-syslog: no\n  logfile: \"{run}/unbound.log\"\n  verbosity: 1\n  val-log-level: 2\n  num-threads: 1\n  so-reuseport: no\n  module-config: \"validator iterator\"\n  qname-minimisation: no\n  prefetch: no\n  cache-min-ttl: 0\n  val-bogus-ttl: 1\n  infra-host-ttl: 1\n  access-control: 127.0.0.0/8 allow\n",
+        run = run.display()
+    );
+    for anchor in anchors {
+        conf.push_str(&format!("  trust-anchor: \"{anchor}\"\n"));
+    }
+    conf.push_str("remote-control:\n  control-enable: no\n");
+    for (zone, addr) in stubs {
+        conf.push_str(&format!(
+            "stub-zone:\n  name: \"{zone}\"\n  stub-addr: {}@{}\n",
+            addr.ip(),
+            addr.port()
+        ));
+    }
+    std::fs::write(run.join("unbound.conf"), conf).expect("conf");
+    let child = Command::new("/usr/sbin/unbound")
+        .args(["-d", "-c", run.join("unbound.conf").to_str().expect("path")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start unbound (tests/run installs the unbound package)");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let reference = Reference { child, addr };
+    // Any answer, even SERVFAIL, says it listens.
+    let query = query_message(".", RecordType::NS, false)
+        .to_vec()
+        .expect("encode");
+    eventually(Duration::from_secs(15), "unbound to answer", || {
+        let query = query.clone();
+        async move {
+            udp_exchange(addr, &query, Duration::from_millis(200))
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+    reference
+}
