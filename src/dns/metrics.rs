@@ -15,6 +15,7 @@ pub struct DnsMetrics {
     refused: IntCounter,
     signatures: IntCounterVec,
     signature_hits: IntCounterVec,
+    signature_failures: IntCounterVec,
     signature_expiry: IntGaugeVec,
     signature_entries: IntGaugeVec,
     signature_refresh: IntGaugeVec,
@@ -59,6 +60,11 @@ impl DnsMetrics {
                 "RRsets of signed answers whose signatures came from the signature cache, by zone.",
                 &["zone"],
             ),
+            signature_failures: registry.int_counter_vec(
+                "vantage_dnssec_signing_failures_total",
+                "RRSIGs that could not be made (the answer went out without them), by zone.",
+                &["zone"],
+            ),
             signature_expiry: registry.int_gauge_vec(
                 "vantage_dnssec_signature_expiry_earliest_timestamp_seconds",
                 "When the first of the signatures this server may still send expires (Unix seconds), by zone.",
@@ -78,12 +84,15 @@ impl DnsMetrics {
     }
 
     /// What signing one reply of `zone` did.
-    pub fn signed(&self, zone: &str, signed: u64, hits: u64) {
-        if signed > 0 {
-            self.signatures.with_label_values(&[zone]).inc_by(signed);
-        }
-        if hits > 0 {
-            self.signature_hits.with_label_values(&[zone]).inc_by(hits);
+    pub fn signed(&self, zone: &str, work: &crate::dns::dnssec::signer::Work) {
+        for (counter, n) in [
+            (&self.signatures, work.signed),
+            (&self.signature_hits, work.hits),
+            (&self.signature_failures, work.failed),
+        ] {
+            if n > 0 {
+                counter.with_label_values(&[zone]).inc_by(n);
+            }
         }
     }
 
@@ -100,6 +109,7 @@ impl DnsMetrics {
         for (zone, entries, earliest, refresh) in zones {
             self.signatures.with_label_values(&[zone]);
             self.signature_hits.with_label_values(&[zone]);
+            self.signature_failures.with_label_values(&[zone]);
             self.signature_entries
                 .with_label_values(&[zone])
                 .set(*entries as i64);

@@ -315,7 +315,7 @@ impl Frontend {
             let now = crate::clock::unix_ms() / 1000;
             let work =
                 dnssec::secure::secure(zone, signer, &mut reply, &q.lower, edns.compact_ok, now);
-            self.metrics.signed(&signer.zone, work.signed, work.hits);
+            self.metrics.signed(&signer.zone, &work);
             if let Some(opt) = opt.as_mut() {
                 opt.compact_ok = edns.compact_ok;
             }

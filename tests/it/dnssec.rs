@@ -611,3 +611,456 @@ async fn signed_answers_have_the_structure_of_knots_online_signing() {
     }
     assert_eq!(compared, queries.len());
 }
+
+/// A signed zone whose keys a test changes: the zone file, the configuration and the server.
+struct Rolling {
+    dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    vantage: Vantage,
+}
+
+impl Rolling {
+    /// Serves `example.com` (every TTL `ttl` seconds) signed with `keys` (TOML inline tables).
+    async fn start(ttl: u32, keys: &[String]) -> Rolling {
+        let dir = workdir();
+        std::fs::write(
+            dir.path().join("zones/example.com.zone"),
+            PARENT_ZONE
+                .replace("$TTL 3600", &format!("$TTL {ttl}"))
+                .replace(
+                    "( 7 3600 600 604800 60 )",
+                    &format!("( 7 {ttl} 600 604800 {ttl} )"),
+                ),
+        )
+        .expect("zone");
+        let path = dir.path().join("fleet.toml");
+        Self::write(&path, dir.path(), keys);
+        let vantage = Vantage::dns(&path, dir.path());
+        vantage.wait_ready().await;
+        Rolling { dir, path, vantage }
+    }
+
+    fn write(path: &Path, dir: &Path, keys: &[String]) {
+        std::fs::write(
+            path,
+            format!(
+                "[[prober]]\nregion = \"a\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nzones_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[dns.dnssec.\"example.com\"]\nkeys = [{}]\n",
+                dir.join("zones").display(),
+                keys.join(", ")
+            ),
+        )
+        .expect("config");
+    }
+
+    fn key(&self, name: &str) -> String {
+        keygen(self.dir.path(), name, "ecdsap256sha256")
+    }
+
+    /// Writes the new key list, reloads (SIGHUP) and waits until vantage serves `dnskeys` keys.
+    async fn roll(&self, keys: &[String], dnskeys: usize) {
+        Self::write(&self.path, self.dir.path(), keys);
+        let (code, out, err) =
+            run_vantage(&["check-config", self.path.to_str().expect("path")], &[]);
+        assert_eq!(code, 0, "{out}{err}");
+        let reloads = || async {
+            let (_, text) = self.vantage.get("/metrics").await;
+            Exposition::parse(&text)
+                .value("vantage_config_reloads_total", &[("result", "success")])
+                .unwrap_or(0.0)
+        };
+        let before = reloads().await;
+        self.vantage.signal("HUP");
+        eventually(Duration::from_secs(10), "the reload", || async {
+            (reloads().await > before).then_some(())
+        })
+        .await;
+        assert_eq!(self.served(RecordType::DNSKEY).await.len(), dnskeys);
+    }
+
+    /// What vantage itself serves for example.com/`rtype`.
+    async fn served(&self, rtype: RecordType) -> Vec<String> {
+        let m = tcp_query(self.vantage.dns, &do_query("example.com.", rtype, false)).await;
+        records(&m.answers)
+            .into_iter()
+            .filter(|(_, t, _)| *t == rtype.to_string())
+            .map(|(_, _, d)| d)
+            .collect()
+    }
+
+    /// The key tags of the RRSIGs vantage serves with static.example.com/A.
+    async fn signing_tags(&self) -> Vec<String> {
+        let m = tcp_query(
+            self.vantage.dns,
+            &do_query("static.example.com.", RecordType::A, false),
+        )
+        .await;
+        let mut tags: Vec<String> = records(&m.answers)
+            .into_iter()
+            .filter(|(_, t, _)| t == "RRSIG")
+            .map(|(_, _, d)| d.split_whitespace().nth(6).unwrap_or_default().to_string())
+            .collect();
+        tags.sort();
+        tags
+    }
+}
+
+/// The key tag `vantage dnssec keygen` printed into a DS line (its first field).
+fn tag_of(ds: &str) -> String {
+    ds.split(" DS ")
+        .nth(1)
+        .expect("DS")
+        .split_whitespace()
+        .next()
+        .expect("tag")
+        .to_string()
+}
+
+/// Validates a name unbound cannot have cached (a new wildcard expansion each time).
+async fn fresh_name_validates(resolver: SocketAddr, n: &mut u32) -> bool {
+    *n += 1;
+    let m = validate(resolver, &format!("n{n}.wild.example.com."), RecordType::A).await;
+    m.metadata.response_code == ResponseCode::NoError && m.metadata.authentic_data
+}
+
+/// Polls until unbound's own view of the DNSKEY set has `count` keys, checking at every poll
+/// that answers still validate (a rollover must never break validation).
+async fn resolver_sees_keys(resolver: SocketAddr, count: usize, n: &mut u32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(fresh_name_validates(resolver, n).await, "validation broke");
+        let keys = secure(
+            resolver,
+            "example.com.",
+            RecordType::DNSKEY,
+            ResponseCode::NoError,
+        )
+        .await;
+        if keys.len() == count {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "unbound still sees {} keys",
+            keys.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A ZSK rollover by pre-publication, step by step as README describes it, through reloads,
+/// with a validating resolver that caches the DNSKEY set: validation never breaks, and at each
+/// step the resolver's own view of the keys is the one the step publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zsk_rollover_by_pre_publication_keeps_validating() {
+    init();
+    let ttl = 4;
+    let keygen_in = tempfile::tempdir().expect("tempdir");
+    let ksk = keygen(keygen_in.path(), "ksk.pem", "ecdsap256sha256");
+    let zsk1 = keygen(keygen_in.path(), "zsk1.pem", "ecdsap256sha256");
+    let entry = |file: &str, role: &str, state: &str| {
+        format!("{{ file = \"{file}\", role = \"{role}\", state = \"{state}\" }}")
+    };
+    let ksk_entry = entry(&ksk, "ksk", "active");
+    let zone = Rolling::start(ttl, &[ksk_entry.clone(), entry(&zsk1, "zsk", "active")]).await;
+    let zsk2 = zone.key("zsk2.pem");
+    let anchors = ds_records(&zone.path, "example.com");
+    assert_eq!(anchors.len(), 1, "only the KSK has a DS: {anchors:?}");
+    let resolver = unbound(
+        zone.dir.path(),
+        &anchors,
+        &[("example.com", zone.vantage.dns)],
+    )
+    .await;
+    let r = resolver.addr;
+    let mut n = 0;
+    resolver_sees_keys(r, 2, &mut n).await;
+    let before = zone.signing_tags().await;
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    // 1. Publish the new ZSK; the old one still signs. Wait until resolvers have it (the
+    //    DNSKEY TTL): here, until unbound's answer shows it.
+    zone.roll(
+        &[
+            ksk_entry.clone(),
+            entry(&zsk1, "zsk", "active"),
+            entry(&zsk2, "zsk", "published"),
+        ],
+        3,
+    )
+    .await;
+    assert_eq!(zone.signing_tags().await, before);
+    resolver_sees_keys(r, 3, &mut n).await;
+    // 2. The new ZSK signs; the old one stays published until its signatures expire from
+    //    caches (the largest TTL of the zone).
+    zone.roll(
+        &[
+            ksk_entry.clone(),
+            entry(&zsk1, "zsk", "published"),
+            entry(&zsk2, "zsk", "active"),
+        ],
+        3,
+    )
+    .await;
+    let after = zone.signing_tags().await;
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "the new ZSK signs");
+    for _ in 0..5 {
+        assert!(fresh_name_validates(r, &mut n).await, "validation broke");
+    }
+    // 3. The old ZSK goes.
+    zone.roll(&[ksk_entry.clone(), entry(&zsk2, "zsk", "active")], 2)
+        .await;
+    resolver_sees_keys(r, 2, &mut n).await;
+}
+
+/// A CSK rollover by double signature: the new CSK signs beside the old one, the parent's DS
+/// moves to it (here: a resolver trusting only the new DS), then the old CSK goes. Resolvers
+/// trusting either DS validate while both sign; CDS follows the keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csk_rollover_by_double_signature_keeps_validating() {
+    init();
+    let keygen_in = tempfile::tempdir().expect("tempdir");
+    let csk1 = keygen(keygen_in.path(), "csk1.pem", "ecdsap256sha256");
+    let entry = |file: &str| format!("{{ file = \"{file}\" }}");
+    let zone = Rolling::start(4, &[entry(&csk1)]).await;
+    let old_ds = ds_records(&zone.path, "example.com");
+    assert_eq!(old_ds.len(), 1);
+    let old = unbound(
+        zone.dir.path(),
+        &old_ds,
+        &[("example.com", zone.vantage.dns)],
+    )
+    .await;
+    let mut n = 0;
+    resolver_sees_keys(old.addr, 1, &mut n).await;
+
+    // 1. The new CSK signs too: two RRSIGs per RRset, two CDS.
+    let csk2 = zone.key("csk2.pem");
+    zone.roll(&[entry(&csk1), entry(&csk2)], 2).await;
+    assert_eq!(zone.signing_tags().await.len(), 2);
+    let both = ds_records(&zone.path, "example.com");
+    assert_eq!(both.len(), 2);
+    let new_ds: Vec<String> = both.into_iter().filter(|d| *d != old_ds[0]).collect();
+    assert_eq!(new_ds.len(), 1);
+    assert_eq!(zone.served(RecordType::CDS).await.len(), 2);
+    resolver_sees_keys(old.addr, 2, &mut n).await;
+    // 2. The parent's DS is the new one: resolvers that trust it validate.
+    let new = unbound(
+        zone.dir.path(),
+        &new_ds,
+        &[("example.com", zone.vantage.dns)],
+    )
+    .await;
+    resolver_sees_keys(new.addr, 2, &mut n).await;
+    // 3. The old CSK goes.
+    zone.roll(&[entry(&csk2)], 1).await;
+    let tags = zone.signing_tags().await;
+    assert_eq!(tags, [tag_of(&new_ds[0])]);
+    assert_eq!(zone.served(RecordType::CDS).await.len(), 1);
+    resolver_sees_keys(new.addr, 1, &mut n).await;
+}
+
+/// The metrics of signing (signatures made, cache hits, the earliest expiry and the refresh
+/// period), answers to queries without DO left as they were (NXDOMAIN stays NXDOMAIN), the CO
+/// flag (RFC 9824 section 4), and bad keys: check-config names the setting and its line, the
+/// zone file's own DNSSEC records are refused by file and name, and a reload with a bad key
+/// keeps signing with the last good one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_metrics_plain_answers_and_bad_keys() {
+    init();
+    let dir = workdir();
+    std::fs::write(dir.path().join("zones/example.com.zone"), PARENT_ZONE).expect("zone");
+    let key = keygen(dir.path(), "example.com.pem", "ecdsap256sha256");
+    let path = dir.path().join("fleet.toml");
+    let config = |key: &str| {
+        format!(
+            "[[prober]]\nregion = \"a\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[dns.dnssec.\"example.com\"]\nkeys = [{{ file = \"{key}\" }}]\n"
+        )
+    };
+    std::fs::write(&path, config(&key)).expect("config");
+    let vantage = Vantage::dns(&path, dir.path());
+    vantage.wait_ready().await;
+
+    // Without DO: unsigned, and a name that does not exist is NXDOMAIN.
+    for edns in [false, true] {
+        let m = udp_query(
+            vantage.dns,
+            &query_message("nope.example.com.", RecordType::A, edns),
+        )
+        .await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert!(
+            records(&m.authorities).iter().all(|(_, t, _)| t == "SOA"),
+            "{m:?}"
+        );
+    }
+    // With DO: a compact answer (NOERROR, NSEC with NXNAME); with DO and CO: NXDOMAIN, CO
+    // echoed.
+    let m = udp_query(
+        vantage.dns,
+        &do_query("nope.example.com.", RecordType::A, false),
+    )
+    .await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    let nsec: Vec<_> = records(&m.authorities)
+        .into_iter()
+        .filter(|(_, t, _)| t == "NSEC")
+        .collect();
+    assert_eq!(
+        nsec,
+        [(
+            "nope.example.com.".to_string(),
+            "NSEC".to_string(),
+            "\\000.nope.example.com. RRSIG NSEC TYPE128".to_string()
+        )]
+    );
+    let mut with_co = do_query("nope.example.com.", RecordType::A, false);
+    with_co.edns.as_mut().expect("edns").flags_mut().z = 0x4000;
+    let m = udp_query(vantage.dns, &with_co).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(records(&m.authorities).iter().any(|(_, t, _)| t == "NSEC"));
+    assert_eq!(m.edns.as_ref().expect("edns").flags().z & 0x4000, 0x4000);
+
+    // Metrics: signatures made, then served from the cache (over TCP, no answer cache).
+    for _ in 0..3 {
+        tcp_query(
+            vantage.dns,
+            &do_query("static.example.com.", RecordType::A, false),
+        )
+        .await;
+    }
+    let zone = [("zone", "example.com")];
+    let metrics = || async {
+        let (_, text) = vantage.get("/metrics").await;
+        Exposition::parse(&text)
+    };
+    let m = metrics().await;
+    assert!(
+        m.value("vantage_dnssec_signatures_total", &zone)
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(
+        m.value("vantage_dnssec_signature_cache_hits_total", &zone)
+            .unwrap_or(0.0)
+            >= 2.0
+    );
+    let expiry = eventually(
+        Duration::from_secs(15),
+        "the signature cache's sweep",
+        || async {
+            metrics().await.value(
+                "vantage_dnssec_signature_expiry_earliest_timestamp_seconds",
+                &zone,
+            )
+        },
+    )
+    .await;
+    let now = vantage::clock::unix_ms() as f64 / 1000.0;
+    let day = 86_400.0;
+    assert!(
+        expiry > now + 7.0 * day && expiry < now + 14.0 * day + 60.0,
+        "earliest expiry {expiry}, now {now}"
+    );
+    let m = metrics().await;
+    assert_eq!(
+        m.value("vantage_dnssec_signature_refresh_seconds", &zone),
+        Some(7.0 * day)
+    );
+    assert_eq!(
+        m.value("vantage_dnssec_signing_failures_total", &zone),
+        Some(0.0)
+    );
+    assert!(
+        m.value("vantage_dnssec_signature_cache_entries", &zone)
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+
+    // A bad key: check-config names the setting and its line; a reload keeps the old key.
+    let tags = || async {
+        let m = tcp_query(
+            vantage.dns,
+            &do_query("static.example.com.", RecordType::A, false),
+        )
+        .await;
+        records(&m.answers)
+            .into_iter()
+            .filter(|(_, t, _)| t == "RRSIG")
+            .map(|(_, _, d)| d.split_whitespace().nth(6).unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    let before = tags().await;
+    assert_eq!(before.len(), 1);
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(
+        &bad,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("bad key");
+    let ed25519 = keygen(dir.path(), "ed.pem", "ed25519");
+    for (file, expect) in [
+        (
+            bad.display().to_string(),
+            "not an ecdsap256sha256 or ed25519 private key",
+        ),
+        (
+            dir.path().join("missing.pem").display().to_string(),
+            "cannot read",
+        ),
+        (
+            ed25519,
+            "the key is ed25519, but the zone's algorithm is ecdsap256sha256",
+        ),
+    ] {
+        std::fs::write(&path, config(&file)).expect("config");
+        let (code, out, err) = run_vantage(&["check-config", path.to_str().expect("path")], &[]);
+        assert_ne!(code, 0);
+        let all = format!("{out}{err}");
+        assert!(
+            all.contains("line 9: dns.dnssec.\"example.com\".keys[0].file") && all.contains(expect),
+            "{all}"
+        );
+    }
+    let reloads = |result: &'static str| async move {
+        metrics()
+            .await
+            .value("vantage_config_reloads_total", &[("result", result)])
+            .unwrap_or(0.0)
+    };
+    let failures = reloads("failure").await;
+    vantage.signal("HUP");
+    eventually(Duration::from_secs(10), "the reload to fail", || async {
+        (reloads("failure").await > failures).then_some(())
+    })
+    .await;
+    assert_eq!(tags().await, before, "still signed with the last good key");
+
+    // The zone file's own DNSSEC records, and a signed zone without a zone file.
+    std::fs::write(&path, config(&key)).expect("config");
+    std::fs::write(
+        dir.path().join("zones/example.com.zone"),
+        format!("{PARENT_ZONE}@ IN DNSKEY 257 3 13 AQID\n"),
+    )
+    .expect("zone");
+    let (code, out, err) = run_vantage(&["check-config", path.to_str().expect("path")], &[]);
+    assert_ne!(code, 0);
+    assert!(
+        format!("{out}{err}").contains(
+            "example.com.zone: example.com. has a DNSKEY record, but vantage signs this zone online"
+        ),
+        "{out}{err}"
+    );
+    std::fs::write(
+        &path,
+        config(&key).replace("dnssec.\"example.com\"", "dnssec.\"example.org\""),
+    )
+    .expect("config");
+    let (code, out, err) = run_vantage(&["check-config", path.to_str().expect("path")], &[]);
+    assert_ne!(code, 0);
+    assert!(
+        format!("{out}{err}")
+            .contains("dns.dnssec.\"example.org\": there is no zone file for this zone"),
+        "{out}{err}"
+    );
+}

@@ -38,6 +38,8 @@ pub struct Work {
     pub signed: u64,
     /// RRsets whose signatures came from the cache.
     pub hits: u64,
+    /// Signatures that could not be made (the answer goes out without them).
+    pub failed: u64,
 }
 
 /// The signer of one zone.
@@ -96,8 +98,10 @@ impl ZoneSigner {
                 return hit.signatures.clone();
             }
         }
+        let failed = work.failed;
         let (signatures, expires) = self.make(owner, rtype, ttl, &tail, now, work);
-        if cache {
+        // What failed is tried again at the next answer.
+        if cache && work.failed == failed {
             // Spread the refreshes: up to a tenth of the refresh period earlier.
             let jitter = rand::random_range(0..=self.refresh / 10);
             let refresh_at = expires.saturating_sub(self.refresh + jitter);
@@ -155,7 +159,10 @@ impl ZoneSigner {
                     out.push(data.as_slice().into());
                     work.signed += 1;
                 }
-                Err(e) => tracing::error!(zone = %self.zone, key = key.tag, "cannot sign: {e}"),
+                Err(e) => {
+                    work.failed += 1;
+                    tracing::error!(zone = %self.zone, key = key.tag, "cannot sign: {e}");
+                }
             }
         }
         (out.into(), expires)
