@@ -69,7 +69,7 @@ pub fn check(config: &Path) -> Result<(Settings, Vec<ZoneFile>), Vec<String>> {
             return Err(problems);
         }
     };
-    if let Err(more) = dns::dnssec::attach(&settings.dns.dnssec, &mut zones) {
+    if let Err(more) = dns::zones::sign(&settings.dns.dnssec, &mut zones) {
         problems.extend(
             more.into_iter()
                 .map(|p| format!("{}: {p}", config.display())),

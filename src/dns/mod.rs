@@ -4,7 +4,7 @@
 //! a question gets (pure); `wire` parses queries and writes responses; `server` is the one
 //! request path that UDP (`udp`, with its `answer_cache`), AF_XDP (`xdp`), TCP (`tcp`) and
 //! the `harness` call; `listen` binds the addresses and starts the transports; `metrics`
-//! counts responses.
+//! counts responses; `dnssec` signs the answers of signed zones.
 
 pub mod answer;
 pub mod answer_cache;

@@ -1,12 +1,13 @@
 //! Static zones: RFC 1035 zone files from the zones directory, read by `zonefile` into
-//! `zone` stores.
+//! `zone` stores; a zone signed online (`dns.dnssec`) gets its keys, its DNSKEY, CDS and CDNSKEY
+//! sets and its signer here.
 //!
 //! A file named `<origin>.zone` holds the zone `<origin>.`. Errors name the file and the line.
 
 use std::path::{Path, PathBuf};
 
 use super::{
-    wire,
+    dnssec, wire,
     zone::{Zone, ZoneBuilder},
     zonefile,
 };
@@ -17,7 +18,7 @@ pub struct ZoneFile {
     pub origin: String,
     pub path: PathBuf,
     pub zone: Zone,
-    /// Its signer, once `dnssec::attach` gave it one (`dns.dnssec`).
+    /// Its signer, once `sign` gave it one (`dns.dnssec`).
     pub signer: Option<std::sync::Arc<super::dnssec::ZoneSigner>>,
 }
 
@@ -162,6 +163,114 @@ fn zonefile_name(stem: &[u8]) -> Option<Vec<u8>> {
     let mut text = stem.to_vec();
     text.push(b'.');
     zonefile::absolute_name(&text)
+}
+
+/// Reads the keys of every zone `settings` signs, adds their DNSKEY, CDS and CDNSKEY sets to
+/// the zone and gives it its signer. Every problem names the zone, the file or the key.
+pub fn sign(
+    settings: &[crate::config::DnssecSettings],
+    zones: &mut [ZoneFile],
+) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    for signed in settings {
+        let Some(zone) = zones
+            .iter_mut()
+            .find(|z| z.zone.origin() == signed.origin.as_slice())
+        else {
+            problems.push(format!(
+                "dns.dnssec.\"{}\": there is no zone file for this zone in the zones directory",
+                signed.zone
+            ));
+            continue;
+        };
+        match sign_zone(signed, zone) {
+            Ok(()) => {}
+            Err(mut more) => problems.append(&mut more),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+fn sign_zone(
+    signed: &crate::config::DnssecSettings,
+    file: &mut ZoneFile,
+) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    let mut keys = Vec::new();
+    for (i, key) in signed.keys.iter().enumerate() {
+        match dnssec::ZoneKey::load(&key.file, key.role, key.state, signed.algorithm) {
+            Ok(k) => keys.push(k),
+            Err(e) => problems.push(format!("dns.dnssec.\"{}\".keys[{i}]: {e}", signed.zone)),
+        }
+    }
+    for (owner, set) in file.zone.rrsets() {
+        if matches!(
+            set.rtype,
+            wire::TYPE_RRSIG
+                | wire::TYPE_NSEC
+                | dnssec::TYPE_NSEC3
+                | dnssec::TYPE_NSEC3PARAM
+                | dnssec::TYPE_DNSKEY
+                | dnssec::TYPE_CDS
+                | dnssec::TYPE_CDNSKEY
+        ) {
+            problems.push(format!(
+                "{}: {} has a {} record, but vantage signs this zone online (dns.dnssec.\"{}\") and \
+                 makes those itself; remove it from the file",
+                file.path.display(),
+                wire::to_text(owner),
+                zonefile::type_name(set.rtype),
+                signed.zone
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let origin = file.zone.origin().to_vec();
+    let ttl = file
+        .zone
+        .apex()
+        .get(wire::TYPE_SOA)
+        .map_or(3600, |soa| soa.ttl);
+    let mut builder = ZoneBuilder::new(&origin);
+    builder.reserve(file.zone.record_count() + 3 * keys.len());
+    let mut add = |owner: &[u8], rtype: u16, ttl: u32, rdata: &[u8]| {
+        if let Err(e) = builder.add(owner, rtype, ttl, rdata) {
+            problems.push(format!("{}: {e}", file.path.display()));
+        }
+    };
+    for (owner, set) in file.zone.rrsets() {
+        for rdata in set.rdatas() {
+            add(owner, set.rtype, set.ttl, rdata);
+        }
+    }
+    for key in &keys {
+        add(&origin, dnssec::TYPE_DNSKEY, ttl, &key.dnskey);
+        // The DS set the parent should hold (RFC 7344): every key-signing key listed.
+        if key.role.entry_point() {
+            add(&origin, dnssec::TYPE_CDNSKEY, ttl, &key.dnskey);
+            add(
+                &origin,
+                dnssec::TYPE_CDS,
+                ttl,
+                &dnssec::keys::ds(&origin, &key.dnskey, key.algorithm),
+            );
+        }
+    }
+    let zone = builder
+        .finish()
+        .map_err(|e| vec![format!("{}: {e}", file.path.display())])?;
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    file.zone = zone;
+    file.signer = Some(std::sync::Arc::new(dnssec::ZoneSigner::new(signed, keys)));
+    Ok(())
 }
 
 #[cfg(test)]

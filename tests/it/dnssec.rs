@@ -187,6 +187,7 @@ fall = 1
 [dns]
 listen = ["127.0.0.1:0"]
 zones_dir = "{zones}"
+client_regions = {{ "127.0.0.0/8" = "r1" }}
 [admin]
 listen = "127.0.0.1:0"
 {signing}
@@ -196,6 +197,21 @@ ttl = 2
 policy = "failover"
 check = "web"
 endpoints = [{{ name = "primary", address = "{a}" }}, {{ name = "secondary", address = "{b}" }}]
+[[record]]
+name = "weighted.example.com"
+policy = "weighted"
+check = "web"
+endpoints = [{{ name = "w1", address = "{a}", weight = 1 }}, {{ name = "w2", address = "{b}", weight = 1 }}]
+[[record]]
+name = "near.example.com"
+policy = "latency"
+check = "web"
+endpoints = [{{ name = "n1", address = "{a}" }}, {{ name = "n2", address = "{b}" }}]
+[[record]]
+name = "every.example.com"
+policy = "all"
+check = "web"
+endpoints = [{{ name = "e1", address = "{a}" }}, {{ name = "e2", address = "{b}" }}]
 "#,
         ca = ca.display(),
         zones = dir.join("zones").display(),
@@ -278,12 +294,20 @@ async fn signed_answers_validate_in_unbound_and_delv() {
     assert_eq!(anchors.len(), 1, "{anchors:?}");
     let vantage = Vantage::dns(&path, dir.path());
     vantage.wait_ready().await;
+    // A second server of the fleet, with the same keys (and a state directory of its own).
+    let second_dir = dir.path().join("second");
+    std::fs::create_dir_all(&second_dir).expect("dir");
+    let second_path = second_dir.join("fleet.toml");
+    std::fs::copy(&path, &second_path).expect("config");
+    let second = Vantage::dns(&second_path, &second_dir);
+    second.wait_ready().await;
 
     let resolver = unbound(
         dir.path(),
         &anchors,
         &[
             ("example.com", vantage.dns),
+            ("example.com", second.dns),
             ("sec.example.com", child.dns),
             ("sub.example.com", insecure.addr),
         ],
@@ -302,6 +326,25 @@ async fn signed_answers_validate_in_unbound_and_delv() {
     assert_eq!(
         secure(r, "mail.example.com.", RecordType::MX, NoError).await,
         ["10 Static.example.com."]
+    );
+    // Managed answers of every policy: each variant is signed as it is served.
+    assert_eq!(
+        secure(r, "every.example.com.", RecordType::A, NoError)
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(
+        secure(r, "near.example.com.", RecordType::A, NoError)
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        secure(r, "weighted.example.com.", RecordType::A, NoError)
+            .await
+            .len(),
+        1
     );
     // A CNAME chain and a DNAME into a wildcard.
     assert_eq!(
@@ -360,7 +403,27 @@ async fn signed_answers_validate_in_unbound_and_delv() {
     assert_eq!(addresses(&m), [std::net::IpAddr::from([192, 0, 2, 56])]);
 
     // delv, asking vantage itself.
+    // A weighted answer differs from query to query: each delv run asks afresh.
+    let mut weighted = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let out = delv(
+            dir.path(),
+            vantage.dns,
+            &anchors[0],
+            "weighted.example.com",
+            "A",
+        );
+        assert!(out.contains("; fully validated"), "delv weighted:\n{out}");
+        weighted.extend(
+            out.lines()
+                .filter(|l| l.starts_with("weighted.example.com.") && l.contains("\tA\t"))
+                .map(str::to_string),
+        );
+    }
+    assert!(!weighted.is_empty());
     for (name, rtype, expect) in [
+        ("near.example.com", "A", "; fully validated"),
+        ("every.example.com", "A", "; fully validated"),
         ("static.example.com", "A", "; fully validated"),
         ("www.example.com", "A", "; fully validated"),
         ("x.wild.example.com", "A", "; fully validated"),
@@ -381,8 +444,13 @@ async fn signed_answers_validate_in_unbound_and_delv() {
             "; negative response, fully validated",
         ),
     ] {
-        let out = delv(dir.path(), vantage.dns, &anchors[0], name, rtype);
-        assert!(out.contains(expect), "delv {name} {rtype}:\n{out}");
+        for server in [vantage.dns, second.dns] {
+            let out = delv(dir.path(), server, &anchors[0], name, rtype);
+            assert!(
+                out.contains(expect),
+                "delv {name} {rtype} at {server}:\n{out}"
+            );
+        }
     }
 
     // A failover: the new answer validates within the record's TTL (2 s).

@@ -135,7 +135,8 @@ pub async fn knot_onlinesign(dir: &Path, origin: &str, zone: &str) -> Reference 
 }
 
 /// unbound as a validating resolver (installed by tests/run): `anchors` are its trust anchors
-/// (DS records in presentation form), `stubs` the zones it asks a given server for. Nothing
+/// (DS records in presentation form), `stubs` the zones it asks a given server for (a zone
+/// listed several times, one after the other, has several servers). Nothing
 /// else is reachable: every query it cannot send to a stub fails.
 pub async fn unbound(dir: &Path, anchors: &[String], stubs: &[(&str, SocketAddr)]) -> Reference {
     let port = free_port();
@@ -149,12 +150,14 @@ pub async fn unbound(dir: &Path, anchors: &[String], stubs: &[(&str, SocketAddr)
         conf.push_str(&format!("  trust-anchor: \"{anchor}\"\n"));
     }
     conf.push_str("remote-control:\n  control-enable: no\n");
-    for (zone, addr) in stubs {
-        conf.push_str(&format!(
-            "stub-zone:\n  name: \"{zone}\"\n  stub-addr: {}@{}\n",
-            addr.ip(),
-            addr.port()
-        ));
+    // A zone listed several times has several servers.
+    let mut zones: Vec<&str> = stubs.iter().map(|(zone, _)| *zone).collect();
+    zones.dedup();
+    for zone in zones {
+        conf.push_str(&format!("stub-zone:\n  name: \"{zone}\"\n"));
+        for (_, addr) in stubs.iter().filter(|(z, _)| *z == zone) {
+            conf.push_str(&format!("  stub-addr: {}@{}\n", addr.ip(), addr.port()));
+        }
     }
     std::fs::write(run.join("unbound.conf"), conf).expect("conf");
     let child = Command::new("/usr/sbin/unbound")

@@ -11,17 +11,12 @@ pub mod keys;
 pub mod secure;
 pub mod signer;
 
-use std::{path::Path, sync::Arc};
+use std::path::Path;
 
 pub use keys::{Algorithm, KeyState, Role, ZoneKey};
 pub use signer::ZoneSigner;
 
-use super::{
-    wire::{self, TYPE_NSEC, TYPE_RRSIG},
-    zone::ZoneBuilder,
-    zones::ZoneFile,
-};
-use crate::config::DnssecSettings;
+use super::wire;
 
 pub const TYPE_DNSKEY: u16 = 48;
 pub const TYPE_CDS: u16 = 59;
@@ -119,106 +114,4 @@ pub fn ds_records(config: &Path, zone: &str) -> Result<String, String> {
         ));
     }
     Ok(out)
-}
-
-/// Reads the keys of every zone `settings` signs, adds their DNSKEY, CDS and CDNSKEY sets to
-/// the zone and gives it its signer. Every problem names the zone, the file or the key.
-pub fn attach(settings: &[DnssecSettings], zones: &mut [ZoneFile]) -> Result<(), Vec<String>> {
-    let mut problems = Vec::new();
-    for signed in settings {
-        let Some(zone) = zones
-            .iter_mut()
-            .find(|z| z.zone.origin() == signed.origin.as_slice())
-        else {
-            problems.push(format!(
-                "dns.dnssec.\"{}\": there is no zone file for this zone in the zones directory",
-                signed.zone
-            ));
-            continue;
-        };
-        match sign_zone(signed, zone) {
-            Ok(()) => {}
-            Err(mut more) => problems.append(&mut more),
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems)
-    }
-}
-
-fn sign_zone(signed: &DnssecSettings, file: &mut ZoneFile) -> Result<(), Vec<String>> {
-    let mut problems = Vec::new();
-    let mut keys = Vec::new();
-    for (i, key) in signed.keys.iter().enumerate() {
-        match ZoneKey::load(&key.file, key.role, key.state, signed.algorithm) {
-            Ok(k) => keys.push(k),
-            Err(e) => problems.push(format!("dns.dnssec.\"{}\".keys[{i}]: {e}", signed.zone)),
-        }
-    }
-    for (owner, set) in file.zone.rrsets() {
-        if matches!(
-            set.rtype,
-            TYPE_RRSIG
-                | TYPE_NSEC
-                | TYPE_NSEC3
-                | TYPE_NSEC3PARAM
-                | TYPE_DNSKEY
-                | TYPE_CDS
-                | TYPE_CDNSKEY
-        ) {
-            problems.push(format!(
-                "{}: {} has a {} record, but vantage signs this zone online (dns.dnssec.\"{}\") and \
-                 makes those itself; remove it from the file",
-                file.path.display(),
-                wire::to_text(owner),
-                super::zonefile::type_name(set.rtype),
-                signed.zone
-            ));
-        }
-    }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    let origin = file.zone.origin().to_vec();
-    let ttl = file
-        .zone
-        .apex()
-        .get(wire::TYPE_SOA)
-        .map_or(3600, |soa| soa.ttl);
-    let mut builder = ZoneBuilder::new(&origin);
-    builder.reserve(file.zone.record_count() + 3 * keys.len());
-    let mut add = |owner: &[u8], rtype: u16, ttl: u32, rdata: &[u8]| {
-        if let Err(e) = builder.add(owner, rtype, ttl, rdata) {
-            problems.push(format!("{}: {e}", file.path.display()));
-        }
-    };
-    for (owner, set) in file.zone.rrsets() {
-        for rdata in set.rdatas() {
-            add(owner, set.rtype, set.ttl, rdata);
-        }
-    }
-    for key in &keys {
-        add(&origin, TYPE_DNSKEY, ttl, &key.dnskey);
-        // The DS set the parent should hold (RFC 7344): every key-signing key listed.
-        if key.role.entry_point() {
-            add(&origin, TYPE_CDNSKEY, ttl, &key.dnskey);
-            add(
-                &origin,
-                TYPE_CDS,
-                ttl,
-                &keys::ds(&origin, &key.dnskey, key.algorithm),
-            );
-        }
-    }
-    let zone = builder
-        .finish()
-        .map_err(|e| vec![format!("{}: {e}", file.path.display())])?;
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    file.zone = zone;
-    file.signer = Some(Arc::new(ZoneSigner::new(signed, keys)));
-    Ok(())
 }

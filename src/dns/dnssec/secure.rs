@@ -178,3 +178,155 @@ impl Signing<'_> {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, sync::Arc};
+
+    use super::*;
+    use crate::{
+        config::DnssecSettings,
+        dns::{
+            answer::{Catalog, Question},
+            dnssec::{Algorithm, KeyState, Role, ZoneKey, keys},
+            wire::{RCODE_NXDOMAIN, from_dotted},
+            zones::parse_zone,
+        },
+        snapshot::Snapshot,
+    };
+
+    const PARENT: &str = "$TTL 300\n@ SOA ns h 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\nchild NS ns.child\nns.child A 192.0.2.2\n*.w A 192.0.2.3\n";
+    const CHILD: &str = "$TTL 300\n@ SOA ns h 1 2 3 4 60\n@ NS ns\nns A 192.0.2.2\n";
+
+    fn signed(
+        origin: &str,
+        text: &str,
+        dir: &Path,
+    ) -> (crate::dns::zone::Zone, Option<Arc<ZoneSigner>>) {
+        let file = dir.join(format!("{origin}.pem"));
+        std::fs::write(&file, keys::generate(Algorithm::Ed25519).expect("key")).expect("write");
+        let key =
+            ZoneKey::load(&file, Role::Csk, KeyState::Active, Algorithm::Ed25519).expect("key");
+        let zone = parse_zone(Path::new(&format!("{origin}.zone")), text).expect("zone");
+        let settings = DnssecSettings {
+            zone: origin.to_string(),
+            origin: from_dotted(origin).expect("name"),
+            algorithm: Algorithm::Ed25519,
+            keys: Vec::new(),
+            signature_validity: std::time::Duration::from_secs(14 * 86_400),
+            signature_refresh: std::time::Duration::from_secs(7 * 86_400),
+        };
+        (
+            zone.zone,
+            Some(Arc::new(ZoneSigner::new(&settings, vec![key]))),
+        )
+    }
+
+    fn ask<'a>(
+        catalog: &'a Catalog,
+        snapshot: &'a Snapshot,
+        name: &'a [u8],
+        qtype: u16,
+    ) -> (Reply<'a>, Work) {
+        let q = Question {
+            name,
+            qtype,
+            region: None,
+            roll: 0,
+            minimal: true,
+            dnssec: true,
+        };
+        let mut reply = catalog.answer(snapshot, &q);
+        let (zone, signer) = catalog.signed_zone_for(name, qtype).expect("signed");
+        let work = secure(zone, signer, &mut reply, name, false, 1_800_000_000);
+        (reply, work)
+    }
+
+    fn types(sets: &[Set<'_>]) -> Vec<u16> {
+        sets.iter().map(|s| s.rtype).collect()
+    }
+
+    #[test]
+    fn signed_replies_carry_what_validation_needs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::new(
+            vec![
+                signed("example.com", PARENT, dir.path()),
+                signed("child.example.com", CHILD, dir.path()),
+            ],
+            &[],
+        );
+        let snapshot = Snapshot::default();
+        let name = |text: &str| from_dotted(text).expect("name");
+
+        // A name that does not exist: NOERROR, SOA + NSEC (NXNAME), each signed.
+        let nope = name("nope.example.com");
+        let (reply, work) = ask(&catalog, &snapshot, &nope, wire::TYPE_A);
+        assert_eq!(reply.rcode, RCODE_NOERROR);
+        assert_eq!(
+            types(&reply.authority),
+            [TYPE_SOA, TYPE_RRSIG, TYPE_NSEC, TYPE_RRSIG]
+        );
+        let Data::One(nsec) = &reply.authority[2].data else {
+            panic!("NSEC data")
+        };
+        let mut expected = vec![1, 0];
+        expected.extend_from_slice(&nope);
+        expected.extend(type_bitmap(&[TYPE_RRSIG, TYPE_NSEC, TYPE_NXNAME]));
+        assert_eq!(*nsec, expected);
+        assert_eq!(work.signed, 2);
+
+        // Asked again: the SOA's signature comes from the cache, the denial is made again.
+        let (_, work) = ask(&catalog, &snapshot, &nope, wire::TYPE_A);
+        assert_eq!((work.signed, work.hits), (1, 1));
+
+        // A wildcard's missing type: the NSEC lists the wildcard's types.
+        let wild = name("x.w.example.com");
+        let (reply, _) = ask(&catalog, &snapshot, &wild, wire::TYPE_MX);
+        let Data::One(nsec) = &reply.authority[2].data else {
+            panic!("NSEC data")
+        };
+        assert!(nsec.ends_with(&type_bitmap(&[wire::TYPE_A, TYPE_RRSIG, TYPE_NSEC])));
+
+        // The DS of a child we also serve is the parent's: a signed NODATA from the parent.
+        let child = name("child.example.com");
+        let (reply, _) = ask(&catalog, &snapshot, &child, TYPE_DS);
+        assert_eq!(reply.rcode, RCODE_NOERROR);
+        assert!(reply.aa);
+        let Data::One(nsec) = &reply.authority[2].data else {
+            panic!("NSEC data")
+        };
+        assert!(nsec.ends_with(&type_bitmap(&[TYPE_NS, TYPE_RRSIG, TYPE_NSEC])));
+        let Data::Signatures(rrsigs) = &reply.authority[3].data else {
+            panic!("RRSIG data")
+        };
+        // Signed by the parent (signer name at offset 18).
+        assert_eq!(&rrsigs[0][18..18 + 13], name("example.com").as_slice());
+        // Any other question at the child's apex is the child's.
+        let (reply, _) = ask(&catalog, &snapshot, &child, wire::TYPE_SOA);
+        assert_eq!(types(&reply.answer), [TYPE_SOA, TYPE_RRSIG]);
+    }
+
+    #[test]
+    fn compact_ok_keeps_nxdomain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::new(vec![signed("example.com", PARENT, dir.path())], &[]);
+        let snapshot = Snapshot::default();
+        let nope = from_dotted("nope.example.com").expect("name");
+        let q = Question {
+            name: &nope,
+            qtype: wire::TYPE_A,
+            region: None,
+            roll: 0,
+            minimal: true,
+            dnssec: true,
+        };
+        let mut reply = catalog.answer(&snapshot, &q);
+        let (zone, signer) = catalog
+            .signed_zone_for(&nope, wire::TYPE_A)
+            .expect("signed");
+        secure(zone, signer, &mut reply, &nope, true, 1_800_000_000);
+        assert_eq!(reply.rcode, RCODE_NXDOMAIN);
+        assert!(types(&reply.authority).contains(&TYPE_NSEC));
+    }
+}
