@@ -313,8 +313,14 @@ impl Frontend {
         let mut reply = state.catalog.answer(&snapshot, &question);
         if let Some((edns, (zone, signer))) = signed {
             let now = crate::clock::unix_ms() / 1000;
-            let work =
-                dnssec::secure::secure(zone, signer, &mut reply, &q.lower, edns.compact_ok, now);
+            let work = dnssec::secure::secure(
+                zone,
+                signer,
+                &mut reply,
+                (&q.lower, q.qtype),
+                edns.compact_ok,
+                now,
+            );
             self.metrics.signed(&signer.zone, &work);
             if let Some(opt) = opt.as_mut() {
                 opt.compact_ok = edns.compact_ok;

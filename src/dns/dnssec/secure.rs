@@ -16,21 +16,31 @@ use super::{
 use crate::dns::{
     answer::{Data, Reply, Set},
     wire::{
-        self, RCODE_NOERROR, RCODE_NXDOMAIN, TYPE_DS, TYPE_NS, TYPE_NSEC, TYPE_RRSIG, TYPE_SOA,
+        self, RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, TYPE_DS, TYPE_NS, TYPE_NSEC,
+        TYPE_RRSIG, TYPE_SOA,
     },
     zone::Zone,
 };
 
-/// Signs `reply` for `qname` (lower case) at unix second `now`. `compact_ok`: the query set
-/// the CO flag (RFC 9824 section 4), so a name that does not exist keeps its NXDOMAIN.
+/// Signs `reply` to `qname` (lower case) / `qtype` at unix second `now`. `compact_ok`: the
+/// query set the CO flag (RFC 9824 section 4), so a name that does not exist keeps its
+/// NXDOMAIN. A question for the RRSIG type is refused (as Knot does: signatures travel with
+/// what they cover); one for NSEC gets the NSEC at the name as its answer.
 pub fn secure<'a>(
     zone: &'a Zone,
     signer: &ZoneSigner,
     reply: &mut Reply<'a>,
-    qname: &[u8],
+    (qname, qtype): (&[u8], u16),
     compact_ok: bool,
     now: u64,
 ) -> Work {
+    if qtype == TYPE_RRSIG {
+        *reply = Reply {
+            rcode: RCODE_REFUSED,
+            ..Reply::default()
+        };
+        return Work::default();
+    }
     let mut signing = Signing {
         signer,
         qname,
@@ -69,14 +79,17 @@ pub fn secure<'a>(
         }
     }
     if let Some(denial) = &reply.denial {
-        reply.authority.extend(signing.nsec(
-            &denial.name,
-            &denial.types,
-            denial.nxdomain,
-            negative_ttl,
-        ));
-        if denial.nxdomain && reply.rcode == RCODE_NXDOMAIN && !compact_ok {
+        let nsec = signing.nsec(&denial.name, &denial.types, denial.nxdomain, negative_ttl);
+        if qtype == TYPE_NSEC && denial.name == qname {
+            // The NSEC asked for: the answer, without the SOA.
+            reply.authority.clear();
+            reply.answer.extend(nsec);
             reply.rcode = RCODE_NOERROR;
+        } else {
+            reply.authority.extend(nsec);
+            if denial.nxdomain && reply.rcode == RCODE_NXDOMAIN && !compact_ok {
+                reply.rcode = RCODE_NOERROR;
+            }
         }
     }
     signing.work
@@ -238,7 +251,14 @@ mod tests {
         };
         let mut reply = catalog.answer(snapshot, &q);
         let (zone, signer) = catalog.signed_zone_for(name, qtype).expect("signed");
-        let work = secure(zone, signer, &mut reply, name, false, 1_800_000_000);
+        let work = secure(
+            zone,
+            signer,
+            &mut reply,
+            (name, qtype),
+            false,
+            1_800_000_000,
+        );
         (reply, work)
     }
 
@@ -325,7 +345,14 @@ mod tests {
         let (zone, signer) = catalog
             .signed_zone_for(&nope, wire::TYPE_A)
             .expect("signed");
-        secure(zone, signer, &mut reply, &nope, true, 1_800_000_000);
+        secure(
+            zone,
+            signer,
+            &mut reply,
+            (&nope, wire::TYPE_A),
+            true,
+            1_800_000_000,
+        );
         assert_eq!(reply.rcode, RCODE_NXDOMAIN);
         assert!(types(&reply.authority).contains(&TYPE_NSEC));
     }
