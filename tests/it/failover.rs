@@ -946,3 +946,132 @@ async fn checks_that_outlast_the_suspect_interval_still_reach_fall() {
         "a timeout counted as the prober's own problem"
     );
 }
+
+/// Flapping every 2 s, seen by three probers (interval 200 ms) through a majority quorum:
+/// with rise 2 and fall 2 the verdict follows each flap once and never more; with rise 15
+/// (3 s of good checks, longer than an Up phase) it goes Down once and stays Down until the
+/// flapping stops. And what an outage costs the endpoint: with interval 1 s, suspect 100 ms and
+/// fall 3, three probers check it at most 45 times in 10 s of outage (README states the
+/// measured rate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flapping_and_outages_cost_what_rise_fall_and_quorum_allow() {
+    init();
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..3],
+        vec![
+            pki.issue(&["app.test"]),
+            pki.issue(&["app.test"]),
+            pki.issue(&["app.test"]),
+        ],
+    )
+    .await;
+    let port = backends[0].addr.port();
+    let ca = pki.ca_file.display();
+    let check = |name: &str, timing: &str| {
+        format!(
+            "[check.{name}]\nport = {port}\npath = \"/healthz\"\nhost = \"app.test\"\nca_file = \"{ca}\"\ntimeout = \"150ms\"\n{timing}\n"
+        )
+    };
+    let record = |name: &str, check: &str, ip: std::net::Ipv4Addr| {
+        format!(
+            "[[record]]\nname = \"{name}.example.com\"\npolicy = \"all\"\ncheck = \"{check}\"\nendpoints = [{{ name = \"{name}\", address = \"{ip}\" }}]\n"
+        )
+    };
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[cluster]\nstale_after = \"5s\"\n[[prober]]\nregion = \"r1\"\n[[prober]]\nregion = \"r2\"\n[[prober]]\nregion = \"r3\"\n{}{}{}[dns]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n{}{}{}",
+            check("quick", "interval = \"200ms\"\nrise = 2\nfall = 2"),
+            check("slow", "interval = \"200ms\"\nrise = 15\nfall = 2"),
+            check("outage", "interval = \"1s\"\nsuspect_interval = \"100ms\"\nrise = 1\nfall = 3"),
+            record("quick", "quick", ips[0]),
+            record("slow", "slow", ips[1]),
+            record("outage", "outage", ips[2]),
+        ),
+    )
+    .expect("config");
+    let vantage = Vantage::dns(&path, dir.path());
+    vantage.wait_ready().await;
+    let transitions = |endpoint: &'static str, to: &'static str| {
+        let vantage = &vantage;
+        async move {
+            let (_, text) = vantage.get("/metrics").await;
+            Exposition::parse(&text)
+                .value(
+                    "vantage_verdict_transitions_total",
+                    &[("endpoint", endpoint), ("to", to)],
+                )
+                .unwrap_or(0.0) as u32
+        }
+    };
+    let up = |endpoint: &'static str| async move {
+        eventually(Duration::from_secs(10), "the endpoint to be Up", || async {
+            (transitions(endpoint, "up").await >= 1).then_some(())
+        })
+        .await;
+    };
+    up("quick").await;
+    up("slow").await;
+    up("outage").await;
+    let (quick_up, slow_up) = (
+        transitions("quick", "up").await,
+        transitions("slow", "up").await,
+    );
+
+    // The outage: 10 s of 503 for one endpoint, every request counted at the backend.
+    let before = backends[2].seen.lock().expect("lock").len();
+    backends[2].set(Mode::Status(503));
+    let outage_started = tokio::time::Instant::now();
+    // Meanwhile, six flaps of 2 s for the other two: Down, Up, Down, Up, Down, Up.
+    let mut flaps = tokio::time::interval(Duration::from_secs(2));
+    flaps.tick().await;
+    let mut outage = None;
+    for flap in 0..6 {
+        let mode = if flap % 2 == 0 {
+            Mode::Status(503)
+        } else {
+            Mode::Healthy
+        };
+        backends[0].set(mode);
+        backends[1].set(mode);
+        flaps.tick().await;
+        if outage.is_none() && outage_started.elapsed() >= Duration::from_secs(10) {
+            backends[2].set(Mode::Healthy);
+            let checks = backends[2].seen.lock().expect("lock").len() - before;
+            outage = Some((checks, outage_started.elapsed()));
+        }
+    }
+    let (outage_checks, outage_lasted) = outage.expect("the outage ended");
+    eprintln!(
+        "checks of one endpoint in {outage_lasted:?} of outage, 3 probers, interval 1 s, suspect 100 ms, fall 3: {outage_checks}"
+    );
+    assert_eq!(transitions("outage", "down").await, 1);
+    assert!(
+        outage_checks <= 45,
+        "an outage cost {outage_checks} checks in {outage_lasted:?}"
+    );
+
+    // Quick: one Down per 503 phase and one Up per healthy phase, no more.
+    eventually(
+        Duration::from_secs(5),
+        "quick to follow the last flap",
+        || async { (transitions("quick", "up").await == quick_up + 3).then_some(()) },
+    )
+    .await;
+    assert_eq!(transitions("quick", "down").await, 3);
+    // Slow: Down once; its Up phases are shorter than rise; Up again once the flapping stops.
+    assert_eq!(transitions("slow", "down").await, 1);
+    assert_eq!(transitions("slow", "up").await, slow_up);
+    eventually(
+        Duration::from_secs(8),
+        "slow to rise after the flapping",
+        || async { (transitions("slow", "up").await == slow_up + 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(transitions("quick", "down").await, 3);
+    assert_eq!(transitions("quick", "up").await, quick_up + 3);
+}
