@@ -182,6 +182,10 @@ pub struct Observation {
     /// When the certificate the last https check was shown expires (Unix seconds).
     pub cert_expiry: Option<i64>,
     pub observed_at: Instant,
+    /// A check of the endpoint has been running far longer than its checks take (several
+    /// smoothed round trips): it may be about to time out. Not a vote; a reason for the other
+    /// probers to check now (confirmation on demand).
+    pub overdue: bool,
     /// Increases by one with every check the prober runs for this endpoint.
     pub seq: u64,
 }

@@ -483,6 +483,7 @@ mod tests {
                 local_error: None,
                 cert_expiry: None,
                 observed_at: now - Duration::from_secs(age),
+                overdue: false,
                 seq: 1,
             });
         }
@@ -524,6 +525,7 @@ mod tests {
             local_error: None,
             cert_expiry: None,
             observed_at: now,
+            overdue: false,
             seq: 1,
         }
     }

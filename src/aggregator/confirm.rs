@@ -1,5 +1,5 @@
 //! Confirmation on demand: when a prober suspects an endpoint (a failed check while the
-//! verdict is not Down), the probers that have not seen it fail are asked to check it now, so
+//! verdict is not Down, or a check running far longer than it should: `overdue`), the probers that have not seen it fail are asked to check it now, so
 //! that a quorum of fresh observations exists within about one check of the first failure,
 //! not one interval. Each suspicion ends confirmed (the verdict went Down) or unconfirmed
 //! (every prober sees it succeed again first: a false alarm), counted and explained.
@@ -90,7 +90,7 @@ impl Confirmer {
             let failing: Vec<&Region> = latest
                 .of(id)
                 .iter()
-                .filter(|o| o.failures > 0 && o.local_error.is_none())
+                .filter(|o| (o.failures > 0 || o.overdue) && o.local_error.is_none())
                 .map(|o| &o.region)
                 .collect();
             if verdict.health == Health::Down {
@@ -196,6 +196,7 @@ mod tests {
             local_error: None,
             cert_expiry: None,
             observed_at: Instant::now(),
+            overdue: false,
             seq: 1,
         }
     }

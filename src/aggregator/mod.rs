@@ -214,7 +214,20 @@ impl Aggregator {
                             .all(|(id, v)| verdicts.get(id).is_some_and(|p| p.same_as_shown(v)))
                     {
                         // Nothing an answer (or a drill watching the status) depends on
-                        // changed; the next sweep shows the rest.
+                        // changed; the next sweep shows the rest. A suspicion that does not
+                        // change a vote (a check running overdue) is still asked about now.
+                        let confirmer = &mut self.confirmer;
+                        let regions = &self.settings.regions;
+                        let looked = self.board.with_latest(|latest| {
+                            confirmer.look(
+                                Some(&changes.endpoints),
+                                &verdicts,
+                                latest,
+                                regions,
+                                now,
+                            )
+                        });
+                        self.reporter.suspicions(looked);
                         continue;
                     }
                     last.fresh.clone_from(&round.fresh);
@@ -617,6 +630,7 @@ mod tests {
             local_error: None,
             cert_expiry: None,
             observed_at: Instant::now(),
+            overdue: false,
             seq: crate::exchange::board::next_seq(),
         });
     }

@@ -118,6 +118,7 @@ impl ObservationBoard {
                 old.health != observation.health
                     || old.local_error.is_some() != observation.local_error.is_some()
                     || (old.failures > 0) != (observation.failures > 0)
+                    || old.overdue != observation.overdue
             }
             None => true,
         };
@@ -246,6 +247,7 @@ mod tests {
             local_error: None,
             cert_expiry: None,
             observed_at: tokio::time::Instant::now(),
+            overdue: false,
             seq,
         }
     }

@@ -48,6 +48,9 @@ pub struct WireObservation {
     pub cert_expiry_unix_s: Option<i64>,
     /// How long before the report was generated the observation was made.
     pub age_ms: u64,
+    /// A check has been running far longer than the endpoint's checks take (not a vote).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overdue: bool,
     /// The prober process's check sequence at this observation (grows with every check of any
     /// endpoint; orders observations, does not count this endpoint's checks).
     pub checks: u64,
@@ -99,6 +102,7 @@ impl Report {
                 local_error: o.local_error.clone(),
                 cert_expiry_unix_s: o.cert_expiry,
                 age_ms: now.saturating_duration_since(o.observed_at).as_millis() as u64,
+                overdue: o.overdue,
                 checks: o.seq,
             })
             .collect();
@@ -134,6 +138,7 @@ impl Report {
                 observed_at: asked_at
                     .checked_sub(Duration::from_millis(w.age_ms))
                     .unwrap_or(asked_at),
+                overdue: w.overdue,
                 seq,
             })
             .collect()

@@ -29,6 +29,20 @@ use crate::{
 /// prober's suspicion) at most once per this period.
 pub const ASKED_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
+/// A check running this many smoothed round trips (and at least `OVERDUE_FLOOR`) is overdue:
+/// the prober says so at once, so that the others are asked to check before it times out.
+const OVERDUE_RTTS: u32 = 4;
+const OVERDUE_FLOOR: Duration = Duration::from_millis(100);
+
+/// When a check that starts now is overdue: `OVERDUE_RTTS` smoothed round trips, at least
+/// `OVERDUE_FLOOR` and at most half the timeout; None until a check has succeeded (no round
+/// trip to compare with) or when half the timeout is below the floor.
+fn overdue_after(smoothed_rtt: Option<Duration>, timeout: Duration) -> Option<Duration> {
+    let most = timeout / 2;
+    let rtts = smoothed_rtt? * OVERDUE_RTTS;
+    (most >= OVERDUE_FLOOR).then(|| rtts.clamp(OVERDUE_FLOOR, most))
+}
+
 /// Starts checking every endpoint from `region`, at most `max_in_flight` checks at a time,
 /// and at once those `asks` name (rate-limited); tasks end when `shutdown` is cancelled.
 #[allow(clippy::too_many_arguments)]
@@ -92,6 +106,9 @@ struct EndpointState {
     asked: Option<Instant>,
     /// Where in each interval this region checks the endpoint (`schedule`).
     phase: f64,
+    /// Checks started so far, and the number of the one running.
+    started: u64,
+    running: Option<u64>,
 }
 
 impl EndpointState {
@@ -115,6 +132,8 @@ impl EndpointState {
             due: None,
             asked: None,
             phase,
+            started: 0,
+            running: None,
         }
     }
 }
@@ -153,14 +172,18 @@ async fn run(
         .enumerate()
         .map(|(i, s)| (s.endpoint.id.clone(), i))
         .collect();
+    // Checks that become overdue: (when, endpoint, check number).
+    let mut overdue: BinaryHeap<Reverse<(Instant, usize, u64)>> = BinaryHeap::new();
     let mut asks_open = true;
     // Dropped with the loop: a reload or a stop aborts the checks in flight.
     let mut running: JoinSet<Done> = JoinSet::new();
     let timer = tokio::time::sleep_until(now);
     tokio::pin!(timer);
     loop {
-        if let Some(Reverse((at, _))) = due.peek() {
-            timer.as_mut().reset(*at);
+        let next_due = due.peek().map(|Reverse((at, _))| *at);
+        let next_overdue = overdue.peek().map(|Reverse((at, _, _))| *at);
+        if let Some(at) = next_due.into_iter().chain(next_overdue).min() {
+            timer.as_mut().reset(at);
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -168,6 +191,7 @@ async fn run(
                 match done {
                     Ok(done) => {
                         let index = done.index;
+                        states[index].running = None;
                         let next = shared.finished(&mut states[index], done);
                         states[index].due = Some(next);
                         due.push(Reverse((next, index)));
@@ -198,8 +222,17 @@ async fn run(
                 shared.metrics.asked(&shared.region);
                 tracing::debug!(endpoint = %endpoint, region = %shared.region, "checking now, as asked");
             }
-            () = &mut timer, if !due.is_empty() => {
+            () = &mut timer, if !due.is_empty() || !overdue.is_empty() => {
                 let now = Instant::now();
+                while let Some(Reverse((at, index, number))) = overdue.peek().copied() {
+                    if at > now {
+                        break;
+                    }
+                    overdue.pop();
+                    if states[index].running == Some(number) {
+                        shared.overdue(&states[index]);
+                    }
+                }
                 while let Some(Reverse((at, index))) = due.peek().copied() {
                     if at > now {
                         break;
@@ -210,7 +243,15 @@ async fn run(
                         continue;
                     }
                     states[index].due = None;
-                    let state = &states[index];
+                    let state = &mut states[index];
+                    state.started += 1;
+                    state.running = Some(state.started);
+                    if state.threshold.state() != Health::Down
+                        && let Some(after) =
+                            overdue_after(state.smoothed_rtt, state.endpoint.check.timeout)
+                    {
+                        overdue.push(Reverse((now + after, index, state.started)));
+                    }
                     running.spawn(check(
                         shared.clone(),
                         state.checker.clone(),
@@ -326,6 +367,20 @@ fn on_grid(after: Duration, interval: Duration, phase: f64) -> Duration {
 }
 
 impl Shared {
+    /// Says that the check running at `state`'s endpoint is overdue: the latest observation
+    /// again, marked (not a vote: the aggregators ask the other probers to check now).
+    fn overdue(&self, state: &EndpointState) {
+        let Some(observed_at) = state.observed_at else {
+            return;
+        };
+        tracing::debug!(endpoint = %state.endpoint.id, region = %self.region,
+            "a check has run {OVERDUE_RTTS} round trips without an answer; saying so");
+        self.board.report(Observation {
+            overdue: true,
+            ..observation(&self.region, state, None, observed_at)
+        });
+    }
+
     /// Takes a check's result: thresholds, metrics, logs, the observation; returns when the
     /// endpoint's next check is due.
     fn finished(&self, state: &mut EndpointState, done: Done) -> Instant {
@@ -428,23 +483,11 @@ impl Shared {
         // A check that could not run refreshes nothing: the last real observation ages (and
         // goes stale if this lasts), with the local error shown beside it.
         if let Some(observed_at) = state.observed_at {
-            board.report(Observation {
-                endpoint: endpoint.id.clone(),
-                region: region.clone(),
-                health: threshold.state(),
-                successes: threshold.counts().0,
-                failures: threshold.counts().1,
-                last_rtt: state.last_rtt,
-                smoothed_rtt: state.smoothed_rtt,
-                last_failure: state.last_failure.clone(),
-                cert_expiry: state.checker.cert_expiry(),
-                local_error: match &outcome {
-                    ProbeOutcome::Fail { detail, .. } if local => Some(detail.clone()),
-                    _ => None,
-                },
-                observed_at,
-                seq: crate::exchange::board::next_seq(),
-            });
+            let local_error = match &outcome {
+                ProbeOutcome::Fail { detail, .. } if local => Some(detail.clone()),
+                _ => None,
+            };
+            board.report(observation(region, state, local_error, observed_at));
         }
         // While suspected, the next check comes after `suspect_interval`: `fall` consecutive
         // failures take (fall - 1) x suspect_interval, not (fall - 1) x interval. The next check
@@ -457,12 +500,54 @@ impl Shared {
         // request; two checks are never more than 1.1 intervals apart, as `stale_after`'s
         // rule assumes).
         let now = Instant::now();
-        let next = if threshold.suspect() {
+        let next = if state.threshold.suspect() {
             started + check.suspect_interval
         } else {
             let after = (started + check.interval / 10).saturating_duration_since(now);
             now + on_grid(after, check.interval, state.phase)
         };
         next.max(now)
+    }
+}
+
+/// The observation of `state`'s endpoint as it stands.
+fn observation(
+    region: &Region,
+    state: &EndpointState,
+    local_error: Option<String>,
+    observed_at: Instant,
+) -> Observation {
+    let threshold = &state.threshold;
+    Observation {
+        endpoint: state.endpoint.id.clone(),
+        region: region.clone(),
+        health: threshold.state(),
+        successes: threshold.counts().0,
+        failures: threshold.counts().1,
+        last_rtt: state.last_rtt,
+        smoothed_rtt: state.smoothed_rtt,
+        last_failure: state.last_failure.clone(),
+        cert_expiry: state.checker.cert_expiry(),
+        local_error,
+        observed_at,
+        overdue: false,
+        seq: crate::exchange::board::next_seq(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_is_overdue_after_a_few_round_trips_within_half_its_timeout() {
+        let ms = Duration::from_millis;
+        let second = Duration::from_secs(1);
+        assert_eq!(overdue_after(None, second), None);
+        assert_eq!(overdue_after(Some(ms(5)), second), Some(ms(100)));
+        assert_eq!(overdue_after(Some(ms(50)), second), Some(ms(200)));
+        assert_eq!(overdue_after(Some(ms(400)), second), Some(ms(500)));
+        // A timeout too short to say anything before it.
+        assert_eq!(overdue_after(Some(ms(5)), ms(150)), None);
     }
 }

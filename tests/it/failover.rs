@@ -1075,3 +1075,88 @@ async fn flapping_and_outages_cost_what_rise_fall_and_quorum_allow() {
     assert_eq!(transitions("quick", "down").await, 3);
     assert_eq!(transitions("quick", "up").await, quick_up + 3);
 }
+
+/// Packets dropped (a check that hangs until its 1 s timeout), three probers every 10 s, fall 1:
+/// the first prober whose check runs far past the endpoint's usual round trip says so at once
+/// (`overdue`), the others are asked to check then, and their timeouts come right after the
+/// first one's, not a whole timeout later: the failover follows the first timeout within a
+/// fraction of a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_check_is_confirmed_before_it_times_out() {
+    init();
+    let dir = workdir();
+    let pki = Pki::new(dir.path());
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..2],
+        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
+    )
+    .await;
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        primary_secondary(
+            dir.path(),
+            &ips,
+            backends[0].addr.port(),
+            &pki.ca_file,
+            "[cluster]\nstale_after = \"15s\"\n[[prober]]\nregion = \"r1\"\n[[prober]]\nregion = \"r2\"\n[[prober]]\nregion = \"r3\"\n",
+            "interval = \"10s\"\ntimeout = \"1s\"\nrise = 1\nfall = 1\n",
+        ),
+    )
+    .expect("config");
+    let vantage = Vantage::dns(&path, dir.path());
+    vantage.wait_ready().await;
+    let vantage = &vantage;
+    let www = || async {
+        addresses(
+            &udp_query(
+                vantage.dns,
+                &query_message("www.example.com.", RecordType::A, false),
+            )
+            .await,
+        )
+    };
+    assert_eq!(www().await, vec![IpAddr::V4(ips[0])]);
+    // Every prober has a round trip to compare with: each has seen primary Up.
+    eventually(
+        Duration::from_secs(15),
+        "three Up votes for primary",
+        || async {
+            let status = vantage.status().await;
+            let up = status["endpoints"]
+                .as_array()?
+                .iter()
+                .find(|e| e["id"] == "primary")?["votes"]
+                .as_array()?
+                .iter()
+                .filter(|v| v["state"] == "up")
+                .count();
+            (up == 3).then_some(())
+        },
+    )
+    .await;
+    backends[0].set(Mode::Hang);
+    let first_timeout = eventually(Duration::from_secs(20), "a timed-out check", || async {
+        let status = vantage.status().await;
+        status["endpoints"]
+            .as_array()?
+            .iter()
+            .find(|e| e["id"] == "primary")?["votes"]
+            .as_array()?
+            .iter()
+            .any(|v| v["consecutive_failures"].as_u64().unwrap_or(0) > 0)
+            .then(tokio::time::Instant::now)
+    })
+    .await;
+    let failed_over = eventually(Duration::from_secs(5), "www to fail over", || async {
+        (www().await == vec![IpAddr::V4(ips[1])]).then(tokio::time::Instant::now)
+    })
+    .await;
+    let took = failed_over.duration_since(first_timeout);
+    eprintln!("failover {took:?} after the first timeout");
+    assert!(
+        took < Duration::from_millis(700),
+        "{took:?} from the first timeout to the failover: the others were not asked before it"
+    );
+}

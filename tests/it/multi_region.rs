@@ -796,6 +796,7 @@ async fn forged_old_replayed_and_misdirected_reports_are_rejected_and_counted() 
                 local_error: None,
                 cert_expiry_unix_s: None,
                 age_ms: 0,
+                overdue: false,
                 checks: 1,
             });
     }
