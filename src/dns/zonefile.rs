@@ -775,8 +775,8 @@ fn base32hex(text: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// RFC 4034 section 4.1.2: windows of up to 32 bytes of type bits.
-fn type_bitmap(types: &mut Vec<u16>) -> Vec<u8> {
+/// RFC 4034 section 4.1.2: windows of up to 32 bytes of type bits (sorts and dedups `types`).
+pub fn type_bitmap(types: &mut Vec<u16>) -> Vec<u8> {
     types.sort_unstable();
     types.dedup();
     let mut out = Vec::new();

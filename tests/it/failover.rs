@@ -746,53 +746,65 @@ endpoints = [{{ name = "primary", address = "{a}" }}, {{ name = "secondary", add
     )
 }
 
-/// Three in-process probers, a 10 s interval: a suspicion is confirmed on demand by the
-/// others (asked to check now), not at their next interval; a one-off failure is asked about,
-/// not confirmed, and counted as such.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_suspicion_is_confirmed_on_demand_by_the_other_probers() {
-    init();
-    let dir = workdir();
-    let pki = Pki::new(dir.path());
-    let ips = loopback_block();
-    let backends = start_backends(
-        &ips[..2],
-        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
-    )
-    .await;
-    let path = dir.path().join("fleet.toml");
-    std::fs::write(
-        &path,
-        primary_secondary(
-            dir.path(),
-            &ips,
-            backends[0].addr.port(),
-            &pki.ca_file,
-            "[cluster]\nstale_after = \"15s\"\n[[prober]]\nregion = \"r1\"\n[[prober]]\nregion = \"r2\"\n[[prober]]\nregion = \"r3\"\n",
-            "interval = \"10s\"\nsuspect_interval = \"100ms\"\ntimeout = \"150ms\"\nrise = 1\nfall = 3\n",
-        ),
-    )
-    .expect("config");
-    let vantage = Vantage::dns(&path, dir.path());
-    vantage.wait_ready().await;
-    let vantage = &vantage;
-    let www = || async {
+/// Three in-process probers (r1, r2, r3) checking a primary and a secondary with `timing`, and
+/// the DNS server answering `www` from them.
+struct ThreeProbers {
+    _dir: tempfile::TempDir,
+    ips: [std::net::Ipv4Addr; 4],
+    backends: Vec<Backend>,
+    vantage: Vantage,
+}
+
+impl ThreeProbers {
+    async fn start(timing: &str) -> ThreeProbers {
+        let dir = workdir();
+        let pki = Pki::new(dir.path());
+        let ips = loopback_block();
+        let backends = start_backends(
+            &ips[..2],
+            vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
+        )
+        .await;
+        let path = dir.path().join("fleet.toml");
+        std::fs::write(
+            &path,
+            primary_secondary(
+                dir.path(),
+                &ips,
+                backends[0].addr.port(),
+                &pki.ca_file,
+                "[cluster]\nstale_after = \"15s\"\n[[prober]]\nregion = \"r1\"\n[[prober]]\nregion = \"r2\"\n[[prober]]\nregion = \"r3\"\n",
+                timing,
+            ),
+        )
+        .expect("config");
+        let vantage = Vantage::dns(&path, dir.path());
+        vantage.wait_ready().await;
+        ThreeProbers {
+            _dir: dir,
+            ips,
+            backends,
+            vantage,
+        }
+    }
+
+    async fn www(&self) -> Vec<IpAddr> {
         addresses(
             &udp_query(
-                vantage.dns,
+                self.vantage.dns,
                 &query_message("www.example.com.", RecordType::A, false),
             )
             .await,
         )
-    };
-    assert_eq!(www().await, vec![IpAddr::V4(ips[0])]);
-    // The first failed check of primary by any prober (polled every 10 ms).
-    let first_failure = || async {
+    }
+
+    /// When status first shows a failed check of primary by any prober (polled every 10 ms).
+    async fn first_failure(&self) -> tokio::time::Instant {
         eventually(
-            Duration::from_secs(15),
+            Duration::from_secs(20),
             "a failed check of primary",
             || async {
-                let status = vantage.status().await;
+                let status = self.vantage.status().await;
                 status["endpoints"]
                     .as_array()?
                     .iter()
@@ -804,7 +816,23 @@ async fn a_suspicion_is_confirmed_on_demand_by_the_other_probers() {
             },
         )
         .await
-    };
+    }
+}
+
+/// Three in-process probers, a 10 s interval: a suspicion is confirmed on demand by the
+/// others (asked to check now), not at their next interval; a one-off failure is asked about,
+/// not confirmed, and counted as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspicion_is_confirmed_on_demand_by_the_other_probers() {
+    init();
+    let fleet = ThreeProbers::start(
+        "interval = \"10s\"\nsuspect_interval = \"100ms\"\ntimeout = \"150ms\"\nrise = 1\nfall = 3\n",
+    )
+    .await;
+    let (vantage, ips, backends) = (&fleet.vantage, fleet.ips, &fleet.backends);
+    let www = || fleet.www();
+    let first_failure = || fleet.first_failure();
+    assert_eq!(www().await, vec![IpAddr::V4(ips[0])]);
     let metric = |name: &'static str, labels: &'static [(&'static str, &'static str)]| async move {
         let (_, text) = vantage.get("/metrics").await;
         Exposition::parse(&text).value(name, labels).unwrap_or(0.0)
@@ -1084,40 +1112,10 @@ async fn flapping_and_outages_cost_what_rise_fall_and_quorum_allow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_check_is_confirmed_before_it_times_out() {
     init();
-    let dir = workdir();
-    let pki = Pki::new(dir.path());
-    let ips = loopback_block();
-    let backends = start_backends(
-        &ips[..2],
-        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
-    )
-    .await;
-    let path = dir.path().join("fleet.toml");
-    std::fs::write(
-        &path,
-        primary_secondary(
-            dir.path(),
-            &ips,
-            backends[0].addr.port(),
-            &pki.ca_file,
-            "[cluster]\nstale_after = \"15s\"\n[[prober]]\nregion = \"r1\"\n[[prober]]\nregion = \"r2\"\n[[prober]]\nregion = \"r3\"\n",
-            "interval = \"10s\"\ntimeout = \"1s\"\nrise = 1\nfall = 1\n",
-        ),
-    )
-    .expect("config");
-    let vantage = Vantage::dns(&path, dir.path());
-    vantage.wait_ready().await;
-    let vantage = &vantage;
-    let www = || async {
-        addresses(
-            &udp_query(
-                vantage.dns,
-                &query_message("www.example.com.", RecordType::A, false),
-            )
-            .await,
-        )
-    };
-    assert_eq!(www().await, vec![IpAddr::V4(ips[0])]);
+    let fleet =
+        ThreeProbers::start("interval = \"10s\"\ntimeout = \"1s\"\nrise = 1\nfall = 1\n").await;
+    let (vantage, ips, backends) = (&fleet.vantage, fleet.ips, &fleet.backends);
+    assert_eq!(fleet.www().await, vec![IpAddr::V4(ips[0])]);
     // Every prober has a round trip to compare with: each has seen primary Up.
     eventually(
         Duration::from_secs(15),
@@ -1137,20 +1135,9 @@ async fn a_hanging_check_is_confirmed_before_it_times_out() {
     )
     .await;
     backends[0].set(Mode::Hang);
-    let first_timeout = eventually(Duration::from_secs(20), "a timed-out check", || async {
-        let status = vantage.status().await;
-        status["endpoints"]
-            .as_array()?
-            .iter()
-            .find(|e| e["id"] == "primary")?["votes"]
-            .as_array()?
-            .iter()
-            .any(|v| v["consecutive_failures"].as_u64().unwrap_or(0) > 0)
-            .then(tokio::time::Instant::now)
-    })
-    .await;
+    let first_timeout = fleet.first_failure().await;
     let failed_over = eventually(Duration::from_secs(5), "www to fail over", || async {
-        (www().await == vec![IpAddr::V4(ips[1])]).then(tokio::time::Instant::now)
+        (fleet.www().await == vec![IpAddr::V4(ips[1])]).then(tokio::time::Instant::now)
     })
     .await;
     let took = failed_over.duration_since(first_timeout);

@@ -107,26 +107,7 @@ pub fn rrset<'r>(
 
 /// The NSEC type bitmap of `types` (any order, duplicates allowed).
 pub fn type_bitmap(types: &[u16]) -> Vec<u8> {
-    let mut types = types.to_vec();
-    types.sort_unstable();
-    types.dedup();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < types.len() {
-        let window = (types[i] >> 8) as u8;
-        let mut bits = [0u8; 32];
-        let mut used = 0;
-        while i < types.len() && (types[i] >> 8) as u8 == window {
-            let low = (types[i] & 0xff) as usize;
-            bits[low / 8] |= 0x80 >> (low % 8);
-            used = low / 8 + 1;
-            i += 1;
-        }
-        out.push(window);
-        out.push(used as u8);
-        out.extend_from_slice(&bits[..used]);
-    }
-    out
+    super::super::zonefile::type_bitmap(&mut types.to_vec())
 }
 
 #[cfg(test)]
