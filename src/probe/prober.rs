@@ -34,6 +34,23 @@ pub const ASKED_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 const OVERDUE_RTTS: u32 = 4;
 const OVERDUE_FLOOR: Duration = Duration::from_millis(100);
 
+/// When to start a re-check beside the overdue check `number`: only for the newest check of
+/// an endpoint not yet Down, with a suspect interval shorter than its interval (the operator's
+/// choice of fast re-checks), while fewer than `fall` checks run; at least suspect_interval
+/// after the newest started.
+fn overlapping_recheck(state: &EndpointState, number: u64, now: Instant) -> Option<Instant> {
+    let check = &state.endpoint.check;
+    let newest = state.running.back() == Some(&number);
+    let fast = check.suspect_interval < check.interval;
+    let room = state.running.len() < check.fall as usize;
+    (newest && fast && room && state.threshold.state() != Health::Down).then(|| {
+        state
+            .newest_start
+            .map_or(now, |s| s + check.suspect_interval)
+            .max(now)
+    })
+}
+
 /// When a check that starts now is overdue: `OVERDUE_RTTS` smoothed round trips, at least
 /// `OVERDUE_FLOOR` and at most half the timeout; None until a check has succeeded (no round
 /// trip to compare with) or when half the timeout is below the floor.
@@ -106,9 +123,13 @@ struct EndpointState {
     asked: Option<Instant>,
     /// Where in each interval this region checks the endpoint (`schedule`).
     phase: f64,
-    /// Checks started so far, and the number of the one running.
+    /// Checks started so far; the numbers of those running, oldest first, and when the newest
+    /// started.
     started: u64,
-    running: Option<u64>,
+    running: std::collections::VecDeque<u64>,
+    newest_start: Option<Instant>,
+    /// Results of checks that ended before an older one still running: taken in start order.
+    held: Vec<Done>,
 }
 
 impl EndpointState {
@@ -133,14 +154,17 @@ impl EndpointState {
             asked: None,
             phase,
             started: 0,
-            running: None,
+            running: std::collections::VecDeque::new(),
+            newest_start: None,
+            held: Vec::new(),
         }
     }
 }
 
-/// One check that ran: which endpoint, when it was due and started, what it found.
+/// One check that ran: which endpoint, its number, when it was due and started, what it found.
 struct Done {
     index: usize,
+    number: u64,
     started: Instant,
     /// How long the runtime stalled while the check ran.
     stalled: Duration,
@@ -191,10 +215,24 @@ async fn run(
                 match done {
                     Ok(done) => {
                         let index = done.index;
-                        states[index].running = None;
-                        let next = shared.finished(&mut states[index], done);
-                        states[index].due = Some(next);
-                        due.push(Reverse((next, index)));
+                        let state = &mut states[index];
+                        state.held.push(done);
+                        // Results are taken in the order the checks started (overlapping
+                        // re-checks of a hanging endpoint can end out of order).
+                        let mut next = None;
+                        while let Some(at) = state
+                            .running
+                            .front()
+                            .and_then(|n| state.held.iter().position(|d| d.number == *n))
+                        {
+                            let done = state.held.swap_remove(at);
+                            state.running.pop_front();
+                            next = Some(shared.finished(state, done));
+                        }
+                        if let Some(next) = next.filter(|_| state.running.is_empty()) {
+                            state.due = Some(next);
+                            due.push(Reverse((next, index)));
+                        }
                     }
                     // A check's task only ends without a result when aborted (shutdown).
                     Err(e) => tracing::debug!(error = %e, "a check ended without a result"),
@@ -229,8 +267,17 @@ async fn run(
                         break;
                     }
                     overdue.pop();
-                    if states[index].running == Some(number) {
-                        shared.overdue(&states[index]);
+                    let state = &mut states[index];
+                    if !state.running.contains(&number) {
+                        continue;
+                    }
+                    shared.overdue(state);
+                    // A hanging check does not hold up the next: re-checks start beside it
+                    // (every suspect_interval, as each becomes overdue, up to `fall` at once),
+                    // so `fall` timeouts take one timeout plus about (fall - 1) x 100 ms.
+                    if let Some(at) = overlapping_recheck(state, number, now) {
+                        state.due = Some(at);
+                        due.push(Reverse((at, index)));
                     }
                 }
                 while let Some(Reverse((at, index))) = due.peek().copied() {
@@ -245,7 +292,8 @@ async fn run(
                     states[index].due = None;
                     let state = &mut states[index];
                     state.started += 1;
-                    state.running = Some(state.started);
+                    state.running.push_back(state.started);
+                    state.newest_start = Some(now);
                     if state.threshold.state() != Health::Down
                         && let Some(after) =
                             overdue_after(state.smoothed_rtt, state.endpoint.check.timeout)
@@ -255,7 +303,7 @@ async fn run(
                     running.spawn(check(
                         shared.clone(),
                         state.checker.clone(),
-                        index,
+                        (index, state.started),
                         at,
                         load::late_after(state.endpoint.check.interval),
                     ));
@@ -269,7 +317,7 @@ async fn run(
 async fn check(
     shared: Arc<Shared>,
     checker: Arc<Checker>,
-    index: usize,
+    (index, number): (usize, u64),
     due: Instant,
     late_after: Duration,
 ) -> Done {
@@ -285,6 +333,7 @@ async fn check(
     shared.metrics.in_flight(&shared.region, &shared.load);
     Done {
         index,
+        number,
         started,
         stalled: shared.load.stalled().saturating_sub(stalled_before),
         lateness,
