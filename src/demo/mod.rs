@@ -34,6 +34,8 @@ pub enum DemoError {
     Config(#[from] ConfigError),
     #[error("the embedded demo zone is invalid: {0}")]
     Zone(#[from] zones::ZoneError),
+    #[error("cannot sign the demo zone: {0}")]
+    Signing(String),
 }
 
 const FLEET: &str = include_str!("fleet.toml");
@@ -249,8 +251,17 @@ pub fn state_dir() -> Result<std::path::PathBuf, DemoError> {
     options
         .open(dir.join("admin-token"))?
         .write_all(format!("{token}\n").as_bytes())?;
+    // The zone is signed online with a key made for this run.
+    let key = crate::dns::dnssec::keys::generate(crate::dns::dnssec::Algorithm::EcdsaP256Sha256)
+        .map_err(std::io::Error::other)?;
+    options
+        .open(dir.join(DEMO_KEY))?
+        .write_all(key.as_bytes())?;
     Ok(dir)
 }
+
+/// The demo zone's signing key, in the state directory.
+const DEMO_KEY: &str = "example.com.pem";
 
 /// The demo's fleet settings and zone, with the backends' port, the requested listeners and
 /// the state directory (overrides, audit log, admin token).
@@ -262,8 +273,9 @@ pub fn settings(
 ) -> Result<(Settings, Vec<zones::ZoneFile>), DemoError> {
     let text = fleet_text(port, dns, admin);
     let settings = Settings::from_toml(&text, "demo fleet (embedded)", state)?;
-    let zone = zones::parse_zone(Path::new("example.com.zone"), ZONE)?;
-    Ok((settings, vec![zone]))
+    let mut zones = vec![zones::parse_zone(Path::new("example.com.zone"), ZONE)?];
+    zones::sign(&settings.dns.dnssec, &mut zones).map_err(|e| DemoError::Signing(e.join("; ")))?;
+    Ok((settings, zones))
 }
 
 /// The demo's fleet configuration with the backends' port and the listen addresses.
@@ -278,6 +290,7 @@ fn fleet_text(port: u16, dns: SocketAddr, admin: SocketAddr) -> String {
             "listen = \"127.0.0.1:8053\"",
             &format!("listen = \"{admin}\"\ntoken_file = \"admin-token\"\nstate_dir = \".\""),
         )
+        .replace("DEMO_KEY", DEMO_KEY)
 }
 
 /// Writes the running demo's fleet (with the addresses it bound) and zone into its state
@@ -318,6 +331,11 @@ pub fn instructions(port: u16, dns: &[SocketAddr], admin: SocketAddr, state: &Pa
         format!("  {dig} www.example.com     # failover: use1 (127.0.0.2) while it is Up"),
         format!("  {dig} api.example.com     # all: every Up backend"),
         format!("  {dig} img.example.com     # weighted 3:1:1"),
+        format!(
+            "  dig @{} -p {} +dnssec www.example.com   # signed online: an RRSIG with every answer",
+            d.ip(),
+            d.port()
+        ),
         format!("  curl -s {a}/v1/status     # every answer and why, every vote"),
         String::new(),
         format!("  curl -X POST {a}/demo/backends/use1/fail      # fail use1 for every region"),
@@ -334,6 +352,10 @@ pub fn instructions(port: u16, dns: &[SocketAddr], admin: SocketAddr, state: &Pa
         ),
         format!(
             "Failover drill (RTO of www): vantage drill --config {} --record www.example.com",
+            state.join("fleet.toml").display()
+        ),
+        format!(
+            "DNSSEC: vantage dnssec ds --config {} example.com   # the DS a parent would hold",
             state.join("fleet.toml").display()
         ),
         format!("Metrics: curl -s {a}/metrics      Stop: Ctrl-C"),

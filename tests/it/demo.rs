@@ -37,6 +37,16 @@ async fn demo_fails_over_and_quorum_refuses_a_one_region_failure() {
     )
     .await;
     assert_eq!(addresses(&api).len(), 3);
+    // The demo zone is signed: a DO query gets its RRSIG.
+    let mut signed = query_message("www.example.com.", RecordType::A, true);
+    signed.edns.as_mut().expect("edns").set_dnssec_ok(true);
+    let m = udp_query(vantage.dns, &signed).await;
+    assert!(
+        m.answers
+            .iter()
+            .any(|r| r.to_string().contains(" RRSIG A ")),
+        "{m:?}"
+    );
 
     // A page of another site cannot fail a backend through the visitor's browser (a simple
     // cross-site POST needs no preflight): refused, nothing changes.
