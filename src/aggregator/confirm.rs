@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use tokio::time::Instant;
 
 use crate::{
-    exchange::asks::Asks,
+    exchange::{ObservationBoard, asks::Asks},
     model::{EndpointId, Health, Latest, Region},
     quorum::Verdicts,
 };
@@ -61,6 +61,18 @@ impl Confirmer {
             asks,
             open: HashMap::new(),
         }
+    }
+
+    /// [`Confirmer::look`] at what `board` holds now.
+    pub fn look_on(
+        &mut self,
+        board: &ObservationBoard,
+        endpoints: Option<&[EndpointId]>,
+        verdicts: &Verdicts,
+        regions: &[Region],
+        now: Instant,
+    ) -> Looked {
+        board.with_latest(|latest| self.look(endpoints, verdicts, latest, regions, now))
     }
 
     /// Looks at `endpoints` (all of `verdicts` when None) after a round: opens a suspicion

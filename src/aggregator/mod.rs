@@ -216,17 +216,13 @@ impl Aggregator {
                         // Nothing an answer (or a drill watching the status) depends on
                         // changed; the next sweep shows the rest. A suspicion that does not
                         // change a vote (a check running overdue) is still asked about now.
-                        let confirmer = &mut self.confirmer;
-                        let regions = &self.settings.regions;
-                        let looked = self.board.with_latest(|latest| {
-                            confirmer.look(
-                                Some(&changes.endpoints),
-                                &verdicts,
-                                latest,
-                                regions,
-                                now,
-                            )
-                        });
+                        let looked = self.confirmer.look_on(
+                            &self.board,
+                            Some(&changes.endpoints),
+                            &verdicts,
+                            &self.settings.regions,
+                            now,
+                        );
                         self.reporter.suspicions(looked);
                         continue;
                     }
@@ -271,11 +267,13 @@ impl Aggregator {
             generation += 1;
             // Suspicions: the other probers are asked to check now; those that ended are
             // explained.
-            let confirmer = &mut self.confirmer;
-            let regions = &self.settings.regions;
-            let looked = self.board.with_latest(|latest| {
-                confirmer.look(decided.as_deref(), &round.verdicts, latest, regions, now)
-            });
+            let looked = self.confirmer.look_on(
+                &self.board,
+                decided.as_deref(),
+                &round.verdicts,
+                &self.settings.regions,
+                now,
+            );
             self.reporter.suspicions(looked);
             // ... say what changed ...
             let changed =

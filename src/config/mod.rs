@@ -389,6 +389,9 @@ pub struct DnssecKeySettings {
     pub file: PathBuf,
     pub role: crate::dns::dnssec::Role,
     pub state: crate::dns::dnssec::KeyState,
+    /// The key read from `file` when the configuration was checked (None: it could not be,
+    /// and validation said why).
+    pub key: Option<std::sync::Arc<crate::dns::dnssec::ZoneKey>>,
 }
 
 #[derive(Debug, Clone)]

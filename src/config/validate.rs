@@ -707,10 +707,16 @@ fn validate_dnssec(
                 }),
             };
             let file = base.join(&key.file);
-            if let Err(e) = ZoneKey::load(&file, role, state, algorithm) {
-                p.add(format!("{key_path}.file"), e);
-            }
-            keys.push(crate::config::DnssecKeySettings { file, role, state });
+            let loaded = ZoneKey::load(&file, role, state, algorithm)
+                .map_err(|e| p.add(format!("{key_path}.file"), e))
+                .ok()
+                .map(std::sync::Arc::new);
+            keys.push(crate::config::DnssecKeySettings {
+                file,
+                role,
+                state,
+                key: loaded,
+            });
         }
         let active = |wanted: fn(Role) -> bool| {
             keys.iter()

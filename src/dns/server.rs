@@ -50,12 +50,16 @@ pub struct DnsState {
     pub rrl: RateLimiter,
     /// Different for every state built (answer caches compare it).
     generation: u64,
+    /// A zone is signed online.
+    signs: bool,
 }
 
 impl DnsState {
     pub fn new(settings: &crate::config::Settings, zones: Vec<super::ZoneFile>) -> Self {
         static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let signs = zones.iter().any(|z| z.signer.is_some());
         Self {
+            signs,
             generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             catalog: Catalog::new(
                 zones.into_iter().map(|z| (z.zone, z.signer)).collect(),
@@ -71,6 +75,11 @@ impl DnsState {
 
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// True when a zone is signed online (`dns.dnssec`).
+    pub fn signs(&self) -> bool {
+        self.signs
     }
 
     /// A zone transfer this client may have: over TCP, from `dns.allow_transfer`.

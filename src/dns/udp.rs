@@ -117,9 +117,14 @@ impl UdpAnswerer {
         out: &mut Vec<u8>,
     ) -> bool {
         let answers = self.frontend.sources().1.load().answers_generation;
-        // Emptied every hour too: signed responses must not be replayed for ever (their
-        // signatures are made again long before they expire, but only on the full path).
-        let hour = crate::clock::unix_ms() / 3_600_000;
+        // With signed zones, emptied every hour too: signed responses must not be replayed for
+        // ever (their signatures are made again long before they expire, but only on the full
+        // path). Without, the clock is not read.
+        let hour = if state.signs() {
+            crate::clock::unix_ms() / 3_600_000
+        } else {
+            0
+        };
         let now = (state.generation(), answers, hour);
         if cache.built_from != Some(now) {
             cache.answers.clear();

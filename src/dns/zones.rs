@@ -200,13 +200,12 @@ fn sign_zone(
     file: &mut ZoneFile,
 ) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
-    let mut keys = Vec::new();
-    for (i, key) in signed.keys.iter().enumerate() {
-        match dnssec::ZoneKey::load(&key.file, key.role, key.state, signed.algorithm) {
-            Ok(k) => keys.push(k),
-            Err(e) => problems.push(format!("dns.dnssec.\"{}\".keys[{i}]: {e}", signed.zone)),
-        }
-    }
+    // Read and checked with the configuration.
+    let keys: Vec<&dnssec::ZoneKey> = signed
+        .keys
+        .iter()
+        .filter_map(|k| k.key.as_deref())
+        .collect();
     for (owner, set) in file.zone.rrsets() {
         if matches!(
             set.rtype,
@@ -269,7 +268,7 @@ fn sign_zone(
         return Err(problems);
     }
     file.zone = zone;
-    file.signer = Some(std::sync::Arc::new(dnssec::ZoneSigner::new(signed, keys)));
+    file.signer = Some(std::sync::Arc::new(dnssec::ZoneSigner::new(signed)));
     Ok(())
 }
 

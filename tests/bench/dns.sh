@@ -33,11 +33,7 @@ VANTAGE="$PWD/target/release/vantage"
 
 WORK="$(mktemp -d)"
 PIDS=()
-descendants() { # pid: the pid and every process below it (NSD serves from forked children)
-    local p
-    echo "$1"
-    for p in $(pgrep -P "$1" || true); do descendants "$p"; done
-}
+. tests/bench/dns-common.sh   # descendants, start, cpu_seconds, ready
 SYSCTLS=(net.ipv4.conf.lo.route_localnet net.ipv4.conf.lo.accept_local)
 SAVED=()
 for key in "${SYSCTLS[@]}"; do SAVED+=("$(sysctl -n "$key")"); done
@@ -140,29 +136,6 @@ zone:
     zonefile: static-www.zone
 CONF
 
-# Sets STARTED to the server's pid (not run in a subshell, so that cleanup knows every pid).
-start() { # name port command...
-    local name=$1 port=$2; shift 2
-    taskset -c 0 "$@" >"$WORK/$name.log" 2>&1 &
-    STARTED=$!
-    PIDS+=("$STARTED")
-    for _ in $(seq 1 100); do
-        if dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/q-static" -n 1 >/dev/null 2>&1; then
-            return
-        fi
-        sleep 0.1
-    done
-    echo "$name did not start; see its log:" >&2; cat "$WORK/$name.log" >&2; exit 1
-}
-
-cpu_seconds() {
-    local total=0 p
-    for p in $(descendants "$1"); do
-        total=$(awk -v t="$total" '{ print t + ($14 + $15) / 100 }' "/proc/$p/stat")
-    done
-    echo "$total"
-}
-
 rss_mib() {
     awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
 }
@@ -197,10 +170,7 @@ percentiles() { # port queryfile
 echo "starting servers (pinned to CPU 0)..." >&2
 start vantage 15310 "$VANTAGE" dns --config "$WORK/vantage.toml"
 V=$STARTED
-for _ in $(seq 1 100); do
-    curl -sf http://127.0.0.1:15311/readyz >/dev/null && break
-    sleep 0.1
-done
+ready 15311
 start gdnsd 15320 /usr/sbin/gdnsd -c "$WORK/gdnsd" start
 G=$STARTED
 start knot 15330 /usr/sbin/knotd -c "$WORK/knot/knot.conf"
@@ -222,10 +192,7 @@ run "nsd static" "$N" 15340 "$WORK/q-static"
 if [ -n "$BEFORE" ]; then
     start "vantage-before" 15314 "$BEFORE" dns --config "$WORK/vantage-before.toml"
     B=$STARTED
-    for _ in $(seq 1 100); do
-        curl -sf http://127.0.0.1:15315/readyz >/dev/null && break
-        sleep 0.1
-    done
+    ready 15315
     run "vantage before static" "$B" 15314 "$WORK/q-static"
     run "vantage before managed" "$B" 15314 "$WORK/q-managed"
     kill "$B"
@@ -234,10 +201,7 @@ fi
 for key in "${SYSCTLS[@]}"; do sysctl -qw "$key=1"; done
 start "vantage-xdp" 15312 "$VANTAGE" dns --config "$WORK/vantage-xdp.toml"
 X=$STARTED
-for _ in $(seq 1 100); do
-    curl -sf http://127.0.0.1:15313/readyz >/dev/null && break
-    sleep 0.1
-done
+ready 15313
 run "vantage static, AF_XDP" "$X" 15312 "$WORK/q-static"
 run "vantage managed, AF_XDP" "$X" 15312 "$WORK/q-managed"
 if [ -n "$BEFORE" ]; then
@@ -245,10 +209,7 @@ if [ -n "$BEFORE" ]; then
     wait "$X" 2>/dev/null || true
     start "vantage-before-xdp" 15316 "$BEFORE" dns --config "$WORK/vantage-before-xdp.toml"
     BX=$STARTED
-    for _ in $(seq 1 100); do
-        curl -sf http://127.0.0.1:15317/readyz >/dev/null && break
-        sleep 0.1
-    done
+    ready 15317
     run "vantage before static, AF_XDP" "$BX" 15316 "$WORK/q-static"
     run "vantage before managed, AF_XDP" "$BX" 15316 "$WORK/q-managed"
 fi

@@ -30,11 +30,7 @@ VANTAGE="$PWD/target/release/vantage"
 
 WORK="$(mktemp -d)"
 PIDS=()
-descendants() {
-    local p
-    echo "$1"
-    for p in $(pgrep -P "$1" || true); do descendants "$p"; done
-}
+. tests/bench/dns-common.sh   # descendants, start, cpu_seconds, ready
 cleanup() {
     local all=()
     for pid in "${PIDS[@]}"; do all+=($(descendants "$pid")); done
@@ -124,34 +120,6 @@ zone:
     file: "example.com.zone"
     module: mod-onlinesign/s
 CONF
-
-start() { # name port command...
-    local name=$1 port=$2; shift 2
-    taskset -c 0 "$@" >"$WORK/$name.log" 2>&1 &
-    STARTED=$!
-    PIDS+=("$STARTED")
-    for _ in $(seq 1 100); do
-        if dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/q-static" -n 1 >/dev/null 2>&1; then
-            return
-        fi
-        sleep 0.1
-    done
-    echo "$name did not start; see its log:" >&2; cat "$WORK/$name.log" >&2; exit 1
-}
-ready() { # admin-port
-    for _ in $(seq 1 100); do
-        curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return
-        sleep 0.1
-    done
-}
-
-cpu_seconds() {
-    local total=0 p
-    for p in $(descendants "$1"); do
-        total=$(awk -v t="$total" '{ print t + ($14 + $15) / 100 }' "/proc/$p/stat")
-    done
-    echo "$total"
-}
 
 run() { # name pid port queryfile [dnsperf flags]
     local name=$1 pid=$2 port=$3 queries=$4; shift 4

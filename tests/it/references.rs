@@ -64,20 +64,37 @@ pub async fn knot(dir: &Path, origin: &str, zone: &str) -> Reference {
 
 /// Knot DNS as [`knot`], letting 127.0.0.1 transfer the zone if `transfers`.
 pub async fn knot_with(dir: &Path, origin: &str, zone: &str, transfers: bool) -> Reference {
-    let port = free_port();
-    let run = dir.join("knot");
-    std::fs::create_dir_all(run.join("zones")).expect("dir");
-    std::fs::write(run.join(format!("zones/{origin}.zone")), zone).expect("zone");
-    let (acl, zone_acl) = if transfers {
-        (
+    if transfers {
+        knot_configured(
+            dir,
+            "knot",
+            origin,
+            zone,
             "acl:\n  - id: xfr\n    address: 127.0.0.1\n    action: transfer\n",
             "    acl: xfr\n",
         )
+        .await
     } else {
-        ("", "")
-    };
+        knot_configured(dir, "knot", origin, zone, "", "").await
+    }
+}
+
+/// Knot DNS serving `zone` as `origin` (no trailing dot) from `dir/run`, with `sections`
+/// added to its configuration and `zone_options` to the zone's.
+async fn knot_configured(
+    dir: &Path,
+    run: &str,
+    origin: &str,
+    zone: &str,
+    sections: &str,
+    zone_options: &str,
+) -> Reference {
+    let port = free_port();
+    let run = dir.join(run);
+    std::fs::create_dir_all(run.join("zones")).expect("dir");
+    std::fs::write(run.join(format!("zones/{origin}.zone")), zone).expect("zone");
     let conf = format!(
-        "server:\n    rundir: \"{run}\"\n    listen: 127.0.0.1@{port}\ndatabase:\n    storage: \"{run}\"\n{acl}zone:\n  - domain: {origin}\n    storage: \"{run}/zones\"\n    file: \"{origin}.zone\"\n{zone_acl}",
+        "server:\n    rundir: \"{run}\"\n    listen: 127.0.0.1@{port}\ndatabase:\n    storage: \"{run}\"\n{sections}zone:\n  - domain: {origin}\n    storage: \"{run}/zones\"\n    file: \"{origin}.zone\"\n{zone_options}",
         run = run.display()
     );
     std::fs::write(run.join("knot.conf"), conf).expect("conf");
@@ -115,23 +132,15 @@ pub async fn nsd(dir: &Path, origin: &str, zone: &str) -> Reference {
 /// Knot DNS serving `zone` as `origin` with online signing (`mod-onlinesign`, ECDSA P-256,
 /// keys of its own), for the structure of signed answers.
 pub async fn knot_onlinesign(dir: &Path, origin: &str, zone: &str) -> Reference {
-    let port = free_port();
-    let run = dir.join("knot-onlinesign");
-    std::fs::create_dir_all(run.join("zones")).expect("dir");
-    std::fs::write(run.join(format!("zones/{origin}.zone")), zone).expect("zone");
-    let conf = format!(
-        "server:\n    rundir: \"{run}\"\n    listen: 127.0.0.1@{port}\ndatabase:\n    storage: \"{run}\"\npolicy:\n  - id: p\n    algorithm: ecdsap256sha256\n    single-type-signing: on\nmod-onlinesign:\n  - id: s\n    policy: p\nzone:\n  - domain: {origin}\n    storage: \"{run}/zones\"\n    file: \"{origin}.zone\"\n    module: mod-onlinesign/s\n",
-        run = run.display()
-    );
-    std::fs::write(run.join("knot.conf"), conf).expect("conf");
-    let child = Command::new("/usr/sbin/knotd")
-        .args(["-c", run.join("knot.conf").to_str().expect("path")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start knotd (tests/run installs the knot package)");
-    started("knot", child, port, &format!("{origin}.")).await
+    knot_configured(
+        dir,
+        "knot-onlinesign",
+        origin,
+        zone,
+        "policy:\n  - id: p\n    algorithm: ecdsap256sha256\n    single-type-signing: on\nmod-onlinesign:\n  - id: s\n    policy: p\n",
+        "    module: mod-onlinesign/s\n",
+    )
+    .await
 }
 
 /// unbound as a validating resolver (installed by tests/run): `anchors` are its trust anchors

@@ -41,15 +41,9 @@ fn string_end(rdata: &[u8], at: usize) -> Option<usize> {
     Some(at + 1 + usize::from(*rdata.get(at)?))
 }
 
-/// `rdata` of `rtype` in canonical form: the names of the types RFC 4034 section 6.2 lists
-/// (as RFC 6840 section 5.1 corrects it) in lower case. RDATA that does not parse is left as
-/// it is (it was checked when the zone was read).
-pub fn rdata(rtype: u16, rdata: &[u8]) -> Vec<u8> {
-    let mut out = rdata.to_vec();
-    let _ = lower_names(rtype, &mut out);
-    out
-}
-
+/// Lower-cases, in place, the names inside RDATA of the types RFC 4034 section 6.2 lists (as
+/// RFC 6840 section 5.1 corrects it). RDATA that does not parse is left as it is (it was
+/// checked when the zone was read).
 fn lower_names(rtype: u16, r: &mut [u8]) -> Option<()> {
     match rtype {
         TYPE_NS | TYPE_MD | TYPE_MF | TYPE_CNAME | TYPE_MB | TYPE_MG | TYPE_MR | TYPE_PTR
@@ -82,15 +76,13 @@ fn lower_names(rtype: u16, r: &mut [u8]) -> Option<()> {
     Some(())
 }
 
-/// The RRset in canonical form and order (RFC 4034 section 6.3), as it is signed: for each
-/// RDATA, owner | type | class IN | original TTL | RDLENGTH | RDATA. `owner` is lower case.
-pub fn rrset<'r>(
-    owner: &[u8],
-    rtype: u16,
-    ttl: u32,
-    rdatas: impl Iterator<Item = &'r [u8]>,
-) -> Vec<u8> {
-    let mut sorted: Vec<Vec<u8>> = rdatas.map(|r| rdata(rtype, r)).collect();
+/// The RRset of `rdatas` in canonical form and order (RFC 4034 section 6.3), as it is signed:
+/// for each RDATA, owner | type | class IN | original TTL | RDLENGTH | RDATA. `owner` is lower
+/// case.
+pub fn rrset(owner: &[u8], rtype: u16, ttl: u32, mut sorted: Vec<Vec<u8>>) -> Vec<u8> {
+    for r in &mut sorted {
+        let _ = lower_names(rtype, r);
+    }
     sorted.sort();
     sorted.dedup();
     let mut out = Vec::with_capacity(sorted.iter().map(|r| owner.len() + 10 + r.len()).sum());
@@ -114,6 +106,13 @@ pub fn type_bitmap(types: &[u16]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::dns::wire::from_dotted;
+
+    /// `rdata` of `rtype` in canonical form.
+    fn rdata(rtype: u16, rdata: &[u8]) -> Vec<u8> {
+        let mut out = rdata.to_vec();
+        let _ = lower_names(rtype, &mut out);
+        out
+    }
 
     #[test]
     fn names_inside_rdata_are_lower_cased_for_the_listed_types_only() {
@@ -139,7 +138,7 @@ mod tests {
             &owner,
             1,
             60,
-            [&[2u8, 0, 0, 1][..], &[1, 0, 0, 1], &[2, 0, 0, 1]].into_iter(),
+            vec![vec![2u8, 0, 0, 1], vec![1, 0, 0, 1], vec![2, 0, 0, 1]],
         );
         let one = owner.len() + 10 + 4;
         assert_eq!(a.len(), 2 * one);

@@ -134,7 +134,7 @@ impl Signing<'_> {
                 &owner,
                 set.rtype,
                 original_ttl,
-                rdatas.iter().map(Vec::as_slice),
+                rdatas,
                 true,
                 &mut self.work,
             );
@@ -170,7 +170,7 @@ impl Signing<'_> {
             name,
             TYPE_NSEC,
             ttl,
-            std::iter::once(rdata.as_slice()),
+            vec![rdata.clone()],
             !nxdomain,
             &mut self.work,
         );
@@ -225,14 +225,16 @@ mod tests {
             zone: origin.to_string(),
             origin: from_dotted(origin).expect("name"),
             algorithm: Algorithm::Ed25519,
-            keys: Vec::new(),
+            keys: vec![crate::config::DnssecKeySettings {
+                role: key.role,
+                state: key.state,
+                file,
+                key: Some(Arc::new(key)),
+            }],
             signature_validity: std::time::Duration::from_secs(14 * 86_400),
             signature_refresh: std::time::Duration::from_secs(7 * 86_400),
         };
-        (
-            zone.zone,
-            Some(Arc::new(ZoneSigner::new(&settings, vec![key]))),
-        )
+        (zone.zone, Some(Arc::new(ZoneSigner::new(&settings))))
     }
 
     fn ask<'a>(

@@ -7,10 +7,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use super::{
-    canonical,
-    keys::{Role, ZoneKey},
-};
+use super::{canonical, keys::ZoneKey};
 use crate::{config::DnssecSettings, dns::wire};
 
 /// Signatures are dated this much before now (resolvers whose clock is behind ours).
@@ -48,26 +45,23 @@ pub struct ZoneSigner {
     pub zone: String,
     /// Lower-case wire form: the RRSIGs' signer name.
     origin: Vec<u8>,
-    keys: Vec<ZoneKey>,
+    keys: Vec<Arc<ZoneKey>>,
     validity: u64,
     refresh: u64,
     cache: Mutex<HashMap<Box<[u8]>, Cached>>,
 }
 
 impl ZoneSigner {
-    pub fn new(settings: &DnssecSettings, keys: Vec<ZoneKey>) -> Self {
+    /// The signer of the zone `settings` describes, with the keys read when they were checked.
+    pub fn new(settings: &DnssecSettings) -> Self {
         Self {
             zone: settings.zone.clone(),
             origin: settings.origin.clone(),
-            keys,
+            keys: settings.keys.iter().filter_map(|k| k.key.clone()).collect(),
             validity: settings.signature_validity.as_secs().max(3600),
             refresh: settings.signature_refresh.as_secs(),
             cache: Mutex::new(HashMap::new()),
         }
-    }
-
-    pub fn keys(&self) -> &[ZoneKey] {
-        &self.keys
     }
 
     /// How long before they expire signatures are made again.
@@ -78,12 +72,12 @@ impl ZoneSigner {
     /// The RRSIGs of the RRset `owner` (lower case) / `rtype`, with `ttl` as its original TTL;
     /// from the cache when `cache`, else made now (names asked only once, such as the owners
     /// of compact denials).
-    pub fn sign<'r>(
+    pub fn sign(
         &self,
         owner: &[u8],
         rtype: u16,
         ttl: u32,
-        rdatas: impl Iterator<Item = &'r [u8]>,
+        rdatas: Vec<Vec<u8>>,
         cache: bool,
         work: &mut Work,
     ) -> Signatures {
@@ -174,10 +168,5 @@ impl ZoneSigner {
         let mut cached = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cached.retain(|_, c| now < c.refresh_at);
         (cached.len(), cached.values().map(|c| c.expires).min())
-    }
-
-    /// The key-signing keys (CSK or KSK), for `vantage dnssec ds`.
-    pub fn entry_points(&self) -> impl Iterator<Item = &ZoneKey> {
-        self.keys.iter().filter(|k| k.role != Role::Zsk)
     }
 }
