@@ -28,8 +28,10 @@ use crate::{
 };
 pub use metrics::AggregatorMetrics;
 
-/// How long to gather reports after the first one of a burst.
-const COALESCE: Duration = Duration::from_millis(20);
+/// After a round that built and published answers, reports wait this many times as long as
+/// that round took before the next is decided: rebuilding spends at most a fifth of a core
+/// however fast reports come, and a report after a quiet spell is decided at once.
+const REBUILD_SPACING: u32 = 4;
 
 pub struct Aggregator {
     settings: Arc<Settings>,
@@ -161,13 +163,13 @@ impl Aggregator {
         let mut last_full: Option<quorum::Round> = None;
         let mut next_sweep = Instant::now();
         let mut generation = previous.generation;
+        // Reports that come before this wait (with those that come meanwhile) for it.
+        let mut quiet_until = Instant::now();
         loop {
             let board_woke = tokio::select! {
                 () = self.board.changed() => {
-                    // Let the reports of one burst (every prober checking at once) arrive
-                    // before deciding, instead of rebuilding once per report.
                     tokio::select! {
-                        () = tokio::time::sleep(COALESCE) => {}
+                        () = tokio::time::sleep_until(quiet_until) => {}
                         () = shutdown.cancelled() => return,
                     }
                     true
@@ -313,6 +315,8 @@ impl Aggregator {
             self.published.store(snap.clone());
             verdicts = snap.verdicts.clone();
             previous = snap;
+            let built = Instant::now();
+            quiet_until = built + built.duration_since(now) * REBUILD_SPACING;
         }
     }
 }

@@ -29,10 +29,13 @@ use crate::{
 /// prober's suspicion) at most once per this period.
 pub const ASKED_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
-/// A check running this many smoothed round trips (and at least `OVERDUE_FLOOR`) is overdue:
-/// the prober says so at once, so that the others are asked to check before it times out.
+/// A check running this many typical round trips (the median of the endpoint's last
+/// `RECENT_RTTS` successful checks), and at least `OVERDUE_FLOOR`, is overdue: the prober says
+/// so at once, so that the others are asked to check before it times out. Being overdue is
+/// not a vote: a false alarm costs the other probers one check each (rate-limited).
 const OVERDUE_RTTS: u32 = 4;
-const OVERDUE_FLOOR: Duration = Duration::from_millis(100);
+const OVERDUE_FLOOR: Duration = Duration::from_millis(10);
+const RECENT_RTTS: usize = 8;
 
 /// When to start a re-check beside the overdue check `number`: only for the newest check of
 /// an endpoint not yet Down, with a suspect interval shorter than its interval (the operator's
@@ -51,12 +54,12 @@ fn overlapping_recheck(state: &EndpointState, number: u64, now: Instant) -> Opti
     })
 }
 
-/// When a check that starts now is overdue: `OVERDUE_RTTS` smoothed round trips, at least
+/// When a check that starts now is overdue: `OVERDUE_RTTS` typical round trips, at least
 /// `OVERDUE_FLOOR` and at most half the timeout; None until a check has succeeded (no round
 /// trip to compare with) or when half the timeout is below the floor.
-fn overdue_after(smoothed_rtt: Option<Duration>, timeout: Duration) -> Option<Duration> {
+fn overdue_after(typical_rtt: Option<Duration>, timeout: Duration) -> Option<Duration> {
     let most = timeout / 2;
-    let rtts = smoothed_rtt? * OVERDUE_RTTS;
+    let rtts = typical_rtt? * OVERDUE_RTTS;
     (most >= OVERDUE_FLOOR).then(|| rtts.clamp(OVERDUE_FLOOR, most))
 }
 
@@ -113,6 +116,7 @@ struct EndpointState {
     last_failure: Option<(FailureKind, String)>,
     last_rtt: Option<Duration>,
     smoothed_rtt: Option<Duration>,
+    recent_rtts: RecentRtts,
     /// When the last check that ran finished (a check that fails locally did not run).
     observed_at: Option<Instant>,
     seen: SeenState,
@@ -149,6 +153,7 @@ impl EndpointState {
             last_failure: None,
             last_rtt: None,
             smoothed_rtt: None,
+            recent_rtts: RecentRtts::default(),
             observed_at: None,
             due: None,
             asked: None,
@@ -268,7 +273,8 @@ async fn run(
                     }
                     overdue.pop();
                     let state = &mut states[index];
-                    if !state.running.contains(&number) {
+                    // A prober too loaded to keep its timers says nothing of the endpoint.
+                    if !state.running.contains(&number) || shared.load.overloaded() {
                         continue;
                     }
                     shared.overdue(state);
@@ -296,7 +302,7 @@ async fn run(
                     state.newest_start = Some(now);
                     if state.threshold.state() != Health::Down
                         && let Some(after) =
-                            overdue_after(state.smoothed_rtt, state.endpoint.check.timeout)
+                            overdue_after(state.recent_rtts.median(), state.endpoint.check.timeout)
                     {
                         overdue.push(Reverse((now + after, index, state.started)));
                     }
@@ -409,6 +415,31 @@ fn smooth(previous: Option<Duration>, sample: Duration) -> Duration {
     }
 }
 
+/// The round trips of an endpoint's last `RECENT_RTTS` successful checks.
+#[derive(Default)]
+struct RecentRtts {
+    samples: [Duration; RECENT_RTTS],
+    len: usize,
+    next: usize,
+}
+
+impl RecentRtts {
+    fn push(&mut self, rtt: Duration) {
+        self.samples[self.next] = rtt;
+        self.next = (self.next + 1) % RECENT_RTTS;
+        self.len = (self.len + 1).min(RECENT_RTTS);
+    }
+
+    /// The median (the upper one of an even count): neither a slow first handshake nor a
+    /// one-off spike moves it.
+    fn median(&self) -> Option<Duration> {
+        let mut samples = self.samples;
+        let samples = &mut samples[..self.len];
+        samples.sort_unstable();
+        samples.get(self.len / 2).copied()
+    }
+}
+
 /// How long from now until the endpoint's next place on the grid at least `after` from now.
 fn on_grid(after: Duration, interval: Duration, phase: f64) -> Duration {
     let from = crate::clock::unix_ms() as f64 + after.as_secs_f64() * 1000.0;
@@ -485,6 +516,7 @@ impl Shared {
             ProbeOutcome::Success { rtt } => {
                 state.last_rtt = Some(*rtt);
                 state.smoothed_rtt = Some(smooth(state.smoothed_rtt, *rtt));
+                state.recent_rtts.push(*rtt);
             }
             ProbeOutcome::Fail { kind, detail } if local => {
                 // Counted by kind ("local") in the check metrics; the endpoint keeps its state.
@@ -547,10 +579,14 @@ impl Shared {
         // Otherwise it comes at the endpoint's next place on the grid, at least a tenth of an
         // interval after this one started (the grid resumes after a suspicion or a check on
         // request; two checks are never more than 1.1 intervals apart, as `stale_after`'s
-        // rule assumes).
+        // rule assumes), or now if this one ran a whole interval (a timeout as long as the
+        // interval: waiting for the next place would leave the endpoint unchecked for an
+        // interval, and a recovery unseen).
         let now = Instant::now();
         let next = if state.threshold.suspect() {
             started + check.suspect_interval
+        } else if now >= started + check.interval {
+            now
         } else {
             let after = (started + check.interval / 10).saturating_duration_since(now);
             now + on_grid(after, check.interval, state.phase)
@@ -593,10 +629,31 @@ mod tests {
         let ms = Duration::from_millis;
         let second = Duration::from_secs(1);
         assert_eq!(overdue_after(None, second), None);
-        assert_eq!(overdue_after(Some(ms(5)), second), Some(ms(100)));
+        assert_eq!(overdue_after(Some(ms(1)), second), Some(ms(10)));
+        assert_eq!(overdue_after(Some(ms(5)), second), Some(ms(20)));
         assert_eq!(overdue_after(Some(ms(50)), second), Some(ms(200)));
         assert_eq!(overdue_after(Some(ms(400)), second), Some(ms(500)));
         // A timeout too short to say anything before it.
-        assert_eq!(overdue_after(Some(ms(5)), ms(150)), None);
+        assert_eq!(overdue_after(Some(ms(5)), ms(15)), None);
+    }
+
+    #[test]
+    fn the_typical_round_trip_ignores_a_slow_first_check_and_spikes() {
+        let ms = Duration::from_millis;
+        let mut recent = RecentRtts::default();
+        assert_eq!(recent.median(), None);
+        recent.push(ms(150));
+        assert_eq!(recent.median(), Some(ms(150)));
+        for _ in 0..3 {
+            recent.push(ms(2));
+        }
+        assert_eq!(recent.median(), Some(ms(2)));
+        recent.push(ms(900));
+        assert_eq!(recent.median(), Some(ms(2)));
+        // Only the last RECENT_RTTS count: an endpoint that became slower is judged as it is.
+        for _ in 0..RECENT_RTTS {
+            recent.push(ms(80));
+        }
+        assert_eq!(recent.median(), Some(ms(80)));
     }
 }

@@ -9,6 +9,7 @@ fault and time the failback the same way. A vantage trial counts when *both* of 
 servers answer the new address (the later of the two).
 """
 
+import json
 import os
 import random
 import signal
@@ -18,6 +19,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.request
 
 VANTAGE, WORK = sys.argv[1], sys.argv[2]
 TRIALS = int(os.environ.get("TRIALS", "10"))
@@ -59,6 +61,16 @@ def query(server):
     if struct.unpack(">H", d[:2])[0] != qid or struct.unpack(">H", d[6:8])[0] == 0:
         return None
     return socket.inet_ntoa(d[-4:])
+
+
+def up_votes(n):
+    """How many probers vote the primary up, as vantage DNS server n's status says."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{8300 + n}/v1/status", timeout=1) as r:
+            status = json.load(r)
+    except OSError:
+        return 0
+    return next((e["up_votes"] for e in status["endpoints"] if e["id"] == "primary"), 0)
 
 
 def until(seconds, what, check):
@@ -131,6 +143,9 @@ def fault(kind, on):
 
 
 FAULTS = ["HTTP 503", "process killed (refused)", "packets dropped (timeout)", "connection reset"]
+# FAULT=drop (a word of the fault's name) and CONFIG=fall 1 (of the column's) run a part only.
+FAULTS = [f for f in FAULTS if os.environ.get("FAULT", "") in f]
+LOG = os.environ.get("VANTAGE_LOG", "warn")
 
 
 # --- vantage and PowerDNS ---------------------------------------------------------------------
@@ -183,9 +198,9 @@ def start_vantage(label, check):
                 procs.append(netns(f"vb-p{i}", [VANTAGE, "probe", "--region", f"r{i}", "--config", config,
                                                 "--listen", f"10.77.0.2{i}:9100"],
                                    cwd=d, stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, f"probe{i}.log"), "w"),
-                                   env={**os.environ, "RUST_LOG": "warn"}))
+                                   env={**os.environ, "RUST_LOG": LOG}))
         procs.append(netns("vb-dns", [VANTAGE, "dns", "--config", config], cwd=d, stdout=subprocess.DEVNULL,
-                           stderr=open(os.path.join(d, "dns.log"), "w"), env={**os.environ, "RUST_LOG": "warn"}))
+                           stderr=open(os.path.join(d, "dns.log"), "w"), env={**os.environ, "RUST_LOG": LOG}))
     return procs
 
 
@@ -215,6 +230,8 @@ def trial(kind):
     """(vantage seconds, PowerDNS seconds) to fail over, and the same to fail back."""
     servers = VANTAGE_DNS + [PDNS]
     until(30, "every server to answer the primary", lambda: all(query(s) == PRIMARY for s in servers))
+    # And every prober to see it up again (a check started during the last fault may still hang).
+    until(30, "every prober to see the primary up", lambda: all(up_votes(n) == 3 for n in range(len(VANTAGE_DNS))))
     time.sleep(random.uniform(0.0, 1.0))
 
     def watch(target):
@@ -229,6 +246,7 @@ def trial(kind):
         return (None if None in v else max(v)), seen.get(PDNS)
 
     fault(kind, True)
+    trial.at = time.time()
     over = watch(SECONDARY)
     fault(kind, False)
     back = watch(PRIMARY)
@@ -255,13 +273,14 @@ def main():
         ("vantage fall 1, rise 1", "rise = 1\nfall = 1\n"),
         ("vantage fall 3, rise 2, suspect_interval 100ms", "rise = 2\nfall = 3\nsuspect_interval = \"100ms\"\n"),
     ]
+    configs = [c for c in configs if os.environ.get("CONFIG", "") in c[0]]
     results = {}  # (column, fault) -> {"over": [...], "back": [...]}
     for label, check in configs:
         procs = start_vantage(label.split(",")[0].replace(" ", "-") + str(len(results)), check)
         for kind in FAULTS:
             for n in range(TRIALS):
                 (v_over, p_over), (v_back, p_back) = trial(kind)
-                print(f"{label} | {kind} | trial {n}: vantage {v_over} / {v_back}, PowerDNS {p_over} / {p_back}",
+                print(f"{label} | {kind} | trial {n} (fault at {trial.at:.3f}): vantage {v_over} / {v_back}, PowerDNS {p_over} / {p_back}",
                       file=sys.stderr, flush=True)
                 for col, over, back in ((label, v_over, v_back), ("PowerDNS ifurlup, interval 1 s", p_over, p_back)):
                     r = results.setdefault((col, kind), {"over": [], "back": []})

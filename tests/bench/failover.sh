@@ -5,8 +5,10 @@
 # HTTP 503, process killed (connection refused), packets dropped (nft drop), connection reset
 # (nft reject with tcp reset); then the fault is lifted and the failback is timed too.
 #
-#   bash tests/bench/failover.sh              # 10 trials per fault and configuration (~12 min)
+#   bash tests/bench/failover.sh              # 10 trials per fault and configuration (~6 min)
 #   TRIALS=3 bash tests/bench/failover.sh     # shorter
+#   FAULT=drop CONFIG="fall 1" VANTAGE_LOG=vantage=debug KEEP=1 bash tests/bench/failover.sh
+#                                             # one fault, one column, the processes' logs kept
 #
 # Needs root (network namespaces), nginx, nftables, pdns-server with pdns-backend-bind (installed
 # from Debian's packages if missing). Everything runs in namespaces this script creates (a
@@ -34,7 +36,12 @@ cleanup() {
         ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
         ip netns del "$ns" 2>/dev/null || true
     done
-    rm -rf /etc/netns/vb-dns "${WORK:-/nonexistent}"
+    rm -rf /etc/netns/vb-dns
+    if [ -n "${KEEP:-}" ] && [ -n "${WORK:-}" ]; then
+        echo "failover.sh: the logs are kept in $WORK" >&2
+    else
+        rm -rf "${WORK:-/nonexistent}"
+    fi
 }
 trap cleanup EXIT
 cleanup

@@ -1162,3 +1162,62 @@ async fn hang_to_failover(timing: &str) -> Duration {
     eprintln!("{timing:?}: failover {took:?} after the first timeout");
     took
 }
+
+/// A check that runs a whole interval (a hang with timeout = interval) is followed by the next
+/// at once, not at the endpoint's next place on the grid: a hanging endpoint is still checked
+/// every interval by every prober, and its recovery is seen within one timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_endpoint_is_checked_every_interval_and_seen_recovering() {
+    init();
+    let fleet =
+        ThreeProbers::start("interval = \"1s\"\ntimeout = \"1s\"\nrise = 1\nfall = 1\n").await;
+    let (vantage, ips, backends) = (&fleet.vantage, fleet.ips, &fleet.backends);
+    assert_eq!(fleet.www().await, vec![IpAddr::V4(ips[0])]);
+    let timeouts = || async {
+        let (_, text) = vantage.get("/metrics").await;
+        let metrics = Exposition::parse(&text);
+        ["r1", "r2", "r3"].map(|region| {
+            metrics
+                .value(
+                    "vantage_probes_total",
+                    &[("region", region), ("result", "timeout")],
+                )
+                .unwrap_or(0.0)
+        })
+    };
+    backends[0].set(Mode::Hang);
+    eventually(Duration::from_secs(10), "www to fail over", || async {
+        (fleet.www().await == vec![IpAddr::V4(ips[1])]).then_some(())
+    })
+    .await;
+    // Four more timeouts per prober take about four intervals (the checks run back to back);
+    // with the grid's next place after each, they would take eight.
+    let before = timeouts().await;
+    let from = tokio::time::Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "four more timeouts per prober",
+        || async {
+            let now = timeouts().await;
+            (0..3).all(|r| now[r] >= before[r] + 4.0).then_some(())
+        },
+    )
+    .await;
+    let took = from.elapsed();
+    assert!(
+        took < Duration::from_millis(6000),
+        "four timeouts per prober took {took:?}: a hanging endpoint is not checked every interval"
+    );
+    // Each prober's hanging check ends within a timeout, and the next one, at once, succeeds.
+    backends[0].set(Mode::Healthy);
+    let healed = tokio::time::Instant::now();
+    eventually(Duration::from_secs(5), "www to fail back", || async {
+        (fleet.www().await == vec![IpAddr::V4(ips[0])]).then_some(())
+    })
+    .await;
+    let took = healed.elapsed();
+    assert!(
+        took < Duration::from_millis(1800),
+        "failback {took:?} after the recovery: more than a timeout and a check"
+    );
+}
