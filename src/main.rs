@@ -9,7 +9,8 @@ use vantage::{app, demo};
 #[command(
     name = "vantage",
     version,
-    about = "Global health-checking DNS failover controller"
+    about = "Global health-checking DNS failover controller",
+    after_help = "Examples:\n  vantage demo\n  vantage check-config /etc/vantage/fleet.toml\n  vantage dns --config /etc/vantage/fleet.toml\n  vantage probe --region us-east --config /etc/vantage/fleet.toml\n  vantage status --config /etc/vantage/fleet.toml"
 )]
 struct Cli {
     /// Log format on stderr: text (coloured only on a terminal, never with NO_COLOR set) or
@@ -207,6 +208,9 @@ enum Command {
         tls_name: Vec<String>,
     },
     /// DNSSEC keys: make one, or print the DS records a signed zone's parent needs.
+    #[command(
+        after_help = "Examples:\n  vantage dnssec keygen --out /etc/vantage/keys/example.com.pem\n  vantage dnssec ds --config /etc/vantage/fleet.toml example.com"
+    )]
     Dnssec {
         #[command(subcommand)]
         command: DnssecCommand,
@@ -273,12 +277,24 @@ struct AdminArgs {
 #[derive(Subcommand)]
 enum OverrideCommand {
     /// Withdraw an endpoint from answers while it is still probed.
+    #[command(
+        after_help = "Example:\n  vantage override --config fleet.toml drain use1 --reason \"kernel upgrade\" --for 30m"
+    )]
     Drain(OverrideArgs),
     /// Force an endpoint Up.
+    #[command(
+        after_help = "Example:\n  vantage override --config fleet.toml up use1 --reason \"checks blocked by a firewall change\" --for 2h"
+    )]
     Up(OverrideArgs),
     /// Force an endpoint Down.
+    #[command(
+        after_help = "Example:\n  vantage override --config fleet.toml down use1 --reason \"bad deploy\" --for 15m"
+    )]
     Down(OverrideArgs),
     /// Remove an endpoint's override.
+    #[command(
+        after_help = "Example:\n  vantage override --config fleet.toml clear use1 --reason \"upgrade done\""
+    )]
     Clear {
         endpoint: String,
         #[arg(long, default_value = "")]
@@ -287,6 +303,7 @@ enum OverrideCommand {
         by: Option<String>,
     },
     /// List the overrides in force.
+    #[command(after_help = "Example:\n  vantage override --config fleet.toml list --json")]
     List {
         /// Print them as JSON.
         #[arg(long)]
@@ -497,7 +514,8 @@ fn main() -> ExitCode {
             client(async move { vantage::adminctl::status(&target, json).await })
         }
         Command::Route53 { config, force } => {
-            let settings = match vantage::config::Settings::load(&config) {
+            let files = vantage::config::Files::ROUTE53;
+            let settings = match vantage::config::Settings::load_for(&config, files) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("{e}");
@@ -507,7 +525,8 @@ fn main() -> ExitCode {
             run(async move { app::run_route53(settings, config, force, announce).await })
         }
         Command::Plan { config, json } => {
-            let settings = match vantage::config::Settings::load(&config) {
+            let files = vantage::config::Files::ROUTE53;
+            let settings = match vantage::config::Settings::load_for(&config, files) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("{e}");

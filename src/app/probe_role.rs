@@ -20,7 +20,8 @@ use crate::{
 
 /// Validates what a prober needs: the configuration, its region, the fleet secret, the checks.
 pub fn check_probe(config: &Path, region: &str) -> Result<(Settings, Region), Vec<String>> {
-    let settings = Settings::load(config).map_err(|e| vec![e.to_string()])?;
+    let settings = Settings::load_for(config, crate::config::Files::PROBER)
+        .map_err(|e| vec![e.to_string()])?;
     let mut problems = Vec::new();
     let region = settings
         .regions

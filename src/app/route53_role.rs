@@ -124,7 +124,7 @@ pub async fn run_route53(
     super::join_fleet(&settings, "route53", &listening, &shutdown, &mut tasks)?;
     on_listening(&listening);
     serve_until_shutdown(signals, reload_rx, &metrics, || {
-        let outcome = Settings::load(&config)
+        let outcome = Settings::load_for(&config, crate::config::Files::ROUTE53)
             .map_err(|e| vec![e.to_string()])
             .and_then(|next| {
                 require_targets(&next).map_err(|e| vec![e.to_string()])?;

@@ -524,6 +524,35 @@ fn list(problems: &[Problem]) -> String {
         .join("\n")
 }
 
+/// Which of the files a configuration names a process reads and checks as it loads it: a
+/// prober host holds neither the fleet's etcd credentials nor the zones' signing keys, and a
+/// Route53 reconciler's host no signing keys; each role is asked only for its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Files {
+    /// `[state]`: etcd's CA, client certificate and key, password.
+    pub state: bool,
+    /// `[dns.dnssec]`: the signing keys.
+    pub dnssec_keys: bool,
+}
+
+impl Files {
+    /// Every file (the DNS server, `check-config`, the commands).
+    pub const ALL: Files = Files {
+        state: true,
+        dnssec_keys: true,
+    };
+    /// `vantage probe`.
+    pub const PROBER: Files = Files {
+        state: false,
+        dnssec_keys: false,
+    };
+    /// `vantage route53`.
+    pub const ROUTE53: Files = Files {
+        state: true,
+        dnssec_keys: false,
+    };
+}
+
 impl Settings {
     /// What is valid but weaker than it should be (check-config prints these; servers log
     /// them at start).
@@ -565,20 +594,35 @@ impl Settings {
         warnings
     }
 
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file, and every file it names.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        Settings::load_for(path, Files::ALL)
+    }
+
+    /// Reads and validates a configuration file, and the files it names that `files` says
+    /// this process reads.
+    pub fn load_for(path: &Path, files: Files) -> Result<Settings, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: file.clone(),
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Settings::from_toml(&text, &file, base)
+        Settings::from_toml_for(&text, &file, base, files)
     }
 
     /// Parses and validates configuration text; `file` names it in errors, `base` anchors
     /// relative paths.
     pub fn from_toml(text: &str, file: &str, base: &Path) -> Result<Settings, ConfigError> {
+        Settings::from_toml_for(text, file, base, Files::ALL)
+    }
+
+    fn from_toml_for(
+        text: &str,
+        file: &str,
+        base: &Path,
+        files: Files,
+    ) -> Result<Settings, ConfigError> {
         let invalid = |mut problems: Vec<Problem>| {
             let at = locate::Locator::new(text);
             for problem in &mut problems {
@@ -593,7 +637,7 @@ impl Settings {
         };
         // The common case: the file fits; validation lists every problem in its values.
         if let Ok(raw) = toml::from_str::<raw::RawConfig>(text) {
-            return validate::validate(raw, base).map_err(invalid);
+            return validate::validate(raw, base, files).map_err(invalid);
         }
         // Valid TOML that does not fit: every misfit (unknown keys, wrong types, missing
         // keys) at its path, and, in the same pass, every problem in the values that fit.
@@ -605,7 +649,7 @@ impl Settings {
         let mut problems = shape.problems;
         match toml::Value::Table(table).try_into::<raw::RawConfig>() {
             Ok(raw) => {
-                if let Err(more) = validate::validate(raw, base) {
+                if let Err(more) = validate::validate(raw, base, files) {
                     problems.extend(more.into_iter().filter(|p| {
                         !shape
                             .placeholders

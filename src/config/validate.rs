@@ -17,7 +17,11 @@ use super::{
 };
 use crate::model::Region;
 
-pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Problem>> {
+pub(super) fn validate(
+    raw: RawConfig,
+    base: &Path,
+    files: super::Files,
+) -> Result<Settings, Vec<Problem>> {
     let mut p = Problems::default();
 
     let regions = validate_probers(&raw, &mut p);
@@ -59,7 +63,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
     let endpoints = records::assign_endpoint_ids(&mut records, &mut p);
     let records = records.into_iter().map(|(spec, _)| spec).collect();
 
-    let dns = validate_dns(&raw, base, &regions, &mut p);
+    let dns = validate_dns(&raw, base, &regions, files.dnssec_keys, &mut p);
     let admin = AdminSettings {
         listen: match &raw.admin.listen {
             None => parse_socket(defaults::ADMIN_LISTEN)
@@ -87,7 +91,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
     let route53 = validate_route53(&raw, base, &admin.state_dir, &mut p);
     let servers = validate_servers(&raw, &mut p);
     let drill = validate_drill(&raw, &mut p);
-    let state = validate_state(&raw, base, &mut p);
+    let state = validate_state(&raw, base, files.state, &mut p);
     if p.0.is_empty() {
         Ok(Settings {
             cluster,
@@ -108,7 +112,13 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Settings, Vec<Prob
     }
 }
 
-fn validate_state(raw: &RawConfig, base: &Path, p: &mut Problems) -> StateSettings {
+/// `read_files`: whether to read the TLS and password files (not on a prober's host).
+fn validate_state(
+    raw: &RawConfig,
+    base: &Path,
+    read_files: bool,
+    p: &mut Problems,
+) -> StateSettings {
     let s = &raw.state;
     let etcd_only = [
         ("endpoints", s.endpoints.is_some()),
@@ -164,6 +174,9 @@ fn validate_state(raw: &RawConfig, base: &Path, p: &mut Problems) -> StateSettin
             }
             let read = |field: &str, file: &Option<String>, p: &mut Problems| {
                 let path = base.join(file.as_ref()?);
+                if !read_files {
+                    return None;
+                }
                 match std::fs::read(&path) {
                     Ok(bytes) => Some(bytes),
                     Err(e) => {
@@ -191,6 +204,7 @@ fn validate_state(raw: &RawConfig, base: &Path, p: &mut Problems) -> StateSettin
                 }
             };
             let auth = match (&s.username, &s.password_file) {
+                (Some(_), Some(_)) if !read_files => None,
                 (Some(user), Some(file)) => read_secret("state.password_file", &base.join(file), p)
                     .map(|pw| (user.clone(), pw)),
                 (None, None) => None,
@@ -549,7 +563,13 @@ pub(crate) fn read_certificates(
     }
 }
 
-fn validate_dns(raw: &RawConfig, base: &Path, regions: &[Region], p: &mut Problems) -> DnsSettings {
+fn validate_dns(
+    raw: &RawConfig,
+    base: &Path,
+    regions: &[Region],
+    read_keys: bool,
+    p: &mut Problems,
+) -> DnsSettings {
     let listen = match &raw.dns.listen {
         None => {
             vec![parse_socket(defaults::DNS_LISTEN).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 53)))]
@@ -636,13 +656,15 @@ fn validate_dns(raw: &RawConfig, base: &Path, regions: &[Region], p: &mut Proble
         max_udp_payload: max_udp_payload.max(512),
         minimal_responses: raw.dns.minimal_responses.unwrap_or(false),
         rrl: validate_rrl(raw.dns.rrl.as_ref(), p),
-        dnssec: validate_dnssec(raw.dns.dnssec.as_ref(), base, p),
+        dnssec: validate_dnssec(raw.dns.dnssec.as_ref(), base, read_keys, p),
     }
 }
 
+/// `read_keys`: whether to read and check the key files (not where nothing signs).
 fn validate_dnssec(
     raw: Option<&std::collections::BTreeMap<String, crate::config::raw::RawDnssec>>,
     base: &Path,
+    read_keys: bool,
     p: &mut Problems,
 ) -> Vec<crate::config::DnssecSettings> {
     use crate::dns::dnssec::{Algorithm, KeyState, Role, ZoneKey};
@@ -707,9 +729,13 @@ fn validate_dnssec(
                 }),
             };
             let file = base.join(&key.file);
-            let loaded = ZoneKey::load(&file, role, state, algorithm)
-                .map_err(|e| p.add(format!("{key_path}.file"), e))
-                .ok()
+            let loaded = read_keys
+                .then(|| {
+                    ZoneKey::load(&file, role, state, algorithm)
+                        .map_err(|e| p.add(format!("{key_path}.file"), e))
+                        .ok()
+                })
+                .flatten()
                 .map(std::sync::Arc::new);
             keys.push(crate::config::DnssecKeySettings {
                 file,

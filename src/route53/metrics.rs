@@ -35,7 +35,7 @@ impl Route53Metrics {
         Self {
             calls: registry.int_counter_vec(
                 "vantage_route53_api_calls_total",
-                "Route53 API calls (every attempt), by operation and result (ok, throttled, prior_request_not_complete, invalid_change_batch, server_error, transport_error, error).",
+                "Route53 API calls (every attempt), by operation and result (ok, throttled, prior_request_not_complete, invalid_change_batch, server_error, transport_error, no_credentials, access_denied, error).",
                 &["operation", "result"],
             ),
             changes: registry.int_counter_vec(

@@ -248,3 +248,86 @@ async fn the_dns_unit_s_command_runs_as_the_unit_would_run_it() {
     assert!(vantage.terminate().success());
     assert!(started.elapsed() < Duration::from_secs(stop));
 }
+
+/// One configuration for the whole fleet, but each host holds only its role's secrets: a
+/// prober starts without the fleet's etcd credentials or the zones' signing keys, a Route53
+/// reconciler without the signing keys, while the DNS server (and `check-config`) names
+/// every file it cannot read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_reads_only_the_files_it_uses() {
+    init();
+    let dir = workdir();
+    std::fs::write(
+        dir.path().join("token"),
+        "fleet-secret-for-deploy-tests-0123\n",
+    )
+    .expect("token");
+    let zones = dir.path().join("zones");
+    std::fs::create_dir_all(&zones).expect("zones");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(
+        root.join("zones/example.com.zone"),
+        zones.join("example.com.zone"),
+    )
+    .expect("zone");
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        "[cluster]\ntoken_file = \"token\"\n[[prober]]\nregion = \"r1\"\n\
+         [check.t]\nprotocol = \"tcp\"\nport = 9\n\
+         [dns]\nlisten = [\"127.0.0.1:0\"]\nzones_dir = \"zones\"\n\
+         [dns.dnssec.\"example.com\"]\nkeys = [{ file = \"keys/example.com.pem\" }]\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [state]\nbackend = \"etcd\"\nendpoints = [\"https://127.0.0.1:9\"]\n\
+         ca_file = \"etcd/ca.crt\"\ncert_file = \"etcd/client.crt\"\nkey_file = \"etcd/client.key\"\n\
+         [[record]]\nname = \"www.example.com\"\nendpoints = [{ name = \"e1\", address = \"127.0.0.1\" }]\n\
+         route53 = { zone_id = \"Z0123456789ABC\", owner = \"vantage-test\" }\n",
+    )
+    .expect("config");
+    let config = path.to_str().expect("path");
+
+    // The prober: none of those files are here, and it starts and checks.
+    let prober = Vantage::probe("r1", &path, Some("127.0.0.1:0"), dir.path());
+    assert!(
+        prober.listening["listening"]["prober"].is_string(),
+        "{}",
+        prober.listening
+    );
+    drop(prober);
+
+    // The DNS server and check-config: every missing file, by setting.
+    let aws = [
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+    ];
+    for args in [
+        vec!["dns", "--config", config],
+        vec!["check-config", config],
+    ] {
+        let (code, _, stderr) = run_vantage(&args, &aws);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        for setting in [
+            "state.ca_file",
+            "state.cert_file",
+            "state.key_file",
+            "dns.dnssec.\"example.com\".keys[0].file",
+        ] {
+            assert!(
+                stderr.contains(setting),
+                "{args:?} names {setting}: {stderr}"
+            );
+        }
+    }
+
+    // The Route53 reconciler: etcd's files (its leader election), not the signing keys.
+    let (code, _, stderr) = run_vantage(&["route53", "--config", config], &aws);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("state.ca_file"), "{stderr}");
+    assert!(
+        !stderr.contains("dnssec"),
+        "the reconciler signs nothing: {stderr}"
+    );
+}

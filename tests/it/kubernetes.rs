@@ -307,6 +307,15 @@ fn every_cluster_s_manifests_hold_together() {
                 for prober in probers {
                     files.push(prober["tls_cert_file"].as_str().expect("cert").to_string());
                 }
+                // The fleet's etcd (overrides, membership, leader election): the DNS servers
+                // and the reconciler read its credentials; a prober never does.
+                if *role != "probe" {
+                    for key in ["ca_file", "cert_file", "key_file"] {
+                        if let Some(file) = fleet["state"][key].as_str() {
+                            files.push(file.to_string());
+                        }
+                    }
+                }
                 match *role {
                     "dns" => {
                         files.push(

@@ -793,24 +793,38 @@ async fn the_command_line_helps_reads_as_json_and_survives_closed_pipes() {
     )
     .expect("config");
     let config = path.to_str().expect("path");
-    // Every command shows examples; `check-config` takes --config like every other command.
-    for command in [
-        "dns",
-        "probe",
-        "plan",
-        "override",
-        "status",
-        "check-config",
-        "demo",
-        "route53",
-        "reload",
-        "drill",
-        "keygen",
-    ] {
-        let (code, out, _) = run_vantage(&[command, "--help"], &[]);
+    // Every command and subcommand shows examples (found from the help itself, so a new one
+    // without is caught); `check-config` takes --config like every other command.
+    fn commands(help: &str) -> Vec<String> {
+        help.lines()
+            .skip_while(|l| !l.starts_with("Commands:"))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|c| *c != "help")
+            .map(str::to_string)
+            .collect()
+    }
+    let (code, top, _) = run_vantage(&["--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(top.contains("Example"), "vantage --help:\n{top}");
+    let mut seen = 0;
+    for command in commands(&top) {
+        let (code, out, _) = run_vantage(&[&command, "--help"], &[]);
         assert_eq!(code, 0);
         assert!(out.contains("Example"), "vantage {command} --help:\n{out}");
+        seen += 1;
+        for sub in commands(&out) {
+            let (code, out, _) = run_vantage(&[&command, &sub, "--help"], &[]);
+            assert_eq!(code, 0);
+            assert!(
+                out.contains("Example"),
+                "vantage {command} {sub} --help:\n{out}"
+            );
+            seen += 1;
+        }
     }
+    assert!(seen >= 18, "{seen} commands found in:\n{top}");
     let (code, out, err) = run_vantage(&["check-config", "--config", config], &[]);
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = run_vantage(&["check-config", config], &[]);
