@@ -281,9 +281,6 @@ impl Aggregator {
             let changed =
                 self.reporter
                     .round(&self.settings, &verdicts, &round, decided.as_deref());
-            if changed && let Some(saved) = &self.saved {
-                saved.save(&round.verdicts, crate::clock::unix_ms());
-            }
             let active = self
                 .overrides
                 .as_ref()
@@ -292,6 +289,7 @@ impl Aggregator {
             self.reporter.overrides(&active, self.overrides.as_deref());
             // ... build the answers ...
             let grace_over = now.duration_since(started) >= cluster.startup_grace;
+            let building = Instant::now();
             let snap = snapshot::build(
                 &self.settings,
                 snapshot::Decided::round(round),
@@ -313,10 +311,14 @@ impl Aggregator {
                 return;
             }
             self.published.store(snap.clone());
+            let built = Instant::now();
+            quiet_until = built + built.duration_since(building) * REBUILD_SPACING;
+            // Saved after the answers are out: a slow disk never delays a failover.
+            if changed && let Some(saved) = &self.saved {
+                saved.save(&snap.verdicts, crate::clock::unix_ms());
+            }
             verdicts = snap.verdicts.clone();
             previous = snap;
-            let built = Instant::now();
-            quiet_until = built + built.duration_since(now) * REBUILD_SPACING;
         }
     }
 }

@@ -419,7 +419,11 @@ fn join_fleet(
     let member = crate::state::members::Member {
         name: replica_name(listening.admin),
         role: role.to_string(),
-        dns: listening.dns.clone(),
+        dns: listening
+            .dns
+            .iter()
+            .map(|&a| crate::state::members::advertised(a).unwrap_or(a))
+            .collect(),
         admin,
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_unix_ms: crate::clock::unix_ms(),

@@ -98,13 +98,15 @@ pub fn spawn(
         metrics.clone(),
         shutdown.clone(),
     ));
+    let (starts, started) = tokio::sync::mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         region: region.clone(),
         board: board.clone(),
         metrics: metrics.clone(),
         load,
+        starts,
     });
-    tasks.spawn(run(shared, states, asks, shutdown.clone()));
+    tasks.spawn(run(shared, states, asks, started, shutdown.clone()));
     Ok(())
 }
 
@@ -184,6 +186,7 @@ async fn run(
     shared: Arc<Shared>,
     mut states: Vec<EndpointState>,
     mut asks: AskReceiver,
+    mut started: tokio::sync::mpsc::UnboundedReceiver<(usize, u64, Instant)>,
     shutdown: CancellationToken,
 ) {
     // The first checks at each endpoint's place on the grid: spread over one interval.
@@ -243,6 +246,17 @@ async fn run(
                     Err(e) => tracing::debug!(error = %e, "a check ended without a result"),
                 }
             }
+            // A check got its slot and runs: its overdue clock starts now, not while it waited.
+            Some((index, number, at)) = started.recv() => {
+                let state = &states[index];
+                if state.running.contains(&number)
+                    && state.threshold.state() != Health::Down
+                    && let Some(after) =
+                        overdue_after(state.recent_rtts.median(), state.endpoint.check.timeout)
+                {
+                    overdue.push(Reverse((at + after, index, number)));
+                }
+            }
             asked = asks.recv(), if asks_open => {
                 let Some(endpoint) = asked else {
                     asks_open = false;
@@ -300,12 +314,6 @@ async fn run(
                     state.started += 1;
                     state.running.push_back(state.started);
                     state.newest_start = Some(now);
-                    if state.threshold.state() != Health::Down
-                        && let Some(after) =
-                            overdue_after(state.recent_rtts.median(), state.endpoint.check.timeout)
-                    {
-                        overdue.push(Reverse((now + after, index, state.started)));
-                    }
                     running.spawn(check(
                         shared.clone(),
                         state.checker.clone(),
@@ -329,6 +337,8 @@ async fn check(
 ) -> Done {
     let slot = shared.load.slot().await;
     let started = Instant::now();
+    // The loop may be gone (a reload): then nobody waits for this check.
+    let _ = shared.starts.send((index, number, started));
     let stalled_before = shared.load.stalled();
     let lateness = started.saturating_duration_since(due);
     let late = lateness > late_after;
@@ -380,6 +390,8 @@ struct Shared {
     board: Arc<ObservationBoard>,
     metrics: ProbeMetrics,
     load: Arc<Load>,
+    /// Each check as it starts (endpoint index, check number, when).
+    starts: tokio::sync::mpsc::UnboundedSender<(usize, u64, Instant)>,
 }
 
 impl Shared {
@@ -469,6 +481,7 @@ impl Shared {
             board,
             metrics,
             load,
+            ..
         } = self;
         let endpoint = &state.endpoint;
         let check = &endpoint.check;
@@ -585,7 +598,7 @@ impl Shared {
         let now = Instant::now();
         let next = if state.threshold.suspect() {
             started + check.suspect_interval
-        } else if now >= started + check.interval {
+        } else if !local && now >= started + check.interval {
             now
         } else {
             let after = (started + check.interval / 10).saturating_duration_since(now);

@@ -28,17 +28,36 @@ pub struct Member {
     pub started_unix_ms: u64,
 }
 
-/// The address others reach a listener at: its own, or this host's name when it listens on
-/// every address.
-pub fn reachable(addr: SocketAddr) -> String {
-    if addr.ip().is_unspecified() {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into());
-        format!("{host}:{}", addr.port())
-    } else {
-        addr.to_string()
+/// The address others reach a listener at: its own, or, when it listens on every address,
+/// this host's address on its default route (a pod's IP, a machine's primary address: found
+/// by a route lookup, as connecting a UDP socket sends nothing); None without such a route.
+pub fn advertised(addr: SocketAddr) -> Option<SocketAddr> {
+    if !addr.ip().is_unspecified() {
+        return Some(addr);
     }
+    // Documentation addresses (RFC 5737, RFC 3849): only the route to them is looked up.
+    let somewhere: SocketAddr = if addr.is_ipv4() {
+        SocketAddr::from(([192, 0, 2, 1], 9))
+    } else {
+        SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 9))
+    };
+    let socket = std::net::UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).ok()?;
+    socket.connect(somewhere).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(SocketAddr::new(ip, addr.port()))
+}
+
+/// `advertised`, or this host's name with the port when it has no route.
+pub fn reachable(addr: SocketAddr) -> String {
+    advertised(addr).map_or_else(
+        || {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into());
+            format!("{host}:{}", addr.port())
+        },
+        |a| a.to_string(),
+    )
 }
 
 /// Keeps `member` registered until `shutdown` (registering again after etcd comes back).
@@ -89,4 +108,31 @@ pub async fn list(etcd: &Etcd) -> Result<Vec<Member>, EtcdError> {
         .collect();
     members.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_on_every_address_is_advertised_at_a_real_one() {
+        let own: SocketAddr = "127.0.0.7:5353".parse().expect("addr");
+        assert_eq!(advertised(own), Some(own));
+        for any in ["0.0.0.0:5353", "[::]:5353"] {
+            let any: SocketAddr = any.parse().expect("addr");
+            // Without a default route there is nothing to advertise; with one, an address of
+            // this host (it can be bound), with the listener's port.
+            if let Some(found) = advertised(any) {
+                assert!(
+                    !found.ip().is_unspecified() && found.port() == 5353,
+                    "{found}"
+                );
+                std::net::UdpSocket::bind(SocketAddr::new(found.ip(), 0))
+                    .unwrap_or_else(|e| panic!("{found} is not this host's: {e}"));
+                assert_eq!(reachable(any), found.to_string());
+            } else {
+                assert!(reachable(any).ends_with(":5353"));
+            }
+        }
+    }
 }
