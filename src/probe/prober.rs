@@ -591,18 +591,26 @@ impl Shared {
         // would count as the prober's own problem, and `fall` would never be reached).
         // Otherwise it comes at the endpoint's next place on the grid, at least a tenth of an
         // interval after this one started (the grid resumes after a suspicion or a check on
-        // request; two checks are never more than 1.1 intervals apart, as `stale_after`'s
-        // rule assumes), or now if this one ran a whole interval (a timeout as long as the
-        // interval: waiting for the next place would leave the endpoint unchecked for an
-        // interval, and a recovery unseen).
+        // request; two checks are at most 1.1 intervals apart, as `stale_after`'s rule
+        // assumes). A check as long as the interval (a hang, with a timeout equal to it) ends
+        // just after that place: the next starts now, on the grid, rather than an interval
+        // later (a hanging endpoint is still checked every interval, and its recovery seen
+        // within a timeout).
         let now = Instant::now();
         let next = if state.threshold.suspect() {
             started + check.suspect_interval
-        } else if !local && now >= started + check.interval {
-            now
         } else {
-            let after = (started + check.interval / 10).saturating_duration_since(now);
-            now + on_grid(after, check.interval, state.phase)
+            let earliest = started + check.interval / 10;
+            let slot = now
+                + on_grid(
+                    earliest.saturating_duration_since(now),
+                    check.interval,
+                    state.phase,
+                );
+            let just_missed = slot.checked_sub(check.interval).is_some_and(|missed| {
+                missed >= earliest && now.duration_since(missed) <= check.interval / 10
+            });
+            if just_missed && !local { now } else { slot }
         };
         next.max(now)
     }
