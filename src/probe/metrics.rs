@@ -33,6 +33,7 @@ pub struct Inner {
     endpoints: IntGaugeVec,
     suspicions: IntCounterVec,
     asked: IntCounterVec,
+    overdue: IntCounterVec,
     cert_expiry: EndpointFamily,
     in_flight: IntGaugeVec,
     max_in_flight: IntGaugeVec,
@@ -88,6 +89,11 @@ impl ProbeMetrics {
                 "vantage_probe_suspicions_total",
                 "Failure streaks shorter than fall that ended, by prober region and outcome: confirmed (the endpoint went Down) or cleared (a check succeeded first: a false alarm).",
                 &["region", "outcome"],
+            ),
+            overdue: registry.int_counter_vec(
+                "vantage_probe_overdue_total",
+                "Checks said overdue (running 4 typical round trips without an answer, so the aggregators asked the other probers to check), by prober region: with vantage_quorum_suspicions_total{outcome=\"unconfirmed\"}, how often a slow answer raised a false alarm.",
+                &["region"],
             ),
             asked: registry.int_counter_vec(
                 "vantage_probe_checks_asked_total",
@@ -244,6 +250,11 @@ impl ProbeMetrics {
     /// A check started at once because an aggregator asked.
     pub fn asked(&self, region: &Region) {
         self.asked.with_label_values(&[region.as_str()]).inc();
+    }
+
+    /// A check said overdue.
+    pub fn overdue(&self, region: &Region) {
+        self.overdue.with_label_values(&[region.as_str()]).inc();
     }
 
     /// When the earliest certificate `endpoint` showed to the last https check expires.

@@ -467,6 +467,7 @@ impl Shared {
         };
         tracing::debug!(endpoint = %state.endpoint.id, region = %self.region,
             "a check has run {OVERDUE_RTTS} round trips without an answer; saying so");
+        self.metrics.overdue(&self.region);
         self.board.report(Observation {
             overdue: true,
             ..observation(&self.region, state, None, observed_at)

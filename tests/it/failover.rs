@@ -1160,6 +1160,20 @@ async fn hang_to_failover(timing: &str) -> Duration {
     .await;
     let took = failed_over.duration_since(first_timeout);
     eprintln!("{timing:?}: failover {took:?} after the first timeout");
+    let (_, text) = vantage.get("/metrics").await;
+    let metrics = Exposition::parse(&text);
+    let overdue: f64 = ["r1", "r2", "r3"]
+        .iter()
+        .map(|r| {
+            metrics
+                .value("vantage_probe_overdue_total", &[("region", r)])
+                .unwrap_or(0.0)
+        })
+        .sum();
+    assert!(
+        overdue >= 1.0,
+        "the hanging checks were said overdue: {overdue}"
+    );
     took
 }
 
