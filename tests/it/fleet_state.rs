@@ -928,21 +928,29 @@ async fn a_three_member_etcd_survives_a_lost_member_and_without_quorum_nothing_c
     let back = start(2);
     back.wait_ready().await;
     assert_eq!(www(&back).await, vec![IpAddr::V4(ips[0])]);
-    // One ordered trail of what every server did, on the server that was away.
-    let trail: Vec<String> = back.status().await["audit"]
-        .as_array()
-        .expect("audit")
-        .iter()
-        .rev()
-        .filter(|e| e["what"] != "expired")
-        .map(|e| {
-            format!(
-                "{} {}",
-                e["what"].as_str().unwrap_or(""),
-                e["reason"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+    // One ordered trail of what every server did, on the server that was away (once it has
+    // read the fleet's state: it serves from its own copy until etcd answers).
+    let trail: Vec<String> = eventually(
+        Duration::from_secs(10),
+        "the returning server to read the fleet's trail",
+        || async {
+            let trail: Vec<String> = back.status().await["audit"]
+                .as_array()?
+                .iter()
+                .rev()
+                .filter(|e| e["what"] != "expired")
+                .map(|e| {
+                    format!(
+                        "{} {}",
+                        e["what"].as_str().unwrap_or(""),
+                        e["reason"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            (!trail.is_empty()).then_some(trail)
+        },
+    )
+    .await;
     assert_eq!(
         trail,
         vec!["set one", "clear two", "set short"],
