@@ -434,10 +434,7 @@ fn join_fleet(
 
 /// This replica's name among its peers: the host name and the admin address.
 fn replica_name(admin: SocketAddr) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{host}/{admin}")
+    format!("{}/{admin}", crate::state::members::host_name())
 }
 
 /// The identity of a prober configured without keys or TLS.

@@ -50,14 +50,16 @@ pub fn advertised(addr: SocketAddr) -> Option<SocketAddr> {
 /// `advertised`, or this host's name with the port when it has no route.
 pub fn reachable(addr: SocketAddr) -> String {
     advertised(addr).map_or_else(
-        || {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "localhost".into());
-            format!("{host}:{}", addr.port())
-        },
+        || format!("{}:{}", host_name(), addr.port()),
         |a| a.to_string(),
     )
+}
+
+/// This host's name (the kernel's), or "localhost" when it cannot be read.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// Keeps `member` registered until `shutdown` (registering again after etcd comes back).

@@ -225,13 +225,7 @@ endpoints = [{{ name = "e1", address = "{a}" }}, {{ name = "e2", address = "{b}"
 async fn signed_answers_validate_in_unbound_and_delv() {
     init();
     let dir = workdir();
-    let pki = Pki::new(dir.path());
-    let ips = loopback_block();
-    let backends = start_backends(
-        &ips[..2],
-        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
-    )
-    .await;
+    let (pki, ips, backends) = app_backends(dir.path()).await;
 
     // The secure child: sec.example.com, signed by its own vantage with an Ed25519 CSK.
     let child_dir = dir.path().join("child");

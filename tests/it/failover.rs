@@ -276,13 +276,7 @@ async fn answer_fails_over_when_the_primary_stops_and_returns_when_it_is_back() 
 async fn managed_names_are_not_answered_from_guesses_before_the_first_quorum_round() {
     init();
     let dir = workdir();
-    let pki = Pki::new(dir.path());
-    let ips = loopback_block();
-    let backends = start_backends(
-        &ips[..2],
-        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
-    )
-    .await;
+    let (pki, ips, backends) = app_backends(dir.path()).await;
     // rise = 50 at 100ms: nothing can be decided for at least five seconds.
     let text = config(dir.path(), &ips, backends[0].addr.port(), &pki.ca_file)
         .replace("rise = 2", "rise = 50")
@@ -758,13 +752,7 @@ struct ThreeProbers {
 impl ThreeProbers {
     async fn start(timing: &str) -> ThreeProbers {
         let dir = workdir();
-        let pki = Pki::new(dir.path());
-        let ips = loopback_block();
-        let backends = start_backends(
-            &ips[..2],
-            vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
-        )
-        .await;
+        let (pki, ips, backends) = app_backends(dir.path()).await;
         let path = dir.path().join("fleet.toml");
         std::fs::write(
             &path,
@@ -922,13 +910,7 @@ async fn futures_sum<F: std::future::Future<Output = f64>>(futures: [F; 3]) -> f
 async fn checks_that_outlast_the_suspect_interval_still_reach_fall() {
     init();
     let dir = workdir();
-    let pki = Pki::new(dir.path());
-    let ips = loopback_block();
-    let backends = start_backends(
-        &ips[..2],
-        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
-    )
-    .await;
+    let (pki, ips, backends) = app_backends(dir.path()).await;
     let path = dir.path().join("fleet.toml");
     std::fs::write(
         &path,

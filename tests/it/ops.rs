@@ -192,13 +192,7 @@ async fn status_page_shows_a_failure_and_a_drain_in_a_real_browser() {
 async fn overrides_survive_a_restart_and_expire_by_themselves() {
     init();
     let dir = workdir();
-    let pki = Pki::new(dir.path());
-    let ips = loopback_block();
-    let backends = start_backends(
-        &ips[..2],
-        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
-    )
-    .await;
+    let (_pki, ips, backends) = app_backends(dir.path()).await;
     std::fs::write(
         dir.path().join("admin-token"),
         "admin-token-for-tests-0123456789\n",
@@ -492,13 +486,7 @@ async fn deployment_files_are_valid_and_use_metrics_that_exist() {
 async fn reload_applies_a_good_configuration_and_keeps_the_old_one_on_a_bad_one() {
     init();
     let dir = workdir();
-    let pki = Pki::new(dir.path());
-    let ips = loopback_block();
-    let backends = start_backends(
-        &ips[..2],
-        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
-    )
-    .await;
+    let (_pki, ips, backends) = app_backends(dir.path()).await;
     std::fs::write(
         dir.path().join("admin-token"),
         "admin-token-for-tests-0123456789\n",

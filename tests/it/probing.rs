@@ -86,13 +86,7 @@ fn verdicts(status: &serde_json::Value, prefix: &str) -> Vec<String> {
 async fn an_overloaded_prober_says_so_and_no_endpoint_goes_down_because_of_it() {
     init();
     let dir = workdir();
-    let pki = Pki::new(dir.path());
-    let ips = loopback_block();
-    let backends = start_backends(
-        &ips[..2],
-        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
-    )
-    .await;
+    let (pki, ips, backends) = app_backends(dir.path()).await;
     let config_path = dir.path().join("fleet.toml");
     std::fs::write(
         &config_path,

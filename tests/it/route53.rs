@@ -355,13 +355,7 @@ async fn failover_scenario(moto: Emulator, failback: bool) {
     let before = records(&r53, &zone).await;
 
     let dir = workdir();
-    let pki = Pki::new(dir.path());
-    let ips = loopback_block();
-    let backends = start_backends(
-        &ips[..2],
-        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
-    )
-    .await;
+    let (pki, ips, backends) = app_backends(dir.path()).await;
     let path = dir.path().join("fleet.toml");
     std::fs::write(
         &path,
@@ -677,13 +671,7 @@ async fn throttling_is_retried_with_backoff() {
     let (proxy, task) = throttling_proxy(moto_addr, 3).await;
 
     let dir = workdir();
-    let pki = Pki::new(dir.path());
-    let ips = loopback_block();
-    let backends = start_backends(
-        &ips[..2],
-        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
-    )
-    .await;
+    let (pki, ips, backends) = app_backends(dir.path()).await;
     let path = dir.path().join("fleet.toml");
     let text = config(
         dir.path(),
@@ -1040,13 +1028,7 @@ pub(crate) struct Many {
 pub(crate) async fn many(emulator: Emulator, n: usize) -> Many {
     let zone = create_zone(&client(&emulator.url), "example.com.").await;
     let dir = workdir();
-    let pki = Pki::new(dir.path());
-    let ips = loopback_block();
-    let backends = start_backends(
-        &ips[..2],
-        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
-    )
-    .await;
+    let (pki, ips, backends) = app_backends(dir.path()).await;
     let path = dir.path().join("fleet.toml");
     std::fs::write(
         &path,
@@ -1312,13 +1294,7 @@ async fn a_latency_record_is_pushed_as_route53_latency_sets_and_follows_health()
     let r53 = client(&emulator.url);
     let zone = create_zone(&r53, "example.com.").await;
     let dir = workdir();
-    let pki = Pki::new(dir.path());
-    let ips = loopback_block();
-    let backends = start_backends(
-        &ips[..2],
-        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
-    )
-    .await;
+    let (pki, ips, backends) = app_backends(dir.path()).await;
     let text = config(
         dir.path(),
         &zone,

@@ -186,6 +186,19 @@ pub async fn start_backends_on(addrs: &[SocketAddr], certs: Vec<ServerCert>) -> 
     serve_all(listeners, certs)
 }
 
+/// A private CA in `dir`, a block of loopback addresses, and HTTPS backends for `app.test` on
+/// its first two (primary, secondary), on one port.
+pub async fn app_backends(dir: &Path) -> (Pki, [Ipv4Addr; 4], Vec<Backend>) {
+    let pki = Pki::new(dir);
+    let ips = loopback_block();
+    let backends = start_backends(
+        &ips[..2],
+        vec![pki.issue(&["app.test"]), pki.issue(&["app.test"])],
+    )
+    .await;
+    (pki, ips, backends)
+}
+
 /// Starts one HTTPS backend per address, all on the same port (a check has one port).
 pub async fn start_backends(ips: &[Ipv4Addr], certs: Vec<ServerCert>) -> Vec<Backend> {
     assert_eq!(ips.len(), certs.len());
