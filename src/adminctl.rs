@@ -285,8 +285,9 @@ fn override_url(
     Ok(url)
 }
 
-/// How long the CLI's admin requests may take.
-const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long the CLI's admin requests may take (an override waits for etcd, which may be
+/// electing a leader: up to 10 s).
+const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn client() -> Result<reqwest::Client, AdminError> {
     Session::new(CLIENT_TIMEOUT).map(|s| s.http)

@@ -138,6 +138,7 @@ impl Etcd {
                 "v3/auth/authenticate",
                 &json!({"name": user, "password": password}),
                 REQUEST_TIMEOUT,
+                tokio::time::Instant::now() + REQUEST_TIMEOUT,
                 None,
             )
             .await?;
@@ -172,14 +173,45 @@ impl Etcd {
     }
 
     /// POSTs `body` to `path` at the first endpoint that answers, authenticated when etcd
-    /// asks for it (once more with a fresh token when the last one expired).
+    /// asks for it (once more with a fresh token when the last one expired). While no member
+    /// can answer (the leader was lost and the others are electing one: a request sent to a
+    /// follower then is dropped and hangs), the endpoints are tried again until
+    /// `CALL_BUDGET` has passed. Every request here may be repeated: a put writes the same
+    /// value, a delete removes what is there, and a create taken by our own earlier attempt
+    /// holds our own lease.
     async fn call(&self, path: &str, body: &Value, timeout: Duration) -> Result<Value, EtcdError> {
+        let deadline = tokio::time::Instant::now() + CALL_BUDGET;
+        let mut pause = RETRY_PAUSE;
+        loop {
+            match self.call_once(path, body, timeout, deadline).await {
+                Err(EtcdError::Unreachable { .. })
+                    if tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_PAUSE * 8);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once(
+        &self,
+        path: &str,
+        body: &Value,
+        timeout: Duration,
+        deadline: tokio::time::Instant,
+    ) -> Result<Value, EtcdError> {
         let token = self.token().await?;
-        match self.send(path, body, timeout, token.as_deref()).await {
+        match self
+            .send(path, body, timeout, deadline, token.as_deref())
+            .await
+        {
             Err(EtcdError::Refused(reason)) if self.auth.is_some() && reason.contains("token") => {
                 self.forget_token();
                 let token = self.token().await?;
-                self.send(path, body, timeout, token.as_deref()).await
+                self.send(path, body, timeout, deadline, token.as_deref())
+                    .await
             }
             other => other,
         }
@@ -190,6 +222,7 @@ impl Etcd {
         path: &str,
         body: &Value,
         timeout: Duration,
+        deadline: tokio::time::Instant,
         token: Option<&str>,
     ) -> Result<Value, EtcdError> {
         let mut last = String::from("no endpoint configured");
@@ -197,10 +230,14 @@ impl Etcd {
             let Ok(url) = endpoint.join(path) else {
                 continue;
             };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
             let mut request = self
                 .http
                 .post(url)
-                .timeout(timeout)
+                .timeout(timeout.min(left))
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.to_string());
             if let Some(token) = token {
@@ -239,8 +276,13 @@ impl Etcd {
             let reason = value["error"]
                 .as_str()
                 .or_else(|| value["message"].as_str());
-            // A member without a leader (cut off from its peers) cannot answer: ask another.
-            if !status.is_success() && reason.is_some_and(|r| r.contains("no leader")) {
+            // A member without a leader (cut off from its peers, or electing one) cannot
+            // answer: ask another. etcd says so with gRPC's Unavailable (14): "no leader",
+            // "leader changed", "request timed out", "too many requests".
+            if !status.is_success()
+                && (value["code"].as_i64() == Some(14)
+                    || reason.is_some_and(|r| r.contains("no leader")))
+            {
                 last = reason.unwrap_or_default().to_string();
                 continue;
             }
@@ -540,8 +582,16 @@ fn revision_of(result: &Value) -> i64 {
     revision(result)
 }
 
-/// Requests other than watches give up after this.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// One attempt at one member gives up after this (a request a member takes while its
+/// leader is gone is lost: it never answers).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// A request (every attempt at every member) gives up after this: long enough for the
+/// members to elect a new leader (up to twice the election timeout, 3 s in a cluster spread
+/// over regions) and take the request, short enough for the CLI that waits on an override
+/// (`vantage override` gives up after 15 s).
+const CALL_BUDGET: Duration = Duration::from_secs(10);
+/// The pause before the members are tried again, doubling up to 8 times this.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// A watch asks for progress notifications (every 10 minutes by default in etcd); a watch
 /// silent for longer than this is taken for lost.
 const WATCH_IDLE: Duration = Duration::from_secs(15 * 60);
