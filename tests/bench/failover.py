@@ -171,7 +171,6 @@ port = 443
 path = "/healthz"
 host = "app.test"
 interval = "1s"
-timeout = "1s"
 ca_file = "{WORK}/ca.pem"
 {check}
 [dns]
