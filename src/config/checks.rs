@@ -103,12 +103,16 @@ pub(super) fn validate_check(
     }
     let rise = p.ranged(&format!("{path}.rise"), raw.rise, defaults::RISE, 1, 100);
     let fall = p.ranged(&format!("{path}.fall"), raw.fall, defaults::FALL, 1, 100);
-    // Off unless set: a re-check soon after a failure also repeats a local hiccup (a loaded
-    // host timing out twice in a row), so it is the operator's choice.
+    // A tenth of the interval by default, at least the shortest allowed (the interval itself
+    // when that is shorter): `fall` consecutive failures cost (fall - 1) tenths of an
+    // interval. A prober's own hiccup (a loaded host timing out twice in a row) counts as
+    // local, not against the endpoint, and one region's view alone moves no verdict.
     let suspect_interval = p.duration(
         &format!("{path}.suspect_interval"),
         raw.suspect_interval.as_ref(),
-        interval,
+        (interval / 10)
+            .max(defaults::SUSPECT_INTERVAL_MIN)
+            .min(interval),
     );
     if suspect_interval > interval {
         p.add(

@@ -1,6 +1,6 @@
 //! Validation tests: good configurations, every problem reported with its path.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use super::{ConfigError, Settings, defaults};
 
@@ -41,6 +41,35 @@ fn a_good_config_validates_with_defaults() {
     assert_eq!(s.endpoints[0].host, "www.example.com");
     assert_eq!(s.endpoints[0].check.rise, defaults::RISE);
     assert_eq!(s.cluster.quorum.required(s.regions.len()), 2);
+}
+
+#[test]
+fn the_suspect_interval_is_a_tenth_of_the_interval_by_default() {
+    let ms = Duration::from_millis;
+    for (interval, timeout, expected) in [
+        ("1s", "500ms", ms(100)),
+        ("3s", "1s", ms(300)),
+        ("500ms", "300ms", ms(100)),
+        // Never below the shortest allowed, never above the interval.
+        ("100ms", "50ms", ms(100)),
+        ("60ms", "50ms", ms(60)),
+    ] {
+        let text = GOOD
+            .replace("interval = \"1s\"", &format!("interval = \"{interval}\""))
+            .replace("timeout = \"500ms\"", &format!("timeout = \"{timeout}\""));
+        let s = Settings::from_toml(&text, "t.toml", Path::new(".")).expect("valid");
+        assert_eq!(
+            s.endpoints[0].check.suspect_interval, expected,
+            "{interval}"
+        );
+    }
+    // Set, it is kept; set to the interval, the fast path is off.
+    let text = GOOD.replace(
+        "interval = \"1s\"",
+        "interval = \"1s\"\n    suspect_interval = \"1s\"",
+    );
+    let s = Settings::from_toml(&text, "t.toml", Path::new(".")).expect("valid");
+    assert_eq!(s.endpoints[0].check.suspect_interval, ms(1000));
 }
 
 #[test]

@@ -21,7 +21,7 @@ const ADMIN_TOKEN: &str = "admin-token-for-drill-tests";
 const INTERVAL_MS: u64 = 400;
 const FALL: u64 = 3;
 const POLL_MS: u64 = 100;
-/// suspect_interval is not set: failures are re-checked at the interval.
+/// suspect_interval is the interval: failures are re-checked at the interval (no fast path).
 const SUSPECT_MS: u64 = INTERVAL_MS;
 
 struct Fleet {
@@ -54,6 +54,7 @@ port = {port}
 path = "/healthz"
 host = "app.test"
 interval = "{INTERVAL_MS}ms"
+suspect_interval = "{SUSPECT_MS}ms"
 timeout = "300ms"
 rise = 2
 fall = {FALL}
