@@ -339,7 +339,7 @@ pub fn instructions(port: u16, dns: &[SocketAddr], admin: SocketAddr, state: &Pa
         format!("  curl -s {a}/v1/status     # every answer and why, every vote"),
         String::new(),
         format!("  curl -X POST {a}/demo/backends/use1/fail      # fail use1 for every region"),
-        format!("  {dig} www.example.com     # about 2s later: 127.0.0.3 (euw1)"),
+        format!("  {dig} www.example.com     # under a second later: 127.0.0.3 (euw1)"),
         format!("  curl -X POST '{a}/demo/backends/euw1/fail?region=us-east'   # one region loses sight of euw1"),
         format!("  {dig} www.example.com     # still 127.0.0.3: one region of three is no quorum"),
         format!("  curl -X POST {a}/demo/backends/use1/restore   # use1 is back after 2 good checks"),

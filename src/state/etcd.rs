@@ -13,6 +13,10 @@ use serde_json::{Value, json};
 pub enum EtcdError {
     #[error("etcd is unreachable at {endpoints}: {detail}")]
     Unreachable { endpoints: String, detail: String },
+    /// Members answered, or took the request and never answered, but none has a leader
+    /// (electing one, or cut off from the others).
+    #[error("etcd has no leader at {endpoints}: {detail}")]
+    NoLeader { endpoints: String, detail: String },
     #[error("etcd refused the request: {0}")]
     Refused(String),
     #[error("etcd sent something unexpected: {0}")]
@@ -173,10 +177,10 @@ impl Etcd {
     }
 
     /// POSTs `body` to `path` at the first endpoint that answers, authenticated when etcd
-    /// asks for it (once more with a fresh token when the last one expired). While no member
-    /// can answer (the leader was lost and the others are electing one: a request sent to a
-    /// follower then is dropped and hangs), the endpoints are tried again until
-    /// `CALL_BUDGET` has passed. Every request here may be repeated: a put writes the same
+    /// asks for it (once more with a fresh token when the last one expired). While the members
+    /// have no leader (the leader was lost and the others are electing one: a request sent to
+    /// a follower then is dropped and hangs), the endpoints are tried again until
+    /// `CALL_BUDGET` has passed; when none can be reached at all, the error comes at once. Every request here may be repeated: a put writes the same
     /// value, a delete removes what is there, and a create taken by our own earlier attempt
     /// holds our own lease.
     async fn call(&self, path: &str, body: &Value, timeout: Duration) -> Result<Value, EtcdError> {
@@ -184,7 +188,7 @@ impl Etcd {
         let mut pause = RETRY_PAUSE;
         loop {
             match self.call_once(path, body, timeout, deadline).await {
-                Err(EtcdError::Unreachable { .. })
+                Err(EtcdError::NoLeader { .. })
                     if tokio::time::Instant::now() + pause < deadline =>
                 {
                     tokio::time::sleep(pause).await;
@@ -226,6 +230,9 @@ impl Etcd {
         token: Option<&str>,
     ) -> Result<Value, EtcdError> {
         let mut last = String::from("no endpoint configured");
+        // Whether a member took the request without a leader to agree on it (it said so, or
+        // never answered): then the members may be electing one, and trying again helps.
+        let mut leaderless = false;
         for endpoint in &self.endpoints {
             let Ok(url) = endpoint.join(path) else {
                 continue;
@@ -247,6 +254,7 @@ impl Etcd {
             let response = match sent {
                 Ok(r) => r,
                 Err(e) => {
+                    leaderless |= e.is_timeout();
                     last = crate::error_chain(&e);
                     continue;
                 }
@@ -283,6 +291,7 @@ impl Etcd {
                 && (value["code"].as_i64() == Some(14)
                     || reason.is_some_and(|r| r.contains("no leader")))
             {
+                leaderless = true;
                 last = reason.unwrap_or_default().to_string();
                 continue;
             }
@@ -297,9 +306,11 @@ impl Etcd {
             }
             return Ok(value);
         }
-        Err(EtcdError::Unreachable {
-            endpoints: self.endpoints_text(),
-            detail: last,
+        let (endpoints, detail) = (self.endpoints_text(), last);
+        Err(if leaderless {
+            EtcdError::NoLeader { endpoints, detail }
+        } else {
+            EtcdError::Unreachable { endpoints, detail }
         })
     }
 
