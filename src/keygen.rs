@@ -53,13 +53,9 @@ impl Written {
 /// Writes `<region>.key` and, when `tls_names` is not empty, `<region>-tls.crt` and
 /// `<region>-tls.key` into `dir`; refuses to replace an existing file.
 pub fn keygen(dir: &Path, region: &str, tls_names: &[String]) -> Result<Written, String> {
-    if region.is_empty()
-        || !region
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if !crate::model::Region::valid_name(region) {
         return Err(format!(
-            "--region {region:?}: use the region's name (letters, digits, - and _)"
+            "--region {region:?}: use the region's name (letters, digits, '-', '_', '.')"
         ));
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -160,5 +156,9 @@ mod tests {
         let again = keygen(dir.path(), "eu-west", &[]).expect_err("replaced a key");
         assert!(again.contains("never replaces"), "{again}");
         assert!(keygen(dir.path(), "../x", &[]).is_err());
+        assert!(keygen(dir.path(), "..", &[]).is_err());
+        // Every name the configuration takes for a region gets its key.
+        let dotted = keygen(dir.path(), "us.east-1_a", &[]).expect("a dotted region");
+        assert!(dotted.key_file.ends_with("us.east-1_a.key"));
     }
 }

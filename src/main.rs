@@ -217,18 +217,23 @@ enum Command {
     },
     /// Validate a configuration file and the zone files it names; exit non-zero on any problem.
     #[command(
-        after_help = "Examples:\n  vantage check-config --config /etc/vantage/fleet.toml\n  vantage check-config fleet.toml\n  vantage check-config --online fleet.toml   # also reach the fleet's etcd"
+        after_help = "Examples:\n  vantage check-config --config /etc/vantage/fleet.toml\n  vantage check-config fleet.toml\n  vantage check-config --online fleet.toml   # also reach the fleet's etcd\n  vantage check-config --region us-east fleet.toml   # on us-east's prober host"
     )]
     CheckConfig {
         /// Also reach what the configuration points to: the fleet's etcd ([state]).
         #[arg(long)]
         online: bool,
+        /// Also check as `vantage probe --region REGION` would start: its key and certificate
+        /// must be on this host (without it, a prober's files are checked where present).
+        #[arg(long)]
+        region: Option<String>,
         /// The fleet configuration file (also as --config, like every other command).
         #[arg(
             required_unless_present = "config_flag",
             conflicts_with = "config_flag"
         )]
         config: Option<PathBuf>,
+        /// The fleet configuration file.
         #[arg(long = "config", short = 'c', value_name = "CONFIG")]
         config_flag: Option<PathBuf>,
     },
@@ -238,7 +243,7 @@ enum Command {
 enum DnssecCommand {
     /// Write a new private key (PKCS#8 PEM, readable by its owner only) and print its DNSKEY.
     #[command(
-        after_help = "Example:\n  vantage dnssec keygen --out /etc/vantage/keys/example.com.pem\n  vantage dnssec keygen --algorithm ed25519 --out keys/example.com-ksk.pem"
+        after_help = "Examples:\n  vantage dnssec keygen --out /etc/vantage/keys/example.com.pem\n  vantage dnssec keygen --algorithm ed25519 --out keys/example.com-ksk.pem"
     )]
     Keygen {
         /// ecdsap256sha256 (13, the default) or ed25519 (15).
@@ -253,6 +258,7 @@ enum DnssecCommand {
         after_help = "Example:\n  vantage dnssec ds --config /etc/vantage/fleet.toml example.com"
     )]
     Ds {
+        /// The fleet configuration file.
         #[arg(long, short)]
         config: PathBuf,
         /// The zone, as written in [dns.dnssec."ZONE"].
@@ -296,9 +302,12 @@ enum OverrideCommand {
         after_help = "Example:\n  vantage override --config fleet.toml clear use1 --reason \"upgrade done\""
     )]
     Clear {
+        /// The endpoint's name.
         endpoint: String,
+        /// Why (kept in the audit trail).
         #[arg(long, default_value = "")]
         reason: String,
+        /// Who (default: $USER).
         #[arg(long)]
         by: Option<String>,
     },
@@ -366,11 +375,12 @@ fn main() -> ExitCode {
             config,
             config_flag,
             online,
+            region,
         } => {
             let Some(config) = config.or(config_flag) else {
                 return ExitCode::from(2);
             };
-            check_config(&config, online)
+            check_config(&config, online, region.as_deref())
         }
         Command::Dns { config } => {
             let (settings, zones) = match app::check(&config) {
@@ -740,8 +750,24 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 
 /// Runs a client command: prints its output, or the error with exit code 1.
 /// `vantage check-config`: every problem (exit 2), warnings, or a one-line summary.
-fn check_config(config: &std::path::Path, online: bool) -> ExitCode {
-    match app::check(config) {
+fn check_config(config: &std::path::Path, online: bool, region: Option<&str>) -> ExitCode {
+    let checked = app::check_all(config);
+    // As that region's prober would start (its own files required), beside the rest.
+    let prober = region.map(|r| app::check_probe(config, r));
+    let checked = match (checked, prober) {
+        (Ok(loaded), None | Some(Ok(_))) => Ok(loaded),
+        (Ok(_), Some(Err(problems))) => Err(problems),
+        (Err(mut problems), Some(Err(more))) => {
+            for p in more {
+                if !problems.contains(&p) {
+                    problems.push(p);
+                }
+            }
+            Err(problems)
+        }
+        (Err(problems), _) => Err(problems),
+    };
+    match checked {
         Ok((settings, zones)) => {
             if online && let Err(problem) = reach_state(&settings) {
                 eprintln!("{}: {problem}", config.display());

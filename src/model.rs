@@ -41,6 +41,16 @@ impl Region {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether `name` can name a region: letters, digits, '-', '_' and '.', not only dots
+    /// (it also names the region's key files).
+    pub fn valid_name(name: &str) -> bool {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && !name.chars().all(|c| c == '.')
+    }
 }
 
 impl fmt::Display for Region {

@@ -22,7 +22,7 @@ use metrics::Metrics;
 use crate::{
     admin::{self, AdminState},
     aggregator::{Aggregator, History},
-    config::Settings,
+    config::{Problem, Settings},
     dns::{self, ZoneFile},
     exchange::{self, ObservationBoard, auth::FleetKey, pull::ProberLink},
     model::EndpointId,
@@ -55,39 +55,109 @@ impl serde::Serialize for Listening {
     }
 }
 
-/// Every problem with a configuration file and the zones it names, each on its own line.
+/// Validates a configuration and every file it names, the zones and their records: every
+/// problem in one pass. Problems of the configuration (also those found in the files it
+/// names) are listed at their lines; a zone file's own problems at its lines.
 pub fn check(config: &Path) -> Result<(Settings, Vec<ZoneFile>), Vec<String>> {
-    let settings = Settings::load(config).map_err(|e| vec![e.to_string()])?;
-    let mut problems = Vec::new();
+    check_for(config, false)
+}
+
+/// As [`check`], and the files of every prober's identity found on this host (its key
+/// matching its public key, its certificate and key a pair): `check-config`, not `vantage
+/// dns`, which uses neither.
+pub fn check_all(config: &Path) -> Result<(Settings, Vec<ZoneFile>), Vec<String>> {
+    check_for(config, true)
+}
+
+fn check_for(config: &Path, identities: bool) -> Result<(Settings, Vec<ZoneFile>), Vec<String>> {
+    let settings = match Settings::load(config) {
+        Ok(settings) => settings,
+        // The zone files too, wherever the configuration says they are.
+        Err(crate::config::ConfigError::Invalid { mut problems, .. }) => {
+            let zone_files = crate::config::zones_dir_of(config)
+                .map(|dir| load_zones(&dir, &mut problems).1)
+                .unwrap_or_default();
+            let mut out = vec![crate::config::located(config, problems).to_string()];
+            out.extend(zone_files);
+            return Err(out);
+        }
+        Err(e) => return Err(vec![e.to_string()]),
+    };
+    let mut problems: Vec<Problem> = Vec::new();
     if let Some(region) = settings.regions.first() {
         problems.extend(check_setups(&settings, region));
     }
-    let mut zones = match dns::zones::load_dir(&settings.dns.zones_dir) {
-        Ok(zones) => zones,
-        Err(errors) => {
-            problems.extend(errors.iter().map(ToString::to_string));
-            return Err(problems);
+    // A prober's key and certificate live on its own host: checked where they are.
+    for (i, region) in settings.regions.iter().enumerate() {
+        let Some(identity) = settings
+            .prober_identities
+            .get(region)
+            .filter(|_| identities)
+        else {
+            continue;
+        };
+        for (setting, message) in
+            probe_role::identity_problems(identity, probe_role::Present::IfHere)
+        {
+            problems.push(Problem {
+                path: format!("prober[{i}].{setting}"),
+                message,
+                line: None,
+            });
         }
-    };
-    if let Err(more) = dns::zones::sign(&settings.dns.dnssec, &mut zones) {
-        problems.extend(
-            more.into_iter()
-                .map(|p| format!("{}: {p}", config.display())),
-        );
     }
-    if let Err(more) = check_zones(&settings, &zones, &config.display().to_string()) {
-        problems.extend(more);
+    let (mut zones, zone_files) = load_zones(&settings.dns.zones_dir, &mut problems);
+    // Keys and records against the zones, once every zone loaded.
+    let mut signing = Vec::new();
+    if let Some(zones) = &mut zones {
+        if let Err(more) = dns::zones::sign(&settings.dns.dnssec, zones) {
+            signing.extend(
+                more.into_iter()
+                    .map(|p| format!("{}: {p}", config.display())),
+            );
+        }
+        problems.extend(dns::check_records(&settings, zones));
     }
-    if problems.is_empty() {
-        Ok((settings, zones))
-    } else {
-        Err(problems)
+    if problems.is_empty() && zone_files.is_empty() && signing.is_empty() {
+        return Ok((settings, zones.unwrap_or_default()));
+    }
+    let mut out = Vec::new();
+    if !problems.is_empty() {
+        out.push(crate::config::located(config, problems).to_string());
+    }
+    out.extend(zone_files);
+    out.extend(signing);
+    Err(out)
+}
+
+/// The zones of `dir` (None when any is bad); an unreadable directory is a problem of the
+/// configuration's `dns.zones_dir`, a zone file's problems are its own (file and line).
+fn load_zones(dir: &Path, problems: &mut Vec<Problem>) -> (Option<Vec<ZoneFile>>, Vec<String>) {
+    match dns::zones::load_dir(dir) {
+        Ok(zones) => (Some(zones), Vec::new()),
+        Err(errors) => {
+            let mut own = Vec::new();
+            for error in errors {
+                match error {
+                    dns::zones::ZoneError::Dir { source, .. } => problems.push(Problem {
+                        path: "dns.zones_dir".into(),
+                        message: format!(
+                            "cannot read the zones directory {}: {source}",
+                            dir.display()
+                        ),
+                        line: None,
+                    }),
+                    other => own.push(other.to_string()),
+                }
+            }
+            (None, own)
+        }
     }
 }
 
 /// Builds one check per configured check (which reads its CA file), so that a bad PEM is
 /// reported by `check-config` rather than at start.
-fn check_setups(settings: &Settings, region: &crate::model::Region) -> Vec<String> {
+fn check_setups(settings: &Settings, region: &crate::model::Region) -> Vec<Problem> {
     let mut seen = std::collections::HashSet::new();
     let mut cache = probe::check::CheckCache::default();
     settings
@@ -95,18 +165,12 @@ fn check_setups(settings: &Settings, region: &crate::model::Region) -> Vec<Strin
         .iter()
         .filter(|e| seen.insert(e.check.name.clone()))
         .filter_map(|e| probe::check::Checker::new(e, region, &mut cache).err())
-        .map(|e| e.to_string())
+        .map(|e| Problem {
+            path: e.setting(),
+            message: e.reason(),
+            line: None,
+        })
         .collect()
-}
-
-/// Cross-checks managed records against the zone files.
-pub fn check_zones(settings: &Settings, zones: &[ZoneFile], file: &str) -> Result<(), Vec<String>> {
-    let problems = dns::check_records(settings, zones);
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.iter().map(|p| format!("{file}: {p}")).collect())
-    }
 }
 
 /// The deciding side of the serving roles. What survives a reload: the published snapshot (and

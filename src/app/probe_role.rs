@@ -43,26 +43,63 @@ pub fn check_probe(config: &Path, region: &str) -> Result<(Settings, Region), Ve
         ));
     }
     if let Some(identity) = settings.prober_identities.get(&region) {
-        if let Some(file) = &identity.key_file
-            && let Err(e) = signer(file, identity)
-        {
-            problems.push(format!("prober {region}: key_file: {e}"));
-        }
-        if let Err(e) = tls_config(identity) {
-            problems.push(format!("prober {region}: {e}"));
-        }
+        problems.extend(
+            identity_problems(identity, Present::Required)
+                .into_iter()
+                .map(|(setting, e)| format!("prober {region}: {setting}: {e}")),
+        );
         if !identity.public_keys.is_empty() && identity.key_file.is_none() {
             problems.push(format!(
                 "prober {region}: public_key is set but not key_file: this prober could not sign its reports"
             ));
         }
     }
-    problems.extend(super::check_setups(&settings, &region));
+    problems.extend(
+        super::check_setups(&settings, &region)
+            .iter()
+            .map(ToString::to_string),
+    );
     if problems.is_empty() {
         Ok((settings, region))
     } else {
         Err(problems)
     }
+}
+
+/// Whether a prober's own files must be on this host (`vantage probe` of that region), or
+/// are checked where they are (`check-config` on any host of the fleet).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Present {
+    Required,
+    IfHere,
+}
+
+/// What is wrong with the files of a prober's identity, by setting: the signing key
+/// (readable, and one of the configured public keys) and the listener's certificate and key
+/// (a pair).
+pub fn identity_problems(
+    identity: &ProberIdentity,
+    present: Present,
+) -> Vec<(&'static str, String)> {
+    let here = |file: &Path| present == Present::Required || file.exists();
+    let mut problems = Vec::new();
+    if let Some(file) = identity.key_file.as_deref().filter(|f| here(f))
+        && let Err(e) = signer(file, identity)
+    {
+        problems.push(("key_file", e));
+    }
+    // Aggregators hold the certificate alone (to pin it): the pair is checked where the key is.
+    let tls_here = identity.tls_key_file.as_deref().is_some_and(here);
+    if tls_here && let Err(e) = tls_config(identity) {
+        // tls_config names the setting first when one file is at fault.
+        let problem = match e.split_once(": ") {
+            Some(("tls_key_file", rest)) => ("tls_key_file", rest.to_string()),
+            Some(("tls_cert_file", rest)) => ("tls_cert_file", rest.to_string()),
+            _ => ("tls_cert_file", e),
+        };
+        problems.push(problem);
+    }
+    problems
 }
 
 /// The prober's signing key, which must match a configured public key.

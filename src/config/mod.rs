@@ -513,6 +513,34 @@ pub enum ConfigError {
     },
 }
 
+/// Problems found in `file` after it loaded (the files it names, records against the
+/// zones), each at the line where its setting is written, listed as every configuration
+/// problem is.
+pub fn located(file: &Path, mut problems: Vec<Problem>) -> ConfigError {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let at = locate::Locator::new(&text);
+    for problem in &mut problems {
+        problem.line = problem.line.or_else(|| at.line(&problem.path));
+    }
+    problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    ConfigError::Invalid {
+        file: file.display().to_string(),
+        problems,
+    }
+}
+
+/// The zones directory `file` names (or the default beside it), read from its text alone:
+/// so that a configuration with problems still has its zone files checked.
+pub fn zones_dir_of(file: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    let dir = match table.get("dns").and_then(|d| d.get("zones_dir")) {
+        Some(dir) => dir.as_str()?,
+        None => defaults::ZONES_DIR,
+    };
+    Some(file.parent().unwrap_or(Path::new(".")).join(dir))
+}
+
 fn list(problems: &[Problem]) -> String {
     problems
         .iter()

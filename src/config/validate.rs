@@ -244,11 +244,7 @@ fn validate_probers(raw: &RawConfig, p: &mut Problems) -> Vec<Region> {
     let mut regions: Vec<Region> = Vec::new();
     for (i, prober) in raw.prober.iter().enumerate() {
         let name = prober.region.trim();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
+        if !Region::valid_name(name) {
             p.add(
                 format!("prober[{i}].region"),
                 format!(
@@ -308,7 +304,9 @@ fn validate_cluster(raw: &RawConfig, probers: usize, base: &Path, p: &mut Proble
         raw.cluster.poll_timeout.as_ref(),
         defaults::POLL_TIMEOUT,
     );
-    if poll_interval + poll_timeout >= stale_after {
+    // Only where reports are pulled: probers in this process report as they check.
+    let pulled = raw.prober.iter().any(|pr| pr.url.is_some());
+    if pulled && poll_interval + poll_timeout >= stale_after {
         p.add(
             "cluster.poll_interval",
             format!(

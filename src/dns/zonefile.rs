@@ -993,14 +993,16 @@ fn svc_params(tokens: &[Token<'_>]) -> Result<Vec<u8>, String> {
 }
 
 /// Reads `path` (and the files it includes), the zone `origin` (wire form), calling `add` for
-/// every record. Included files must be inside `root`.
+/// every record. Included files must be inside `root`. A bad entry is reported and reading
+/// goes on with the next (every problem of a file in one pass, as Knot's and NSD's checkers
+/// do), up to `MAX_ERRORS`; a lexical error (an unclosed quote or parenthesis) ends its file.
 pub fn read(
     path: &Path,
     text: &[u8],
     origin: &[u8],
     root: &Path,
     add: &mut dyn FnMut(Record<'_>) -> Result<(), String>,
-) -> Result<(), ParseError> {
+) -> Result<(), Vec<ParseError>> {
     let mut state = State {
         origin: origin.to_vec(),
         default_ttl: None,
@@ -1008,8 +1010,17 @@ pub fn read(
         owner: Vec::new(),
         rdata: Vec::new(),
     };
-    read_file(path, text, &mut state, root, 0, add)
+    let mut errors = Vec::new();
+    read_file(path, text, &mut state, root, 0, add, &mut errors);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
+
+/// A file's problems are listed up to this many; then reading stops.
+const MAX_ERRORS: usize = 100;
 
 struct State {
     origin: Vec<u8>,
@@ -1021,6 +1032,7 @@ struct State {
     rdata: Vec<u8>,
 }
 
+/// Reads one file's entries, adding each problem to `errors`; stops at `MAX_ERRORS`.
 fn read_file(
     path: &Path,
     text: &[u8],
@@ -1028,17 +1040,36 @@ fn read_file(
     root: &Path,
     depth: usize,
     add: &mut dyn FnMut(Record<'_>) -> Result<(), String>,
-) -> Result<(), ParseError> {
+    errors: &mut Vec<ParseError>,
+) {
     let fail = |line: usize, message: String| ParseError {
         file: path.to_path_buf(),
         line,
         message,
     };
-    entries(
+    let read = entries(
         text,
-        &mut |entry| read_entry(path, entry, state, root, depth, add),
-        fail,
-    )
+        &mut |entry| {
+            if errors.len() >= MAX_ERRORS {
+                return Err(None);
+            }
+            if let Err(e) = read_entry(path, entry, state, root, depth, add, errors) {
+                errors.push(e);
+                if errors.len() >= MAX_ERRORS {
+                    errors.push(fail(
+                        entry.line,
+                        format!("{MAX_ERRORS} problems: reading stops here"),
+                    ));
+                    return Err(None);
+                }
+            }
+            Ok(())
+        },
+        |line, message| Some(fail(line, message)),
+    );
+    if let Err(Some(lexical)) = read {
+        errors.push(lexical);
+    }
 }
 
 /// One entry: a directive, or a record handed to `add`.
@@ -1049,6 +1080,7 @@ fn read_entry(
     root: &Path,
     depth: usize,
     add: &mut dyn FnMut(Record<'_>) -> Result<(), String>,
+    errors: &mut Vec<ParseError>,
 ) -> Result<(), ParseError> {
     let fail = |line: usize, message: String| ParseError {
         file: path.to_path_buf(),
@@ -1138,7 +1170,7 @@ fn read_entry(
                         owner: state.owner.clone(),
                         rdata: Vec::new(),
                     };
-                    read_file(&included, &body, &mut inner, root, depth + 1, add)?;
+                    read_file(&included, &body, &mut inner, root, depth + 1, add, errors);
                     // RFC 1035 section 5.1: the origin and owner go back after the include.
                 }
                 "$GENERATE" => {
@@ -1263,7 +1295,8 @@ mod tests {
                 });
                 Ok(())
             },
-        )?;
+        )
+        .map_err(|mut errors| errors.swap_remove(0))?;
         Ok(out)
     }
 
@@ -1453,6 +1486,43 @@ mod tests {
             &mut |_| Ok(()),
         )
         .expect_err("outside");
-        assert!(e.message.contains("inside the zones directory"), "{e}");
+        assert!(e[0].message.contains("inside the zones directory"), "{e:?}");
+    }
+
+    #[test]
+    fn every_bad_entry_of_a_file_is_reported_in_one_pass() {
+        let origin = wire::from_dotted("example").expect("origin");
+        let mut added = Vec::new();
+        let text = b"a 1 A 192.0.2.1\nb 1 A 1.2.3\nc 1 BOGUS x\n$TTL forever\nd 1 A 192.0.2.4\ne 1 TXT \"open\n";
+        let errors = read(
+            Path::new("z/example.zone"),
+            text,
+            &origin,
+            Path::new("z"),
+            &mut |r| {
+                added.push(r.line);
+                Ok(())
+            },
+        )
+        .expect_err("bad entries");
+        let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![2, 3, 4, 6], "{errors:?}");
+        // The good records around them were read.
+        assert_eq!(added, vec![1, 5]);
+        // A file of nothing but bad lines stops at the cap, saying so.
+        let many = "x 1 A 1.2.3\n".repeat(MAX_ERRORS + 50);
+        let errors = read(
+            Path::new("z/example.zone"),
+            many.as_bytes(),
+            &origin,
+            Path::new("z"),
+            &mut |_| Ok(()),
+        )
+        .expect_err("bad entries");
+        assert_eq!(errors.len(), MAX_ERRORS + 1);
+        assert!(
+            errors[MAX_ERRORS].message.contains("reading stops"),
+            "{errors:?}"
+        );
     }
 }

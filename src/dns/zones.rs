@@ -77,12 +77,23 @@ pub fn load_dir(dir: &Path) -> Result<Vec<ZoneFile>, Vec<ZoneError>> {
     for path in paths {
         // The file's text is dropped before the zone is built (a large zone's peak memory).
         let loaded = std::fs::read(&path)
-            .map_err(|source| ZoneError::Read {
-                file: path.display().to_string(),
-                source,
+            .map_err(|source| {
+                vec![ZoneError::Read {
+                    file: path.display().to_string(),
+                    source,
+                }]
             })
-            .and_then(|text| read_zone(&path, &text))
-            .and_then(|builder| build_zone(&path, builder));
+            .and_then(|text| {
+                let (builder, mut problems) = read_zone(&path, &text);
+                // The zone's own rules too (a CNAME beside other data, no SOA), also when
+                // some records could not be read: every problem of the file in one pass.
+                match builder.map(|b| build_zone(&path, b)) {
+                    Some(Ok(zone)) if problems.is_empty() => return Ok(zone),
+                    Some(Err(e)) => problems.push(e),
+                    _ => {}
+                }
+                Err(problems)
+            });
         match loaded {
             Ok(zone) => {
                 if let Some(other) = zones.iter().find(|z: &&ZoneFile| z.origin == zone.origin) {
@@ -98,7 +109,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<ZoneFile>, Vec<ZoneError>> {
                     zones.push(zone);
                 }
             }
-            Err(e) => errors.push(e),
+            Err(e) => errors.extend(e),
         }
     }
     if errors.is_empty() {
@@ -116,11 +127,15 @@ pub fn parse_zone(path: &Path, text: &str) -> Result<ZoneFile, ZoneError> {
 
 /// As [`parse_zone`], for text that need not be UTF-8 (zone files may hold any byte).
 pub fn parse_zone_bytes(path: &Path, text: &[u8]) -> Result<ZoneFile, ZoneError> {
-    build_zone(path, read_zone(path, text)?)
+    match read_zone(path, text) {
+        (Some(builder), problems) if problems.is_empty() => build_zone(path, builder),
+        (_, mut problems) => Err(problems.swap_remove(0)),
+    }
 }
 
-/// Reads every record of a zone file.
-fn read_zone(path: &Path, text: &[u8]) -> Result<ZoneBuilder, ZoneError> {
+/// Reads every record of a zone file it can, and every problem in it (no builder: the file's
+/// name names no zone).
+fn read_zone(path: &Path, text: &[u8]) -> (Option<ZoneBuilder>, Vec<ZoneError>) {
     let file = path.display().to_string();
     let origin = path
         .file_stem()
@@ -128,20 +143,28 @@ fn read_zone(path: &Path, text: &[u8]) -> Result<ZoneBuilder, ZoneError> {
         .map(|s| s.trim_end_matches('.'))
         .filter(|s| !s.is_empty())
         .and_then(|s| zonefile_name(s.as_bytes()))
-        .ok_or_else(|| ZoneError::Name { file: file.clone() })?;
+        .ok_or_else(|| ZoneError::Name { file: file.clone() });
+    let origin = match origin {
+        Ok(origin) => origin,
+        Err(e) => return (None, vec![e]),
+    };
     let root = path.parent().unwrap_or(Path::new("."));
     let mut builder = ZoneBuilder::new(&origin);
     // About one record per line.
     builder.reserve(text.iter().filter(|&&b| b == b'\n').count());
-    zonefile::read(path, text, &origin, root, &mut |record| {
+    let problems = zonefile::read(path, text, &origin, root, &mut |record| {
         builder.add(record.owner, record.rtype, record.ttl, record.rdata)
     })
-    .map_err(|e| ZoneError::Parse {
+    .err()
+    .unwrap_or_default()
+    .into_iter()
+    .map(|e| ZoneError::Parse {
         file: e.file.display().to_string(),
         line: e.line,
         message: e.message,
-    })?;
-    Ok(builder)
+    })
+    .collect();
+    (Some(builder), problems)
 }
 
 /// Checks and freezes the records read from `path`.

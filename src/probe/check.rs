@@ -42,6 +42,29 @@ pub enum CheckSetupError {
     Client { check: String, message: String },
 }
 
+impl CheckSetupError {
+    /// The setting at fault (`check.<name>.ca_file`, or the check).
+    pub fn setting(&self) -> String {
+        match self {
+            Self::CaFile { check, .. } | Self::CaPem { check, .. } => {
+                format!("check.{check}.ca_file")
+            }
+            Self::Client { check, .. } => format!("check.{check}"),
+        }
+    }
+
+    /// What is wrong with it.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::CaFile { path, source, .. } => format!("cannot read {path}: {source}"),
+            Self::CaPem { path, message, .. } => {
+                format!("{path} holds no usable PEM certificate: {message}")
+            }
+            Self::Client { message, .. } => format!("cannot build the HTTP client: {message}"),
+        }
+    }
+}
+
 /// A ready-to-run check for one endpoint, as seen from one region. Small: what every endpoint
 /// of a check shares (TLS configuration, request, expectations) is one [`CheckShared`].
 pub struct Checker {

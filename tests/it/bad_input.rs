@@ -343,3 +343,117 @@ fn check_config_reports_every_problem_in_one_pass_with_lines_and_suggestions() {
     assert_eq!(stderr.matches("adress").count(), 1, "{stderr}");
     assert!(!stderr.contains(" record[0]: "), "{stderr}");
 }
+
+/// `check-config` lists every problem at once: the configuration's values, the zone files
+/// (every bad line, and the zone's own rules), a missing zones directory at its setting's
+/// line, and the prober files found on this host; `--region` checks as that prober starts.
+#[test]
+fn check_config_checks_zones_and_prober_files_in_the_same_pass() {
+    let dir = workdir();
+    let path = dir.path().join("fleet.toml");
+    // A bad value, and a zone file with two bad records and a CNAME beside other data.
+    std::fs::write(
+        dir.path().join("zones/example.com.zone"),
+        format!(
+            "{EXAMPLE_ZONE}bad IN A 1.2.3\nworse IN A 1.2.3.4.5\nstatic IN CNAME ns1\nlast IN A 192.0.2.9\n"
+        ),
+    )
+    .expect("zone");
+    let config = "[[prober]]\nregion = \"us.east-1\"\n[check.web]\nprotocol = \"tcp\"\nport = 9\nrise = 0\n\
+                  [[record]]\nname = \"www.example.com\"\nendpoints = [{ address = \"192.0.2.1\" }]\n";
+    std::fs::write(&path, config).expect("config");
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 2, "{stderr}");
+    for expected in [
+        "line 6: check.web.rise: 0 is out of range",
+        "example.com.zone:6: A: \"1.2.3\" is not an IPv4 address",
+        "example.com.zone:7: A: \"1.2.3.4.5\" is not an IPv4 address",
+        "static.example.com. has a CNAME and other data",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in\n{stderr}"
+        );
+    }
+    // A zones directory that is not there: at its setting, beside the other problem.
+    std::fs::write(&path, format!("{config}[dns]\nzones_dir = \"nowhere\"\n")).expect("config");
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("line 6: check.web.rise"), "{stderr}");
+    assert!(
+        stderr.contains("line 11: dns.zones_dir: cannot read the zones directory"),
+        "{stderr}"
+    );
+
+    // A prober's key: checked where it is, against its public key; a region's name with a
+    // dot gets its key like any other.
+    std::fs::write(dir.path().join("zones/example.com.zone"), EXAMPLE_ZONE).expect("zone");
+    std::fs::write(
+        dir.path().join("token"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .expect("token");
+    let keys = dir.path().join("keys");
+    let ours = keygen_public_key(&keys, "us.east-1", "127.0.0.1");
+    let theirs = keygen_public_key(&dir.path().join("other"), "us.east-1", "127.0.0.1");
+    let prober = |public: &str| {
+        format!(
+            "[cluster]\ntoken_file = \"token\"\n\
+             [[prober]]\nregion = \"us.east-1\"\nurl = \"http://127.0.0.1:9443\"\nkey_file = \"keys/us.east-1.key\"\npublic_key = {public}\n\
+             [check.web]\nprotocol = \"tcp\"\nport = 9\n\
+             [[record]]\nname = \"www.example.com\"\nendpoints = [{{ address = \"192.0.2.1\" }}]\n"
+        )
+    };
+    std::fs::write(&path, prober(&ours)).expect("config");
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 0, "{stderr}");
+    std::fs::write(&path, prober(&theirs)).expect("config");
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("line 6: prober[0].key_file:")
+            && stderr.contains("is not among this prober's public_key values"),
+        "{stderr}"
+    );
+    // Elsewhere in the fleet the key is not on the host: fine, unless checking as that prober.
+    std::fs::write(&path, prober(&ours)).expect("config");
+    std::fs::remove_file(keys.join("us.east-1.key")).expect("remove");
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run_vantage(
+        &[
+            "check-config",
+            "--region",
+            "us.east-1",
+            path.to_str().expect("path"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("key_file"), "{stderr}");
+}
+
+/// Probers in this process report as they check: the pull's timing does not bound stale_after.
+#[test]
+fn fast_checks_without_remote_probers_need_no_poll_settings() {
+    let dir = workdir();
+    let path = dir.path().join("fleet.toml");
+    let config = "[cluster]\nstale_after = \"1s\"\n[[prober]]\nregion = \"a\"\n\
+                  [check.web]\nprotocol = \"tcp\"\nport = 9\ninterval = \"200ms\"\ntimeout = \"100ms\"\n\
+                  [[record]]\nname = \"www.example.com\"\nendpoints = [{ address = \"192.0.2.1\" }]\n";
+    std::fs::write(&path, config).expect("config");
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 0, "{stderr}");
+    // Pulled from a url, the same stale_after is too short for the default pull.
+    std::fs::write(
+        &path,
+        config.replace(
+            "region = \"a\"\n",
+            "region = \"a\"\nurl = \"http://127.0.0.1:9443\"\n",
+        ),
+    )
+    .expect("config");
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("cluster.poll_interval"), "{stderr}");
+}
