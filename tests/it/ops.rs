@@ -859,7 +859,8 @@ async fn the_demo_keeps_its_token_private_and_leaves_nothing_behind() {
     init();
     let dir = workdir();
     let mut demo = Vantage::demo(dir.path());
-    let state = std::env::temp_dir().join(format!("vantage-demo-{}", demo.pid()));
+    // Its files go to $TMPDIR, which the test points at its own directory.
+    let state = dir.path().join(format!("vantage-demo-{}", demo.pid()));
     let token = state.join("admin-token");
     let mode = std::fs::metadata(&token)
         .expect("token")

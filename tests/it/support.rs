@@ -325,9 +325,10 @@ impl Vantage {
         self.child.id()
     }
 
-    /// Starts `vantage demo` on ephemeral loopback ports.
+    /// Starts `vantage demo` on ephemeral loopback ports, its files under `dir` (a test ends
+    /// it with SIGKILL, which leaves them behind).
     pub fn demo(dir: &Path) -> Vantage {
-        Self::start(
+        Self::start_with_env(
             &[
                 "demo",
                 "--dns-listen",
@@ -336,6 +337,7 @@ impl Vantage {
                 "127.0.0.1:0",
             ],
             dir,
+            &[("TMPDIR", dir.to_str().expect("path"))],
         )
     }
 
