@@ -184,6 +184,14 @@ impl Frontend {
         out
     }
 
+    /// The COOKIE of a reply: the client's cookie and a fresh server cookie (RFC 9018).
+    fn cookies(&self, client: &[u8; 8], ip: std::net::IpAddr, now: u32) -> [u8; 24] {
+        let mut both = [0u8; 24];
+        both[..8].copy_from_slice(client);
+        both[8..].copy_from_slice(&cookie::server_cookie(&self.cookie_secret, client, ip, now));
+        both
+    }
+
     /// Answers one request, handing each response message to `send`; None when nothing was
     /// sent.
     fn respond(
@@ -202,13 +210,24 @@ impl Frontend {
                 edns,
             } => {
                 let state = self.state.load();
+                // RFC 7873 section 5.4: a COOKIE alone, with no question, asks for a server
+                // cookie: NOERROR with the client's and a fresh server cookie.
+                let qdcount = u16::from_be_bytes([packet[4], packet[5]]);
+                let cookie = edns
+                    .and_then(|e| e.cookie)
+                    .filter(|_| qdcount == 0 && question.is_none());
                 let opt = edns.map(|e| OptOut {
                     payload: state.max_udp_payload,
                     dnssec_ok: e.dnssec_ok,
                     compact_ok: false,
                     client_subnet: None,
-                    cookie: None,
+                    cookie: cookie.map(|c| self.cookies(&c.client, src.ip(), unix_seconds())),
                 });
+                let rcode = if cookie.is_some() {
+                    wire::RCODE_NOERROR
+                } else {
+                    wire::RCODE_FORMERR
+                };
                 let opcode = ((flags >> 11) & 0x0f) as u8;
                 let w = Writer::new(Vec::with_capacity(64), id, question, TCP_MAX_MESSAGE);
                 // RD and CD are copied (RFC 1035 section 4.1.1), except for a request with
@@ -220,11 +239,11 @@ impl Frontend {
                         trusted && flags & 0x0100 != 0,
                         trusted && flags & 0x0010 != 0,
                     ),
-                    wire::RCODE_FORMERR,
+                    rcode,
                     opt.as_ref(),
                 ));
                 self.metrics
-                    .response(transport.name(), "NONE", rcode_name(wire::RCODE_FORMERR));
+                    .response(transport.name(), "NONE", rcode_name(rcode));
                 return Some(Outcome {
                     replay: None,
                     verified: false,
@@ -241,11 +260,7 @@ impl Frontend {
         // cookie-bearing query carries a fresh server cookie (RFC 9018).
         let cookie = q.edns.and_then(|e| e.cookie);
         // Unix seconds modulo 2^32 (cookie timestamps), read only for cookie-bearing queries.
-        let now = if cookie.is_some() {
-            (crate::clock::unix_ms() / 1000) as u32
-        } else {
-            0
-        };
+        let now = if cookie.is_some() { unix_seconds() } else { 0 };
         let verified = cookie.is_some_and(|c| {
             c.server().is_some_and(|server| {
                 cookie::verify(&self.cookie_secret, &c.client, server, src.ip(), now)
@@ -256,17 +271,7 @@ impl Frontend {
             dnssec_ok: e.dnssec_ok,
             compact_ok: false,
             client_subnet: None,
-            cookie: cookie.map(|c| {
-                let mut both = [0u8; 24];
-                both[..8].copy_from_slice(&c.client);
-                both[8..].copy_from_slice(&cookie::server_cookie(
-                    &self.cookie_secret,
-                    &c.client,
-                    src.ip(),
-                    now,
-                ));
-                both
-            }),
+            cookie: cookie.map(|c| self.cookies(&c.client, src.ip(), now)),
         });
         let limit = match (transport, q.edns) {
             (Transport::Tcp, _) => TCP_MAX_MESSAGE,
@@ -406,9 +411,8 @@ impl Frontend {
             // AXFR is a TCP exchange (RFC 5936 section 4.2); Knot and NSD say NOTIMP.
             return refuse(wire::RCODE_NOTIMP, send);
         }
-        if !state.transfer_allowed(transport, src) {
-            return refuse(wire::RCODE_REFUSED, send);
-        }
+        // A name that is no zone's apex is not a zone we are authoritative for (NOTAUTH, as
+        // Knot and NSD answer), whoever asks; a zone's transfer is then for allowed clients.
         let Some(zone) = state
             .catalog
             .zone_for(&q.lower)
@@ -416,6 +420,9 @@ impl Frontend {
         else {
             return refuse(wire::RCODE_NOTAUTH, send);
         };
+        if !state.transfer_allowed(transport, src) {
+            return refuse(wire::RCODE_REFUSED, send);
+        }
         let Some(soa) = zone.apex().get(wire::TYPE_SOA) else {
             return refuse(wire::RCODE_SERVFAIL, send);
         };
@@ -545,4 +552,9 @@ pub fn rcode_name(code: u16) -> &'static str {
         16 => "BADVERS",
         _ => "OTHER",
     }
+}
+
+/// Unix seconds modulo 2^32 (cookie timestamps).
+fn unix_seconds() -> u32 {
+    (crate::clock::unix_ms() / 1000) as u32
 }

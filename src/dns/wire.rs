@@ -354,19 +354,26 @@ pub fn parse(packet: &[u8]) -> Parsed<'_> {
         None
     };
     let question = question_end.map(|end| &packet[12..end]);
-    // The additional section, for the OPT (also wanted for a FORMERR reply).
-    let (edns, additional_ok) = match question_end {
-        Some(end) if an == 0 && ns == 0 => parse_additional(packet, end, ar),
-        _ => (None, false),
+    // The additional section, for the OPT (also wanted for a FORMERR reply, and for a query
+    // of a COOKIE alone, with no question: RFC 7873 section 5.4).
+    let additional_at = match (question_end, qd) {
+        (Some(end), _) => Some(end),
+        (None, 0) => Some(12),
+        (None, _) => None,
     };
-    let Some(end) = question_end.filter(|_| additional_ok) else {
+    let (edns, additional) = match additional_at {
+        Some(at) if an == 0 && ns == 0 => parse_additional(packet, at, ar),
+        _ => (None, Additional::Malformed),
+    };
+    let Some(end) = question_end.filter(|_| additional == Additional::WellFormed) else {
         return Parsed::FormErr {
             id,
             flags,
             question,
-            // An OPT is echoed only when the additional section could be read whole (as
-            // Knot and NSD answer).
-            edns: edns.filter(|_| additional_ok),
+            // The OPT is echoed when it could be read (an option in it may be malformed: the
+            // client still learns that EDNS is spoken, RFC 6891 section 7), not when the
+            // section around it is broken (as Knot and NSD answer).
+            edns: edns.filter(|_| additional != Additional::Malformed),
         };
     };
     let qname = &packet[12..end - 4];
@@ -384,15 +391,26 @@ pub fn parse(packet: &[u8]) -> Parsed<'_> {
     })
 }
 
-/// The OPT of the additional section, and whether the section is well formed (every record
-/// complete, no trailing bytes, at most one OPT, at the root, with well-formed options).
-fn parse_additional(packet: &[u8], mut at: usize, count: u16) -> (Option<Edns>, bool) {
+/// How an additional section reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Additional {
+    WellFormed,
+    /// The records are whole, but an option of the OPT (a COOKIE, an ECS) is malformed.
+    BadOption,
+    /// A record is cut short, bytes trail, or the OPT is not one, at the root.
+    Malformed,
+}
+
+/// The OPT of the additional section, and how the section reads (every record complete, no
+/// trailing bytes, at most one OPT, at the root, with well-formed options).
+fn parse_additional(packet: &[u8], mut at: usize, count: u16) -> (Option<Edns>, Additional) {
     let mut edns = None;
     let mut opts = 0;
     let mut ok = true;
+    let mut options_ok = true;
     for _ in 0..count {
         let Some((after, root)) = skip_name(packet, at) else {
-            return (edns, false);
+            return (edns, Additional::Malformed);
         };
         let (Some(rtype), Some(class), Some(ttl), Some(rdlen)) = (
             u16_at(packet, after),
@@ -400,11 +418,11 @@ fn parse_additional(packet: &[u8], mut at: usize, count: u16) -> (Option<Edns>, 
             u32_at(packet, after + 4),
             u16_at(packet, after + 8),
         ) else {
-            return (edns, false);
+            return (edns, Additional::Malformed);
         };
         let data_at = after + 10;
         let Some(data) = packet.get(data_at..data_at + usize::from(rdlen)) else {
-            return (edns, false);
+            return (edns, Additional::Malformed);
         };
         if rtype == TYPE_OPT {
             opts += 1;
@@ -431,12 +449,12 @@ fn parse_additional(packet: &[u8], mut at: usize, count: u16) -> (Option<Edns>, 
                         Some(ecs) if parsed.client_subnet.is_none() => {
                             parsed.client_subnet = Some(ecs)
                         }
-                        _ => ok = false,
+                        _ => options_ok = false,
                     }
                 } else if code == OPTION_COOKIE {
                     match Cookie::parse(value) {
                         Some(cookie) if parsed.cookie.is_none() => parsed.cookie = Some(cookie),
-                        _ => ok = false,
+                        _ => options_ok = false,
                     }
                 }
                 o += 4 + usize::from(len);
@@ -450,7 +468,12 @@ fn parse_additional(packet: &[u8], mut at: usize, count: u16) -> (Option<Edns>, 
         }
         at = data_at + usize::from(rdlen);
     }
-    (edns, ok && at == packet.len())
+    let read = match (ok && at == packet.len(), options_ok) {
+        (false, _) => Additional::Malformed,
+        (true, false) => Additional::BadOption,
+        (true, true) => Additional::WellFormed,
+    };
+    (edns, read)
 }
 
 // ---------------------------------------------------------------------------------------------

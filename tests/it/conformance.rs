@@ -71,6 +71,8 @@ dtarget     A     192.0.2.60
 x.dtarget   A     192.0.2.61
 x.dtarget   TXT   "via dname"
 outdname    DNAME example.net.
+dnself      DNAME sub.dnself
+dnlong      DNAME aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc.example.net.
 to-dname    CNAME x.dname
 loc         LOC   42 21 54 N 71 06 18 W -24m 30m
 _443._tcp.tlsa TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
@@ -145,6 +147,11 @@ const NAMES: &[&str] = &[
     "y.x.dname",
     "nope.dname",
     "z.outdname",
+    // A DNAME that maps below itself: given once (RFC 2181 section 5, RFC 6672 section 3.2).
+    "x.dnself",
+    // A substitution longer than 255 bytes: the DNAME, then YXDOMAIN (RFC 6672 section 3.2).
+    "ddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd.eeeeeeeeeeeeeeeeeeeeeeeeeeeeee.dnlong",
+    "short.dnlong",
     "to-dname",
     "loc",
     "_443._tcp.tlsa",

@@ -235,6 +235,15 @@ async fn vantage_answers_like_knot() {
             "knot refuses {rtype} too"
         );
     }
+    // A name that is no zone's apex: no zone to transfer (NOTAUTH, as Knot; NSD too).
+    let xfr = query_message("static.example.com.", RecordType::AXFR, false);
+    for server in [vantage.dns, knot.addr] {
+        assert_eq!(
+            tcp_query(server, &xfr).await.metadata.response_code,
+            hickory_proto::op::ResponseCode::NotAuth,
+            "{server}"
+        );
+    }
     assert!(
         differences.is_empty(),
         "responses differ from Knot:\n{}",

@@ -167,7 +167,21 @@ async fn a_bad_cookie_option_is_formerr() {
         .await
         .expect("a reply");
         assert_eq!(reply[3] & 0x0f, 1, "{len}-byte cookie: FORMERR");
+        // With the OPT (RFC 6891 section 7): the client still sees that EDNS is spoken.
+        assert_eq!(reply[11], 1, "{len}-byte cookie: an OPT in the FORMERR");
     }
+    // A COOKIE alone, with no question, asks for a server cookie (RFC 7873 section 5.4).
+    let mut bare = query(10, Some(&[7; 8]));
+    let question_end = 12 + "static.example.com".len() + 2 + 4;
+    bare.drain(12..question_end);
+    bare[5] = 0;
+    let reply = udp_exchange(vantage.dns, &bare, Duration::from_secs(2))
+        .await
+        .expect("a reply");
+    assert_eq!(reply[3] & 0x0f, 0, "NOERROR: {reply:?}");
+    let cookie = reply_cookie(&reply).expect("a cookie");
+    assert_eq!(cookie.len(), 24, "client and server cookie");
+    assert_eq!(&cookie[..8], &[7; 8]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
