@@ -222,6 +222,7 @@ impl Frontend {
                     compact_ok: false,
                     client_subnet: None,
                     cookie: cookie.map(|c| self.cookies(&c.client, src.ip(), unix_seconds())),
+                    extended_error: None,
                 });
                 let rcode = if cookie.is_some() {
                     wire::RCODE_NOERROR
@@ -272,6 +273,7 @@ impl Frontend {
             compact_ok: false,
             client_subnet: None,
             cookie: cookie.map(|c| self.cookies(&c.client, src.ip(), now)),
+            extended_error: None,
         });
         let limit = match (transport, q.edns) {
             (Transport::Tcp, _) => TCP_MAX_MESSAGE,
@@ -325,6 +327,13 @@ impl Frontend {
             dnssec: signed.is_some(),
         };
         let mut reply = state.catalog.answer(&snapshot, &question);
+        if reply.rcode == wire::RCODE_REFUSED
+            && let Some(opt) = opt.as_mut()
+        {
+            // A name outside our zones: Not Authoritative (RFC 8914 section 4.21), as Knot and
+            // NSD say.
+            opt.extended_error = Some(EDE_NOT_AUTHORITATIVE);
+        }
         if let Some((edns, (zone, signer))) = signed {
             let now = crate::clock::unix_ms() / 1000;
             let work = dnssec::secure::secure(
@@ -558,3 +567,6 @@ pub fn rcode_name(code: u16) -> &'static str {
 fn unix_seconds() -> u32 {
     (crate::clock::unix_ms() / 1000) as u32
 }
+
+/// RFC 8914's INFO-CODE for a question outside the server's zones.
+const EDE_NOT_AUTHORITATIVE: u16 = 20;

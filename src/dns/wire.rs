@@ -47,6 +47,8 @@ pub const RCODE_BADVERS: u16 = 16;
 
 const OPTION_ECS: u16 = 8;
 const OPTION_COOKIE: u16 = 10;
+/// Extended DNS Errors (RFC 8914).
+const OPTION_EDE: u16 = 15;
 
 /// The longest name in wire form (RFC 1035 section 3.1).
 pub const MAX_NAME: usize = 255;
@@ -734,6 +736,11 @@ impl Writer {
                 options.extend_from_slice(&(cookie.len() as u16).to_be_bytes());
                 options.extend_from_slice(cookie);
             }
+            if let Some(code) = opt.extended_error {
+                options.extend_from_slice(&OPTION_EDE.to_be_bytes());
+                options.extend_from_slice(&2u16.to_be_bytes());
+                options.extend_from_slice(&code.to_be_bytes());
+            }
             self.buf
                 .extend_from_slice(&(options.len() as u16).to_be_bytes());
             self.buf.extend_from_slice(&options);
@@ -754,6 +761,8 @@ pub struct OptOut {
     pub client_subnet: Option<ClientSubnet>,
     /// The client cookie followed by our server cookie.
     pub cookie: Option<[u8; 24]>,
+    /// An Extended DNS Error's INFO-CODE (RFC 8914), e.g. 20, Not Authoritative.
+    pub extended_error: Option<u16>,
 }
 
 impl OptOut {
@@ -763,6 +772,7 @@ impl OptOut {
             .client_subnet
             .map_or(0, |e| 4 + 4 + usize::from(e.source_prefix).div_ceil(8))
             + self.cookie.map_or(0, |c| 4 + c.len())
+            + self.extended_error.map_or(0, |_| 6)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -163,6 +163,19 @@ async fn protocol_rules_hold_for_managed_and_static_names() {
     )
     .await;
     assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+    // rfc8914: with EDNS, the refusal says why: Not Authoritative (INFO-CODE 20), as Knot and
+    // NSD say.
+    let bytes = query_message("www.example.org.", RecordType::A, true)
+        .to_vec()
+        .expect("query");
+    let raw = udp_exchange(dns, &bytes, std::time::Duration::from_secs(2))
+        .await
+        .expect("a reply");
+    assert_eq!(raw[3] & 0x0f, 5, "REFUSED");
+    assert!(
+        raw.windows(6).any(|w| w == [0, 15, 0, 2, 0, 20]),
+        "EDE 20 in the OPT: {raw:?}"
+    );
 
     // rfc6891: EDNS in, EDNS out; version 1 gets BADVERS.
     let reply = udp_query(dns, &query_message("www.example.com.", RecordType::A, true)).await;
