@@ -70,14 +70,27 @@ pub fn check_all(config: &Path) -> Result<(Settings, Vec<ZoneFile>), Vec<String>
 }
 
 fn check_for(config: &Path, identities: bool) -> Result<(Settings, Vec<ZoneFile>), Vec<String>> {
-    let settings = match Settings::load(config) {
+    use crate::config::ConfigError;
+    // Read once: validated, and then for the lines of the problems found in what it names.
+    let file = config.display().to_string();
+    let text = std::fs::read_to_string(config).map_err(|source| {
+        vec![
+            ConfigError::Read {
+                file: file.clone(),
+                source,
+            }
+            .to_string(),
+        ]
+    })?;
+    let base = config.parent().unwrap_or(Path::new("."));
+    let settings = match Settings::from_toml(&text, &file, base) {
         Ok(settings) => settings,
         // The zone files too, wherever the configuration says they are.
-        Err(crate::config::ConfigError::Invalid { mut problems, .. }) => {
-            let zone_files = crate::config::zones_dir_of(config)
+        Err(ConfigError::Invalid { mut problems, .. }) => {
+            let zone_files = crate::config::zones_dir_of(&text, base)
                 .map(|dir| load_zones(&dir, &mut problems).1)
                 .unwrap_or_default();
-            let mut out = vec![crate::config::located(config, problems).to_string()];
+            let mut out = vec![crate::config::located(&file, &text, problems).to_string()];
             out.extend(zone_files);
             return Err(out);
         }
@@ -88,22 +101,18 @@ fn check_for(config: &Path, identities: bool) -> Result<(Settings, Vec<ZoneFile>
         problems.extend(check_setups(&settings, region));
     }
     // A prober's key and certificate live on its own host: checked where they are.
-    for (i, region) in settings.regions.iter().enumerate() {
-        let Some(identity) = settings
-            .prober_identities
-            .get(region)
-            .filter(|_| identities)
-        else {
-            continue;
-        };
-        for (setting, message) in
-            probe_role::identity_problems(identity, probe_role::Present::IfHere)
-        {
-            problems.push(Problem {
-                path: format!("prober[{i}].{setting}"),
-                message,
-                line: None,
-            });
+    if identities {
+        for (i, region) in settings.regions.iter().enumerate() {
+            let Some(identity) = settings.prober_identities.get(region) else {
+                continue;
+            };
+            problems.extend(
+                probe_role::identity_problems(identity, probe_role::Present::IfHere)
+                    .into_iter()
+                    .map(|(setting, message)| {
+                        Problem::new(format!("prober[{i}].{setting}"), message)
+                    }),
+            );
         }
     }
     let (mut zones, zone_files) = load_zones(&settings.dns.zones_dir, &mut problems);
@@ -111,10 +120,7 @@ fn check_for(config: &Path, identities: bool) -> Result<(Settings, Vec<ZoneFile>
     let mut signing = Vec::new();
     if let Some(zones) = &mut zones {
         if let Err(more) = dns::zones::sign(&settings.dns.dnssec, zones) {
-            signing.extend(
-                more.into_iter()
-                    .map(|p| format!("{}: {p}", config.display())),
-            );
+            signing.extend(more.into_iter().map(|p| format!("{file}: {p}")));
         }
         problems.extend(dns::check_records(&settings, zones));
     }
@@ -123,7 +129,7 @@ fn check_for(config: &Path, identities: bool) -> Result<(Settings, Vec<ZoneFile>
     }
     let mut out = Vec::new();
     if !problems.is_empty() {
-        out.push(crate::config::located(config, problems).to_string());
+        out.push(crate::config::located(&file, &text, problems).to_string());
     }
     out.extend(zone_files);
     out.extend(signing);
@@ -139,14 +145,13 @@ fn load_zones(dir: &Path, problems: &mut Vec<Problem>) -> (Option<Vec<ZoneFile>>
             let mut own = Vec::new();
             for error in errors {
                 match error {
-                    dns::zones::ZoneError::Dir { source, .. } => problems.push(Problem {
-                        path: "dns.zones_dir".into(),
-                        message: format!(
+                    dns::zones::ZoneError::Dir { source, .. } => problems.push(Problem::new(
+                        "dns.zones_dir",
+                        format!(
                             "cannot read the zones directory {}: {source}",
                             dir.display()
                         ),
-                        line: None,
-                    }),
+                    )),
                     other => own.push(other.to_string()),
                 }
             }
@@ -165,11 +170,7 @@ fn check_setups(settings: &Settings, region: &crate::model::Region) -> Vec<Probl
         .iter()
         .filter(|e| seen.insert(e.check.name.clone()))
         .filter_map(|e| probe::check::Checker::new(e, region, &mut cache).err())
-        .map(|e| Problem {
-            path: e.setting(),
-            message: e.reason(),
-            line: None,
-        })
+        .map(|e| Problem::new(e.setting(), e.reason()))
         .collect()
 }
 

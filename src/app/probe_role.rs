@@ -91,13 +91,7 @@ pub fn identity_problems(
     // Aggregators hold the certificate alone (to pin it): the pair is checked where the key is.
     let tls_here = identity.tls_key_file.as_deref().is_some_and(here);
     if tls_here && let Err(e) = tls_config(identity) {
-        // tls_config names the setting first when one file is at fault.
-        let problem = match e.split_once(": ") {
-            Some(("tls_key_file", rest)) => ("tls_key_file", rest.to_string()),
-            Some(("tls_cert_file", rest)) => ("tls_cert_file", rest.to_string()),
-            _ => ("tls_cert_file", e),
-        };
-        problems.push(problem);
+        problems.push(e);
     }
     problems
 }
@@ -120,25 +114,38 @@ fn signer(file: &Path, identity: &ProberIdentity) -> Result<ReportSigner, String
     Ok(signer)
 }
 
-/// The TLS server configuration of the prober listener (None: plain HTTP).
-fn tls_config(identity: &ProberIdentity) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+/// The TLS server configuration of the prober listener (None: plain HTTP); an error names the
+/// setting at fault.
+fn tls_config(
+    identity: &ProberIdentity,
+) -> Result<Option<Arc<rustls::ServerConfig>>, (&'static str, String)> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     let (Some(cert), Some(key)) = (&identity.tls_cert_file, &identity.tls_key_file) else {
         return Ok(None);
     };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(Iterator::collect)
-        .map_err(|e| format!("tls_cert_file: cannot read {}: {e}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("tls_key_file: cannot read {}: {e}", key.display()))?;
+        .map_err(|e| {
+            (
+                "tls_cert_file",
+                format!("cannot read {}: {e}", cert.display()),
+            )
+        })?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        (
+            "tls_key_file",
+            format!("cannot read {}: {e}", key.display()),
+        )
+    })?;
     let config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| {
-            format!(
-                "tls_cert_file and tls_key_file do not make a certificate and its key ({}): {e}",
+            let message = format!(
+                "{} and tls_key_file do not make a certificate and its key: {e}",
                 cert.display()
-            )
+            );
+            ("tls_cert_file", message)
         })?;
     Ok(Some(Arc::new(config)))
 }
@@ -178,7 +185,8 @@ pub async fn run_probe(
         Some(file) => signer(file, &identity).map_err(|e| anyhow!("key_file: {e}"))?,
         None => ReportSigner::Fleet(fleet_key.clone()),
     };
-    let tls = tls_config(&identity).map_err(|e| anyhow!("prober {region}: {e}"))?;
+    let tls =
+        tls_config(&identity).map_err(|(setting, e)| anyhow!("prober {region}: {setting}: {e}"))?;
     let metrics = Metrics::new();
     let board = Arc::new(ObservationBoard::new());
     let listener = tokio::net::TcpListener::bind(listen)

@@ -491,6 +491,17 @@ pub struct Problem {
     pub line: Option<usize>,
 }
 
+impl Problem {
+    /// A problem of the setting at `path` (its line is found from the path).
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            path: path.into(),
+            message: message.into(),
+            line: None,
+        }
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path, self.message)
@@ -513,32 +524,32 @@ pub enum ConfigError {
     },
 }
 
-/// Problems found in `file` after it loaded (the files it names, records against the
-/// zones), each at the line where its setting is written, listed as every configuration
-/// problem is.
-pub fn located(file: &Path, mut problems: Vec<Problem>) -> ConfigError {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    let at = locate::Locator::new(&text);
+/// `problems` of the configuration `file` (its `text`), each at the line where its setting
+/// is written, in the order of the file: those validation finds, and those found later in the
+/// files it names (records against the zones, CA files, prober keys).
+pub fn located(file: &str, text: &str, mut problems: Vec<Problem>) -> ConfigError {
+    let at = locate::Locator::new(text);
     for problem in &mut problems {
         problem.line = problem.line.or_else(|| at.line(&problem.path));
     }
+    // In the order of the file (stable: problems of one line keep theirs).
     problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     ConfigError::Invalid {
-        file: file.display().to_string(),
+        file: file.to_string(),
         problems,
     }
 }
 
-/// The zones directory `file` names (or the default beside it), read from its text alone:
-/// so that a configuration with problems still has its zone files checked.
-pub fn zones_dir_of(file: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(file).ok()?;
-    let table: toml::Table = toml::from_str(&text).ok()?;
+/// The zones directory a configuration's `text` names (or the default), under `base`, read
+/// from the TOML alone: so that a configuration with problems still has its zone files
+/// checked.
+pub fn zones_dir_of(text: &str, base: &Path) -> Option<PathBuf> {
+    let table: toml::Table = toml::from_str(text).ok()?;
     let dir = match table.get("dns").and_then(|d| d.get("zones_dir")) {
         Some(dir) => dir.as_str()?,
         None => defaults::ZONES_DIR,
     };
-    Some(file.parent().unwrap_or(Path::new(".")).join(dir))
+    Some(base.join(dir))
 }
 
 fn list(problems: &[Problem]) -> String {
@@ -651,18 +662,7 @@ impl Settings {
         base: &Path,
         files: Files,
     ) -> Result<Settings, ConfigError> {
-        let invalid = |mut problems: Vec<Problem>| {
-            let at = locate::Locator::new(text);
-            for problem in &mut problems {
-                problem.line = problem.line.or_else(|| at.line(&problem.path));
-            }
-            // In the order of the file (stable: problems of one line keep theirs).
-            problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
-            ConfigError::Invalid {
-                file: file.to_string(),
-                problems,
-            }
-        };
+        let invalid = |problems: Vec<Problem>| located(file, text, problems);
         // The common case: the file fits; validation lists every problem in its values.
         if let Ok(raw) = toml::from_str::<raw::RawConfig>(text) {
             return validate::validate(raw, base, files).map_err(invalid);

@@ -17,11 +17,7 @@ pub(super) struct Problems(pub(super) Vec<Problem>);
 
 impl Problems {
     pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            path: path.into(),
-            message: message.into(),
-            line: None,
-        });
+        self.0.push(Problem::new(path, message));
     }
 
     pub(super) fn duration(

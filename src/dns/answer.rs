@@ -272,118 +272,108 @@ impl Catalog {
         let mut visited: Vec<Vec<u8>> = Vec::new();
         for link in 0..MAX_CHAIN {
             let step = entry.resolve(snapshot, &name, q, &mut reply);
-            let next: Vec<u8> =
-                match step {
-                    Step::Found(sets) => {
-                        if link == 0 {
-                            reply.managed = entry.managed_key_for(&name, q.qtype);
-                        }
-                        reply.answer.extend(sets.into_iter().map(|mut s| {
-                            s.owner = owner.clone();
-                            s
-                        }));
+            let next: Vec<u8> = match step {
+                Step::Found(sets) => {
+                    if link == 0 {
+                        reply.managed = entry.managed_key_for(&name, q.qtype);
+                    }
+                    reply.answer.extend(sets.into_iter().map(|mut s| {
+                        s.owner = owner.clone();
+                        s
+                    }));
+                    break;
+                }
+                Step::Alias { cname, target } => {
+                    reply.answer.push(Set {
+                        owner: owner.clone(),
+                        rtype: TYPE_CNAME,
+                        ttl: cname.ttl,
+                        data: Data::Stored(cname),
+                    });
+                    owner = Some(Cow::Borrowed(target));
+                    wire::lower(target)
+                }
+                Step::Dname {
+                    owner: dname_owner,
+                    dname,
+                    target,
+                } => {
+                    // A DNAME that maps a name below itself would apply again to its own
+                    // result: it is given once (no record twice, RFC 2181 section 5), and the
+                    // CNAME synthesized from it ends the answer (the resolver goes on).
+                    let given = |s: &Set<'_>| {
+                        s.rtype == TYPE_DNAME && s.owner.as_deref() == Some(dname_owner)
+                    };
+                    if reply.answer.iter().any(given) {
                         break;
                     }
-                    Step::Alias { cname, target } => {
-                        reply.answer.push(Set {
-                            owner: owner.clone(),
-                            rtype: TYPE_CNAME,
-                            ttl: cname.ttl,
-                            data: Data::Stored(cname),
-                        });
-                        owner = Some(Cow::Borrowed(target));
-                        wire::lower(target)
-                    }
-                    Step::Dname {
-                        owner: dname_owner,
-                        dname,
-                        target,
-                    } => {
-                        // A DNAME that maps a name below itself would apply again to its own
-                        // result: it is given once (no record twice, RFC 2181 section 5), and the
-                        // CNAME synthesized from it ends the answer (the resolver goes on).
-                        if reply.answer.iter().any(|s| {
-                            s.rtype == TYPE_DNAME && s.owner.as_deref() == Some(dname_owner)
-                        }) {
-                            break;
-                        }
-                        reply.answer.push(Set {
-                            owner: Some(Cow::Borrowed(dname_owner)),
-                            rtype: TYPE_DNAME,
-                            ttl: dname.ttl,
-                            data: Data::Stored(dname),
-                        });
-                        // The synthesized CNAME has the DNAME's TTL (RFC 6672 section 3.3).
-                        reply.answer.push(Set {
-                            owner: owner.clone(),
-                            rtype: TYPE_CNAME,
-                            ttl: dname.ttl,
-                            data: Data::Synthesized(target.clone()),
-                        });
-                        if q.qtype == TYPE_CNAME {
-                            // The synthesized CNAME is what was asked for.
-                            break;
-                        }
-                        owner = Some(Cow::Owned(target.clone()));
-                        wire::lower(&target)
-                    }
-                    Step::NoData => {
-                        reply.authority.push(entry.negative_soa());
-                        if q.dnssec {
-                            reply.denial = Some(Denial {
-                                types: entry.types_at(&name, q.qtype),
-                                name: name.into_owned(),
-                                nxdomain: false,
-                            });
-                        }
+                    reply.answer.push(dname_set(dname_owner, dname));
+                    // The synthesized CNAME has the DNAME's TTL (RFC 6672 section 3.3).
+                    reply.answer.push(Set {
+                        owner: owner.clone(),
+                        rtype: TYPE_CNAME,
+                        ttl: dname.ttl,
+                        data: Data::Synthesized(target.clone()),
+                    });
+                    if q.qtype == TYPE_CNAME {
+                        // The synthesized CNAME is what was asked for.
                         break;
                     }
-                    Step::NxDomain => {
-                        reply.rcode = RCODE_NXDOMAIN;
-                        reply.authority.push(entry.negative_soa());
-                        if q.dnssec {
-                            reply.denial = Some(Denial {
-                                name: name.into_owned(),
-                                nxdomain: true,
-                                types: Vec::new(),
-                            });
-                        }
-                        break;
-                    }
-                    Step::TooLong {
-                        owner: dname_owner,
-                        dname,
-                    } => {
-                        // RFC 6672 section 3.2: the DNAME goes in the answer, then YXDOMAIN.
-                        reply.answer.push(Set {
-                            owner: Some(Cow::Borrowed(dname_owner)),
-                            rtype: TYPE_DNAME,
-                            ttl: dname.ttl,
-                            data: Data::Stored(dname),
+                    owner = Some(Cow::Owned(target.clone()));
+                    wire::lower(&target)
+                }
+                Step::NoData => {
+                    reply.authority.push(entry.negative_soa());
+                    if q.dnssec {
+                        reply.denial = Some(Denial {
+                            types: entry.types_at(&name, q.qtype),
+                            name: name.into_owned(),
+                            nxdomain: false,
                         });
-                        reply.rcode = RCODE_YXDOMAIN;
-                        break;
                     }
-                    Step::Referral { cut, ns } => {
-                        // Not authoritative below the cut: NS in authority, glue in additional.
-                        reply.aa = !reply.answer.is_empty();
-                        reply.referral = Some(cut);
-                        reply.authority.push(Set {
-                            owner: Some(Cow::Borrowed(cut)),
-                            rtype: TYPE_NS,
-                            ttl: ns.ttl,
-                            data: Data::Stored(ns),
+                    break;
+                }
+                Step::NxDomain => {
+                    reply.rcode = RCODE_NXDOMAIN;
+                    reply.authority.push(entry.negative_soa());
+                    if q.dnssec {
+                        reply.denial = Some(Denial {
+                            name: name.into_owned(),
+                            nxdomain: true,
+                            types: Vec::new(),
                         });
-                        entry.glue(snapshot, cut, ns, q, &mut reply);
-                        break;
                     }
-                    Step::NotReady => {
-                        return Reply {
-                            managed: reply.managed,
-                            ..Reply::with_rcode(RCODE_SERVFAIL, false)
-                        };
-                    }
-                };
+                    break;
+                }
+                Step::TooLong {
+                    owner: dname_owner,
+                    dname,
+                } => {
+                    // RFC 6672 section 3.2: the DNAME goes in the answer, then YXDOMAIN.
+                    reply.answer.push(dname_set(dname_owner, dname));
+                    reply.rcode = RCODE_YXDOMAIN;
+                    break;
+                }
+                Step::Referral { cut, ns } => {
+                    // Not authoritative below the cut: NS in authority, glue in additional.
+                    reply.aa = !reply.answer.is_empty();
+                    reply.referral = Some(cut);
+                    reply.authority.push(Set {
+                        owner: Some(Cow::Borrowed(cut)),
+                        rtype: TYPE_NS,
+                        ttl: ns.ttl,
+                        data: Data::Stored(ns),
+                    });
+                    entry.glue(snapshot, cut, ns, q, &mut reply);
+                    break;
+                }
+                Step::NotReady => {
+                    return Reply {
+                        managed: reply.managed,
+                        ..Reply::with_rcode(RCODE_SERVFAIL, false)
+                    };
+                }
+            };
             // Follow the chain inside this zone only; the resolver takes it from there.
             visited.push(name.into_owned());
             if !wire::is_at_or_below(&next, origin) || visited.iter().any(|v| *v == *next) {
@@ -395,6 +385,16 @@ impl Catalog {
             entry.additional(snapshot, q, &mut reply);
         }
         reply
+    }
+}
+
+/// The DNAME RRset at `owner`, for the answer.
+fn dname_set<'a>(owner: &'a [u8], dname: &'a RRset) -> Set<'a> {
+    Set {
+        owner: Some(Cow::Borrowed(owner)),
+        rtype: TYPE_DNAME,
+        ttl: dname.ttl,
+        data: Data::Stored(dname),
     }
 }
 

@@ -213,9 +213,7 @@ impl Frontend {
                 // RFC 7873 section 5.4: a COOKIE alone, with no question, asks for a server
                 // cookie: NOERROR with the client's and a fresh server cookie.
                 let qdcount = u16::from_be_bytes([packet[4], packet[5]]);
-                let cookie = edns
-                    .and_then(|e| e.cookie)
-                    .filter(|_| qdcount == 0 && question.is_none());
+                let cookie = edns.and_then(|e| e.cookie).filter(|_| qdcount == 0);
                 let opt = edns.map(|e| OptOut {
                     payload: state.max_udp_payload,
                     dnssec_ok: e.dnssec_ok,

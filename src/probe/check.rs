@@ -24,22 +24,23 @@ use crate::{
 /// At most this much of a response body is read when looking for `expect_body`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-#[derive(Debug, thiserror::Error)]
+/// Why a check cannot be set up; shown as `check.<name>.ca_file: <reason>`.
+#[derive(Debug)]
 pub enum CheckSetupError {
-    #[error("check {check}: cannot read ca_file {path}: {source}")]
     CaFile {
         check: String,
         path: String,
         source: std::io::Error,
     },
-    #[error("check {check}: ca_file {path} holds no usable PEM certificate: {message}")]
     CaPem {
         check: String,
         path: String,
         message: String,
     },
-    #[error("check {check}: cannot build the HTTP client: {message}")]
-    Client { check: String, message: String },
+    Client {
+        check: String,
+        message: String,
+    },
 }
 
 impl CheckSetupError {
@@ -61,6 +62,21 @@ impl CheckSetupError {
                 format!("{path} holds no usable PEM certificate: {message}")
             }
             Self::Client { message, .. } => format!("cannot build the HTTP client: {message}"),
+        }
+    }
+}
+
+impl std::fmt::Display for CheckSetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.setting(), self.reason())
+    }
+}
+
+impl std::error::Error for CheckSetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::CaFile { source, .. } => Some(source),
+            _ => None,
         }
     }
 }

@@ -180,9 +180,9 @@ impl Etcd {
     /// asks for it (once more with a fresh token when the last one expired). While the members
     /// have no leader (the leader was lost and the others are electing one: a request sent to
     /// a follower then is dropped and hangs), the endpoints are tried again until
-    /// `CALL_BUDGET` has passed; when none can be reached at all, the error comes at once. Every request here may be repeated: a put writes the same
-    /// value, a delete removes what is there, and a create taken by our own earlier attempt
-    /// holds our own lease.
+    /// `CALL_BUDGET` has passed; when none can be reached at all, the error comes at once.
+    /// Every request here may be repeated: a put writes the same value, a delete removes what
+    /// is there, and a create taken by our own earlier attempt holds our own lease.
     async fn call(&self, path: &str, body: &Value, timeout: Duration) -> Result<Value, EtcdError> {
         let deadline = tokio::time::Instant::now() + CALL_BUDGET;
         let mut pause = RETRY_PAUSE;
